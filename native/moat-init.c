@@ -1,0 +1,1028 @@
+/*
+ * moat-init: Moat's pre-exec stage. It executes a container set-up plan that the TypeScript
+ * runtime has already validated, then execs the container's program. It decides nothing on its
+ * own: every path, flag and id comes from the plan, in the order the plan gives.
+ *
+ * Build line (scripts/build.mjs runs it during `npm ci`):
+ *   cc -std=gnu11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -fno-strict-aliasing -static \
+ *      -o dist/moat-init native/moat-init.c
+ *
+ * Invocation: moat-init PLAN_FD SYNC_FD
+ *   PLAN_FD  a pipe carrying the whole plan; read to EOF.
+ *   SYNC_FD  a unix stream socket to the runtime (both directions).
+ *   Fds 3 .. 3+N-1 (N from the PRESERVE_FDS record) are handed to the container unchanged;
+ *   every other fd is close-on-exec by the time the container program runs.
+ *
+ * Plan format (all integers little-endian):
+ *   header  "MOATPLAN" u32 version(=1) u32 body_length
+ *   body    records: u32 tag, u32 length, payload[length]
+ *   payload fields: u32 | u64 | str (u32 n, n bytes, no NUL) | strv (u32 count, count x str) |
+ *           bytes (u32 n, n bytes)
+ *   Tags and payloads are listed in `enum tag` below; rootfs operations (tags 20..39) run in
+ *   plan order inside the container's namespaces; the other records are settings.
+ *
+ * Processes:
+ *   P  (this process, host namespaces) forks S1 and writes the user-namespace maps for it. With
+ *      MONITOR=1 it stays to wait for the container and reports its exit status.
+ *   S1 joins namespaces by path, unshares new ones, and clones S2 with CLONE_PARENT, so the
+ *      container init is P's child; S1 then exits.
+ *   S2 (the container init) waits for the runtime's GO, sets up the rootfs, drops privileges,
+ *      reports READY, blocks opening the exec fifo for writing until `moat start` opens it
+ *      for reading, runs startContainer hooks, and execs the program.
+ *
+ * Sync protocol:
+ *   stage -> runtime: one JSON object per line:
+ *     {"type":"pid","pid":N}      host pid of S2 (from P)
+ *     {"type":"hooks"}            S2 reached the createRuntime hook point; waits for RESUME
+ *     {"type":"ready"}            S2 is set up and about to block on the exec fifo
+ *     {"type":"error","op":"...","path":"...","errno":N,"message":"..."}
+ *     {"type":"exit","status":N,"signal":N}   (P, MONITOR=1 only)
+ *   runtime -> stage: frames u8 type, u32 length, payload:
+ *     'G' go (empty): cgroups are placed, S2 may continue
+ *     'R' resume: u32 n, state JSON for createContainer hooks, u32 m, state JSON for
+ *         startContainer hooks
+ *     'A' abort (empty): S2 exits at once
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <linux/filter.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+enum tag {
+  /* settings read by P and S1 */
+  T_NS_UNSHARE = 1,     /* u32 clone flags of namespaces to create */
+  T_NS_JOIN = 2,        /* u32 nstype, str path */
+  T_UID_MAP = 3,        /* str uid_map contents */
+  T_GID_MAP = 4,        /* str gid_map contents */
+  T_SETGROUPS_DENY = 5, /* (empty) write "deny" to setgroups before gid_map */
+  T_MONITOR = 6,        /* u32 1: P waits for the container and reports its exit */
+  /* rootfs operations, run by S2 in plan order */
+  T_ROOT_PROPAGATION = 20, /* u64 mount flags applied to "/" (e.g. MS_SLAVE|MS_REC) */
+  T_HOST_MKDIR = 21,       /* str absolute runtime-owned host path (run by S1, see stage1) */
+  T_HOST_MOUNT = 22,       /* str source, str target (runtime-owned host path), str fstype, u64 flags, str data */
+  T_ROOTFS = 23,           /* str host path, u64 propagation flags (0: none) */
+  T_MOUNT = 24,            /* str source, str dest, str fstype, u64 flags, u64 propagation, str data, u32 mflags */
+  T_MKNOD = 25,            /* str path, u32 mode (type|perm), u32 major, u32 minor, u32 uid, u32 gid */
+  T_BIND_DEV = 26,         /* str host device path, str path */
+  T_SYMLINK = 27,          /* str target, str path */
+  T_SYNC_HOOKS = 28,       /* (empty) report "hooks", wait for RESUME */
+  T_HOOK = 29,             /* u32 when (0 now: createContainer, 1 after start: startContainer), str path, strv args, strv env, u32 timeout s */
+  T_PIVOT_ROOT = 30,       /* (empty) */
+  T_MASK = 31,             /* str path */
+  T_READONLY = 32,         /* str path */
+  T_ROOT_READONLY = 33,    /* (empty) */
+  T_SYSCTL = 34,           /* str key as a path under /proc/sys, str value */
+  T_HOSTNAME = 35,         /* str */
+  T_DOMAINNAME = 36,       /* str */
+  T_LOOPBACK_UP = 37,      /* (empty) */
+  T_MKDIR = 38,            /* str path in rootfs, u32 mode */
+  /* process settings, applied by S2 after the rootfs operations */
+  T_ARGS = 40,           /* strv */
+  T_ENV = 41,            /* strv */
+  T_CWD = 42,            /* str */
+  T_USER = 43,           /* u32 uid, u32 gid, u32 umask (0xffffffff: keep), u32 n, n x u32 groups */
+  T_CAPS = 44,           /* u64 bounding, effective, permitted, inheritable, ambient */
+  T_RLIMIT = 45,         /* u32 resource, u64 soft, u64 hard */
+  T_NO_NEW_PRIVS = 46,   /* (empty) */
+  T_CONSOLE = 47,        /* str console socket path, u32 rows, u32 cols */
+  T_SECCOMP = 48,        /* u32 flags, bytes filter (struct sock_filter[]) */
+  T_PRESERVE_FDS = 49,   /* u32 n */
+  T_EXEC_FIFO = 50,      /* str host path where P creates the exec fifo (mode 0622) */
+  T_NEW_KEYRING = 51,    /* str session keyring name */
+  T_OOM_SCORE_ADJ = 52,  /* u32 (two's complement int32) */
+  T_SETSID = 53,         /* (empty) start a new session even without a terminal */
+};
+
+/* mflags of T_MOUNT */
+#define MF_DEST_FILE 1u       /* create the destination as a regular file */
+#define MF_SYSFS_FALLBACK 2u  /* on EPERM, rbind the host /sys instead */
+
+#define MAX_PLAN (16u << 20)
+#define MAX_ITEMS 4096
+
+struct rd { const uint8_t *p, *end; const char *what; };
+struct strv { uint32_t n; char **v; };
+
+struct hook { uint32_t when; char *path; struct strv args, env; uint32_t timeout; };
+
+static struct plan {
+  uint32_t unshare_flags;
+  uint32_t njoin; uint32_t join_type[16]; char *join_path[16];
+  char *uid_map, *gid_map; int setgroups_deny; int monitor;
+  const uint8_t *ops; size_t ops_len;  /* the whole body, re-walked for ordered ops */
+  struct strv args, env; char *cwd;
+  int has_user; uint32_t uid, gid, umask_v, ngroups; gid_t *groups;
+  int has_caps; uint64_t cap_bound, cap_eff, cap_perm, cap_inh, cap_amb;
+  uint32_t nrlim; uint32_t rl_res[32]; uint64_t rl_soft[32], rl_hard[32];
+  int nnp; char *console; uint32_t rows, cols; int host_ops;
+  uint32_t seccomp_flags; uint8_t *seccomp; uint32_t seccomp_len;
+  uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid;
+  uint32_t nstart; struct hook start_hooks[64];
+} pl;
+
+static int sync_fd = -1;
+static int fifo_fd = -1;      /* O_PATH fd of the exec fifo, opened by P with host credentials */
+static int console_fd = -1;   /* connected console socket, opened by P */
+static int proc_fd = -1;      /* O_PATH fd of the host's /proc/self/fd, for post-pivot reopen */
+static int root_fd = -1;      /* O_PATH fd of the container rootfs */
+static char *state_create, *state_start;
+
+/* ---------- reporting ---------- */
+
+static void write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) { if (errno == EINTR) continue; return; }
+    p += w; n -= (size_t)w;
+  }
+}
+
+/* Appends s to buf as a JSON string body (without quotes), escaping what JSON requires. */
+static size_t json_escape(char *buf, size_t cap, size_t at, const char *s) {
+  for (; s && *s && at + 8 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') { buf[at++] = '\\'; buf[at++] = (char)c; }
+    else if (c < 0x20) at += (size_t)snprintf(buf + at, cap - at, "\\u%04x", c);
+    else buf[at++] = (char)c;
+  }
+  buf[at] = 0;
+  return at;
+}
+
+static void send_line(const char *line) { if (sync_fd >= 0) write_all(sync_fd, line, strlen(line)); }
+
+/* Reports a failure of `op` on `path` with errno `err` to the runtime and exits. */
+static void __attribute__((noreturn)) fail(const char *op, const char *path, int err, const char *fmt, ...) {
+  char detail[512] = "", msg[2048];
+  if (fmt) { va_list ap; va_start(ap, fmt); vsnprintf(detail, sizeof detail, fmt, ap); va_end(ap); }
+  size_t at = (size_t)snprintf(msg, sizeof msg, "{\"type\":\"error\",\"op\":\"");
+  at = json_escape(msg, sizeof msg, at, op);
+  at += (size_t)snprintf(msg + at, sizeof msg - at, "\",\"path\":\"");
+  at = json_escape(msg, sizeof msg, at, path ? path : "");
+  at += (size_t)snprintf(msg + at, sizeof msg - at, "\",\"errno\":%d,\"message\":\"", err);
+  at = json_escape(msg, sizeof msg, at, detail[0] ? detail : (err ? strerror(err) : "failed"));
+  snprintf(msg + at, sizeof msg - at, "\"}\n");
+  if (sync_fd >= 0) send_line(msg);
+  else dprintf(2, "moat-init: %s %s: %s\n", op, path ? path : "", detail[0] ? detail : strerror(err));
+  _exit(1);
+}
+
+/* ---------- plan decoding ---------- */
+
+static void need(struct rd *r, size_t n) {
+  if ((size_t)(r->end - r->p) < n) fail("plan", r->what, EINVAL, "truncated plan record");
+}
+static uint32_t rd_u32(struct rd *r) { need(r, 4); uint32_t v; memcpy(&v, r->p, 4); r->p += 4; return v; }
+static uint64_t rd_u64(struct rd *r) { need(r, 8); uint64_t v; memcpy(&v, r->p, 8); r->p += 8; return v; }
+static char *rd_str(struct rd *r) {
+  uint32_t n = rd_u32(r); need(r, n);
+  if (memchr(r->p, 0, n)) fail("plan", r->what, EINVAL, "string with NUL byte");
+  char *s = malloc((size_t)n + 1);
+  if (!s) fail("plan", r->what, ENOMEM, NULL);
+  memcpy(s, r->p, n); s[n] = 0; r->p += n;
+  return s;
+}
+static struct strv rd_strv(struct rd *r) {
+  struct strv v; v.n = rd_u32(r);
+  if (v.n > MAX_ITEMS) fail("plan", r->what, E2BIG, "too many strings");
+  v.v = calloc((size_t)v.n + 1, sizeof(char *));
+  if (!v.v) fail("plan", r->what, ENOMEM, NULL);
+  for (uint32_t i = 0; i < v.n; i++) v.v[i] = rd_str(r);
+  return v;
+}
+static uint8_t *rd_bytes(struct rd *r, uint32_t *len) {
+  uint32_t n = rd_u32(r); need(r, n);
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b) fail("plan", r->what, ENOMEM, NULL);
+  memcpy(b, r->p, n); r->p += n; *len = n;
+  return b;
+}
+
+/* Calls fn for every record of the body in order. */
+static void walk(const uint8_t *body, size_t len, void (*fn)(uint32_t tag, struct rd *r)) {
+  struct rd all = { body, body + len, "record" };
+  while (all.p < all.end) {
+    uint32_t tag = rd_u32(&all), n = rd_u32(&all);
+    need(&all, n);
+    struct rd r = { all.p, all.p + n, "record" };
+    fn(tag, &r);
+    all.p += n;
+  }
+}
+
+static void read_setting(uint32_t tag, struct rd *r) {
+  switch (tag) {
+  case T_NS_UNSHARE: pl.unshare_flags = rd_u32(r); break;
+  case T_NS_JOIN:
+    if (pl.njoin >= 16) fail("plan", "namespaces", E2BIG, "too many namespaces to join");
+    pl.join_type[pl.njoin] = rd_u32(r); pl.join_path[pl.njoin] = rd_str(r); pl.njoin++;
+    break;
+  case T_UID_MAP: pl.uid_map = rd_str(r); break;
+  case T_GID_MAP: pl.gid_map = rd_str(r); break;
+  case T_SETGROUPS_DENY: pl.setgroups_deny = 1; break;
+  case T_MONITOR: pl.monitor = (int)rd_u32(r); break;
+  case T_ARGS: pl.args = rd_strv(r); break;
+  case T_ENV: pl.env = rd_strv(r); break;
+  case T_CWD: pl.cwd = rd_str(r); break;
+  case T_USER:
+    pl.has_user = 1; pl.uid = rd_u32(r); pl.gid = rd_u32(r); pl.umask_v = rd_u32(r);
+    pl.ngroups = rd_u32(r);
+    if (pl.ngroups > 65536) fail("plan", "process.user.additionalGids", E2BIG, NULL);
+    pl.groups = calloc((size_t)pl.ngroups + 1, sizeof(gid_t));
+    for (uint32_t i = 0; i < pl.ngroups; i++) pl.groups[i] = rd_u32(r);
+    break;
+  case T_CAPS:
+    pl.has_caps = 1; pl.cap_bound = rd_u64(r); pl.cap_eff = rd_u64(r); pl.cap_perm = rd_u64(r);
+    pl.cap_inh = rd_u64(r); pl.cap_amb = rd_u64(r);
+    break;
+  case T_RLIMIT:
+    if (pl.nrlim >= 32) fail("plan", "process.rlimits", E2BIG, NULL);
+    pl.rl_res[pl.nrlim] = rd_u32(r); pl.rl_soft[pl.nrlim] = rd_u64(r); pl.rl_hard[pl.nrlim] = rd_u64(r);
+    pl.nrlim++;
+    break;
+  case T_NO_NEW_PRIVS: pl.nnp = 1; break;
+  case T_CONSOLE: pl.console = rd_str(r); pl.rows = rd_u32(r); pl.cols = rd_u32(r); break;
+  case T_SECCOMP: pl.seccomp_flags = rd_u32(r); pl.seccomp = rd_bytes(r, &pl.seccomp_len); break;
+  case T_PRESERVE_FDS: pl.preserve = rd_u32(r); break;
+  case T_EXEC_FIFO: pl.fifo = rd_str(r); break;
+  case T_NEW_KEYRING: pl.keyring = rd_str(r); break;
+  case T_OOM_SCORE_ADJ: pl.has_oom = 1; pl.oom = (int32_t)rd_u32(r); break;
+  case T_SETSID: pl.setsid = 1; break;
+  case T_HOST_MKDIR: case T_HOST_MOUNT: pl.host_ops = 1; break;
+  case T_HOOK: {
+    struct hook h; h.when = rd_u32(r); h.path = rd_str(r); h.args = rd_strv(r); h.env = rd_strv(r);
+    h.timeout = rd_u32(r);
+    if (h.when == 1) {
+      if (pl.nstart >= 64) fail("plan", "hooks.startContainer", E2BIG, NULL);
+      pl.start_hooks[pl.nstart++] = h;
+    }
+    break;
+  }
+  default: break; /* rootfs operations are run later, in order */
+  }
+}
+
+static void read_plan(int fd) {
+  size_t cap = 65536, len = 0;
+  uint8_t *buf = malloc(cap);
+  if (!buf) fail("plan", "", ENOMEM, NULL);
+  for (;;) {
+    if (len == cap) {
+      if (cap >= MAX_PLAN) fail("plan", "", E2BIG, "plan larger than %u bytes", MAX_PLAN);
+      cap *= 2; buf = realloc(buf, cap);
+      if (!buf) fail("plan", "", ENOMEM, NULL);
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0) { if (errno == EINTR) continue; fail("plan", "", errno, "reading the plan"); }
+    if (n == 0) break;
+    len += (size_t)n;
+  }
+  close(fd);
+  if (len < 16 || memcmp(buf, "MOATPLAN", 8) != 0) fail("plan", "", EINVAL, "bad plan header");
+  uint32_t version, body;
+  memcpy(&version, buf + 8, 4); memcpy(&body, buf + 12, 4);
+  if (version != 1) fail("plan", "", EINVAL, "plan version %u is not supported", version);
+  if (body != len - 16) fail("plan", "", EINVAL, "plan length mismatch");
+  pl.ops = buf + 16; pl.ops_len = body;
+  walk(pl.ops, pl.ops_len, read_setting);
+}
+
+/* ---------- sync with the runtime ---------- */
+
+static void read_exact(int fd, void *buf, size_t n, const char *what) {
+  uint8_t *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0) { if (errno == EINTR) continue; fail("sync", what, errno, NULL); }
+    if (r == 0) fail("sync", what, EPIPE, "the runtime went away");
+    p += r; n -= (size_t)r;
+  }
+}
+
+/* Reads one frame from the runtime; returns its type and stores a malloc'd payload. */
+static char read_frame(uint8_t **payload, uint32_t *len) {
+  uint8_t hdr[5];
+  read_exact(sync_fd, hdr, 5, "frame header");
+  memcpy(len, hdr + 1, 4);
+  if (*len > (1u << 20)) fail("sync", "frame", E2BIG, "frame too large");
+  *payload = malloc(*len + 1);
+  if (!*payload) fail("sync", "frame", ENOMEM, NULL);
+  read_exact(sync_fd, *payload, *len, "frame payload");
+  (*payload)[*len] = 0;
+  if (hdr[0] == 'A') _exit(1);
+  return (char)hdr[0];
+}
+
+static void expect_frame(char want) {
+  uint8_t *payload; uint32_t len;
+  char t = read_frame(&payload, &len);
+  if (t != want) fail("sync", "frame", EPROTO, "expected frame '%c', got '%c'", want, t);
+  if (want == 'R') {
+    struct rd r = { payload, payload + len, "resume" };
+    state_create = rd_str(&r); state_start = rd_str(&r);
+  }
+  free(payload);
+}
+
+/* ---------- paths inside the rootfs ---------- */
+
+static int resolve_in(int dirfd, const char *path, uint64_t flags) {
+  struct open_how how = { .flags = flags | O_CLOEXEC,
+                          .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+  return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/*
+ * Opens `path` inside the tree rooted at `dirfd` (symlinks resolved as if dirfd were "/"),
+ * creating missing directories, and the last component as a file when `file` is set.
+ * Returns an O_PATH fd; the caller mounts on /proc/self/fd/N so the kernel acts on exactly
+ * the inode that was resolved.
+ */
+static int open_in_root(int dirfd, const char *path, int create, int file) {
+  int fd = resolve_in(dirfd, path, O_PATH);
+  if (fd >= 0 || errno != ENOENT || !create) return fd;
+  char *copy = strdup(path), *p = copy;
+  int cur = resolve_in(dirfd, "/", O_PATH | O_DIRECTORY);
+  if (cur < 0) { free(copy); return -1; }
+  while (*p) {
+    while (*p == '/') p++;
+    if (!*p) break;
+    char *slash = strchr(p, '/');
+    int last = 0;
+    if (slash) *slash = 0;
+    const char *rest = slash ? slash + 1 : "";
+    while (*rest == '/') rest++;
+    last = *rest == 0;
+    int next = resolve_in(cur, p, O_PATH);
+    if (next < 0 && errno == ENOENT) {
+      int r;
+      if (last && file) {
+        r = openat(cur, p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (r >= 0) close(r);
+      } else {
+        r = mkdirat(cur, p, 0755);
+      }
+      if (r < 0 && errno != EEXIST) { int e = errno; close(cur); free(copy); errno = e; return -1; }
+      /* resolve again: whatever is there now (even a racing symlink) stays inside the root */
+      next = resolve_in(cur, p, O_PATH);
+    }
+    if (next < 0) { int e = errno; close(cur); free(copy); errno = e; return -1; }
+    close(cur); cur = next;
+    if (!slash) break;
+    p = slash + 1;
+  }
+  free(copy);
+  return cur;
+}
+
+static void fdpath(char *buf, size_t n, int fd) { snprintf(buf, n, "/proc/self/fd/%d", fd); }
+
+/* Splits `path` into its parent (opened inside the root) and its last component. */
+static int open_parent(const char *path, char *name, size_t namecap) {
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) { errno = EINVAL; return -1; }
+  snprintf(name, namecap, "%s", base);
+  char parent[PATH_MAX];
+  size_t plen = slash ? (size_t)(slash - path) : 0;
+  if (plen >= sizeof parent) { errno = ENAMETOOLONG; return -1; }
+  memcpy(parent, path, plen); parent[plen] = 0;
+  if (!plen) strcpy(parent, "/");
+  return open_in_root(root_fd, parent, 1, 0);
+}
+
+/* Mount flags that a less privileged user namespace may not clear on a remount. */
+static unsigned long locked_flags(const char *target) {
+  struct statvfs sv;
+  unsigned long f = 0;
+  if (statvfs(target, &sv) != 0) return 0;
+  if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+  if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+  if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+  if (sv.f_flag & ST_RDONLY) f |= MS_RDONLY;
+  if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
+  if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+  if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
+  return f;
+}
+
+static int remount_bind(const char *target, unsigned long flags) {
+  if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL) == 0) return 0;
+  if (errno != EPERM) return -1;
+  return mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags | locked_flags(target), NULL);
+}
+
+/* ---------- rootfs operations ---------- */
+
+#define BIND_FLAGS (MS_BIND | MS_REC)
+#define PROPAGATION (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE)
+
+static void op_mount(struct rd *r) {
+  char *src = rd_str(r), *dest = rd_str(r), *type = rd_str(r);
+  unsigned long flags = (unsigned long)rd_u64(r), prop = (unsigned long)rd_u64(r);
+  char *data = rd_str(r);
+  uint32_t mflags = rd_u32(r);
+  int file = (mflags & MF_DEST_FILE) != 0;
+  if (flags & MS_BIND) {
+    struct stat st;
+    if (stat(src, &st) != 0) fail("mount", dest, errno, "bind source %s: %s", src, strerror(errno));
+    file = !S_ISDIR(st.st_mode);
+  }
+  int fd = open_in_root(root_fd, dest, 1, file);
+  if (fd < 0) fail("mount", dest, errno, "cannot create the mount point inside the rootfs: %s", strerror(errno));
+  char target[64];
+  fdpath(target, sizeof target, fd);
+  if (flags & MS_BIND) {
+    if (mount(src, target, NULL, flags & BIND_FLAGS, NULL) != 0)
+      fail("mount", dest, errno, "bind mount of %s: %s", src, strerror(errno));
+    unsigned long extra = flags & ~(BIND_FLAGS | PROPAGATION | MS_REMOUNT);
+    close(fd);
+    fd = open_in_root(root_fd, dest, 0, 0); /* reopen: now it is the new mount's root */
+    if (fd < 0) fail("mount", dest, errno, "reopening the mount point");
+    fdpath(target, sizeof target, fd);
+    if (extra && remount_bind(target, extra) != 0)
+      fail("mount", dest, errno, "remounting the bind mount with its options: %s", strerror(errno));
+  } else {
+    if (mount(src, target, type, flags & ~PROPAGATION, data[0] ? data : NULL) != 0) {
+      if ((mflags & MF_SYSFS_FALLBACK) && (errno == EPERM || errno == EACCES)) {
+        if (mount("/sys", target, NULL, MS_BIND | MS_REC, NULL) != 0)
+          fail("mount", dest, errno, "bind of /sys after sysfs was refused: %s", strerror(errno));
+        close(fd);
+        fd = open_in_root(root_fd, dest, 0, 0);
+        if (fd < 0) fail("mount", dest, errno, "reopening the mount point");
+        fdpath(target, sizeof target, fd);
+        remount_bind(target, (flags & ~PROPAGATION) | MS_RDONLY);
+      } else {
+        fail("mount", dest, errno, "mount of %s (type %s): %s", src, type, strerror(errno));
+      }
+    } else {
+      close(fd);
+      fd = open_in_root(root_fd, dest, 0, 0);
+      if (fd < 0) fail("mount", dest, errno, "reopening the mount point");
+      fdpath(target, sizeof target, fd);
+    }
+  }
+  if (prop && mount(NULL, target, NULL, prop, NULL) != 0)
+    fail("mount", dest, errno, "setting mount propagation: %s", strerror(errno));
+  close(fd);
+  free(src); free(dest); free(type); free(data);
+}
+
+static void op_mknod(struct rd *r) {
+  char *path = rd_str(r), name[NAME_MAX + 1];
+  uint32_t mode = rd_u32(r), maj = rd_u32(r), min = rd_u32(r), uid = rd_u32(r), gid = rd_u32(r);
+  int dir = open_parent(path, name, sizeof name);
+  if (dir < 0) fail("device", path, errno, "opening its directory: %s", strerror(errno));
+  char dpath[64];
+  fdpath(dpath, sizeof dpath, dir);
+  int dfd = open(dpath, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (dfd < 0) fail("device", path, errno, NULL);
+  if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT)
+    fail("device", path, errno, "removing what was there: %s", strerror(errno));
+  if (mknodat(dfd, name, mode, makedev(maj, min)) != 0) fail("device", path, errno, "mknod: %s", strerror(errno));
+  if (fchmodat(dfd, name, mode & 07777, 0) != 0) fail("device", path, errno, "chmod: %s", strerror(errno));
+  if (fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) fail("device", path, errno, "chown: %s", strerror(errno));
+  close(dfd); close(dir); free(path);
+}
+
+static void op_bind_dev(struct rd *r) {
+  char *host = rd_str(r), *path = rd_str(r);
+  int fd = open_in_root(root_fd, path, 1, 1);
+  if (fd < 0) fail("device", path, errno, "creating the bind target: %s", strerror(errno));
+  char target[64];
+  fdpath(target, sizeof target, fd);
+  if (mount(host, target, NULL, MS_BIND, NULL) != 0) fail("device", path, errno, "bind of %s: %s", host, strerror(errno));
+  close(fd); free(host); free(path);
+}
+
+static void op_symlink(struct rd *r) {
+  char *target = rd_str(r), *path = rd_str(r), name[NAME_MAX + 1];
+  int dir = open_parent(path, name, sizeof name);
+  if (dir < 0) fail("symlink", path, errno, NULL);
+  char dpath[64];
+  fdpath(dpath, sizeof dpath, dir);
+  int dfd = open(dpath, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (dfd < 0 || (symlinkat(target, dfd, name) != 0 && errno != EEXIST))
+    fail("symlink", path, errno, NULL);
+  close(dfd); close(dir); free(target); free(path);
+}
+
+static void op_mkdir(struct rd *r) {
+  char *path = rd_str(r);
+  uint32_t mode = rd_u32(r);
+  int fd = open_in_root(root_fd, path, 1, 0);
+  if (fd < 0) fail("mkdir", path, errno, NULL);
+  char p[64];
+  fdpath(p, sizeof p, fd);
+  if (chmod(p, mode) != 0) fail("mkdir", path, errno, "chmod: %s", strerror(errno));
+  close(fd); free(path);
+}
+
+/* Runs one hook program with the state JSON on stdin, capturing its output for errors. */
+static void run_hook(const char *kind, struct hook *h, const char *state) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) fail("hook", h->path, errno, NULL);
+  pid_t pid = fork();
+  if (pid < 0) fail("hook", h->path, errno, NULL);
+  if (pid == 0) {
+    dup2(in[0], 0); dup2(out[1], 1); dup2(out[1], 2);
+    syscall(SYS_close_range, 3, ~0U, 0);
+    execve(h->path, h->args.n ? h->args.v : (char *[]){h->path, NULL}, h->env.v ? h->env.v : (char *[]){NULL});
+    dprintf(2, "cannot execute: %s", strerror(errno));
+    _exit(127);
+  }
+  close(in[0]); close(out[1]);
+  signal(SIGPIPE, SIG_IGN);
+  write_all(in[1], state, strlen(state));
+  close(in[1]);
+  int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  char output[2048]; size_t got = 0;
+  int timeout_ms = h->timeout ? (int)h->timeout * 1000 : -1, timed_out = 0;
+  struct pollfd fds[2] = { { out[0], POLLIN, 0 }, { pfd, POLLIN, 0 } };
+  for (;;) {
+    int n = poll(fds, 2, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) { timed_out = 1; kill(pid, SIGKILL); break; }
+    if (fds[0].revents) {
+      char tmp[512];
+      ssize_t k = read(out[0], tmp, sizeof tmp);
+      if (k <= 0) { fds[0].fd = -1; }
+      else { size_t c = (size_t)k; if (got + c > sizeof output - 1) c = sizeof output - 1 - got; memcpy(output + got, tmp, c); got += c; }
+    }
+    if (fds[1].revents && fds[0].fd < 0) break;
+    if (fds[1].revents && fds[0].fd >= 0) { fds[1].fd = -1; } /* exited: drain output */
+    if (fds[0].fd < 0 && fds[1].fd < 0) break;
+  }
+  output[got] = 0;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(out[0]); if (pfd >= 0) close(pfd);
+  signal(SIGPIPE, SIG_DFL);
+  if (timed_out) fail("hook", h->path, ETIMEDOUT, "%s hook %s timed out after %u s", kind, h->path, h->timeout);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail("hook", h->path, 0, "%s hook %s failed (%s %d): %s", kind, h->path,
+         WIFEXITED(status) ? "exit status" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), output);
+}
+
+static void op_hook(struct rd *r) {
+  struct hook h; h.when = rd_u32(r); h.path = rd_str(r); h.args = rd_strv(r); h.env = rd_strv(r);
+  h.timeout = rd_u32(r);
+  if (h.when == 0) run_hook("createContainer", &h, state_create ? state_create : "{}");
+}
+
+static void op_pivot_root(void) {
+  if (fchdir(root_fd) != 0) fail("pivot_root", "", errno, NULL);
+  if (syscall(SYS_pivot_root, ".", ".") != 0) fail("pivot_root", "", errno, NULL);
+  /* the old root is now stacked under "."; keep its unmount from propagating to the host */
+  if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) != 0) fail("pivot_root", "old root", errno, NULL);
+  if (umount2(".", MNT_DETACH) != 0) fail("pivot_root", "old root", errno, "unmount: %s", strerror(errno));
+  if (chdir("/") != 0) fail("pivot_root", "/", errno, NULL);
+  close(root_fd);
+  root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) fail("pivot_root", "/", errno, NULL);
+}
+
+static void op_mask(struct rd *r) {
+  char *path = rd_str(r);
+  int fd = open_in_root(root_fd, path, 0, 0);
+  if (fd < 0) { if (errno == ENOENT) { free(path); return; } fail("maskedPaths", path, errno, NULL); }
+  struct stat st;
+  char target[64];
+  fdpath(target, sizeof target, fd);
+  if (fstat(fd, &st) != 0) fail("maskedPaths", path, errno, NULL);
+  int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
+                               : mount("/dev/null", target, NULL, MS_BIND, NULL);
+  if (rc != 0) fail("maskedPaths", path, errno, NULL);
+  close(fd); free(path);
+}
+
+static void op_readonly(struct rd *r) {
+  char *path = rd_str(r);
+  int fd = open_in_root(root_fd, path, 0, 0);
+  if (fd < 0) { if (errno == ENOENT) { free(path); return; } fail("readonlyPaths", path, errno, NULL); }
+  char target[64];
+  fdpath(target, sizeof target, fd);
+  if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) != 0) fail("readonlyPaths", path, errno, NULL);
+  close(fd);
+  fd = open_in_root(root_fd, path, 0, 0);
+  if (fd < 0) fail("readonlyPaths", path, errno, NULL);
+  fdpath(target, sizeof target, fd);
+  if (remount_bind(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC) != 0)
+    fail("readonlyPaths", path, errno, "remount read-only: %s", strerror(errno));
+  close(fd); free(path);
+}
+
+static void op_sysctl(struct rd *r) {
+  char *key = rd_str(r), *value = rd_str(r);
+  int dir = openat(AT_FDCWD, "/proc/sys", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail("sysctl", key, errno, "/proc/sys is not mounted");
+  int fd = resolve_in(dir, key, O_WRONLY);
+  if (fd < 0) fail("sysctl", key, errno, NULL);
+  if (write(fd, value, strlen(value)) < 0) fail("sysctl", key, errno, "writing %s: %s", value, strerror(errno));
+  close(fd); close(dir); free(key); free(value);
+}
+
+static void op_loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) fail("network", "lo", errno, NULL);
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) fail("network", "lo", errno, "bringing loopback up: %s", strerror(errno));
+  close(s);
+}
+
+static void op_rootfs(struct rd *r) {
+  char *path = rd_str(r);
+  unsigned long prop = (unsigned long)rd_u64(r);
+  if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) fail("rootfs", path, errno, "bind mount: %s", strerror(errno));
+  if (prop && mount(NULL, path, NULL, prop, NULL) != 0) fail("rootfs", path, errno, "propagation: %s", strerror(errno));
+  root_fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) fail("rootfs", path, errno, NULL);
+  free(path);
+}
+
+/* Runs the host-side preparation (T_HOST_*) in S1, before any user namespace exists. */
+static void run_host_op(uint32_t tag, struct rd *r) {
+  switch (tag) {
+  case T_HOST_MKDIR: {
+    char *p = rd_str(r);
+    if (mkdir(p, 0700) != 0 && errno != EEXIST) fail("mkdir", p, errno, NULL);
+    free(p); break;
+  }
+  case T_HOST_MOUNT: {
+    char *src = rd_str(r), *tgt = rd_str(r), *type = rd_str(r);
+    unsigned long flags = (unsigned long)rd_u64(r);
+    char *data = rd_str(r);
+    if (mount(src, tgt, type[0] ? type : NULL, flags, data[0] ? data : NULL) != 0)
+      fail("mount", tgt, errno, "mount of %s (type %s): %s", src, type, strerror(errno));
+    free(src); free(tgt); free(type); free(data); break;
+  }
+  default: break;
+  }
+}
+
+static void run_op(uint32_t tag, struct rd *r) {
+  switch (tag) {
+  case T_ROOT_PROPAGATION: {
+    unsigned long f = (unsigned long)rd_u64(r);
+    if (mount(NULL, "/", NULL, f, NULL) != 0) fail("rootfsPropagation", "/", errno, NULL);
+    break;
+  }
+  case T_ROOTFS: op_rootfs(r); break;
+  case T_MOUNT: op_mount(r); break;
+  case T_MKNOD: op_mknod(r); break;
+  case T_BIND_DEV: op_bind_dev(r); break;
+  case T_SYMLINK: op_symlink(r); break;
+  case T_MKDIR: op_mkdir(r); break;
+  case T_SYNC_HOOKS: send_line("{\"type\":\"hooks\"}\n"); expect_frame('R'); break;
+  case T_HOOK: op_hook(r); break;
+  case T_PIVOT_ROOT: op_pivot_root(); break;
+  case T_MASK: op_mask(r); break;
+  case T_READONLY: op_readonly(r); break;
+  case T_ROOT_READONLY:
+    if (remount_bind("/", MS_RDONLY) != 0) fail("root.readonly", "/", errno, NULL);
+    break;
+  case T_SYSCTL: op_sysctl(r); break;
+  case T_HOSTNAME: {
+    char *h = rd_str(r);
+    if (sethostname(h, strlen(h)) != 0) fail("hostname", h, errno, NULL);
+    free(h); break;
+  }
+  case T_DOMAINNAME: {
+    char *h = rd_str(r);
+    if (setdomainname(h, strlen(h)) != 0) fail("domainname", h, errno, NULL);
+    free(h); break;
+  }
+  case T_LOOPBACK_UP: op_loopback_up(); break;
+  default: break;
+  }
+}
+
+/* ---------- process set-up in S2 ---------- */
+
+static void setup_console(void) {
+  int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) fail("terminal", "/dev/ptmx", errno, "is devpts mounted at /dev/pts? %s", strerror(errno));
+  int unlock = 0;
+  if (ioctl(master, TIOCSPTLCK, &unlock) != 0) fail("terminal", "/dev/ptmx", errno, NULL);
+  int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+  if (slave < 0) fail("terminal", "/dev/ptmx", errno, "opening the pty peer: %s", strerror(errno));
+  unsigned int ptyno = 0;
+  ioctl(master, TIOCGPTN, &ptyno);
+  if (pl.rows || pl.cols) {
+    struct winsize ws = { .ws_row = (unsigned short)pl.rows, .ws_col = (unsigned short)pl.cols };
+    ioctl(slave, TIOCSWINSZ, &ws);
+  }
+  char name[64];
+  snprintf(name, sizeof name, "/dev/pts/%u", ptyno);
+  struct iovec iov = { name, strlen(name) };
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &master, sizeof(int));
+  if (sendmsg(console_fd, &msg, 0) < 0) fail("terminal", pl.console, errno, "sending the pty to the console socket: %s", strerror(errno));
+  close(master); close(console_fd); console_fd = -1;
+  if (ioctl(slave, TIOCSCTTY, 0) != 0) fail("terminal", name, errno, "TIOCSCTTY: %s", strerror(errno));
+  for (int i = 0; i < 3; i++) if (dup3(slave, i, 0) < 0) fail("terminal", name, errno, NULL);
+  if (slave > 2) close(slave);
+}
+
+static void set_ids_and_caps(void) {
+  if (pl.has_caps) {
+    int last = 40;
+    FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+    if (f) { if (fscanf(f, "%d", &last) != 1) last = 40; fclose(f); }
+    for (int c = 0; c <= last && c < 64; c++)
+      if (!(pl.cap_bound & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
+        fail("capabilities", "bounding", errno, "dropping capability %d: %s", c, strerror(errno));
+  }
+  if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail("capabilities", "keepcaps", errno, NULL);
+  if (pl.has_user) {
+    if (setgroups(pl.ngroups, pl.groups) != 0 && !(errno == EPERM && pl.ngroups == 0))
+      fail("user", "process.user.additionalGids", errno, "setgroups: %s", strerror(errno));
+    if (setresgid(pl.gid, pl.gid, pl.gid) != 0) fail("user", "process.user.gid", errno, "setresgid(%u): %s", pl.gid, strerror(errno));
+    if (setresuid(pl.uid, pl.uid, pl.uid) != 0) fail("user", "process.user.uid", errno, "setresuid(%u): %s", pl.uid, strerror(errno));
+  }
+  if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) fail("capabilities", "keepcaps", errno, NULL);
+  if (pl.has_caps) {
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[2];
+    for (int i = 0; i < 2; i++) {
+      d[i].effective = (uint32_t)(pl.cap_eff >> (32 * i));
+      d[i].permitted = (uint32_t)(pl.cap_perm >> (32 * i));
+      d[i].inheritable = (uint32_t)(pl.cap_inh >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, d) != 0) fail("capabilities", "capset", errno, NULL);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+      fail("capabilities", "ambient", errno, NULL);
+    for (int c = 0; c < 64; c++)
+      if ((pl.cap_amb & (1ULL << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
+        fail("capabilities", "ambient", errno, "raising capability %d: %s", c, strerror(errno));
+  }
+}
+
+static void load_seccomp(void) {
+  if (!pl.seccomp) return;
+  struct sock_fprog prog = { .len = (unsigned short)(pl.seccomp_len / sizeof(struct sock_filter)),
+                             .filter = (struct sock_filter *)pl.seccomp };
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, pl.seccomp_flags, &prog) < 0)
+    fail("seccomp", "linux.seccomp", errno, "loading the filter: %s", strerror(errno));
+  free(pl.seccomp); pl.seccomp = NULL;
+}
+
+static const char *env_get(const char *name) {
+  size_t n = strlen(name);
+  for (uint32_t i = 0; i < pl.env.n; i++)
+    if (strncmp(pl.env.v[i], name, n) == 0 && pl.env.v[i][n] == '=') return pl.env.v[i] + n + 1;
+  return NULL;
+}
+
+/* Finds the program as execvp would, with the container's PATH; fails before start if absent. */
+static char *find_program(void) {
+  const char *arg0 = pl.args.v[0];
+  struct stat st;
+  if (strchr(arg0, '/')) {
+    if (stat(arg0, &st) != 0) fail("exec", arg0, errno, "%s: %s", arg0, strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail("exec", arg0, EISDIR, "%s is a directory", arg0);
+    return strdup(arg0);
+  }
+  const char *path = env_get("PATH");
+  if (!path) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  char *copy = strdup(path), *save = NULL;
+  for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+    char cand[PATH_MAX];
+    snprintf(cand, sizeof cand, "%s/%s", *dir ? dir : ".", arg0);
+    if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0) { free(copy); return strdup(cand); }
+  }
+  free(copy);
+  fail("exec", arg0, ENOENT, "executable file \"%s\" not found in $PATH", arg0);
+}
+
+static void __attribute__((noreturn)) container_init(void) {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
+  expect_frame('G');
+  if ((pl.unshare_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) != 0)
+    fail("namespaces", "cgroup", errno, "unshare: %s", strerror(errno));
+  if (pl.console || pl.setsid) { if (setsid() < 0) fail("setsid", "", errno, NULL); }
+  proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (proc_fd < 0) fail("open", "/proc/self/fd", errno, NULL);
+  if (pl.has_oom) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || dprintf(fd, "%d", pl.oom) < 0) fail("oomScoreAdj", "process.oomScoreAdj", errno, NULL);
+    close(fd);
+  }
+  if (pl.keyring && syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, pl.keyring) < 0 && errno != ENOSYS && errno != EDQUOT && errno != EACCES)
+    fail("keyring", pl.keyring, errno, NULL);
+
+  walk(pl.ops, pl.ops_len, run_op);
+  if (root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
+  close(root_fd);
+
+  if (pl.console) setup_console();
+  for (uint32_t i = 0; i < pl.nrlim; i++) {
+    struct rlimit rl = { pl.rl_soft[i], pl.rl_hard[i] };
+    if (setrlimit((int)pl.rl_res[i], &rl) != 0) fail("rlimit", "process.rlimits", errno, "resource %u: %s", pl.rl_res[i], strerror(errno));
+  }
+  if (pl.has_user && pl.umask_v != 0xffffffffu) umask(pl.umask_v & 0777);
+  if (!pl.nnp) load_seccomp(); /* without no_new_privs the filter needs CAP_SYS_ADMIN: load it while we have it */
+  set_ids_and_caps();
+  if (pl.cwd && chdir(pl.cwd) != 0) fail("cwd", pl.cwd, errno, "chdir to %s: %s", pl.cwd, strerror(errno));
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd) || cwd[0] != '/') fail("cwd", pl.cwd ? pl.cwd : "", EPERM, "working directory is outside the container");
+  if (pl.args.n == 0) fail("exec", "process.args", EINVAL, "no program to run");
+  char *prog = find_program();
+
+  send_line("{\"type\":\"ready\"}\n");
+  close(sync_fd); sync_fd = -1;
+
+  /* Block until `moat start` opens the fifo for reading. */
+  char fifo_name[32];
+  snprintf(fifo_name, sizeof fifo_name, "%d", fifo_fd);
+  int w = openat(proc_fd, fifo_name, O_WRONLY | O_CLOEXEC);
+  if (w < 0) { dprintf(2, "moat-init: opening the exec fifo: %s\n", strerror(errno)); _exit(1); }
+  write_all(w, "0", 1);
+  close(w); close(fifo_fd); close(proc_fd);
+
+  for (uint32_t i = 0; i < pl.nstart; i++) {
+    sync_fd = -1; /* a failing startContainer hook is printed on stderr: nobody is listening */
+    run_hook("startContainer", &pl.start_hooks[i], state_start ? state_start : "{}");
+  }
+  if (pl.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { dprintf(2, "moat-init: no_new_privs: %s\n", strerror(errno)); _exit(1); }
+  if (pl.nnp) load_seccomp();
+
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  for (int s = 1; s < NSIG; s++) if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  for (uint32_t fd = 3; fd < 3 + pl.preserve; fd++) fcntl((int)fd, F_SETFD, 0);
+  if (syscall(SYS_close_range, 3 + pl.preserve, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    for (int fd = 3 + (int)pl.preserve; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  execve(prog, pl.args.v, pl.env.v ? pl.env.v : (char *[]){NULL});
+  dprintf(2, "moat-init: exec %s: %s\n", prog, strerror(errno));
+  _exit(127);
+}
+
+/* ---------- S1: namespaces ---------- */
+
+static void __attribute__((noreturn)) stage1(int pp) {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
+  int fds[16];
+  for (uint32_t i = 0; i < pl.njoin; i++) {
+    fds[i] = open(pl.join_path[i], O_RDONLY | O_CLOEXEC);
+    if (fds[i] < 0) fail("namespaces", pl.join_path[i], errno, "opening namespace: %s", strerror(errno));
+  }
+  /*
+   * Host-side preparation (the embedded default's overlay of the host root) runs as real root in
+   * a private mount namespace of its own, before the user namespace: a mount namespace owned by
+   * a user namespace locks every inherited mount, and overlayfs refuses a lower layer with locked
+   * submounts. The container's own mount namespace is made from this one below.
+   */
+  if (pl.host_ops) {
+    if (unshare(CLONE_NEWNS) != 0) fail("namespaces", "mount", errno, "unshare: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0) fail("mount", "/", errno, "making / a slave: %s", strerror(errno));
+    walk(pl.ops, pl.ops_len, run_host_op);
+  }
+  /* the user namespace first: it decides what the other joins are allowed to do */
+  for (int pass = 0; pass < 2; pass++)
+    for (uint32_t i = 0; i < pl.njoin; i++) {
+      int is_user = pl.join_type[i] == CLONE_NEWUSER;
+      if (is_user != (pass == 0)) continue;
+      if (setns(fds[i], (int)pl.join_type[i]) != 0) fail("namespaces", pl.join_path[i], errno, "setns: %s", strerror(errno));
+      close(fds[i]);
+      if (is_user && (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0))
+        fail("namespaces", pl.join_path[i], errno, "becoming root in the joined user namespace");
+    }
+  if (pl.unshare_flags & CLONE_NEWUSER) {
+    if (unshare(CLONE_NEWUSER) != 0) fail("namespaces", "user", errno, "unshare: %s", strerror(errno));
+    char c = 'M';
+    write_all(pp, &c, 1);
+    if (read(pp, &c, 1) != 1 || c != 'm') _exit(1); /* P reported the error */
+    if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)
+      fail("namespaces", "user", errno, "becoming root in the new user namespace: is uid 0 mapped?");
+  }
+  uint32_t rest = pl.unshare_flags & ~(uint32_t)(CLONE_NEWUSER | CLONE_NEWCGROUP);
+  if (rest && unshare((int)rest) != 0) fail("namespaces", "unshare", errno, "unshare(0x%x): %s", rest, strerror(errno));
+  pid_t child = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+  if (child < 0) fail("clone", "", errno, NULL);
+  if (child == 0) { close(pp); container_init(); }
+  char msg[5] = { 'P' };
+  memcpy(msg + 1, &child, 4);
+  write_all(pp, msg, 5);
+  _exit(0);
+}
+
+/* ---------- P ---------- */
+
+static void write_map(pid_t pid, const char *file, const char *data) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, data, strlen(data)) != (ssize_t)strlen(data))
+    fail("namespaces", file, errno, "writing %s: %s", file, strerror(errno));
+  close(fd);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) { dprintf(2, "usage: moat-init PLAN_FD SYNC_FD (run by moat, not by hand)\n"); return 2; }
+  int plan_fd = atoi(argv[1]);
+  sync_fd = atoi(argv[2]);
+  fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
+  read_plan(plan_fd);
+
+  if (pl.fifo) {
+    /* 0622: the init may have dropped to any uid by the time it opens the fifo for writing */
+    if (mkfifo(pl.fifo, 0622) != 0 || chmod(pl.fifo, 0622) != 0) fail("exec fifo", pl.fifo, errno, NULL);
+    fifo_fd = open(pl.fifo, O_PATH | O_CLOEXEC);
+    if (fifo_fd < 0) fail("exec fifo", pl.fifo, errno, NULL);
+  }
+  if (pl.console) {
+    console_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(pl.console) >= sizeof sa.sun_path) fail("console socket", pl.console, ENAMETOOLONG, NULL);
+    strcpy(sa.sun_path, pl.console);
+    if (console_fd < 0 || connect(console_fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+      fail("console socket", pl.console, errno, "connect: %s", strerror(errno));
+  }
+
+  int pp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) != 0) fail("socketpair", "", errno, NULL);
+  pid_t s1 = fork();
+  if (s1 < 0) fail("fork", "", errno, NULL);
+  if (s1 == 0) { close(pp[0]); stage1(pp[1]); }
+  close(pp[1]);
+  if (fifo_fd >= 0) close(fifo_fd);
+  if (console_fd >= 0) close(console_fd);
+  /* a terminal's ^C reaches this monitor too: only the container decides what it means */
+  signal(SIGINT, SIG_IGN); signal(SIGQUIT, SIG_IGN); signal(SIGTSTP, SIG_IGN); signal(SIGHUP, SIG_IGN);
+
+  pid_t init = 0;
+  for (;;) {
+    char c;
+    ssize_t n = read(pp[0], &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (c == 'M') {
+      if (pl.uid_map) write_map(s1, "uid_map", pl.uid_map);
+      if (pl.setgroups_deny) write_map(s1, "setgroups", "deny");
+      if (pl.gid_map) write_map(s1, "gid_map", pl.gid_map);
+      c = 'm';
+      write_all(pp[0], &c, 1);
+    } else if (c == 'P') {
+      read_exact(pp[0], &init, 4, "init pid");
+    }
+  }
+  int st;
+  while (waitpid(s1, &st, 0) < 0 && errno == EINTR) {}
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || init <= 0) return 1; /* S1 reported why */
+  char line[96];
+  snprintf(line, sizeof line, "{\"type\":\"pid\",\"pid\":%d}\n", init);
+  send_line(line);
+  if (!pl.monitor) return 0;
+  while (waitpid(init, &st, 0) < 0) { if (errno != EINTR) fail("wait", "", errno, NULL); }
+  snprintf(line, sizeof line, "{\"type\":\"exit\",\"status\":%d,\"signal\":%d}\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  send_line(line);
+  return 0;
+}

@@ -1,0 +1,65 @@
+/**
+ * The Backend interface: what every isolation backend (container, sentry, microvm) implements.
+ * The lifecycle code in src/container/ owns the state machine and the state store; a backend
+ * only builds and drives the sandbox.
+ */
+import type { ContainerRecord } from '../container/store.js';
+import type { Spec } from '../spec/schema.js';
+import type { Logger } from '../util/log.js';
+
+/** Names of the isolation backends. */
+export type Isolation = 'container' | 'sentry' | 'microvm';
+
+/** Everything a backend needs to create one container. */
+export interface CreateRequest {
+  id: string;
+  /** Container state directory (exists, locked, owned by the runtime). */
+  dir: string;
+  /** Absolute bundle directory ("" for the embedded default). */
+  bundle: string;
+  /** Absolute rootfs path on the host. */
+  rootfs: string;
+  spec: Spec;
+  /** Unix socket path to send the pty master to, when process.terminal is set. */
+  consoleSocket?: string;
+  /** Number of extra fds (3, 4, ...) passed from the runtime to the container. */
+  preserveFds: number;
+  /** Keep the caller's session keyring instead of making a new one. */
+  noNewKeyring: boolean;
+  /** Foreground `run`: the backend reports the exit status through `waitExit`. */
+  foreground: boolean;
+  /** Builds the OCI state JSON handed to hooks, for the given status and pid. */
+  hookState(status: string, pid: number): string;
+  log: Logger;
+  /** `none` leaves a new network namespace without even loopback up (embedded default only). */
+  network?: 'none' | 'loopback' | 'host';
+  /** Backend-specific preparation of the rootfs (the embedded default uses it). */
+  embedded?: EmbeddedRoot;
+}
+
+/** How the embedded default builds its root: the host root read-only under a private overlay. */
+export interface EmbeddedRoot {
+  /** Host directory whose tree becomes the read-only lower layer ("/"). */
+  lower: string;
+}
+
+/** A container that create left blocked before its program. */
+export interface Created {
+  pid: number;
+  pidStartTime: string;
+  /** Resolves with the exit status (128+signal when killed), foreground mode only. */
+  waitExit?: Promise<number>;
+}
+
+/** One isolation backend. */
+export interface Backend {
+  readonly name: Isolation;
+  /** Sets everything up and leaves the container process blocked before the user program. */
+  create(req: CreateRequest): Promise<Created>;
+  /** Releases the blocked process so it runs the user program. */
+  start(rec: ContainerRecord, dir: string): Promise<void>;
+  /** Sends a signal to the container init (or, with `all`, every process of the container). */
+  kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void>;
+  /** Frees what the backend holds for a stopped container (the state dir is removed by the caller). */
+  destroy(rec: ContainerRecord, dir: string): Promise<void>;
+}

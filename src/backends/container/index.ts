@@ -1,0 +1,230 @@
+/**
+ * The `container` backend: runc-class isolation (namespaces, pivot_root, capabilities, seccomp)
+ * carried out by the native stage native/moat-init.c from a plan built in plan.ts.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, constants, existsSync, openSync, readdirSync, readlinkSync, readSync, unlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { HostError, MoatError, StageError } from '../../errors.js';
+import { runHooks } from '../../container/hooks.js';
+import { isAlive, procStat, sleepSync } from '../../container/proc.js';
+import type { ContainerRecord } from '../../container/store.js';
+import { trace } from '../../util/log.js';
+import type { Backend, CreateRequest, Created } from '../backend.js';
+import { buildPlan } from './plan.js';
+
+let stageCache: string | undefined;
+
+/** Path of the compiled native stage: dist/moat-init of the package this code runs from. */
+export function stagePath(): string {
+  if (stageCache) return stageCache;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new HostError('cannot find the moat package directory (and so dist/moat-init)');
+    dir = up;
+  }
+  stageCache = join(dir, 'dist', 'moat-init');
+  if (!existsSync(stageCache)) throw new HostError(`${stageCache} is missing: run "npm run build"`);
+  return stageCache;
+}
+
+interface StageMessage {
+  type: 'pid' | 'hooks' | 'ready' | 'error' | 'exit';
+  pid?: number;
+  op?: string;
+  path?: string;
+  errno?: number;
+  message?: string;
+  status?: number;
+}
+
+function frame(type: string, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const hdr = Buffer.alloc(5);
+  hdr.write(type, 0, 'latin1');
+  hdr.writeUInt32LE(payload.length, 1);
+  return Buffer.concat([hdr, payload]);
+}
+
+function lenStr(s: string): Buffer {
+  const b = Buffer.from(s);
+  const n = Buffer.alloc(4);
+  n.writeUInt32LE(b.length);
+  return Buffer.concat([n, b]);
+}
+
+async function create(req: CreateRequest): Promise<Created> {
+  const fifo = join(req.dir, 'exec.fifo');
+  const plan = buildPlan(req, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
+  trace('plan built');
+  const n = req.preserveFds;
+  const stdio: (number | 'inherit' | 'pipe')[] = ['inherit', 'inherit', 'inherit'];
+  for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);
+  stdio.push('pipe', 'pipe');
+  const child: ChildProcess = spawn(stagePath(), [String(3 + n), String(4 + n)], { stdio, env: {}, argv0: 'moat-init' });
+  const planSock = child.stdio[3 + n] as Socket;
+  const sync = child.stdio[4 + n] as Socket;
+  planSock.on('error', () => {}); // the stage reports its own failures on the sync socket
+  planSock.end(plan);
+
+  let pid = 0;
+  let pidStartTime = '';
+  let stageError: StageError | undefined;
+  let exitResolve: (code: number) => void = () => {};
+  let exitReject: (e: Error) => void = () => {};
+  const waitExit = req.foreground
+    ? new Promise<number>((res, rej) => {
+        exitResolve = res;
+        exitReject = rej;
+      })
+    : undefined;
+  waitExit?.catch(() => {}); // observed by the caller; never an unhandled rejection here
+
+  const ready = new Promise<void>((res, rej) => {
+    let buf = '';
+    let readySeen = false;
+    let exitSeen = false;
+    const onMessage = async (msg: StageMessage): Promise<void> => {
+      switch (msg.type) {
+        case 'pid': {
+          pid = msg.pid ?? 0;
+          pidStartTime = procStat(pid)?.startTime ?? '';
+          trace(`init pid ${pid}`);
+          sync.write(frame('G'));
+          return;
+        }
+        case 'hooks': {
+          try {
+            const state = req.hookState('creating', pid);
+            await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
+            await runHooks(req.id, 'createRuntime', req.spec.hooks?.createRuntime, state);
+            sync.write(frame('R', Buffer.concat([lenStr(state), lenStr(req.hookState('created', pid))])));
+          } catch (e) {
+            sync.write(frame('A'));
+            rej(e);
+          }
+          return;
+        }
+        case 'ready':
+          readySeen = true;
+          trace('init ready');
+          res();
+          return;
+        case 'error':
+          stageError = new StageError(req.id, msg.op ?? 'setup', msg.path ? `${msg.path}: ${msg.message}` : (msg.message ?? 'failed'), msg.errno ?? 0);
+          rej(stageError);
+          return;
+        case 'exit':
+          exitSeen = true;
+          exitResolve(msg.status ?? 0);
+          return;
+      }
+    };
+    sync.on('data', (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let msg: StageMessage;
+        try {
+          msg = JSON.parse(line) as StageMessage;
+        } catch {
+          rej(new MoatError(`container "${req.id}": unreadable message from the native stage: ${line.slice(0, 200)}`));
+          continue;
+        }
+        void onMessage(msg);
+      }
+    });
+    sync.on('error', () => {});
+    child.on('error', (e) => rej(new HostError(`cannot run the native stage ${stagePath()}: ${e.message}`)));
+    sync.on('close', () => {
+      if (!readySeen) rej(stageError ?? new MoatError(`container "${req.id}": the container process exited during set-up`));
+      if (!exitSeen) exitReject(new MoatError(`container "${req.id}": lost track of the container's exit status`));
+    });
+  });
+
+  try {
+    await ready;
+  } catch (e) {
+    if (pid > 0 && isAlive(pid, pidStartTime)) process.kill(pid, 'SIGKILL');
+    await new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+    throw e;
+  }
+  if (!req.foreground) sync.destroy();
+  child.unref();
+  return waitExit ? { pid, pidStartTime, waitExit } : { pid, pidStartTime };
+}
+
+/** Opens the exec fifo for reading, which lets the blocked init exec the user program. */
+async function start(rec: ContainerRecord, dir: string): Promise<void> {
+  const fifo = join(dir, 'exec.fifo');
+  const fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const buf = Buffer.alloc(1);
+    for (let delay = 0; ; delay = Math.min(delay + 1, 10)) {
+      let got = 0;
+      try {
+        got = readSync(fd, buf, 0, 1, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      }
+      if (got === 1) break;
+      // 0 bytes: the init has not opened its end yet (or died); EAGAIN: it opened but not written
+      if (!isAlive(rec.pid, rec.pidStartTime)) throw new MoatError(`container "${rec.id}": the container process died before it was started`);
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+      else sleepSync(0);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  unlinkSync(fifo);
+}
+
+/** Pids of every process in the pid namespace of `pid` (all of a container with its own one). */
+function pidsInNamespaceOf(pid: number): number[] {
+  let ns: string;
+  try {
+    ns = readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return [];
+  }
+  const hostNs = readlinkSync('/proc/self/ns/pid');
+  if (ns === hostNs) return [pid];
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readlinkSync(`/proc/${name}/ns/pid`) === ns) out.push(Number(name));
+    } catch {
+      // the process exited while we looked
+    }
+  }
+  return out;
+}
+
+async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void> {
+  if (!isAlive(rec.pid, rec.pidStartTime)) return;
+  const targets = all ? pidsInNamespaceOf(rec.pid) : [rec.pid];
+  for (const p of targets) {
+    try {
+      process.kill(p, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+}
+
+/** The `container` backend. */
+export const containerBackend: Backend = {
+  name: 'container',
+  create,
+  start,
+  kill,
+  async destroy() {
+    // namespaces and mounts die with the init; cgroups arrive with the cgroup manager
+  },
+};

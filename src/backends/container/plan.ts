@@ -1,0 +1,264 @@
+/**
+ * Builds the plan for native/moat-init from a validated spec. All decisions are made here:
+ * which namespaces to create or join, the order of mounts, device nodes versus bind mounts in a
+ * user namespace, capability bitmasks. The native stage only executes what this returns.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, posix } from 'node:path';
+import { ConfigError, UsageError } from '../../errors.js';
+import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
+import type { CapabilityName, MountSpec, NamespaceType, Spec } from '../../spec/schema.js';
+import type { CreateRequest } from '../backend.js';
+import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
+import { PlanWriter, Tag } from './planfmt.js';
+
+/** clone(2) flag of each namespace type. */
+export const NS_FLAG: Record<NamespaceType, number> = {
+  pid: 0x20000000,
+  network: 0x40000000,
+  mount: 0x00020000,
+  ipc: 0x08000000,
+  uts: 0x04000000,
+  user: 0x10000000,
+  cgroup: 0x02000000,
+  time: 0x00000080,
+};
+
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFIFO = 0o010000;
+
+/** The devices every container gets (runc's list). */
+const DEFAULT_DEVICES = [
+  { path: '/dev/null', major: 1, minor: 3 },
+  { path: '/dev/zero', major: 1, minor: 5 },
+  { path: '/dev/full', major: 1, minor: 7 },
+  { path: '/dev/random', major: 1, minor: 8 },
+  { path: '/dev/urandom', major: 1, minor: 9 },
+  { path: '/dev/tty', major: 5, minor: 0 },
+];
+
+/** What the plan needs besides the request. */
+export interface PlanExtras {
+  /** Host path of the exec fifo. */
+  fifo: string;
+  /** Console socket path the stage connects to, when process.terminal is set. */
+  consoleSocket?: string;
+}
+
+function capMask(names: readonly CapabilityName[] | undefined): bigint {
+  let mask = 0n;
+  for (const n of names ?? []) mask |= 1n << BigInt(CAPABILITIES[n]);
+  return mask;
+}
+
+function mapText(list: readonly { containerID: number; hostID: number; size: number }[]): string {
+  return list.map((m) => `${m.containerID} ${m.hostID} ${m.size}\n`).join('');
+}
+
+/** v1 cgroup hierarchies mounted on the host: [directory name, mount options naming its controllers]. */
+function hostCgroupHierarchies(): { v1: [string, string][]; unified: boolean } {
+  const v1: [string, string][] = [];
+  let unified = false;
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(' ');
+    const [fstype, , superOpts] = line.slice(sep + 3).split(' ');
+    const mountPoint = left[4];
+    if (!mountPoint) continue;
+    if (fstype === 'cgroup2' && mountPoint === '/sys/fs/cgroup') unified = true;
+    if (fstype !== 'cgroup' || !superOpts) continue;
+    const controllers = superOpts.split(',').filter((o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && !o.startsWith('xattr'));
+    v1.push([posix.basename(mountPoint), controllers.join(',')]);
+  }
+  return { v1, unified };
+}
+
+/** Encodes the plan that creates the container described by `req`. */
+export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
+  const { spec } = req;
+  const w = new PlanWriter();
+  const proc = spec.process;
+  if (!proc) throw new ConfigError('process', 'required to create a container');
+
+  // --- namespaces
+  const namespaces = spec.linux?.namespaces ?? [];
+  let unshare = 0;
+  const has = new Set<NamespaceType>();
+  const created = new Set<NamespaceType>();
+  namespaces.forEach((ns, i) => {
+    has.add(ns.type);
+    if (ns.path !== undefined) {
+      if (ns.type === 'mount') {
+        throw new ConfigError(`linux.namespaces[${i}].path`, 'joining a mount namespace is not supported: Moat builds the rootfs in a new one');
+      }
+      if (!existsSync(ns.path)) throw new ConfigError(`linux.namespaces[${i}].path`, `${ns.path} does not exist`);
+      w.add(Tag.NS_JOIN, { u32: NS_FLAG[ns.type] }, { str: ns.path });
+    } else {
+      unshare |= NS_FLAG[ns.type];
+      created.add(ns.type);
+    }
+  });
+  if (!has.has('mount')) throw new ConfigError('linux.namespaces', 'a mount namespace is required');
+  if (unshare) w.add(Tag.NS_UNSHARE, { u32: unshare });
+  const userns = has.has('user');
+  if (created.has('user')) {
+    w.add(Tag.UID_MAP, { str: mapText(spec.linux?.uidMappings ?? []) });
+    if (process.geteuid?.() !== 0) w.add(Tag.SETGROUPS_DENY);
+    w.add(Tag.GID_MAP, { str: mapText(spec.linux?.gidMappings ?? []) });
+  }
+  if (req.foreground) w.add(Tag.MONITOR, { u32: 1 });
+
+  // --- rootfs
+  const rootProp = spec.linux?.rootfsPropagation;
+  w.add(Tag.ROOT_PROPAGATION, { u64: BigInt(rootProp ? PROPAGATION[rootProp]! : MS.SLAVE | MS.REC) });
+  if (req.embedded) {
+    const ovl = join(req.dir, 'overlay');
+    for (const p of [ovl, req.rootfs]) {
+      if (/[,:\\]/.test(p)) throw new UsageError(`--root: the state directory path ${p} must not contain "," ":" or "\\"`);
+    }
+    w.add(Tag.HOST_MKDIR, { str: ovl });
+    w.add(Tag.HOST_MKDIR, { str: req.rootfs });
+    w.add(Tag.HOST_MOUNT, { str: 'tmpfs' }, { str: ovl }, { str: 'tmpfs' }, { u64: BigInt(MS.NOSUID | MS.NODEV) }, { str: 'mode=700' });
+    w.add(Tag.HOST_MKDIR, { str: `${ovl}/upper` });
+    w.add(Tag.HOST_MKDIR, { str: `${ovl}/work` });
+    w.add(Tag.HOST_MOUNT, { str: 'overlay' }, { str: req.rootfs }, { str: 'overlay' }, { u64: 0n },
+      { str: `lowerdir=${req.embedded.lower},upperdir=${ovl}/upper,workdir=${ovl}/work` });
+  }
+  w.add(Tag.ROOTFS, { str: req.rootfs }, { u64: 0n });
+
+  const mounts = spec.mounts ?? [];
+  let devBound = false;
+  let devpts = false;
+  mounts.forEach((m, i) => {
+    const norm = posix.normalize(m.destination);
+    if (norm === '/') throw new ConfigError(`mounts[${i}].destination`, 'cannot mount over the container root');
+    if (m.type === 'devpts' && norm === '/dev/pts') devpts = true;
+    emitMount(w, req, m, i, norm, userns, created.has('network'), created.has('cgroup'));
+    if (norm === '/dev' && (m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind'))) devBound = true;
+  });
+
+  if (!devBound) {
+    const devices = new Map<string, { type: string; major: number; minor: number; mode: number; uid: number; gid: number }>();
+    for (const d of DEFAULT_DEVICES) devices.set(d.path, { type: 'c', major: d.major, minor: d.minor, mode: 0o666, uid: 0, gid: 0 });
+    for (const d of spec.linux?.devices ?? []) {
+      devices.set(posix.normalize(d.path), { type: d.type, major: d.major ?? 0, minor: d.minor ?? 0, mode: d.fileMode ?? 0o666, uid: d.uid ?? 0, gid: d.gid ?? 0 });
+    }
+    for (const [path, d] of devices) {
+      if (userns) {
+        // mknod is not allowed in a user namespace: bind the host's node instead, as runc does
+        w.add(Tag.BIND_DEV, { str: path }, { str: path });
+      } else {
+        const type = d.type === 'b' ? S_IFBLK : d.type === 'p' ? S_IFIFO : S_IFCHR;
+        w.add(Tag.MKNOD, { str: path }, { u32: type | (d.mode & 0o7777) }, { u32: d.major }, { u32: d.minor }, { u32: d.uid }, { u32: d.gid });
+      }
+    }
+    for (const [target, link] of [['/proc/self/fd', '/dev/fd'], ['/proc/self/fd/0', '/dev/stdin'], ['/proc/self/fd/1', '/dev/stdout'], ['/proc/self/fd/2', '/dev/stderr']] as const) {
+      w.add(Tag.SYMLINK, { str: target }, { str: link });
+    }
+    if (devpts) w.add(Tag.SYMLINK, { str: 'pts/ptmx' }, { str: '/dev/ptmx' });
+  }
+
+  // --- hooks that run inside the container's namespaces
+  const hooks = spec.hooks ?? {};
+  const anyHook = [hooks.prestart, hooks.createRuntime, hooks.createContainer, hooks.startContainer].some((l) => (l?.length ?? 0) > 0);
+  if (anyHook) w.add(Tag.SYNC_HOOKS);
+  for (const [when, list] of [[0, hooks.createContainer], [1, hooks.startContainer]] as const) {
+    for (const h of list ?? []) {
+      w.add(Tag.HOOK, { u32: when }, { str: h.path }, { strv: h.args ?? [h.path] }, { strv: h.env ?? [] }, { u32: h.timeout ?? 0 });
+    }
+  }
+
+  w.add(Tag.PIVOT_ROOT);
+  if (spec.hostname !== undefined) w.add(Tag.HOSTNAME, { str: spec.hostname });
+  if (spec.domainname !== undefined) w.add(Tag.DOMAINNAME, { str: spec.domainname });
+  if (created.has('network') && req.network !== 'none') w.add(Tag.LOOPBACK_UP);
+  for (const [key, value] of Object.entries(spec.linux?.sysctl ?? {})) {
+    w.add(Tag.SYSCTL, { str: key.replaceAll('.', '/') }, { str: value });
+  }
+  for (const p of spec.linux?.maskedPaths ?? []) w.add(Tag.MASK, { str: p });
+  for (const p of spec.linux?.readonlyPaths ?? []) w.add(Tag.READONLY, { str: p });
+  if (spec.root.readonly) w.add(Tag.ROOT_READONLY);
+
+  // --- the process
+  w.add(Tag.ARGS, { strv: proc.args });
+  w.add(Tag.ENV, { strv: proc.env ?? [] });
+  w.add(Tag.CWD, { str: proc.cwd });
+  const u = proc.user;
+  w.add(Tag.USER, { u32: u.uid }, { u32: u.gid }, { u32: u.umask ?? 0o022 }, { u32: u.additionalGids?.length ?? 0 },
+    ...(u.additionalGids ?? []).map((g) => ({ u32: g })));
+  const caps = proc.capabilities;
+  if (caps) {
+    w.add(Tag.CAPS, { u64: capMask(caps.bounding) }, { u64: capMask(caps.effective) }, { u64: capMask(caps.permitted) },
+      { u64: capMask(caps.inheritable) }, { u64: capMask(caps.ambient) });
+  }
+  for (const r of proc.rlimits ?? []) {
+    w.add(Tag.RLIMIT, { u32: RLIMITS[r.type] }, { u64: rlimitValue(r.soft) }, { u64: rlimitValue(r.hard) });
+  }
+  if (proc.noNewPrivileges) w.add(Tag.NO_NEW_PRIVS);
+  if (proc.terminal) {
+    if (!extras.consoleSocket) throw new UsageError('process.terminal is true: --console-socket is required (or run in the foreground)');
+    w.add(Tag.CONSOLE, { str: extras.consoleSocket }, { u32: proc.consoleSize?.height ?? 0 }, { u32: proc.consoleSize?.width ?? 0 });
+  }
+  if (req.preserveFds > 0) w.add(Tag.PRESERVE_FDS, { u32: req.preserveFds });
+  w.add(Tag.EXEC_FIFO, { str: extras.fifo });
+  if (!req.noNewKeyring) w.add(Tag.NEW_KEYRING, { str: `_ses.${req.id}` });
+  if (proc.oomScoreAdj !== undefined) w.add(Tag.OOM_SCORE_ADJ, { u32: proc.oomScoreAdj });
+  return w.encode();
+}
+
+function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, dest: string, userns: boolean, newNet: boolean, newCgroupNs: boolean): void {
+  const opts = parseMountOptions(m.options ?? [], `mounts[${i}].options`);
+  const isBind = m.type === 'bind' || (opts.flags & MS.BIND) !== 0;
+  let source = m.source ?? '';
+  if (isBind) {
+    if (!source) throw new ConfigError(`mounts[${i}].source`, 'a bind mount needs a source');
+    if (!isAbsolute(source)) source = join(req.bundle || process.cwd(), source);
+    opts.flags |= MS.BIND;
+    if (!existsSync(source)) throw new ConfigError(`mounts[${i}].source`, `${source} does not exist`);
+  }
+  const type = isBind ? '' : (m.type ?? '');
+  if (!isBind && !type) throw new ConfigError(`mounts[${i}].type`, 'required for a mount that is not a bind mount');
+  if (type === 'cgroup') return emitCgroupMount(w, dest, opts.flags, newCgroupNs);
+  const mflags = type === 'sysfs' && userns && !newNet ? 2 : 0;
+  w.add(Tag.MOUNT, { str: source || type }, { str: dest }, { str: type }, { u64: BigInt(opts.flags) }, { u64: BigInt(opts.propagation) },
+    { str: opts.data.join(',') }, { u32: mflags });
+}
+
+/** A `cgroup` mount: cgroup2 on a unified host, else a tmpfs with one mount per v1 hierarchy. */
+function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs: boolean): void {
+  const { v1, unified } = hostCgroupHierarchies();
+  const mountFlags = flags & ~(MS.BIND | MS.REC);
+  if (unified) {
+    w.add(Tag.MOUNT, { str: 'cgroup2' }, { str: dest }, { str: 'cgroup2' }, { u64: BigInt(mountFlags) }, { u64: 0n }, { str: '' }, { u32: 0 });
+    return;
+  }
+  const tmpfsFlags = (mountFlags & ~MS.RDONLY) | MS.NOSUID | MS.NODEV | MS.NOEXEC;
+  w.add(Tag.MOUNT, { str: 'tmpfs' }, { str: dest }, { str: 'tmpfs' }, { u64: BigInt(tmpfsFlags) }, { u64: 0n }, { str: 'mode=755' }, { u32: 0 });
+  const own = ownCgroups();
+  for (const [name, controllers] of v1) {
+    const sub = posix.join(dest, name);
+    if (newCgroupNs) {
+      w.add(Tag.MOUNT, { str: 'cgroup' }, { str: sub }, { str: 'cgroup' }, { u64: BigInt(mountFlags) }, { u64: 0n }, { str: controllers }, { u32: 0 });
+    } else {
+      // without a cgroup namespace, show only the container's own cgroup, as runc does
+      const rel = own.get(controllers) ?? '/';
+      w.add(Tag.MOUNT, { str: posix.join('/sys/fs/cgroup', name, rel) }, { str: sub }, { str: '' }, { u64: BigInt(mountFlags | MS.BIND | MS.REC) },
+        { u64: 0n }, { str: '' }, { u32: 0 });
+    }
+  }
+  if (flags & MS.RDONLY) {
+    w.add(Tag.MOUNT, { str: 'tmpfs' }, { str: dest }, { str: 'tmpfs' }, { u64: BigInt(tmpfsFlags | MS.RDONLY | MS.REMOUNT) }, { u64: 0n }, { str: 'mode=755' }, { u32: 0 });
+  }
+}
+
+/** This process's cgroup path per v1 controller list (from /proc/self/cgroup). */
+function ownCgroups(): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const [, controllers, path] = line.split(':');
+    if (controllers && path !== undefined) map.set(controllers, path);
+  }
+  return map;
+}

@@ -1,0 +1,49 @@
+/** `moat create`: create a container from a bundle, leaving its process blocked until `start`. */
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { context, nonNegativeInt } from './common.js';
+
+/** Flags shared by `create` and `run`. */
+export interface CreateFlags {
+  bundle?: string;
+  consoleSocket?: string;
+  pidFile?: string;
+  preserveFds: number;
+  noNewKeyring?: boolean;
+  noPivot?: boolean;
+  isolation?: string;
+}
+
+/** Adds the flags shared by `create` and `run` to a command. */
+export function addCreateFlags(cmd: Command): Command {
+  return cmd
+    .option('-b, --bundle <dir>', 'path to the root of the bundle directory (default: the current directory)')
+    .option('--console-socket <path>', 'unix socket that receives the pty master when process.terminal is set')
+    .option('--pid-file <path>', 'file to write the container process id to')
+    .option('--preserve-fds <n>', 'pass N extra fds (3, 4, ...) to the container', nonNegativeInt('--preserve-fds'), 0)
+    .option('--no-new-keyring', 'do not create a new session keyring for the container')
+    .option('--no-pivot', 'accepted for runc compatibility; Moat always uses pivot_root')
+    .option('--isolation <name>', 'isolation backend: container (also set by the io.moat.isolation annotation)');
+}
+
+/** Registers `create`. */
+export function register(program: Command): void {
+  addCreateFlags(program.command('create').description('create a container').argument('<container-id>'))
+    .action(async (id: string, flags: CreateFlags, cmd: Command) => {
+      const { loadSpec } = await import('../spec/validate.js');
+      const { create } = await import('../container/lifecycle.js');
+      const bundle = resolve(flags.bundle ?? '.');
+      const spec = loadSpec(bundle);
+      await create(context(cmd), {
+        id,
+        bundle,
+        spec,
+        ...(flags.isolation ? { isolation: flags.isolation } : {}),
+        ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
+        ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
+        preserveFds: flags.preserveFds,
+        noNewKeyring: flags.noNewKeyring === false,
+        foreground: false,
+      });
+    });
+}

@@ -1,0 +1,265 @@
+/**
+ * The OCI lifecycle operations: create, start, state, kill, delete, run and list. Each one takes
+ * the container's lock, derives the live status, asks the state machine whether it may act, and
+ * only then calls the backend.
+ */
+import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chooseIsolation, getBackend } from '../backends/registry.js';
+import type { EmbeddedRoot } from '../backends/backend.js';
+import { ConfigError, ContainerNotFoundError, MoatError } from '../errors.js';
+import type { Spec } from '../spec/schema.js';
+import { trace } from '../util/log.js';
+import type { Logger } from '../util/log.js';
+import { runHooks } from './hooks.js';
+import { isAlive, waitGone } from './proc.js';
+import { check } from './status.js';
+import type { Status } from './status.js';
+import type { StateStore } from './store.js';
+import type { ContainerRecord } from './store.js';
+
+/** Settings shared by every lifecycle command. */
+export interface Context {
+  store: StateStore;
+  log: Logger;
+}
+
+/** The OCI runtime-spec state of a container, as `state` prints it (runc's field set). */
+export interface OciState {
+  ociVersion: string;
+  id: string;
+  pid: number;
+  status: Status;
+  bundle: string;
+  rootfs: string;
+  created: string;
+  owner: string;
+  annotations?: Record<string, string>;
+}
+
+/**
+ * Derives the live status from the record and the process table. `locked` says the caller holds
+ * the container's lock, so a `creating` record must be stale (its creator died mid-way).
+ */
+export function liveStatus(rec: ContainerRecord, dir: string, store?: StateStore, locked = false): Status {
+  if (rec.status === 'creating') {
+    if (locked || (store && store.creatorGone(rec.id))) return 'stopped';
+    return 'creating';
+  }
+  if (!isAlive(rec.pid, rec.pidStartTime)) return 'stopped';
+  if (rec.status === 'paused') return 'paused';
+  return existsSync(join(dir, 'exec.fifo')) ? 'created' : 'running';
+}
+
+/** The OCI state of a record. */
+export function ociState(rec: ContainerRecord, status: Status): OciState {
+  const st: OciState = {
+    ociVersion: rec.ociVersion,
+    id: rec.id,
+    pid: status === 'stopped' ? 0 : rec.pid,
+    status,
+    bundle: rec.bundle,
+    rootfs: rec.rootfs,
+    created: rec.created,
+    owner: rec.owner,
+  };
+  if (Object.keys(rec.annotations).length > 0) st.annotations = rec.annotations;
+  return st;
+}
+
+/** The JSON that hooks receive on stdin. */
+function hookState(rec: ContainerRecord, status: string, pid: number): string {
+  return JSON.stringify({ ociVersion: rec.ociVersion, id: rec.id, status, pid, bundle: rec.bundle, annotations: rec.annotations });
+}
+
+/** Options of `create` (and of `run`, which adds starting and waiting). */
+export interface CreateOptions {
+  id: string;
+  bundle: string;
+  spec: Spec;
+  isolation?: string;
+  consoleSocket?: string;
+  pidFile?: string;
+  preserveFds: number;
+  noNewKeyring: boolean;
+  foreground: boolean;
+  embedded?: EmbeddedRoot;
+  network?: 'none' | 'loopback' | 'host';
+}
+
+/** Result of create: the record, plus the exit status promise in foreground mode. */
+export interface CreateResult {
+  rec: ContainerRecord;
+  waitExit?: Promise<number>;
+}
+
+/** Creates a container and leaves its process blocked before the user program. */
+export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
+  const isolation = chooseIsolation(opts.isolation, opts.spec);
+  const backend = await getBackend(isolation);
+  const lock = ctx.store.createLocked(opts.id);
+  let rec: ContainerRecord | undefined;
+  try {
+    const rootfs = opts.embedded ? join(lock.dir, 'rootfs') : resolve(opts.bundle, opts.spec.root.path);
+    if (!opts.embedded) {
+      let isDir = false;
+      try {
+        isDir = statSync(rootfs).isDirectory();
+      } catch {
+        // reported below
+      }
+      if (!isDir) throw new ConfigError('root.path', `${rootfs} is not a directory`);
+    }
+    rec = {
+      ociVersion: opts.spec.ociVersion,
+      id: opts.id,
+      bundle: opts.bundle,
+      rootfs,
+      created: new Date().toISOString(),
+      owner: userInfo().username,
+      annotations: opts.spec.annotations ?? {},
+      pid: 0,
+      pidStartTime: '',
+      isolation,
+      status: 'creating',
+      spec: opts.spec,
+    };
+    ctx.store.write(rec);
+    const r = rec;
+    const created = await backend.create({
+      id: opts.id,
+      dir: lock.dir,
+      bundle: opts.bundle,
+      rootfs,
+      spec: opts.spec,
+      ...(opts.consoleSocket !== undefined ? { consoleSocket: opts.consoleSocket } : {}),
+      preserveFds: opts.preserveFds,
+      noNewKeyring: opts.noNewKeyring,
+      foreground: opts.foreground,
+      hookState: (status, pid) => hookState(r, status, pid),
+      log: ctx.log,
+      ...(opts.embedded ? { embedded: opts.embedded } : {}),
+      ...(opts.network ? { network: opts.network } : {}),
+    });
+    rec.pid = created.pid;
+    rec.pidStartTime = created.pidStartTime;
+    rec.status = 'created';
+    ctx.store.write(rec);
+    if (opts.pidFile) writePidFile(opts.pidFile, created.pid);
+    trace('created');
+    return created.waitExit ? { rec, waitExit: created.waitExit } : { rec };
+  } catch (e) {
+    // leave nothing half-made: no state directory, no process
+    if (rec && rec.pid > 0) {
+      await backend.kill(rec, 9, true).catch(() => {});
+    }
+    ctx.store.remove(opts.id);
+    throw e;
+  } finally {
+    lock.unlock();
+  }
+}
+
+function writePidFile(path: string, pid: number): void {
+  // atomic, as runc does: containerd reads it as soon as create returns
+  const abs = resolve(path);
+  const tmp = `${abs}.${process.pid}.tmp`;
+  writeFileSync(tmp, String(pid));
+  renameSync(tmp, abs);
+}
+
+/** Starts a created container: its process execs the user program; poststart hooks follow. */
+export async function start(ctx: Context, id: string): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    check(id, 'start', liveStatus(rec, lock.dir, ctx.store, true));
+    const backend = await getBackend(rec.isolation);
+    await backend.start(rec, lock.dir);
+    trace('started');
+    try {
+      await runHooks(id, 'poststart', rec.spec.hooks?.poststart, hookState(rec, 'running', rec.pid));
+    } catch (e) {
+      // the spec: a failing poststart hook is logged and the container keeps running
+      ctx.log.warn((e as Error).message);
+    }
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** The OCI state of container `id`. */
+export function state(ctx: Context, id: string): OciState {
+  const rec = ctx.store.read(id);
+  return ociState(rec, liveStatus(rec, ctx.store.dir(id), ctx.store));
+}
+
+/** Sends `signal` to the container (every process of it with `all`). */
+export async function kill(ctx: Context, id: string, signal: number, all: boolean): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    const status = liveStatus(rec, lock.dir, ctx.store, true);
+    if (status === 'stopped' && all) return; // runc: kill --all of a stopped container is not an error
+    check(id, 'kill', status);
+    await (await getBackend(rec.isolation)).kill(rec, signal, all);
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** Deletes a container; `force` kills it first if it is still running. */
+export async function remove(ctx: Context, id: string, force: boolean): Promise<void> {
+  let lock;
+  try {
+    lock = ctx.store.lock(id);
+  } catch (e) {
+    if (e instanceof ContainerNotFoundError && force) return;
+    throw e;
+  }
+  try {
+    let rec: ContainerRecord;
+    try {
+      rec = ctx.store.read(id);
+    } catch (e) {
+      // a directory without a state file is what a create killed mid-way leaves behind
+      if (e instanceof ContainerNotFoundError || (e instanceof MoatError && /corrupt/.test(e.message))) {
+        ctx.store.remove(id);
+        if (force) return;
+      }
+      throw e;
+    }
+    const status = liveStatus(rec, lock.dir, ctx.store, true);
+    check(id, force ? 'forceDelete' : 'delete', status);
+    const backend = await getBackend(rec.isolation);
+    if (status !== 'stopped' && rec.pid > 0) {
+      await backend.kill(rec, 9, true);
+      if (!(await waitGone(rec.pid, rec.pidStartTime, 10_000))) {
+        throw new MoatError(`container "${id}": process ${rec.pid} did not die after SIGKILL`);
+      }
+    }
+    await backend.destroy(rec, lock.dir);
+    ctx.store.remove(id);
+    try {
+      await runHooks(id, 'poststop', rec.spec.hooks?.poststop, hookState(rec, 'stopped', 0));
+    } catch (e) {
+      ctx.log.warn((e as Error).message);
+    }
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** The states of every container under the root. */
+export function list(ctx: Context): OciState[] {
+  const out: OciState[] = [];
+  for (const id of ctx.store.ids()) {
+    try {
+      out.push(state(ctx, id));
+    } catch {
+      // a container deleted meanwhile, or a directory left by a killed create: not listed
+    }
+  }
+  return out;
+}

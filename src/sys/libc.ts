@@ -1,0 +1,149 @@
+/**
+ * The only module that calls libc directly (through koffi). Node's own APIs cover most of what
+ * Moat does; this covers the rest: advisory locks and passing fds over unix sockets.
+ * koffi is loaded on first use so commands that need none of this pay nothing at start-up.
+ */
+import { createRequire } from 'node:module';
+import { HostError } from '../errors.js';
+
+const require = createRequire(import.meta.url);
+
+/** errno values Moat checks for by name. */
+export const Errno = { EINTR: 4, EAGAIN: 11, EWOULDBLOCK: 11 } as const;
+
+/** flock(2) operations. */
+export const LOCK_SH = 1;
+/** flock(2): exclusive lock. */
+export const LOCK_EX = 2;
+/** flock(2): do not block. */
+export const LOCK_NB = 4;
+/** flock(2): release. */
+export const LOCK_UN = 8;
+
+interface Libc {
+  flock(fd: number, op: number): number;
+  recvmsg(fd: number, msg: unknown, flags: number): number;
+  sendmsg(fd: number, msg: unknown, flags: number): number;
+  errno(): number;
+  strerror(errno: number): string;
+  koffi: KoffiModule;
+}
+
+/** The few koffi entry points used here (koffi ships no TypeScript declarations we rely on). */
+interface KoffiModule {
+  load(name: string): { func(sig: string): (...args: unknown[]) => unknown };
+  struct(name: string, def: Record<string, unknown>): unknown;
+  pointer(t: unknown): unknown;
+  array(t: string, n: number): unknown;
+  errno(): number;
+  sizeof(t: unknown): number;
+}
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  if (libc) return libc;
+  const koffi = require('koffi') as KoffiModule;
+  const lib = koffi.load('libc.so.6');
+  koffi.struct('moat_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  koffi.struct('moat_msghdr', {
+    msg_name: 'void *',
+    msg_namelen: 'uint32_t',
+    msg_iov: 'moat_iovec *',
+    msg_iovlen: 'size_t',
+    msg_control: 'void *',
+    msg_controllen: 'size_t',
+    msg_flags: 'int',
+  });
+  const strerror = lib.func('const char *strerror(int errnum)') as (e: number) => string;
+  libc = {
+    flock: lib.func('int flock(int fd, int op)') as Libc['flock'],
+    recvmsg: lib.func('long recvmsg(int fd, _Inout_ moat_msghdr *msg, int flags)') as Libc['recvmsg'],
+    sendmsg: lib.func('long sendmsg(int fd, const moat_msghdr *msg, int flags)') as Libc['sendmsg'],
+    errno: () => koffi.errno(),
+    strerror,
+    koffi,
+  };
+  return libc;
+}
+
+/** Raises a HostError that names the failed call and errno text. */
+function sysFail(call: string, what: string): never {
+  const l = load();
+  const e = l.errno();
+  const err = new HostError(`${call} ${what}: ${l.strerror(e)}`);
+  (err as HostError & { errno: number }).errno = e;
+  throw err;
+}
+
+/** Takes (or with LOCK_NB tries to take) an flock on fd; returns false if LOCK_NB found it held. */
+export function flock(fd: number, op: number, what: string): boolean {
+  const l = load();
+  for (;;) {
+    if (l.flock(fd, op) === 0) return true;
+    const e = l.errno();
+    if (e === Errno.EINTR) continue;
+    if (e === Errno.EWOULDBLOCK && (op & LOCK_NB) !== 0) return false;
+    sysFail('flock', what);
+  }
+}
+
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+
+/**
+ * Receives one fd sent with SCM_RIGHTS on a connected unix socket (blocking), with the bytes
+ * that came with it (runc-style console sockets send the pty name).
+ */
+export function recvFd(sock: number): { fd: number; data: string } {
+  const l = load();
+  const data = Buffer.alloc(4096);
+  const control = Buffer.alloc(64);
+  const msg = {
+    msg_name: null,
+    msg_namelen: 0,
+    msg_iov: [{ iov_base: data, iov_len: data.length }],
+    msg_iovlen: 1,
+    msg_control: control,
+    msg_controllen: control.length,
+    msg_flags: 0,
+  };
+  let n: number;
+  for (;;) {
+    n = Number(l.recvmsg(sock, msg, 0x40000000 /* MSG_CMSG_CLOEXEC */));
+    if (n >= 0) break;
+    if (l.errno() !== Errno.EINTR) sysFail('recvmsg', 'on the console socket');
+  }
+  // struct cmsghdr { size_t len; int level; int type; unsigned char data[]; }
+  const clen = Number(control.readBigUInt64LE(0));
+  const level = control.readInt32LE(8);
+  const type = control.readInt32LE(12);
+  if (Number(msg.msg_controllen) < 20 || clen < 20 || level !== SOL_SOCKET || type !== SCM_RIGHTS) {
+    throw new HostError('the message on the socket carried no file descriptor');
+  }
+  return { fd: control.readInt32LE(16), data: data.subarray(0, n).toString('utf8') };
+}
+
+/** Sends one fd with SCM_RIGHTS (and `data` as the message body) over a connected unix socket. */
+export function sendFd(sock: number, fd: number, data: string): void {
+  const l = load();
+  const body = Buffer.from(data.length > 0 ? data : '\0');
+  const control = Buffer.alloc(24);
+  control.writeBigUInt64LE(20n, 0);
+  control.writeInt32LE(SOL_SOCKET, 8);
+  control.writeInt32LE(SCM_RIGHTS, 12);
+  control.writeInt32LE(fd, 16);
+  const msg = {
+    msg_name: null,
+    msg_namelen: 0,
+    msg_iov: [{ iov_base: body, iov_len: body.length }],
+    msg_iovlen: 1,
+    msg_control: control,
+    msg_controllen: control.length,
+    msg_flags: 0,
+  };
+  for (;;) {
+    if (Number(l.sendmsg(sock, msg, 0)) >= 0) return;
+    if (l.errno() !== Errno.EINTR) sysFail('sendmsg', 'with a file descriptor');
+  }
+}

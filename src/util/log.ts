@@ -1,0 +1,84 @@
+/**
+ * Logging as runc does it: --log FILE receives one line per event (JSON with --log-format json,
+ * which containerd's shim parses), errors also go to stderr, and --debug adds debug lines.
+ * Output never goes through process.stdout/stderr streams: touching them would make Node set
+ * O_NONBLOCK on fds the container shares.
+ */
+import { appendFileSync, writeSync } from 'node:fs';
+
+/** Log levels in increasing severity. */
+export type Level = 'debug' | 'info' | 'warning' | 'error';
+
+/** Where and how to log. */
+export interface LogOptions {
+  file?: string;
+  format: 'json' | 'text';
+  debug: boolean;
+}
+
+/** A logger bound to one command invocation. */
+export class Logger {
+  constructor(private readonly opts: LogOptions) {}
+
+  private emit(level: Level, msg: string, toStderr: boolean): void {
+    if (level === 'debug' && !this.opts.debug) return;
+    if (this.opts.file) {
+      const time = new Date().toISOString();
+      const line = this.opts.format === 'json'
+        ? JSON.stringify({ level, msg, time }) + '\n'
+        : `time="${time}" level=${level} msg="${msg.replace(/"/g, '\\"')}"\n`;
+      try {
+        appendFileSync(this.opts.file, line);
+      } catch {
+        // a broken log file must not hide the error itself: stderr still gets it below
+        toStderr = toStderr || level === 'error';
+      }
+    }
+    if (toStderr) writeErr(`${level === 'error' ? '' : level + ': '}${msg}\n`);
+  }
+
+  /** Logs a debug line (only with --debug). */
+  debug(msg: string): void {
+    this.emit('debug', msg, this.opts.debug && !this.opts.file);
+  }
+  /** Logs a warning (also on stderr). */
+  warn(msg: string): void {
+    this.emit('warning', msg, true);
+  }
+  /** Logs an error (also on stderr). */
+  error(msg: string): void {
+    this.emit('error', msg, true);
+  }
+}
+
+/** Writes text to stdout synchronously, without touching process.stdout. */
+export function writeOut(text: string): void {
+  writeAll(1, text);
+}
+
+/** Writes text to stderr synchronously, without touching process.stderr. */
+export function writeErr(text: string): void {
+  writeAll(2, text);
+}
+
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') return;
+      throw e;
+    }
+  }
+}
+
+/** Prints `moat-trace:` timing lines on stderr when MOAT_TRACE=1 (used by bench/). */
+export const trace: (label: string) => void = process.env.MOAT_TRACE === '1'
+  ? (() => {
+      const t0 = performance.timeOrigin;
+      return (label: string) => writeErr(`moat-trace: ${(performance.now()).toFixed(2)} ms ${label} (since process start; origin ${t0.toFixed(0)})\n`);
+    })()
+  : () => {};
