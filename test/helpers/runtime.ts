@@ -1,0 +1,150 @@
+/**
+ * The runtime under test: Moat by default, runc with MOAT_TEST_RUNTIME=runc. Behaviour tests go
+ * through this module only, so the same test proves Moat right and is itself proven by runc.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeBundle } from '../fixtures/busybox.js';
+
+/** Root of the repository (the compiled helper lives in build/test/helpers). */
+export const REPO = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return dir;
+})();
+
+/** Which runtime the tests drive. */
+export const RUNTIME = (process.env.MOAT_TEST_RUNTIME ?? 'moat') as 'moat' | 'runc';
+
+/** Why runtime tests cannot run here, or undefined when they can (printed by the skip). */
+export function skipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return 'integration tests need root (run: sudo npm test)';
+  if (RUNTIME === 'runc' && spawnSync('runc', ['--version']).status !== 0) return 'runc is not installed (apt-get install runc)';
+  if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) return 'busybox is not installed (apt-get install busybox-static)';
+  return undefined;
+}
+
+/** The command line that invokes the runtime under test. */
+export function runtimeArgv(): [string, string[]] {
+  return RUNTIME === 'runc' ? ['runc', []] : [process.execPath, [join(REPO, 'bin/moat.mjs')]];
+}
+
+/** The outcome of one runtime command. */
+export interface Result {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of one runtime command. */
+export interface RunOptions {
+  /** Bytes for the command's stdin (default: none). */
+  input?: string;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+  /** Extra fds passed as 3, 4, ... (for --preserve-fds). */
+  extraFds?: number[];
+}
+
+let counter = 0;
+
+/** A private state root and scratch directory for one test file; `cleanup` deletes everything. */
+export class Sandbox {
+  readonly root: string;
+  readonly tmp: string;
+
+  constructor() {
+    this.tmp = mkdtempSync(join(tmpdir(), `moat-test-${RUNTIME}-`));
+    this.root = join(this.tmp, 'state');
+  }
+
+  /** A fresh busybox bundle running `args`, with `mutate` applied to its config. */
+  bundle(args: string[], mutate?: (spec: Record<string, any>) => void, terminal = false): Promise<string> {
+    // `any`: tests poke arbitrary config fields, valid or not, to test the runtime's checks
+    return makeBundle({ dir: join(this.tmp, `bundle-${++counter}`), args, terminal, ...(mutate ? { mutate } : {}) });
+  }
+
+  /** A new unique container id. */
+  id(prefix = 'c'): string {
+    return `${prefix}-${process.pid}-${++counter}`;
+  }
+
+  private files(): { out: string; err: string; outFd: number; errFd: number } {
+    const out = join(this.tmp, `out-${++counter}`);
+    const err = join(this.tmp, `err-${counter}`);
+    return { out, err, outFd: openSync(out, 'w'), errFd: openSync(err, 'w') };
+  }
+
+  /**
+   * Runs the runtime with `args` (after --root) and waits for it. Output goes through files, not
+   * pipes: a created container inherits the runtime's stdio and would hold a pipe open.
+   */
+  rt(args: string[], opts: RunOptions = {}): Promise<Result> {
+    const [cmd, pre] = runtimeArgv();
+    const f = this.files();
+    let inFd: number | 'ignore' = 'ignore';
+    if (opts.input !== undefined) {
+      const inFile = join(this.tmp, `in-${counter}`);
+      writeFileSync(inFile, opts.input);
+      inFd = openSync(inFile, 'r');
+    }
+    const stdio: (number | 'ignore')[] = [inFd, f.outFd, f.errFd, ...(opts.extraFds ?? [])];
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, [...pre, '--root', this.root, ...args], { stdio, env: { ...process.env, ...opts.env } });
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+      child.on('error', reject);
+      child.on('exit', (status, signal) => {
+        clearTimeout(timer);
+        for (const fd of [f.outFd, f.errFd]) closeSync(fd);
+        if (typeof inFd === 'number') closeSync(inFd);
+        resolve({ status, signal, stdout: readFileSync(f.out, 'utf8'), stderr: readFileSync(f.err, 'utf8') });
+      });
+    });
+  }
+
+  /** Like rt, but throws with the runtime's stderr unless it exits 0. */
+  async ok(args: string[], opts: RunOptions = {}): Promise<Result> {
+    const r = await this.rt(args, opts);
+    if (r.status !== 0) throw new Error(`${RUNTIME} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}`);
+    return r;
+  }
+
+  /** The parsed `state` JSON of a container. */
+  async state(id: string): Promise<{ id: string; pid: number; status: string; bundle: string; annotations?: Record<string, string> }> {
+    return JSON.parse((await this.ok(['state', id])).stdout);
+  }
+
+  /** Force-deletes every container under this root and removes the scratch directory. */
+  async cleanup(): Promise<void> {
+    const r = await this.rt(['list', '--format', 'json']);
+    const list = (r.status === 0 ? (JSON.parse(r.stdout || 'null') ?? []) : []) as { id: string }[];
+    for (const c of list) await this.rt(['delete', '--force', c.id]);
+    rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
+
+
+/** Polls `fn` until it returns true or `timeoutMs` passes; returns the last answer. */
+export async function waitFor(fn: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return fn();
+}
+
+/** True if a process with this pid exists and is not a zombie. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
