@@ -95,7 +95,7 @@ enum tag {
   T_MONITOR = 6,        /* u32 1: P waits for the container and reports its exit */
   /* rootfs operations, run by S2 in plan order */
   T_ROOT_PROPAGATION = 20, /* u64 mount flags applied to "/" (e.g. MS_SLAVE|MS_REC) */
-  T_HOST_MKDIR = 21,       /* str absolute runtime-owned host path (run by S1, see stage1) */
+  T_HOST_MKDIR = 21,       /* str absolute runtime-owned host path, u32 mode (run by S1, see stage1) */
   T_HOST_MOUNT = 22,       /* str source, str target (runtime-owned host path), str fstype, u64 flags, str data */
   T_ROOTFS = 23,           /* str host path, u64 propagation flags (0: none) */
   T_MOUNT = 24,            /* str source, str dest, str fstype, u64 flags, u64 propagation, str data, u32 mflags */
@@ -686,7 +686,9 @@ static void run_host_op(uint32_t tag, struct rd *r) {
   switch (tag) {
   case T_HOST_MKDIR: {
     char *p = rd_str(r);
+    uint32_t mode = rd_u32(r);
     if (mkdir(p, 0700) != 0 && errno != EEXIST) fail("mkdir", p, errno, NULL);
+    if (chmod(p, mode & 07777) != 0) fail("mkdir", p, errno, "chmod: %s", strerror(errno));
     free(p); break;
   }
   case T_HOST_MOUNT: {

@@ -3,7 +3,7 @@
  * which namespaces to create or join, the order of mounts, device nodes versus bind mounts in a
  * user namespace, capability bitmasks. The native stage only executes what this returns.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, posix } from 'node:path';
 import { ConfigError, UsageError } from '../../errors.js';
 import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
@@ -118,11 +118,12 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     for (const p of [ovl, req.rootfs]) {
       if (/[,:\\]/.test(p)) throw new UsageError(`--root: the state directory path ${p} must not contain "," ":" or "\\"`);
     }
-    w.add(Tag.HOST_MKDIR, { str: ovl });
-    w.add(Tag.HOST_MKDIR, { str: req.rootfs });
+    w.add(Tag.HOST_MKDIR, { str: ovl }, { u32: 0o700 });
+    w.add(Tag.HOST_MKDIR, { str: req.rootfs }, { u32: 0o755 });
     w.add(Tag.HOST_MOUNT, { str: 'tmpfs' }, { str: ovl }, { str: 'tmpfs' }, { u64: BigInt(MS.NOSUID | MS.NODEV) }, { str: 'mode=700' });
-    w.add(Tag.HOST_MKDIR, { str: `${ovl}/upper` });
-    w.add(Tag.HOST_MKDIR, { str: `${ovl}/work` });
+    // the merged root takes its mode from the upper directory: give it the lower root's
+    w.add(Tag.HOST_MKDIR, { str: `${ovl}/upper` }, { u32: statSync(req.embedded.lower).mode & 0o7777 });
+    w.add(Tag.HOST_MKDIR, { str: `${ovl}/work` }, { u32: 0o700 });
     w.add(Tag.HOST_MOUNT, { str: 'overlay' }, { str: req.rootfs }, { str: 'overlay' }, { u64: 0n },
       { str: `lowerdir=${req.embedded.lower},upperdir=${ovl}/upper,workdir=${ovl}/work` });
   }
