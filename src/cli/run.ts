@@ -75,7 +75,20 @@ export function register(program: Command): void {
         opts = { id, bundle, spec: loadSpec(bundle), ...common };
       }
       trace('spec ready');
-      const { rec, waitExit } = await lifecycle.create(ctx, opts);
+      let relay: import('./console.js').ConsoleRelay | undefined;
+      if (opts.spec.process?.terminal && !flags.consoleSocket && !flags.detach) {
+        relay = await (await import('./console.js')).ConsoleRelay.listen();
+        opts = { ...opts, consoleSocket: relay.path };
+      }
+      let created: Awaited<ReturnType<typeof lifecycle.create>>;
+      try {
+        created = await lifecycle.create(ctx, opts);
+        await relay?.attach();
+      } catch (e) {
+        relay?.dispose();
+        throw e;
+      }
+      const { rec, waitExit } = created;
       if (!waitExit) {
         await lifecycle.start(ctx, id);
         return;
@@ -92,6 +105,7 @@ export function register(program: Command): void {
       try {
         await lifecycle.start(ctx, id);
         code = await waitExit;
+        await relay?.close();
         trace('exited');
       } finally {
         for (const s of FORWARDED) process.off(s, forward);

@@ -9,6 +9,9 @@
 import { posix } from 'node:path';
 import * as z from 'zod';
 
+// A CLI process validates one config: compiling zod's JIT fast paths costs more than it saves.
+z.config({ jitless: true });
+
 // ---------------------------------------------------------------------------------------------
 // Constant tables
 // ---------------------------------------------------------------------------------------------

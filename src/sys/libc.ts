@@ -23,6 +23,7 @@ export const LOCK_UN = 8;
 interface Libc {
   flock(fd: number, op: number): number;
   recvmsg(fd: number, msg: unknown, flags: number): number;
+  ioctlWinsize(fd: number, req: number, ws: Buffer): number;
   sendmsg(fd: number, msg: unknown, flags: number): number;
   errno(): number;
   strerror(errno: number): string;
@@ -60,6 +61,7 @@ function load(): Libc {
     flock: lib.func('int flock(int fd, int op)') as Libc['flock'],
     recvmsg: lib.func('long recvmsg(int fd, _Inout_ moat_msghdr *msg, int flags)') as Libc['recvmsg'],
     sendmsg: lib.func('long sendmsg(int fd, const moat_msghdr *msg, int flags)') as Libc['sendmsg'],
+    ioctlWinsize: lib.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *ws)') as Libc['ioctlWinsize'],
     errno: () => koffi.errno(),
     strerror,
     koffi,
@@ -109,10 +111,18 @@ export function recvFd(sock: number): { fd: number; data: string } {
     msg_flags: 0,
   };
   let n: number;
+  const deadline = Date.now() + 10_000;
   for (;;) {
     n = Number(l.recvmsg(sock, msg, 0x40000000 /* MSG_CMSG_CLOEXEC */));
     if (n >= 0) break;
-    if (l.errno() !== Errno.EINTR) sysFail('recvmsg', 'on the console socket');
+    const e = l.errno();
+    if (e === Errno.EINTR) continue;
+    // sockets that Node accepted are non-blocking: wait briefly for the sender
+    if (e === Errno.EAGAIN && Date.now() < deadline) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      continue;
+    }
+    sysFail('recvmsg', 'on the console socket');
   }
   // struct cmsghdr { size_t len; int level; int type; unsigned char data[]; }
   const clen = Number(control.readBigUInt64LE(0));
@@ -146,4 +156,15 @@ export function sendFd(sock: number, fd: number, data: string): void {
     if (Number(l.sendmsg(sock, msg, 0)) >= 0) return;
     if (l.errno() !== Errno.EINTR) sysFail('sendmsg', 'with a file descriptor');
   }
+}
+
+const TIOCSWINSZ = 0x5414;
+
+/** Sets the window size of a terminal (a pty master here) to rows x cols. */
+export function setWindowSize(fd: number, rows: number, cols: number): void {
+  const l = load();
+  const ws = Buffer.alloc(8);
+  ws.writeUInt16LE(rows, 0);
+  ws.writeUInt16LE(cols, 2);
+  if (l.ioctlWinsize(fd, TIOCSWINSZ, ws) !== 0) sysFail('ioctl(TIOCSWINSZ)', 'on the pty');
 }

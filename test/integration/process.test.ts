@@ -1,0 +1,189 @@
+/**
+ * The container process's attributes (capabilities, user, umask, cwd, env, rlimits, no_new_privs,
+ * oom score, sysctls, pid 1), runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
+
+const skip = skipReason();
+if (skip) console.log(`# skipping process tests: ${skip}`);
+
+/** Capability numbers from linux/capability.h. */
+const CAP: Record<string, number> = { CAP_CHOWN: 0, CAP_KILL: 5, CAP_SETUID: 7, CAP_NET_BIND_SERVICE: 10 };
+
+/** The /proc/<pid>/status hex mask of a capability set (16 hex digits, as the kernel prints it). */
+function mask(caps: string[]): string {
+  let m = 0n;
+  for (const c of caps) {
+    const n = CAP[c];
+    assert.ok(n !== undefined, `unknown capability ${c}`);
+    m |= 1n << BigInt(n);
+  }
+  return m.toString(16).padStart(16, '0');
+}
+
+/** The `Key:\tvalue` lines of a /proc/<pid>/status dump, by key. */
+function statusFields(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^(\w+):\s*(.*)$/.exec(line);
+    if (m) out.set(m[1]!, m[2]!.trim());
+  }
+  return out;
+}
+
+describe(`process (${RUNTIME})`, { skip }, () => {
+  let sb: Sandbox;
+  before(() => {
+    sb = new Sandbox();
+  });
+  after(async () => {
+    await sb.cleanup();
+  });
+
+  /** Runs `script` in a fresh bundle and returns its stdout; fails with the runtime's stderr unless it exits 0. */
+  async function sh(script: string, mutate?: (spec: Record<string, any>) => void): Promise<string> {
+    // `any`: the harness hands the config over untyped on purpose
+    const b = await sb.bundle(['sh', '-c', script], mutate);
+    const r = await sb.rt(['run', '-b', b, sb.id()]);
+    assert.equal(r.status, 0, `container exited ${r.status ?? r.signal}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  it('applies the configured bounding, effective, permitted, inheritable and ambient capability sets', async () => {
+    const caps = {
+      bounding: ['CAP_CHOWN', 'CAP_KILL', 'CAP_NET_BIND_SERVICE', 'CAP_SETUID'],
+      effective: ['CAP_CHOWN', 'CAP_KILL'],
+      permitted: ['CAP_CHOWN', 'CAP_KILL'],
+      inheritable: ['CAP_KILL'],
+      ambient: ['CAP_KILL'],
+    };
+    const status = statusFields(
+      await sh('cat /proc/self/status', (s) => {
+        s.process.capabilities = structuredClone(caps);
+        // no_new_privs keeps exec from granting uid 0 its "root gets every bounding cap" file
+        // capabilities, so the sets after exec are exactly the configured ones
+        s.process.noNewPrivileges = true;
+      }),
+    );
+    assert.equal(status.get('CapBnd'), mask(caps.bounding), 'CapBnd');
+    assert.equal(status.get('CapPrm'), mask(caps.permitted), 'CapPrm');
+    assert.equal(status.get('CapEff'), mask(caps.effective), 'CapEff');
+    assert.equal(status.get('CapInh'), mask(caps.inheritable), 'CapInh');
+    assert.equal(status.get('CapAmb'), mask(caps.ambient), 'CapAmb');
+  });
+
+  it('a non-root user keeps its ambient capabilities across exec, and only those', async () => {
+    const status = statusFields(
+      await sh('cat /proc/self/status', (s) => {
+        s.process.user = { uid: 1000, gid: 1000 };
+        s.process.capabilities = {
+          bounding: ['CAP_CHOWN', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'],
+          effective: ['CAP_KILL', 'CAP_NET_BIND_SERVICE'],
+          permitted: ['CAP_KILL', 'CAP_NET_BIND_SERVICE'],
+          inheritable: ['CAP_KILL', 'CAP_NET_BIND_SERVICE'],
+          ambient: ['CAP_NET_BIND_SERVICE'],
+        };
+      }),
+    );
+    assert.equal(status.get('Uid')?.split(/\s+/)[0], '1000');
+    // execve of a file without capabilities by a non-root user: permitted = effective = ambient
+    assert.equal(status.get('CapAmb'), mask(['CAP_NET_BIND_SERVICE']), 'CapAmb');
+    assert.equal(status.get('CapPrm'), mask(['CAP_NET_BIND_SERVICE']), 'CapPrm');
+    assert.equal(status.get('CapEff'), mask(['CAP_NET_BIND_SERVICE']), 'CapEff');
+    assert.equal(status.get('CapInh'), mask(['CAP_KILL', 'CAP_NET_BIND_SERVICE']), 'CapInh');
+    assert.equal(status.get('CapBnd'), mask(['CAP_CHOWN', 'CAP_KILL', 'CAP_NET_BIND_SERVICE']), 'CapBnd');
+  });
+
+  it('runs as the configured uid, gid and additional gids', async () => {
+    const out = await sh('id; grep -E "^(Uid|Gid|Groups):" /proc/self/status', (s) => {
+      s.process.user = { uid: 1000, gid: 1000, additionalGids: [10, 20] };
+    });
+    const [id, ...rest] = out.trim().split('\n');
+    assert.match(id ?? '', /^uid=1000(\(\w+\))? gid=1000(\(\w+\))? /);
+    const groups = /groups=(\S+)/.exec(id ?? '')?.[1]?.split(',').map((g) => g.replace(/\(.*\)$/, ''));
+    assert.ok(groups?.includes('10') && groups.includes('20'), `groups 10 and 20 missing from: ${id}`);
+    const status = statusFields(rest.join('\n'));
+    assert.deepEqual(status.get('Uid')?.split(/\s+/), ['1000', '1000', '1000', '1000']);
+    assert.deepEqual(status.get('Gid')?.split(/\s+/), ['1000', '1000', '1000', '1000']);
+    assert.deepEqual(status.get('Groups')?.split(/\s+/).sort(), ['10', '20']);
+  });
+
+  it('applies the umask', async () => {
+    const out = await sh('umask; touch /tmp/f; stat -c %a /tmp/f', (s) => {
+      s.process.user.umask = 0o027;
+    });
+    assert.deepEqual(out.trim().split('\n'), ['0027', '640']);
+  });
+
+  it('starts in cwd with the configured environment; PATH finds a bare args[0]', async () => {
+    const out = await sh('pwd; echo "FOO=$FOO"; echo "PATH=$PATH"', (s) => {
+      s.process.cwd = '/home/moat';
+      s.process.env.push('FOO=bar');
+    });
+    assert.deepEqual(out.trim().split('\n'), ['/home/moat', 'FOO=bar', 'PATH=/bin:/sbin:/usr/bin']);
+
+    const b = await sb.bundle(['hello', 'world'], (s) => {
+      s.process.env = ['PATH=/opt/moat/bin:/bin'];
+    });
+    mkdirSync(join(b, 'rootfs/opt/moat/bin'), { recursive: true });
+    writeFileSync(join(b, 'rootfs/opt/moat/bin/hello'), '#!/bin/sh\necho "hello $1 from $0"\n', { mode: 0o755 });
+    const r = await sb.rt(['run', '-b', b, sb.id()]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'hello world from /opt/moat/bin/hello\n');
+  });
+
+  it('applies rlimits (soft and hard)', async () => {
+    const out = await sh('ulimit -n; ulimit -Sn; ulimit -Hn; grep "Max open files" /proc/self/limits', (s) => {
+      s.process.rlimits = [{ type: 'RLIMIT_NOFILE', soft: 512, hard: 1024 }];
+    });
+    const [n, soft, hard, limits] = out.trim().split('\n');
+    assert.equal(n, '512');
+    assert.equal(soft, '512');
+    assert.equal(hard, '1024');
+    assert.match(limits ?? '', /^Max open files\s+512\s+1024\s+files/);
+  });
+
+  it('sets no_new_privs when noNewPrivileges is true, and not when false', async () => {
+    const on = statusFields(await sh('cat /proc/self/status', (s) => void (s.process.noNewPrivileges = true)));
+    assert.equal(on.get('NoNewPrivs'), '1');
+    const off = statusFields(await sh('cat /proc/self/status', (s) => void (s.process.noNewPrivileges = false)));
+    assert.equal(off.get('NoNewPrivs'), '0');
+  });
+
+  it('sets oom_score_adj', async () => {
+    const out = await sh('cat /proc/self/oom_score_adj', (s) => {
+      s.process.oomScoreAdj = 500;
+    });
+    assert.equal(out.trim(), '500');
+  });
+
+  it('writes linux.sysctl values in the container namespaces', async () => {
+    const out = await sh('cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax', (s) => {
+      s.linux.sysctl = { 'net.ipv4.ip_forward': '1', 'kernel.shmmax': '123456789' };
+    });
+    assert.deepEqual(out.trim().split('\n'), ['1', '123456789']);
+  });
+
+  it('create fails when args[0] does not exist and leaves no container behind', async () => {
+    for (const args of [['no-such-program-moat'], ['/bin/no-such-program-moat']]) {
+      const b = await sb.bundle(args);
+      const id = sb.id();
+      const r = await sb.rt(['create', '-b', b, id]);
+      assert.notEqual(r.status, 0, `create of ${args[0]} must fail`);
+      assert.notEqual((await sb.rt(['state', id])).status, 0, `a failed create of ${args[0]} left a container`);
+      const list = JSON.parse((await sb.ok(['list', '--format', 'json'])).stdout || 'null') as { id: string }[] | null;
+      assert.equal((list ?? []).some((c) => c.id === id), false, 'list shows the failed container');
+    }
+  });
+
+  it('the program is pid 1 of its pid namespace', async () => {
+    const out = await sh('echo $$; cut -d" " -f1 /proc/self/stat');
+    const [self, child] = out.trim().split('\n');
+    assert.equal(self, '1');
+    assert.ok(Number(child) > 1, 'a child of pid 1 has another pid');
+  });
+});
