@@ -970,6 +970,8 @@ int main(int argc, char **argv) {
   if (argc != 3) { dprintf(2, "usage: moat-init PLAN_FD SYNC_FD (run by moat, not by hand)\n"); return 2; }
   int plan_fd = atoi(argv[1]);
   sync_fd = atoi(argv[2]);
+  /* non-dumpable: no container process may open /proc/<stage>/exe, mem or fds (CVE-2019-5736) */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
   fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
   read_plan(plan_fd);
 

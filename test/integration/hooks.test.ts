@@ -45,7 +45,10 @@ const HOOK_SCRIPT = `#!/bin/sh
 set -e
 kind="$1"
 cat > "$HOOK_DIR/$kind.json"
-tr '\\0' ' ' < /proc/$$/cmdline > "$HOOK_DIR/$kind.argv"
+# the shell's pid as this /proc sees it: $$ is wrong where /proc belongs to another pid namespace
+# (createContainer runs in the container's pid namespace but still sees the host's /proc)
+cut -d ' ' -f 4 /proc/self/stat > "$HOOK_DIR/$kind.shpid"
+tr '\\0' ' ' < "/proc/$(cat "$HOOK_DIR/$kind.shpid")/cmdline" > "$HOOK_DIR/$kind.argv"
 printf '%s %s %s\\n' "\${HOOK_VAR:-unset}" "$2" "\${HOOK_LEAK:-unset}" > "$HOOK_DIR/$kind.env"
 readlink /proc/self/ns/mnt > "$HOOK_DIR/$kind.mntns"
 status=$(sed -n 's/.*"status" *: *"\\([^"]*\\)".*/\\1/p' "$HOOK_DIR/$kind.json")
