@@ -628,7 +628,7 @@ static void op_mask(struct rd *r) {
   char target[64];
   fdpath(target, sizeof target, fd);
   if (fstat(fd, &st) != 0) fail("maskedPaths", path, errno, NULL);
-  int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
+  int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY, NULL)
                                : mount("/dev/null", target, NULL, MS_BIND, NULL);
   if (rc != 0) fail("maskedPaths", path, errno, NULL);
   close(fd); free(path);

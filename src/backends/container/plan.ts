@@ -82,6 +82,14 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   const proc = spec.process;
   if (!proc) throw new ConfigError('process', 'required to create a container');
 
+  if (spec.linux?.seccomp) {
+    // running without a filter the config asked for would be a silent downgrade
+    throw new ConfigError('linux.seccomp', 'seccomp filters are not supported by this version of Moat yet; remove the section to run without one');
+  }
+  if (spec.linux?.resources && Object.keys(spec.linux.resources).some((k) => k !== 'devices')) {
+    req.log.warn(`container "${req.id}": linux.resources are not enforced yet (no cgroup manager in this version)`);
+  }
+
   // --- namespaces
   const namespaces = spec.linux?.namespaces ?? [];
   let unshare = 0;
