@@ -22,14 +22,14 @@ function usage(code) {
   --iterations N  timed run+delete cycles per runtime (default 20)
   --warmup N      untimed cycles per runtime first (default 1)
   --containers K  detached containers per runtime for the memory measure (default 5)
-  --moat PATH     moat executable (default ${path.join(repo, 'bin/moat.mjs')}; .mjs/.js run with node)
+  --moat PATH     moat executable (default ${path.join(repo, 'bin/moat.cjs')}; .mjs/.js run with node)
   --runc PATH     runc executable (default: runc on PATH)`;
   (code === 0 ? console.log : console.error)(text);
   process.exit(code);
 }
 
 function parseArgs(argv) {
-  const opts = { iterations: 20, warmup: 1, containers: 5, moat: path.join(repo, 'bin/moat.mjs'), runc: undefined };
+  const opts = { iterations: 20, warmup: 1, containers: 5, moat: path.join(repo, 'bin/moat.cjs'), runc: undefined };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {

@@ -1,3 +1,6 @@
 #!/usr/bin/env node
-// Entry point of the `moat` command: the whole CLI is bundled into dist/moat.mjs by `npm run build`.
-import '../dist/moat.mjs';
+// Compatibility entry point: the `moat` command is bin/moat.cjs.
+import { createRequire } from 'node:module';
+
+const { load } = createRequire(import.meta.url)('./moat.cjs');
+await load().exports.main(process.argv);

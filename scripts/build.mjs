@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-// Builds Moat: compiles the native pre-exec stage with the system C compiler and bundles the
-// TypeScript CLI into one ESM file (one file loads faster than a module graph at start-up).
+// Builds Moat: compiles the native pre-exec stage with the system C compiler, bundles the
+// TypeScript CLI into one CommonJS file and records a V8 code cache for it (start-up time).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
-rmSync(join(dist, 'chunks'), { recursive: true, force: true });
+for (const old of ['chunks', 'moat.mjs', 'moat.mjs.map', 'moat-exp.cjs', 'moat-exp.cjs.cache']) rmSync(join(dist, old), { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 
 const cc = process.env.CC ?? 'cc';
@@ -30,19 +31,23 @@ for (const file of readdirSync(join(root, 'native'))) {
 const esbuild = await import('esbuild');
 await esbuild.build({
   entryPoints: [join(root, 'src/cli/main.ts')],
-  outdir: dist,
-  entryNames: 'moat',
-  chunkNames: 'chunks/[name]-[hash]',
-  // split lazily imported parts (zod, the lifecycle) into chunks that only the commands using
-  // them load: V8 parses every byte of a module before running it
-  splitting: true,
-  outExtension: { '.js': '.mjs' },
+  outfile: join(dist, 'moat.cjs'),
+  // one CommonJS file: Node 20 loads it faster than ES modules and it can use a V8 code cache
   bundle: true,
   platform: 'node',
   target: 'node20',
-  format: 'esm',
+  format: 'cjs',
   sourcemap: 'linked',
   external: ['koffi'],
-  banner: { js: "import { createRequire as __moatRequire } from 'node:module'; const require = __moatRequire(import.meta.url);" },
+  define: { 'import.meta.url': '__moatImportMetaUrl' },
+  banner: { js: "const __moatImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
 });
+
+// Record V8's compiled code for the paths every container start takes (see bin/moat.cjs).
+const require = createRequire(import.meta.url);
+rmSync(join(dist, 'moat.cjs.cache'), { force: true });
+const { exports: moat, script } = require(join(root, 'bin/moat.cjs')).load();
+await moat.warmUp();
+writeFileSync(join(dist, 'moat.cjs.cache.tmp'), script.createCachedData());
+renameSync(join(dist, 'moat.cjs.cache.tmp'), join(dist, 'moat.cjs.cache'));

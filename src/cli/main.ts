@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { MoatError } from '../errors.js';
-import { Logger, trace, writeErr } from '../util/log.js';
+import { Logger, trace } from '../util/log.js';
 import * as create from './create.js';
 import * as del from './delete.js';
 import * as doctor from './doctor.js';
@@ -37,11 +37,12 @@ export function program(): Command {
   return p;
 }
 
-async function main(): Promise<void> {
+/** Runs the CLI with `argv` (process.argv form); sets process.exitCode. */
+export async function main(argv: string[]): Promise<void> {
   trace('cli start');
   const p = program();
   try {
-    await p.parseAsync(process.argv);
+    await p.parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       // help and version are not errors; commander already printed them
@@ -60,7 +61,20 @@ async function main(): Promise<void> {
   }
 }
 
-await main().catch((e: unknown) => {
-  writeErr(`moat: ${String(e)}\n`);
-  process.exitCode = 1;
-});
+/**
+ * Exercises the code paths of `create` without side effects, so the build can record V8's
+ * compiled code for them (see bin/moat.cjs): parsing flags and config, building a plan.
+ */
+export async function warmUp(): Promise<void> {
+  program();
+  const { defaultSpec } = await import('../spec/default.js');
+  const { parseSpec } = await import('../spec/validate.js');
+  const { buildPlan } = await import('../backends/container/plan.js');
+  const { embeddedSpec } = await import('../container/embedded.js');
+  await import('../container/lifecycle.js');
+  const spec = parseSpec(JSON.parse(JSON.stringify(defaultSpec({}))));
+  const log = new Logger({ format: 'text', debug: false });
+  const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, hookState: () => '{}', log };
+  buildPlan({ ...base, spec: { ...spec, process: { ...spec.process!, terminal: false } } }, { fifo: '/nonexistent/exec.fifo' });
+  buildPlan({ ...base, spec: embeddedSpec({ command: ['true'], env: [], volumes: [], network: 'loopback', cwd: '/' }), embedded: { lower: '/' } }, { fifo: '/nonexistent/exec.fifo' });
+}

@@ -29,7 +29,7 @@ export function skipReason(): string | undefined {
 
 /** The command line that invokes the runtime under test. */
 export function runtimeArgv(): [string, string[]] {
-  return RUNTIME === 'runc' ? ['runc', []] : [process.execPath, [join(REPO, 'bin/moat.mjs')]];
+  return RUNTIME === 'runc' ? ['runc', []] : [process.execPath, [join(REPO, 'bin/moat.cjs')]];
 }
 
 /** The outcome of one runtime command. */

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+'use strict';
+// Entry point of the `moat` command. The CLI is one CommonJS bundle (dist/moat.cjs, made by
+// scripts/build.mjs); this loader compiles it with the V8 code cache that the build recorded
+// (dist/moat.cjs.cache), which spares most of the parse and compile time at every start.
+// A cache V8 rejects (another Node version) only costs that time; the code is the same.
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+const Module = require('node:module');
+
+/** Loads dist/moat.cjs (with its code cache) and returns its exports and the compiled script. */
+function load() {
+  const file = path.join(__dirname, '..', 'dist', 'moat.cjs');
+  const source = fs.readFileSync(file, 'utf8');
+  let cachedData;
+  try {
+    cachedData = fs.readFileSync(`${file}.cache`);
+  } catch {
+    // no cache yet: compile from source
+  }
+  const script = new vm.Script(Module.wrap(source), { filename: file, cachedData });
+  const mod = new Module(file, module);
+  mod.filename = file;
+  mod.paths = Module._nodeModulePaths(path.dirname(file));
+  const req = (id) => mod.require(id);
+  req.resolve = (id) => Module._resolveFilename(id, mod);
+  script.runInThisContext()(mod.exports, req, mod, file, path.dirname(file));
+  return { exports: mod.exports, script };
+}
+
+module.exports = { load };
+if (require.main === module) {
+  load().exports.main(process.argv).catch((e) => {
+    process.stderr.write(`moat: ${e && e.stack ? e.stack : String(e)}\n`);
+    process.exitCode = 1;
+  });
+}
