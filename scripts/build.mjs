@@ -25,7 +25,13 @@ function compile(src, out, extra = []) {
 for (const file of readdirSync(join(root, 'native'))) {
   if (!file.endsWith('.c')) continue;
   const name = file.slice(0, -2);
-  compile(join(root, 'native', file), join(dist, name), ['-static']);
+  try {
+    // static: nothing for the dynamic loader to do at every container start
+    compile(join(root, 'native', file), join(dist, name), ['-static']);
+  } catch {
+    console.warn(`build: static linking of ${file} failed (is libc6-dev installed?); linking it dynamically`);
+    compile(join(root, 'native', file), join(dist, name));
+  }
 }
 
 const esbuild = await import('esbuild');

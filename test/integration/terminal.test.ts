@@ -151,4 +151,15 @@ describe(`terminal (${RUNTIME})`, { skip }, () => {
     const ids = ((JSON.parse(list.stdout || 'null') ?? []) as { id: string }[]).map((c) => c.id);
     assert.ok(!ids.includes(id), 'a failed create is still listed');
   });
+
+  it('a console socket nobody listens on: create fails and leaves nothing behind', async () => {
+    const b = await sb.bundle(['sh', '-c', 'tty'], undefined, true);
+    const id = sb.id();
+    const missing = join(sb.tmp, 'nobody-listens.sock');
+    const r = await sb.rt(['create', '--console-socket', missing, '-b', b, id]);
+    assert.notEqual(r.status, 0, 'create must fail when the console socket cannot be reached');
+    assert.ok(r.stderr.includes(missing), `the error must name the socket: ${r.stderr}`);
+    assert.notEqual((await sb.rt(['state', id])).status, 0);
+    assert.equal(existsSync(join(sb.root, id)), false, 'a failed create left its state directory');
+  });
 });
