@@ -884,7 +884,9 @@ static void __attribute__((noreturn)) container_init(void) {
   int w = openat(proc_fd, fifo_name, O_WRONLY | O_CLOEXEC);
   if (w < 0) { dprintf(2, "moat-init: opening the exec fifo: %s\n", strerror(errno)); _exit(1); }
   write_all(w, "0", 1);
-  close(w); close(fifo_fd); close(proc_fd);
+  /* w stays open (close-on-exec): `moat start` reads until EOF, which comes with the exec, so
+     its poststart hooks run after the program started, as the runtime spec orders them */
+  close(fifo_fd); close(proc_fd);
 
   for (uint32_t i = 0; i < pl.nstart; i++) {
     sync_fd = -1; /* a failing startContainer hook is printed on stderr: nobody is listening */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
@@ -166,6 +166,36 @@ describe(`mounts (${RUNTIME})`, { skip }, () => {
       assert.equal(existsSync(`/tmp/${escape2}`), false, `the mount escaped to the host's /tmp/${escape2}`);
       assert.equal(existsSync(`/${dotdot}`), false, `the mount escaped to the host's /${dotdot}`);
       assert.equal(existsSync(join(b, dotdot)), false, `the mount escaped to the bundle's ${dotdot}`);
+    }
+  });
+
+  it('creates a destination reached through a dangling symlink inside the rootfs', async () => {
+    const tag = randomBytes(6).toString('hex');
+    const absTarget = `/tmp/moat-dangling-${tag}`;
+    const relTarget = `moat-dangling-rel-${tag}`;
+    const fileTarget = `/tmp/moat-dangling-file-${tag}`;
+    const hostFile = join(sb.tmp, `dangling-src-${tag}`);
+    writeFileSync(hostFile, 'from the host\n');
+    const b = await sb.bundle(['sh', '-c', `cat /proc/mounts; echo --; cat ${fileTarget}`], (s) => {
+      s.mounts.push({ destination: '/dangling-abs/sub', type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] });
+      s.mounts.push({ destination: '/dangling-rel', type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] });
+      s.mounts.push({ destination: '/dangling-file', type: 'bind', source: hostFile, options: ['bind', 'ro'] });
+    });
+    symlinkSync(absTarget, join(b, 'rootfs/dangling-abs'));
+    symlinkSync(`../../../../tmp/${relTarget}`, join(b, 'rootfs/dangling-rel'));
+    symlinkSync(fileTarget, join(b, 'rootfs/dangling-file'));
+    try {
+      const r = await sb.rt(['run', '-b', b, sb.id()]);
+      assert.equal(r.status, 0, r.stderr);
+      const [mountText, content] = r.stdout.split('--\n');
+      const mounts = parseMounts(mountText ?? '');
+      assert.equal(mountAt(mounts, `${absTarget}/sub`)?.type, 'tmpfs', `no tmpfs at ${absTarget}/sub`);
+      assert.equal(mountAt(mounts, `/tmp/${relTarget}`)?.type, 'tmpfs', `no tmpfs at /tmp/${relTarget}`);
+      assert.ok(mountAt(mounts, fileTarget), `nothing mounted at ${fileTarget}`);
+      assert.equal(content, 'from the host\n');
+      assert.ok(existsSync(join(b, 'rootfs', absTarget, 'sub')), 'the absolute symlink target was not created in the rootfs');
+    } finally {
+      for (const p of [absTarget, `/tmp/${relTarget}`, fileTarget]) assert.equal(existsSync(p), false, `the runtime created ${p} on the host`);
     }
   });
 

@@ -2,7 +2,7 @@
  * Linux namespaces, runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, readlinkSync } from 'node:fs';
+import { chmodSync, readFileSync, readlinkSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
@@ -78,6 +78,27 @@ describe(`namespaces (${RUNTIME})`, { skip }, () => {
     assert.equal(gid, '0');
     assert.match(userNs ?? '', /^user:\[\d+\]$/);
     assert.notEqual(userNs, readlinkSync('/proc/self/ns/user'), 'the user namespace is the host one');
+  });
+
+  it('the host sees a container uid through the uidMappings', async () => {
+    chmodSync(sb.tmp, 0o755); // see above: the mapped users must reach the rootfs
+    const b = await sb.bundle(['sleep', '100'], (s) => {
+      s.linux.namespaces.push({ type: 'user' });
+      s.linux.uidMappings = [{ ...MAPPING }];
+      s.linux.gidMappings = [{ ...MAPPING }];
+      s.process.user = { uid: 1000, gid: 1000 };
+    });
+    const id = sb.id();
+    await sb.ok(['run', '-d', '-b', b, id]);
+    try {
+      const { pid } = await sb.state(id);
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const host = String(MAPPING.hostID + 1000);
+      assert.deepEqual(/^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/), [host, host, host, host]);
+      assert.deepEqual(/^Gid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/), [host, host, host, host]);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
   });
 
   it('joins the network and uts namespaces of another container by path', async () => {

@@ -3,7 +3,7 @@
  * oom score, sysctls, pid 1), runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
@@ -112,6 +112,15 @@ describe(`process (${RUNTIME})`, { skip }, () => {
     assert.deepEqual(status.get('Groups')?.split(/\s+/).sort(), ['10', '20']);
   });
 
+  it('clears supplementary groups when additionalGids is empty', async () => {
+    const status = statusFields(
+      await sh('cat /proc/self/status', (s) => {
+        s.process.user = { uid: 1000, gid: 1000 };
+      }),
+    );
+    assert.equal(status.get('Groups'), '', 'the runtime leaked its supplementary groups');
+  });
+
   it('applies the umask', async () => {
     const out = await sh('umask; touch /tmp/f; stat -c %a /tmp/f', (s) => {
       s.process.user.umask = 0o027;
@@ -134,6 +143,30 @@ describe(`process (${RUNTIME})`, { skip }, () => {
     const r = await sb.rt(['run', '-b', b, sb.id()]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'hello world from /opt/moat/bin/hello\n');
+  });
+
+  it('creates a missing cwd inside the rootfs', async () => {
+    const b = await sb.bundle(['sh', '-c', 'pwd'], (s) => {
+      s.process.cwd = '/does/not/exist';
+    });
+    const r = await sb.rt(['run', '-b', b, sb.id()]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '/does/not/exist\n');
+    assert.ok(existsSync(join(b, 'rootfs/does/not/exist')), 'the cwd was not created in the rootfs');
+  });
+
+  it('sets HOME from the user\'s /etc/passwd entry when the environment has none, "/" when it has no entry', async () => {
+    const home = async (uid: number, env?: string): Promise<string> =>
+      (
+        await sh('echo "$HOME"', (s) => {
+          s.process.user = { uid, gid: uid };
+          if (env) s.process.env.push(env);
+        })
+      ).trim();
+    assert.equal(await home(0), '/root');
+    assert.equal(await home(1000), '/home/moat');
+    assert.equal(await home(4242), '/');
+    assert.equal(await home(1000, 'HOME=/custom'), '/custom', 'an explicit HOME must win');
   });
 
   it('applies rlimits (soft and hard)', async () => {

@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, constants, existsSync, openSync, readdirSync, readlinkSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, unlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -101,7 +101,9 @@ async function create(req: CreateRequest): Promise<Created> {
             const state = req.hookState('creating', pid);
             await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
             await runHooks(req.id, 'createRuntime', req.spec.hooks?.createRuntime, state);
-            sync.write(frame('R', Buffer.concat([lenStr(state), lenStr(req.hookState('created', pid))])));
+            // hooks inside the container get the pid as the container sees it (runtime spec, State)
+            const inner = innerPid(pid);
+            sync.write(frame('R', Buffer.concat([lenStr(req.hookState('creating', inner)), lenStr(req.hookState('created', inner))])));
           } catch (e) {
             sync.write(frame('A'));
             rej(e);
@@ -159,6 +161,17 @@ async function create(req: CreateRequest): Promise<Created> {
   return waitExit ? { pid, pidStartTime, waitExit } : { pid, pidStartTime };
 }
 
+/** The pid of `pid` in its own (innermost) pid namespace, from the NSpid line of its status. */
+function innerPid(pid: number): number {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('NSpid:'));
+    const last = line?.trim().split(/\s+/).at(-1);
+    return last ? Number(last) : pid;
+  } catch {
+    return pid;
+  }
+}
+
 /** Opens the exec fifo for reading, which lets the blocked init exec the user program. */
 async function start(rec: ContainerRecord, dir: string): Promise<void> {
   const fifo = join(dir, 'exec.fifo');
@@ -178,10 +191,21 @@ async function start(rec: ContainerRecord, dir: string): Promise<void> {
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       else sleepSync(0);
     }
+    unlinkSync(fifo);
+    // the init holds its end until it execs the program (close-on-exec): EOF means started
+    for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+      let got = -1;
+      try {
+        got = readSync(fd, buf, 0, 1, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      }
+      if (got === 0) break;
+      await new Promise((r) => setTimeout(r, delay));
+    }
   } finally {
     closeSync(fd);
   }
-  unlinkSync(fifo);
 }
 
 /** Pids of every process in the pid namespace of `pid` (all of a container with its own one). */

@@ -206,6 +206,9 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     w.add(Tag.RLIMIT, { u32: RLIMITS[r.type] }, { u64: rlimitValue(r.soft) }, { u64: rlimitValue(r.hard) });
   }
   if (proc.noNewPrivileges) w.add(Tag.NO_NEW_PRIVS);
+  if (!proc.terminal && extras.consoleSocket) {
+    throw new UsageError('--console-socket was given but process.terminal is false: there is no terminal to send');
+  }
   if (proc.terminal) {
     if (!extras.consoleSocket) throw new UsageError('process.terminal is true: --console-socket is required (or run in the foreground)');
     w.add(Tag.CONSOLE, { str: extras.consoleSocket }, { u32: proc.consoleSize?.height ?? 0 }, { u32: proc.consoleSize?.width ?? 0 });
