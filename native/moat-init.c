@@ -112,7 +112,7 @@ enum tag {
   T_HOSTNAME = 35,         /* str */
   T_DOMAINNAME = 36,       /* str */
   T_LOOPBACK_UP = 37,      /* (empty) */
-  T_MKDIR = 38,            /* str path in rootfs, u32 mode */
+  T_MKDIR = 38,            /* str path in rootfs: directories created (0755) where missing */
   /* process settings, applied by S2 after the rootfs operations */
   T_ARGS = 40,           /* strv */
   T_ENV = 41,            /* strv */
@@ -370,47 +370,86 @@ static int resolve_in(int dirfd, const char *path, uint64_t flags) {
   return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
+#define MAX_DEPTH 256
+#define MAX_SYMLINKS 40
+
 /*
- * Opens `path` inside the tree rooted at `dirfd` (symlinks resolved as if dirfd were "/"),
- * creating missing directories, and the last component as a file when `file` is set.
- * Returns an O_PATH fd; the caller mounts on /proc/self/fd/N so the kernel acts on exactly
- * the inode that was resolved.
+ * Opens `path` inside the tree rooted at `dirfd` as if dirfd were "/", creating what is missing
+ * (directories, and the last component as a file when `file` is set) the way runc's securejoin
+ * does: symlinks are followed, absolute ones from the root, ".." never climbs above the root,
+ * and a symlink to a missing target gets that target created inside the root.
+ * When everything exists, openat2(RESOLVE_IN_ROOT) alone answers. Otherwise each component is
+ * opened with O_NOFOLLOW relative to the fd of its resolved parent, so nothing created or
+ * opened can be outside the root. Returns an O_PATH fd; the caller mounts on /proc/self/fd/N
+ * so the kernel acts on exactly the inode that was resolved.
  */
 static int open_in_root(int dirfd, const char *path, int create, int file) {
   int fd = resolve_in(dirfd, path, O_PATH);
   if (fd >= 0 || errno != ENOENT || !create) return fd;
-  char *copy = strdup(path), *p = copy;
-  int cur = resolve_in(dirfd, "/", O_PATH | O_DIRECTORY);
-  if (cur < 0) { free(copy); return -1; }
-  while (*p) {
+
+  int stack[MAX_DEPTH], depth = 0, links = 0, err = 0;
+  /* `todo` holds the components still to walk; a symlink's target is put in front of them */
+  size_t cap = strlen(path) + 2;
+  char *todo = malloc(cap);
+  if (!todo) return -1;
+  snprintf(todo, cap, "%s", path);
+  stack[0] = openat(dirfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (stack[0] < 0) { free(todo); return -1; }
+  char *p = todo;
+  for (;;) {
     while (*p == '/') p++;
     if (!*p) break;
     char *slash = strchr(p, '/');
-    int last = 0;
-    if (slash) *slash = 0;
-    const char *rest = slash ? slash + 1 : "";
+    char comp[NAME_MAX + 1];
+    size_t clen = slash ? (size_t)(slash - p) : strlen(p);
+    if (clen > NAME_MAX) { err = ENAMETOOLONG; break; }
+    memcpy(comp, p, clen); comp[clen] = 0;
+    p += clen;
+    const char *rest = p;
     while (*rest == '/') rest++;
-    last = *rest == 0;
-    int next = resolve_in(cur, p, O_PATH);
-    if (next < 0 && errno == ENOENT) {
+    int last = *rest == 0;
+    if (strcmp(comp, ".") == 0) continue;
+    if (strcmp(comp, "..") == 0) { if (depth > 0) close(stack[depth--]); continue; }
+    int cur = stack[depth];
+    struct stat st;
+    if (fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) { err = errno; break; }
       int r;
       if (last && file) {
-        r = openat(cur, p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        r = openat(cur, comp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (r >= 0) close(r);
       } else {
-        r = mkdirat(cur, p, 0755);
+        r = mkdirat(cur, comp, 0755);
       }
-      if (r < 0 && errno != EEXIST) { int e = errno; close(cur); free(copy); errno = e; return -1; }
-      /* resolve again: whatever is there now (even a racing symlink) stays inside the root */
-      next = resolve_in(cur, p, O_PATH);
+      if (r < 0 && errno != EEXIST) { err = errno; break; }
+      if (fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) != 0) { err = errno; break; }
     }
-    if (next < 0) { int e = errno; close(cur); free(copy); errno = e; return -1; }
-    close(cur); cur = next;
-    if (!slash) break;
-    p = slash + 1;
+    if (S_ISLNK(st.st_mode)) {
+      if (++links > MAX_SYMLINKS) { err = ELOOP; break; }
+      char target[PATH_MAX];
+      ssize_t n = readlinkat(cur, comp, target, sizeof target - 1);
+      if (n < 0) { err = errno; break; }
+      target[n] = 0;
+      if (target[0] == '/') while (depth > 0) close(stack[depth--]); /* absolute: from the root */
+      size_t need = (size_t)n + strlen(p) + 2;
+      char *next = malloc(need);
+      if (!next) { err = ENOMEM; break; }
+      snprintf(next, need, "%s/%s", target, p);
+      free(todo);
+      todo = p = next;
+      continue;
+    }
+    if (!last && !S_ISDIR(st.st_mode)) { err = ENOTDIR; break; }
+    if (depth + 1 >= MAX_DEPTH) { err = ENAMETOOLONG; break; }
+    int next = openat(cur, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) { err = errno; break; }
+    stack[++depth] = next;
   }
-  free(copy);
-  return cur;
+  free(todo);
+  if (err) { while (depth >= 0) close(stack[depth--]); errno = err; return -1; }
+  int result = stack[depth];
+  while (depth > 0) close(stack[--depth]);
+  return result;
 }
 
 static void fdpath(char *buf, size_t n, int fd) { snprintf(buf, n, "/proc/self/fd/%d", fd); }
@@ -547,12 +586,8 @@ static void op_symlink(struct rd *r) {
 
 static void op_mkdir(struct rd *r) {
   char *path = rd_str(r);
-  uint32_t mode = rd_u32(r);
-  int fd = open_in_root(root_fd, path, 1, 0);
-  if (fd < 0) fail("mkdir", path, errno, NULL);
-  char p[64];
-  fdpath(p, sizeof p, fd);
-  if (chmod(p, mode) != 0) fail("mkdir", path, errno, "chmod: %s", strerror(errno));
+  int fd = open_in_root(root_fd, path, 1, 0); /* creates what is missing, leaves what exists */
+  if (fd < 0) fail("mkdir", path, errno, "%s: %s", path, strerror(errno));
   close(fd); free(path);
 }
 
@@ -820,6 +855,36 @@ static const char *env_get(const char *name) {
   return NULL;
 }
 
+/* Sets HOME from the container's /etc/passwd when the config does not, as runc does. */
+static void default_home(void) {
+  if (env_get("HOME")) return;
+  uid_t uid = pl.has_user ? pl.uid : 0;
+  char home[PATH_MAX] = "/", line[4096];
+  FILE *f = fopen("/etc/passwd", "re");
+  if (f) {
+    while (fgets(line, sizeof line, f)) {
+      char *fields[7] = { 0 }, *q = line;
+      int n = 0;
+      line[strcspn(line, "\n")] = 0;
+      for (; n < 7; n++) { fields[n] = strsep(&q, ":"); if (!fields[n]) break; }
+      if (n < 6 || !fields[2] || !fields[5]) continue;
+      char *end;
+      unsigned long u = strtoul(fields[2], &end, 10);
+      if (*end || end == fields[2] || u != uid) continue;
+      if (fields[5][0]) snprintf(home, sizeof home, "%s", fields[5]);
+      break;
+    }
+    fclose(f);
+  }
+  char **v = realloc(pl.env.v, (pl.env.n + 2) * sizeof(char *));
+  size_t len = strlen(home) + 6;
+  char *entry = malloc(len);
+  if (!v || !entry) fail("env", "HOME", ENOMEM, NULL);
+  snprintf(entry, len, "HOME=%s", home);
+  v[pl.env.n++] = entry; v[pl.env.n] = NULL;
+  pl.env.v = v;
+}
+
 /* Finds the program as execvp would, with the container's PATH; fails before start if absent. */
 static char *find_program(void) {
   const char *arg0 = pl.args.v[0];
@@ -861,6 +926,7 @@ static void __attribute__((noreturn)) container_init(void) {
   if (root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
   close(root_fd);
 
+  default_home();
   if (pl.console) setup_console();
   for (uint32_t i = 0; i < pl.nrlim; i++) {
     struct rlimit rl = { pl.rl_soft[i], pl.rl_hard[i] };

@@ -199,6 +199,22 @@ describe(`mounts (${RUNTIME})`, { skip }, () => {
     }
   });
 
+  it('resolves a symlink deeper in a new destination against the rootfs root, not its directory', async () => {
+    const b = await sb.bundle(['sh', '-c', 'cat /proc/mounts'], (s) => {
+      s.mounts.push({ destination: '/home/abs/newdir', type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] });
+      s.mounts.push({ destination: '/home/rel/newdir2', type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] });
+    });
+    symlinkSync('/etc', join(b, 'rootfs/home/abs')); // means the container's /etc
+    symlinkSync('../var', join(b, 'rootfs/home/rel')); // means the container's /var
+    mkdirSync(join(b, 'rootfs/home/etc')); // a decoy: /etc resolved with /home as the root
+    const r = await sb.rt(['run', '-b', b, sb.id()]);
+    assert.equal(r.status, 0, r.stderr);
+    const mounts = parseMounts(r.stdout);
+    assert.equal(mountAt(mounts, '/etc/newdir')?.type, 'tmpfs', 'no tmpfs at /etc/newdir');
+    assert.equal(mountAt(mounts, '/var/newdir2')?.type, 'tmpfs', 'no tmpfs at /var/newdir2');
+    assert.equal(existsSync(join(b, 'rootfs/home/etc/newdir')), false, 'the symlink was resolved with /home as the root');
+  });
+
   it('mounts proc, sysfs, devpts, mqueue and /dev/shm', async () => {
     const mounts = parseMounts(await sh('cat /proc/mounts'));
     const expected: [string, string][] = [

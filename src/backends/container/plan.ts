@@ -179,6 +179,8 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     }
   }
 
+  // runc creates a missing working directory before the root may become read-only
+  w.add(Tag.MKDIR, { str: proc.cwd });
   w.add(Tag.PIVOT_ROOT);
   if (spec.hostname !== undefined) w.add(Tag.HOSTNAME, { str: spec.hostname });
   if (spec.domainname !== undefined) w.add(Tag.DOMAINNAME, { str: spec.domainname });
