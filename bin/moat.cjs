@@ -31,8 +31,13 @@ function load() {
 
 module.exports = { load };
 if (require.main === module) {
-  load().exports.main(process.argv).catch((e) => {
-    process.stderr.write(`moat: ${e && e.stack ? e.stack : String(e)}\n`);
-    process.exitCode = 1;
-  });
+  load().exports.main(process.argv).then(
+    // every command writes synchronously: nothing is left to flush, so do not wait for the
+    // event loop to wind down (handles of finished children close at their own pace)
+    () => process.exit(),
+    (e) => {
+      process.stderr.write(`moat: ${e && e.stack ? e.stack : String(e)}\n`);
+      process.exit(1);
+    },
+  );
 }

@@ -9,7 +9,6 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
-for (const old of ['chunks', 'moat.mjs', 'moat.mjs.map', 'moat-exp.cjs', 'moat-exp.cjs.cache']) rmSync(join(dist, old), { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 
 const cc = process.env.CC ?? 'cc';

@@ -98,7 +98,9 @@ export interface CreateResult {
 export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
   const isolation = chooseIsolation(opts.isolation, opts.spec);
   const backend = await getBackend(isolation);
+  trace('backend loaded');
   const lock = ctx.store.createLocked(opts.id);
+  trace('locked');
   let rec: ContainerRecord | undefined;
   try {
     const rootfs = opts.embedded ? join(lock.dir, 'rootfs') : resolve(opts.bundle, opts.spec.root.path);

@@ -42,9 +42,25 @@ interface KoffiModule {
 
 let libc: Libc | undefined;
 
+/**
+ * Loads koffi's native module directly when it is where koffi's own loader looks first: the
+ * package's entry script also pulls in https, zlib and crypto (for its installer), which costs
+ * about 6 ms at every start. Anything unexpected falls back to the entry script.
+ */
+function loadKoffi(): KoffiModule {
+  try {
+    const version = (require('koffi/package.json') as { version: string }).version;
+    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as KoffiModule & { version: string };
+    if (native.version === version) return native;
+  } catch {
+    // a layout this shortcut does not know: use koffi's own loader
+  }
+  return require('koffi') as KoffiModule;
+}
+
 function load(): Libc {
   if (libc) return libc;
-  const koffi = require('koffi') as KoffiModule;
+  const koffi = loadKoffi();
   const lib = koffi.load('libc.so.6');
   koffi.struct('moat_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   koffi.struct('moat_msghdr', {
