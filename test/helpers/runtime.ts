@@ -52,14 +52,31 @@ export interface RunOptions {
 
 let counter = 0;
 
-/** A private state root and scratch directory for one test file; `cleanup` deletes everything. */
+/**
+ * A private state root and scratch directory for one suite, made on first use; `cleanup`
+ * deletes every container under it and the directory.
+ */
 export class Sandbox {
-  readonly root: string;
-  readonly tmp: string;
+  private dir: string | undefined;
 
-  constructor() {
-    this.tmp = mkdtempSync(join(tmpdir(), `moat-test-${RUNTIME}-`));
-    this.root = join(this.tmp, 'state');
+  /** The scratch directory. */
+  get tmp(): string {
+    this.dir ??= mkdtempSync(join(tmpdir(), `moat-test-${RUNTIME}-`));
+    return this.dir;
+  }
+
+  /** The state root (--root) of the runtime under test. */
+  get root(): string {
+    return join(this.tmp, 'state');
+  }
+
+  /** Runs `script` with sh in a fresh bundle and returns its stdout; throws unless it exits 0. */
+  async sh(script: string, mutate?: (spec: Record<string, any>) => void): Promise<string> {
+    // `any`: tests poke arbitrary config fields, valid or not, to test the runtime's checks
+    const b = await this.bundle(['sh', '-c', script], mutate);
+    const r = await this.rt(['run', '-b', b, this.id()]);
+    if (r.status !== 0) throw new Error(`container exited ${r.status ?? r.signal}: ${r.stderr}`);
+    return r.stdout;
   }
 
   /** A fresh busybox bundle running `args`, with `mutate` applied to its config. */
@@ -120,6 +137,7 @@ export class Sandbox {
 
   /** Force-deletes every container under this root and removes the scratch directory. */
   async cleanup(): Promise<void> {
+    if (this.dir === undefined) return;
     const r = await this.rt(['list', '--format', 'json']);
     const list = (r.status === 0 ? (JSON.parse(r.stdout || 'null') ?? []) : []) as { id: string }[];
     for (const c of list) await this.rt(['delete', '--force', c.id]);

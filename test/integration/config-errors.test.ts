@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = skipReason() ?? (RUNTIME === 'runc' ? 'Moat only: runc words its errors differently' : undefined);
@@ -113,13 +113,8 @@ const CASES: BadConfig[] = [
 ];
 
 describe(`config errors (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   /** Ids of the containers `list` shows. */
   async function listed(): Promise<string[]> {

@@ -4,20 +4,15 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = RUNTIME !== 'moat' ? 'the embedded default is Moat-only' : skipReason();
 if (skip) console.log(`# skipping embedded-default tests: ${skip}`);
 
 describe('embedded default: moat run -- CMD', { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
   const run = (args: string[], input?: string) => sb.rt(['run', ...args], input !== undefined ? { input } : {});
 
   it('passes stdio and the exit code through', async () => {

@@ -17,7 +17,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = skipReason();
@@ -75,13 +75,8 @@ function readState(dir: string, name: string): HookState {
 }
 
 describe(`hooks (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   /** A directory under the sandbox for one test's hook output. */
   function hookDir(name: string): string {

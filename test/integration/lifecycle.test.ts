@@ -4,20 +4,15 @@
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = skipReason();
 if (skip) console.log(`# skipping lifecycle tests: ${skip}`);
 
 describe(`lifecycle (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   it('run passes the exit code through', async () => {
     const b = await sb.bundle(['sh', '-c', 'echo out; echo err >&2; exit 42']);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = skipReason();
@@ -37,22 +37,10 @@ function mountAt(mounts: MountEntry[], target: string): MountEntry | undefined {
 }
 
 describe(`mounts (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
-  /** Runs `script` in a fresh bundle and returns its stdout; fails with the runtime's stderr unless it exits 0. */
-  async function sh(script: string, mutate?: (spec: Record<string, any>) => void): Promise<string> {
-    // `any`: the harness hands the config over untyped on purpose
-    const b = await sb.bundle(['sh', '-c', script], mutate);
-    const r = await sb.rt(['run', '-b', b, sb.id()]);
-    assert.equal(r.status, 0, `container exited ${r.status ?? r.signal}: ${r.stderr}`);
-    return r.stdout;
-  }
+  const sh = sb.sh.bind(sb);
 
   it('a read-only root refuses writes; a writable root accepts them', async () => {
     const script = 'touch /x 2>/dev/null && echo wrote || echo refused; grep " / " /proc/mounts';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = skipReason();
@@ -36,22 +36,10 @@ function statusFields(text: string): Map<string, string> {
 }
 
 describe(`process (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
-  /** Runs `script` in a fresh bundle and returns its stdout; fails with the runtime's stderr unless it exits 0. */
-  async function sh(script: string, mutate?: (spec: Record<string, any>) => void): Promise<string> {
-    // `any`: the harness hands the config over untyped on purpose
-    const b = await sb.bundle(['sh', '-c', script], mutate);
-    const r = await sb.rt(['run', '-b', b, sb.id()]);
-    assert.equal(r.status, 0, `container exited ${r.status ?? r.signal}: ${r.stderr}`);
-    return r.stdout;
-  }
+  const sh = sb.sh.bind(sb);
 
   it('applies the configured bounding, effective, permitted, inheritable and ambient capability sets', async () => {
     const caps = {

@@ -3,20 +3,15 @@
  * and relays the pty to its own stdio (runc insists on a real terminal there, so Moat only).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = RUNTIME !== 'moat' ? 'runc needs a real terminal on stdin for this' : skipReason();
 if (skip) console.log(`# skipping run-console tests: ${skip}`);
 
 describe('run with process.terminal and no console socket', { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   it('relays the pty both ways and passes the exit code', async () => {
     const b = await sb.bundle(['sh'], undefined, true);

@@ -6,20 +6,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = RUNTIME !== 'moat' ? 'these tests read Moat\'s own state files' : skipReason();
 if (skip) console.log(`# skipping state-store tests: ${skip}`);
 
 describe('state store', { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   it('concurrent creates of one id: exactly one wins, the state stays readable', async () => {
     const b = await sb.bundle(['sleep', '100']);

@@ -9,7 +9,7 @@ import { closeSync, existsSync, read } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { recvFd } from '../../src/sys/libc.js';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
@@ -77,13 +77,8 @@ async function readPty(fd: number, until: string, timeoutMs = 10_000): Promise<s
 }
 
 describe(`terminal (${RUNTIME})`, { skip }, () => {
-  let sb: Sandbox;
-  before(() => {
-    sb = new Sandbox();
-  });
-  after(async () => {
-    await sb.cleanup();
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   /** A console-socket server at a fresh path; `master` resolves to the first pty master it receives. */
   async function consoleServer(): Promise<{ path: string; server: Server; master: Promise<{ fd: number; data: string }> }> {

@@ -152,7 +152,13 @@ async function create(req: CreateRequest): Promise<Created> {
   try {
     await ready;
   } catch (e) {
-    if (pid > 0 && isAlive(pid, pidStartTime)) process.kill(pid, 'SIGKILL');
+    if (pid > 0 && isAlive(pid, pidStartTime)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // it died on its own between the check and the signal
+      }
+    }
     await new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
     throw e;
   }
