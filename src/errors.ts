@@ -37,6 +37,13 @@ export class ContainerExistsError extends MoatError {
   }
 }
 
+/** A container's state file cannot be parsed (a crash or a hand edit broke it). */
+export class StateCorruptError extends MoatError {
+  constructor(readonly id: string, readonly file: string) {
+    super(`container "${id}": state file ${file} is corrupt`);
+  }
+}
+
 /** An operation is not allowed in the container's current status. */
 export class InvalidStateError extends MoatError {
   constructor(readonly id: string, readonly operation: string, readonly status: string) {

@@ -8,7 +8,7 @@ import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
 import type { EmbeddedRoot } from '../backends/backend.js';
-import { ConfigError, ContainerNotFoundError, MoatError } from '../errors.js';
+import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
 import { trace } from '../util/log.js';
 import type { Logger } from '../util/log.js';
@@ -98,9 +98,7 @@ export interface CreateResult {
 export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
   const isolation = chooseIsolation(opts.isolation, opts.spec);
   const backend = await getBackend(isolation);
-  trace('backend loaded');
   const lock = ctx.store.createLocked(opts.id);
-  trace('locked');
   let rec: ContainerRecord | undefined;
   try {
     const rootfs = opts.embedded ? join(lock.dir, 'rootfs') : resolve(opts.bundle, opts.spec.root.path);
@@ -226,7 +224,7 @@ export async function remove(ctx: Context, id: string, force: boolean): Promise<
       rec = ctx.store.read(id);
     } catch (e) {
       // a directory without a state file is what a create killed mid-way leaves behind
-      if (e instanceof ContainerNotFoundError || (e instanceof MoatError && /corrupt/.test(e.message))) {
+      if (e instanceof ContainerNotFoundError || e instanceof StateCorruptError) {
         ctx.store.remove(id);
         if (force) return;
       }

@@ -5,7 +5,7 @@
  */
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, constants } from 'node:fs';
 import { join } from 'node:path';
-import { ContainerExistsError, ContainerNotFoundError, MoatError, UsageError } from '../errors.js';
+import { ContainerExistsError, ContainerNotFoundError, StateCorruptError, UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
 import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../sys/libc.js';
 import type { Status } from './status.js';
@@ -139,7 +139,7 @@ export class StateStore {
     try {
       return JSON.parse(text) as ContainerRecord;
     } catch {
-      throw new MoatError(`container "${id}": state file ${join(this.dir(id), 'state.json')} is corrupt`);
+      throw new StateCorruptError(id, join(this.dir(id), 'state.json'));
     }
   }
 

@@ -125,8 +125,9 @@ async function create(req: CreateRequest): Promise<Created> {
           return;
       }
     };
-    sync.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('utf8');
+    sync.setEncoding('utf8'); // a character split across two reads stays whole
+    sync.on('data', (chunk: string) => {
+      buf += chunk;
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
