@@ -29,6 +29,8 @@
  *   S2 (the container init) waits for the runtime's GO, sets up the rootfs, drops privileges,
  *      reports READY, blocks opening the exec fifo for writing until `moat start` opens it
  *      for reading, runs startContainer hooks, and execs the program.
+ *   `moat exec` sends a plan with no rootfs operations and no exec fifo: S1 joins every
+ *      namespace of the running container and S2 execs the new process right after READY.
  *
  * Sync protocol:
  *   stage -> runtime: one JSON object per line:
@@ -912,8 +914,10 @@ static void __attribute__((noreturn)) container_init(void) {
   if ((pl.unshare_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) != 0)
     fail("namespaces", "cgroup", errno, "unshare: %s", strerror(errno));
   if (pl.console || pl.setsid) { if (setsid() < 0) fail("setsid", "", errno, NULL); }
-  proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (proc_fd < 0) fail("open", "/proc/self/fd", errno, NULL);
+  if (pl.fifo) {
+    proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (proc_fd < 0) fail("open", "/proc/self/fd", errno, NULL);
+  }
   if (pl.has_oom) {
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd < 0 || dprintf(fd, "%d", pl.oom) < 0) fail("oomScoreAdj", "process.oomScoreAdj", errno, NULL);
@@ -923,8 +927,9 @@ static void __attribute__((noreturn)) container_init(void) {
     fail("keyring", pl.keyring, errno, NULL);
 
   walk(pl.ops, pl.ops_len, run_op);
-  if (root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
-  close(root_fd);
+  /* create builds a rootfs and waits on the exec fifo; exec joined a running container's */
+  if (pl.fifo && root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
+  if (root_fd >= 0) close(root_fd);
 
   default_home();
   if (pl.console) setup_console();
@@ -944,15 +949,17 @@ static void __attribute__((noreturn)) container_init(void) {
   send_line("{\"type\":\"ready\"}\n");
   close(sync_fd); sync_fd = -1;
 
-  /* Block until `moat start` opens the fifo for reading. */
-  char fifo_name[32];
-  snprintf(fifo_name, sizeof fifo_name, "%d", fifo_fd);
-  int w = openat(proc_fd, fifo_name, O_WRONLY | O_CLOEXEC);
-  if (w < 0) { dprintf(2, "moat-init: opening the exec fifo: %s\n", strerror(errno)); _exit(1); }
-  write_all(w, "0", 1);
-  /* w stays open (close-on-exec): `moat start` reads until EOF, which comes with the exec, so
-     its poststart hooks run after the program started, as the runtime spec orders them */
-  close(fifo_fd); close(proc_fd);
+  if (pl.fifo) {
+    /* Block until `moat start` opens the fifo for reading. */
+    char fifo_name[32];
+    snprintf(fifo_name, sizeof fifo_name, "%d", fifo_fd);
+    int w = openat(proc_fd, fifo_name, O_WRONLY | O_CLOEXEC);
+    if (w < 0) { dprintf(2, "moat-init: opening the exec fifo: %s\n", strerror(errno)); _exit(1); }
+    write_all(w, "0", 1);
+    /* w stays open (close-on-exec): `moat start` reads until EOF, which comes with the exec, so
+       its poststart hooks run after the program started, as the runtime spec orders them */
+    close(fifo_fd); close(proc_fd);
+  }
 
   for (uint32_t i = 0; i < pl.nstart; i++) {
     sync_fd = -1; /* a failing startContainer hook is printed on stderr: nobody is listening */

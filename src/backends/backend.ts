@@ -4,7 +4,7 @@
  * only builds and drives the sandbox.
  */
 import type { ContainerRecord } from '../container/store.js';
-import type { Spec } from '../spec/schema.js';
+import type { ProcessSpec, Spec } from '../spec/schema.js';
 import type { Logger } from '../util/log.js';
 
 /** Names of the isolation backends. */
@@ -51,6 +51,15 @@ export interface Created {
   waitExit?: Promise<number>;
 }
 
+/** A new process to run in a running container (`moat exec`). */
+export interface ExecRequest {
+  process: ProcessSpec;
+  consoleSocket?: string;
+  preserveFds: number;
+  /** Foreground: the backend reports the exit status through `waitExit`. */
+  foreground: boolean;
+}
+
 /** One isolation backend. */
 export interface Backend {
   readonly name: Isolation;
@@ -58,8 +67,12 @@ export interface Backend {
   create(req: CreateRequest): Promise<Created>;
   /** Releases the blocked process so it runs the user program. */
   start(rec: ContainerRecord, dir: string): Promise<void>;
+  /** Runs another process inside the running container, with its own process settings. */
+  exec(rec: ContainerRecord, req: ExecRequest): Promise<Created>;
   /** Sends a signal to the container init (or, with `all`, every process of the container). */
   kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void>;
+  /** Host pids of every process of the container. */
+  pids(rec: ContainerRecord): Promise<number[]>;
   /** Frees what the backend holds for a stopped container (the state dir is removed by the caller). */
   destroy(rec: ContainerRecord, dir: string): Promise<void>;
 }

@@ -8,6 +8,9 @@ import { Logger, trace } from '../util/log.js';
 import * as create from './create.js';
 import * as del from './delete.js';
 import * as doctor from './doctor.js';
+import * as exec from './exec.js';
+import * as features from './features.js';
+import * as ps from './ps.js';
 import * as kill from './kill.js';
 import * as list from './list.js';
 import * as run from './run.js';
@@ -32,7 +35,7 @@ export function program(): Command {
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
-  for (const m of [spec, create, start, state, kill, del, run, list, doctor]) m.register(p);
+  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, features, doctor]) m.register(p);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

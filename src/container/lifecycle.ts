@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
 import type { EmbeddedRoot } from '../backends/backend.js';
 import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
-import type { Spec } from '../spec/schema.js';
+import type { ProcessSpec, Spec } from '../spec/schema.js';
 import { trace } from '../util/log.js';
 import type { Logger } from '../util/log.js';
 import { runHooks } from './hooks.js';
@@ -262,4 +262,47 @@ export function list(ctx: Context): OciState[] {
     }
   }
   return out;
+}
+
+/** Options of `exec`. */
+export interface ExecOptions {
+  process: ProcessSpec;
+  consoleSocket?: string;
+  pidFile?: string;
+  preserveFds: number;
+  foreground: boolean;
+}
+
+/** Runs a new process in a created or running container; in the foreground, `waitExit` resolves with its status. */
+export async function exec(ctx: Context, id: string, opts: ExecOptions): Promise<{ pid: number; waitExit?: Promise<number> }> {
+  // the lock guards the status check only: a long-running exec must not block kill or delete
+  const lock = ctx.store.lock(id);
+  let rec: ContainerRecord;
+  try {
+    rec = ctx.store.read(id);
+    check(id, 'exec', liveStatus(rec, lock.dir, ctx.store, true));
+  } finally {
+    lock.unlock();
+  }
+  const backend = await getBackend(rec.isolation);
+  const started = await backend.exec(rec, {
+    process: opts.process,
+    preserveFds: opts.preserveFds,
+    foreground: opts.foreground,
+    ...(opts.consoleSocket ? { consoleSocket: opts.consoleSocket } : {}),
+  });
+  if (opts.pidFile) writePidFile(opts.pidFile, started.pid);
+  return started.waitExit ? { pid: started.pid, waitExit: started.waitExit } : { pid: started.pid };
+}
+
+/** The spec of a container, for commands that derive a process from it (`exec` without --process). */
+export function containerSpec(ctx: Context, id: string): Spec {
+  return ctx.store.read(id).spec;
+}
+
+/** Host pids of every process of a container (empty once it stopped). */
+export async function pids(ctx: Context, id: string): Promise<number[]> {
+  const rec = ctx.store.read(id);
+  if (liveStatus(rec, ctx.store.dir(id), ctx.store) === 'stopped') return [];
+  return (await getBackend(rec.isolation)).pids(rec);
 }

@@ -13,8 +13,8 @@ import { runHooks } from '../../container/hooks.js';
 import { isAlive, procStat, sleepSync } from '../../container/proc.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { trace } from '../../util/log.js';
-import type { Backend, CreateRequest, Created } from '../backend.js';
-import { buildPlan } from './plan.js';
+import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
+import { buildExecPlan, buildPlan } from './plan.js';
 
 let stageCache: string | undefined;
 
@@ -56,11 +56,25 @@ function lenStr(s: string): Buffer {
   return Buffer.concat([n, b]);
 }
 
-async function create(req: CreateRequest): Promise<Created> {
-  const fifo = join(req.dir, 'exec.fifo');
-  const plan = buildPlan(req, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
-  trace('plan built');
-  const n = req.preserveFds;
+/** How one run of the native stage is driven. */
+interface StageRun {
+  /** Container id, for messages. */
+  id: string;
+  plan: Buffer;
+  preserveFds: number;
+  foreground: boolean;
+  /** Called with the init's host pid before it may go on (cgroup placement). */
+  beforeGo?: (pid: number) => Promise<void>;
+  /** Runs the runtime-side hooks and returns the RESUME payload (create only). */
+  onHooks?: (pid: number) => Promise<Buffer>;
+}
+
+/**
+ * Runs the native stage with a plan and follows its sync protocol (see native/moat-init.c)
+ * until the process is READY; in the foreground, also until its exit status arrives.
+ */
+async function runStage(run: StageRun): Promise<Created> {
+  const n = run.preserveFds;
   const stdio: (number | 'inherit' | 'pipe')[] = ['inherit', 'inherit', 'inherit'];
   for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);
   stdio.push('pipe', 'pipe');
@@ -68,14 +82,14 @@ async function create(req: CreateRequest): Promise<Created> {
   const planSock = child.stdio[3 + n] as Socket;
   const sync = child.stdio[4 + n] as Socket;
   planSock.on('error', () => {}); // the stage reports its own failures on the sync socket
-  planSock.end(plan);
+  planSock.end(run.plan);
 
   let pid = 0;
   let pidStartTime = '';
   let stageError: StageError | undefined;
   let exitResolve: (code: number) => void = () => {};
   let exitReject: (e: Error) => void = () => {};
-  const waitExit = req.foreground
+  const waitExit = run.foreground
     ? new Promise<number>((res, rej) => {
         exitResolve = res;
         exitReject = rej;
@@ -93,17 +107,19 @@ async function create(req: CreateRequest): Promise<Created> {
           pid = msg.pid ?? 0;
           pidStartTime = procStat(pid)?.startTime ?? '';
           trace(`init pid ${pid}`);
-          sync.write(frame('G'));
+          try {
+            await run.beforeGo?.(pid);
+            sync.write(frame('G'));
+          } catch (e) {
+            sync.write(frame('A'));
+            rej(e);
+          }
           return;
         }
         case 'hooks': {
           try {
-            const state = req.hookState('creating', pid);
-            await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
-            await runHooks(req.id, 'createRuntime', req.spec.hooks?.createRuntime, state);
-            // hooks inside the container get the pid as the container sees it (runtime spec, State)
-            const inner = innerPid(pid);
-            sync.write(frame('R', Buffer.concat([lenStr(req.hookState('creating', inner)), lenStr(req.hookState('created', inner))])));
+            if (!run.onHooks) throw new MoatError(`container "${run.id}": the native stage asked for hooks nobody runs`);
+            sync.write(frame('R', await run.onHooks(pid)));
           } catch (e) {
             sync.write(frame('A'));
             rej(e);
@@ -116,7 +132,7 @@ async function create(req: CreateRequest): Promise<Created> {
           res();
           return;
         case 'error':
-          stageError = new StageError(req.id, msg.op ?? 'setup', msg.path ? `${msg.path}: ${msg.message}` : (msg.message ?? 'failed'), msg.errno ?? 0);
+          stageError = new StageError(run.id, msg.op ?? 'setup', msg.path ? `${msg.path}: ${msg.message}` : (msg.message ?? 'failed'), msg.errno ?? 0);
           rej(stageError);
           return;
         case 'exit':
@@ -136,7 +152,7 @@ async function create(req: CreateRequest): Promise<Created> {
         try {
           msg = JSON.parse(line) as StageMessage;
         } catch {
-          rej(new MoatError(`container "${req.id}": unreadable message from the native stage: ${line.slice(0, 200)}`));
+          rej(new MoatError(`container "${run.id}": unreadable message from the native stage: ${line.slice(0, 200)}`));
           continue;
         }
         void onMessage(msg);
@@ -145,8 +161,8 @@ async function create(req: CreateRequest): Promise<Created> {
     sync.on('error', () => {});
     child.on('error', (e) => rej(new HostError(`cannot run the native stage ${stagePath()}: ${e.message}`)));
     sync.on('close', () => {
-      if (!readySeen) rej(stageError ?? new MoatError(`container "${req.id}": the container process exited during set-up`));
-      if (!exitSeen) exitReject(new MoatError(`container "${req.id}": lost track of the container's exit status`));
+      if (!readySeen) rej(stageError ?? new MoatError(`container "${run.id}": the process exited during set-up`));
+      if (!exitSeen) exitReject(new MoatError(`container "${run.id}": lost track of the process's exit status`));
     });
   });
 
@@ -163,9 +179,43 @@ async function create(req: CreateRequest): Promise<Created> {
     await new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
     throw e;
   }
-  if (!req.foreground) sync.destroy();
+  if (!run.foreground) sync.destroy();
   child.unref();
   return waitExit ? { pid, pidStartTime, waitExit } : { pid, pidStartTime };
+}
+
+async function create(req: CreateRequest): Promise<Created> {
+  const fifo = join(req.dir, 'exec.fifo');
+  const plan = buildPlan(req, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
+  trace('plan built');
+  return runStage({
+    id: req.id,
+    plan,
+    preserveFds: req.preserveFds,
+    foreground: req.foreground,
+    onHooks: async (pid) => {
+      const state = req.hookState('creating', pid);
+      await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
+      await runHooks(req.id, 'createRuntime', req.spec.hooks?.createRuntime, state);
+      // hooks inside the container get the pid as the container sees it (runtime spec, State)
+      const inner = innerPid(pid);
+      return Buffer.concat([lenStr(req.hookState('creating', inner)), lenStr(req.hookState('created', inner))]);
+    },
+  });
+}
+
+/** Runs a new process in the running container's namespaces. */
+async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
+  const plan = buildExecPlan({
+    id: rec.id,
+    initPid: rec.pid,
+    spec: rec.spec,
+    process: req.process,
+    preserveFds: req.preserveFds,
+    foreground: req.foreground,
+    ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}),
+  });
+  return runStage({ id: rec.id, plan, preserveFds: req.preserveFds, foreground: req.foreground });
 }
 
 /** The pid of `pid` in its own (innermost) pid namespace, from the NSpid line of its status. */
@@ -254,7 +304,11 @@ export const containerBackend: Backend = {
   name: 'container',
   create,
   start,
+  exec,
   kill,
+  async pids(rec) {
+    return isAlive(rec.pid, rec.pidStartTime) ? pidsInNamespaceOf(rec.pid) : [];
+  },
   async destroy() {
     // namespaces and mounts die with the init; cgroups arrive with the cgroup manager
   },

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, posix } from 'node:path';
 import { ConfigError, UsageError } from '../../errors.js';
 import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
-import type { CapabilityName, MountSpec, NamespaceType, Spec } from '../../spec/schema.js';
+import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from '../../spec/schema.js';
 import type { CreateRequest } from '../backend.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
 import { PlanWriter, Tag } from './planfmt.js';
@@ -192,7 +192,21 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   for (const p of spec.linux?.readonlyPaths ?? []) w.add(Tag.READONLY, { str: p });
   if (spec.root.readonly) w.add(Tag.ROOT_READONLY);
 
-  // --- the process
+  addProcess(w, proc, { ...extras, preserveFds: req.preserveFds, noNewKeyring: req.noNewKeyring, id: req.id });
+  w.add(Tag.EXEC_FIFO, { str: extras.fifo });
+  return w.encode();
+}
+
+/** What the process records need besides the process spec. */
+interface ProcessExtras {
+  id: string;
+  consoleSocket?: string;
+  preserveFds: number;
+  noNewKeyring: boolean;
+}
+
+/** Appends the records that describe the container process (shared by create and exec). */
+function addProcess(w: PlanWriter, proc: ProcessSpec, extras: ProcessExtras): void {
   w.add(Tag.ARGS, { strv: proc.args });
   w.add(Tag.ENV, { strv: proc.env ?? [] });
   w.add(Tag.CWD, { str: proc.cwd });
@@ -215,10 +229,43 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     if (!extras.consoleSocket) throw new UsageError('process.terminal is true: --console-socket is required (or run in the foreground)');
     w.add(Tag.CONSOLE, { str: extras.consoleSocket }, { u32: proc.consoleSize?.height ?? 0 }, { u32: proc.consoleSize?.width ?? 0 });
   }
-  if (req.preserveFds > 0) w.add(Tag.PRESERVE_FDS, { u32: req.preserveFds });
-  w.add(Tag.EXEC_FIFO, { str: extras.fifo });
-  if (!req.noNewKeyring) w.add(Tag.NEW_KEYRING, { str: `_ses.${req.id}` });
+  if (extras.preserveFds > 0) w.add(Tag.PRESERVE_FDS, { u32: extras.preserveFds });
+  if (!extras.noNewKeyring) w.add(Tag.NEW_KEYRING, { str: `_ses.${extras.id}` });
   if (proc.oomScoreAdj !== undefined) w.add(Tag.OOM_SCORE_ADJ, { u32: proc.oomScoreAdj });
+}
+
+/** Namespace types in the order an exec joins them: the user namespace first. */
+const JOIN_ORDER: readonly [NamespaceType, string][] = [
+  ['user', 'user'], ['ipc', 'ipc'], ['uts', 'uts'], ['network', 'net'], ['pid', 'pid'], ['mount', 'mnt'], ['cgroup', 'cgroup'], ['time', 'time'],
+];
+
+/** What an exec into a running container needs. */
+export interface ExecPlanInput {
+  id: string;
+  /** Host pid of the container init, whose namespaces the new process joins. */
+  initPid: number;
+  /** The container's spec: which namespaces it has. */
+  spec: Spec;
+  process: ProcessSpec;
+  consoleSocket?: string;
+  preserveFds: number;
+  foreground: boolean;
+}
+
+/** Encodes the plan of `exec`: join every namespace of the container, then run the process. */
+export function buildExecPlan(input: ExecPlanInput): Buffer {
+  const w = new PlanWriter();
+  const has = new Set((input.spec.linux?.namespaces ?? []).map((n) => n.type));
+  for (const [type, file] of JOIN_ORDER) {
+    if (has.has(type)) w.add(Tag.NS_JOIN, { u32: NS_FLAG[type] }, { str: `/proc/${input.initPid}/ns/${file}` });
+  }
+  if (input.foreground) w.add(Tag.MONITOR, { u32: 1 });
+  addProcess(w, input.process, {
+    id: input.id,
+    preserveFds: input.preserveFds,
+    noNewKeyring: true,
+    ...(input.consoleSocket ? { consoleSocket: input.consoleSocket } : {}),
+  });
   return w.encode();
 }
 
