@@ -1012,10 +1012,14 @@ static void __attribute__((noreturn)) stage1(int pp) {
         fail("namespaces", pl.join_path[i], errno, "becoming root in the joined user namespace");
     }
   if (pl.unshare_flags & CLONE_NEWUSER) {
+    /* an unprivileged P may only write the maps of a dumpable process it owns (rootless) */
+    int rootless = geteuid() != 0;
     if (unshare(CLONE_NEWUSER) != 0) fail("namespaces", "user", errno, "unshare: %s", strerror(errno));
+    if (rootless && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
     char c = 'M';
     write_all(pp, &c, 1);
     if (read(pp, &c, 1) != 1 || c != 'm') _exit(1); /* P reported the error */
+    if (rootless && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
     if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)
       fail("namespaces", "user", errno, "becoming root in the new user namespace: is uid 0 mapped?");
   }

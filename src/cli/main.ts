@@ -20,12 +20,19 @@ import * as state from './state.js';
 
 const VERSION = '0.1.0';
 
+/** The default state root: /run/moat for root, a directory of the user's own otherwise (as runc). */
+function defaultRoot(): string {
+  if (process.geteuid?.() === 0) return '/run/moat';
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  return xdg ? `${xdg}/moat` : `/tmp/moat-${process.geteuid?.() ?? 'user'}`;
+}
+
 /** Builds the command tree. */
 export function program(): Command {
   const p = new Command('moat')
     .description('Moat: a secure OCI container runtime (container, sentry and microvm isolation)')
     .version(`moat version ${VERSION}\nspec: 1.2.0`, '-v, --version')
-    .option('--root <dir>', 'root directory for container state', '/run/moat')
+    .option('--root <dir>', 'root directory for container state (default: /run/moat; unprivileged: $XDG_RUNTIME_DIR/moat)', defaultRoot())
     .option('--log <file>', 'log file (default: stderr only)')
     .option('--log-format <format>', 'json or text', 'text')
     .option('--debug', 'enable debug logging', false)
