@@ -165,6 +165,7 @@ static int console_fd = -1;   /* connected console socket, opened by P */
 static int proc_fd = -1;      /* O_PATH fd of the host's /proc/self/fd, for post-pivot reopen */
 static int root_fd = -1;      /* O_PATH fd of the container rootfs */
 static char *state_create, *state_start;
+static int host_ops_done;  /* S1 already ran the T_HOST_* operations (privileged case) */
 
 /* ---------- reporting ---------- */
 
@@ -926,6 +927,8 @@ static void __attribute__((noreturn)) container_init(void) {
   if (pl.keyring && syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, pl.keyring) < 0 && errno != ENOSYS && errno != EDQUOT && errno != EACCES)
     fail("keyring", pl.keyring, errno, NULL);
 
+  /* rootless: the host-side preparation can only run here, in the user namespace */
+  if (pl.host_ops && !host_ops_done) walk(pl.ops, pl.ops_len, run_host_op);
   walk(pl.ops, pl.ops_len, run_op);
   /* create builds a rootfs and waits on the exec fifo; exec joined a running container's */
   if (pl.fifo && root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
@@ -996,10 +999,11 @@ static void __attribute__((noreturn)) stage1(int pp) {
    * a user namespace locks every inherited mount, and overlayfs refuses a lower layer with locked
    * submounts. The container's own mount namespace is made from this one below.
    */
-  if (pl.host_ops) {
+  if (pl.host_ops && geteuid() == 0) {
     if (unshare(CLONE_NEWNS) != 0) fail("namespaces", "mount", errno, "unshare: %s", strerror(errno));
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0) fail("mount", "/", errno, "making / a slave: %s", strerror(errno));
     walk(pl.ops, pl.ops_len, run_host_op);
+    host_ops_done = 1;
   }
   /* the user namespace first: it decides what the other joins are allowed to do */
   for (int pass = 0; pass < 2; pass++)

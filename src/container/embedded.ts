@@ -85,14 +85,21 @@ export function embeddedSpec(opts: EmbeddedOptions): Spec {
     { type: 'user' }, { type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }, { type: 'cgroup' },
   ];
   if (opts.network !== 'host') namespaces.push({ type: 'network' });
-  // an identity map: ids mean what they mean on the host, but capabilities are the namespace's
-  const identity = [{ containerID: 0, hostID: 0, size: 4294967295 }];
+  // as root, an identity map: ids mean what they mean on the host, but capabilities are the
+  // namespace's; unprivileged, the only id there is to map is the caller's own, as root inside
+  const euid = process.geteuid?.() ?? 0;
+  const user = parseUser(opts.user);
+  if (euid !== 0 && (user.uid !== 0 || user.gid !== 0)) {
+    throw new UsageError('--user: an unprivileged caller can only run as root inside the sandbox (its own uid mapped to 0)');
+  }
+  const uidMap = euid === 0 ? [{ containerID: 0, hostID: 0, size: 4294967295 }] : [{ containerID: 0, hostID: euid, size: 1 }];
+  const gidMap = euid === 0 ? uidMap : [{ containerID: 0, hostID: process.getegid?.() ?? 0, size: 1 }];
   return parseSpec({
     ociVersion: '1.2.0',
     root: { path: '/', readonly: false },
     process: {
       terminal: false,
-      user: parseUser(opts.user),
+      user,
       args: opts.command,
       env,
       cwd: opts.cwd ?? defaultCwd(),
@@ -103,8 +110,8 @@ export function embeddedSpec(opts: EmbeddedOptions): Spec {
     mounts,
     linux: {
       namespaces,
-      uidMappings: identity,
-      gidMappings: identity,
+      uidMappings: uidMap,
+      gidMappings: gidMap,
       maskedPaths: MASKED,
       readonlyPaths: READONLY,
     },

@@ -48,6 +48,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra fds passed as 3, 4, ... (for --preserve-fds). */
   extraFds?: number[];
+  /** Run the runtime as this unprivileged uid (and gid), through setpriv. */
+  asUser?: number;
 }
 
 let counter = 0;
@@ -111,7 +113,11 @@ export class Sandbox {
     }
     const stdio: (number | 'ignore')[] = [inFd, f.outFd, f.errFd, ...(opts.extraFds ?? [])];
     return new Promise((resolve, reject) => {
-      const child = spawn(cmd, [...pre, '--root', this.root, ...args], { stdio, env: { ...process.env, ...opts.env } });
+      const argv = [...pre, '--root', this.root, ...args];
+      const child = opts.asUser === undefined
+        ? spawn(cmd, argv, { stdio, env: { ...process.env, ...opts.env } })
+        : spawn('setpriv', [`--reuid=${opts.asUser}`, `--regid=${opts.asUser}`, '--clear-groups', cmd, ...argv],
+          { stdio, env: { PATH: process.env.PATH, HOME: '/tmp', ...opts.env } });
       const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
       child.on('error', reject);
       child.on('exit', (status, signal) => {

@@ -121,7 +121,13 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   // --- rootfs
   const rootProp = spec.linux?.rootfsPropagation;
   w.add(Tag.ROOT_PROPAGATION, { u64: BigInt(rootProp ? PROPAGATION[rootProp]! : MS.SLAVE | MS.REC) });
-  if (req.embedded) {
+  const rootlessEmbedded = req.embedded !== undefined && process.geteuid?.() !== 0;
+  if (req.embedded && rootlessEmbedded) {
+    // An unprivileged user namespace cannot overlay the host root (its submounts are locked):
+    // the host root is bound read-only instead, and writes go to the private /tmp.
+    w.add(Tag.HOST_MKDIR, { str: req.rootfs }, { u32: 0o755 });
+    w.add(Tag.HOST_MOUNT, { str: req.embedded.lower }, { str: req.rootfs }, { str: '' }, { u64: BigInt(MS.BIND | MS.REC) }, { str: '' });
+  } else if (req.embedded) {
     const ovl = join(req.dir, 'overlay');
     for (const p of [ovl, req.rootfs]) {
       if (/[,:\\]/.test(p)) throw new UsageError(`--root: the state directory path ${p} must not contain "," ":" or "\\"`);
@@ -190,7 +196,15 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   }
   for (const p of spec.linux?.maskedPaths ?? []) w.add(Tag.MASK, { str: p });
   for (const p of spec.linux?.readonlyPaths ?? []) w.add(Tag.READONLY, { str: p });
-  if (spec.root.readonly) w.add(Tag.ROOT_READONLY);
+  if (spec.root.readonly || rootlessEmbedded) w.add(Tag.ROOT_READONLY);
+  if (rootlessEmbedded) {
+    // every host mount the sandbox sees through the bind becomes read-only too
+    const own = mounts.map((m) => posix.normalize(m.destination));
+    for (const mp of hostMountPoints()) {
+      if (mp === '/' || own.some((o) => mp === o || mp.startsWith(`${o}/`))) continue;
+      w.add(Tag.READONLY, { str: mp });
+    }
+  }
 
   addProcess(w, proc, { ...extras, preserveFds: req.preserveFds, noNewKeyring: req.noNewKeyring, id: req.id });
   w.add(Tag.EXEC_FIFO, { str: extras.fifo });
@@ -312,6 +326,14 @@ function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs
   if (flags & MS.RDONLY) {
     w.add(Tag.MOUNT, { str: 'tmpfs' }, { str: dest }, { str: 'tmpfs' }, { u64: BigInt(tmpfsFlags | MS.RDONLY | MS.REMOUNT) }, { u64: 0n }, { str: 'mode=755' }, { u32: 0 });
   }
+}
+
+/** Mount points of this mount namespace, from /proc/self/mountinfo (octal escapes decoded). */
+function hostMountPoints(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => p !== undefined && p.startsWith('/'))
+    .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
 }
 
 /** This process's cgroup path per v1 controller list (from /proc/self/cgroup). */
