@@ -40,7 +40,8 @@
  *     {"type":"error","op":"...","path":"...","errno":N,"message":"..."}
  *     {"type":"exit","status":N,"signal":N}   (P, MONITOR=1 only)
  *   runtime -> stage: frames u8 type, u32 length, payload:
- *     'G' go (empty): cgroups are placed, S2 may continue
+ *     'G' go: cgroups are placed, S2 may continue; payload (may be empty): the container
+ *         state JSON, forwarded to the seccomp listener
  *     'R' resume: u32 n, state JSON for createContainer hooks, u32 m, state JSON for
  *         startContainer hooks
  *     'A' abort (empty): S2 exits at once
@@ -130,6 +131,7 @@ enum tag {
   T_NEW_KEYRING = 51,    /* str session keyring name */
   T_OOM_SCORE_ADJ = 52,  /* u32 (two's complement int32) */
   T_SETSID = 53,         /* (empty) start a new session even without a terminal */
+  T_SECCOMP_LISTENER = 54, /* str listenerPath, str listenerMetadata: where the notify fd goes */
 };
 
 /* mflags of T_MOUNT */
@@ -156,12 +158,15 @@ static struct plan {
   int nnp; char *console; uint32_t rows, cols; int host_ops;
   uint32_t seccomp_flags; uint8_t *seccomp; uint32_t seccomp_len;
   uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid;
+  char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
 } pl;
 
 static int sync_fd = -1;
 static int fifo_fd = -1;      /* O_PATH fd of the exec fifo, opened by P with host credentials */
 static int console_fd = -1;   /* connected console socket, opened by P */
+static int listener_fd = -1;  /* connected seccomp listener socket, opened by P */
+static char *state_go;        /* the container state the runtime sent with GO (for the listener) */
 static int proc_fd = -1;      /* O_PATH fd of the host's /proc/self/fd, for post-pivot reopen */
 static int root_fd = -1;      /* O_PATH fd of the container rootfs */
 static char *state_create, *state_start;
@@ -289,6 +294,7 @@ static void read_setting(uint32_t tag, struct rd *r) {
   case T_NEW_KEYRING: pl.keyring = rd_str(r); break;
   case T_OOM_SCORE_ADJ: pl.has_oom = 1; pl.oom = (int32_t)rd_u32(r); break;
   case T_SETSID: pl.setsid = 1; break;
+  case T_SECCOMP_LISTENER: pl.listener = rd_str(r); pl.listener_meta = rd_str(r); break;
   case T_HOST_MKDIR: case T_HOST_MOUNT: pl.host_ops = 1; break;
   case T_HOOK: {
     struct hook h; h.when = rd_u32(r); h.path = rd_str(r); h.args = rd_strv(r); h.env = rd_strv(r);
@@ -361,6 +367,8 @@ static void expect_frame(char want) {
   if (want == 'R') {
     struct rd r = { payload, payload + len, "resume" };
     state_create = rd_str(&r); state_start = rd_str(&r);
+  } else if (want == 'G' && len > 0) {
+    state_go = strdup((char *)payload);
   }
   free(payload);
 }
@@ -842,12 +850,39 @@ static void set_ids_and_caps(void) {
   }
 }
 
+/*
+ * Sends the seccomp notify fd to listenerPath as runc does: one message whose body is the
+ * container process state JSON ({"ociVersion","fds":["seccompFd"],"pid","metadata","state"})
+ * and whose SCM_RIGHTS carries the fd.
+ */
+static void send_listener_fd(int notify_fd) {
+  size_t cap = 8192 + (state_go ? strlen(state_go) : 2) + strlen(pl.listener_meta) * 6;
+  char *msg = malloc(cap);
+  if (!msg) fail("seccomp", "listenerPath", ENOMEM, NULL);
+  size_t at = (size_t)snprintf(msg, cap, "{\"ociVersion\":\"1.0.2\",\"fds\":[\"seccompFd\"],\"pid\":%d,\"metadata\":\"", getpid());
+  at = json_escape(msg, cap, at, pl.listener_meta);
+  snprintf(msg + at, cap - at, "\",\"state\":%s}", state_go ? state_go : "{}");
+  struct iovec iov = { msg, strlen(msg) };
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &notify_fd, sizeof(int));
+  if (sendmsg(listener_fd, &mh, 0) < 0) fail("seccomp", pl.listener, errno, "sending the notify fd: %s", strerror(errno));
+  free(msg);
+  close(notify_fd); close(listener_fd); listener_fd = -1;
+}
+
 static void load_seccomp(void) {
   if (!pl.seccomp) return;
   struct sock_fprog prog = { .len = (unsigned short)(pl.seccomp_len / sizeof(struct sock_filter)),
                              .filter = (struct sock_filter *)pl.seccomp };
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, pl.seccomp_flags, &prog) < 0)
-    fail("seccomp", "linux.seccomp", errno, "loading the filter: %s", strerror(errno));
+  long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, pl.seccomp_flags, &prog);
+  if (rc < 0) fail("seccomp", "linux.seccomp", errno, "loading the filter: %s", strerror(errno));
+  if (pl.seccomp_flags & SECCOMP_FILTER_FLAG_NEW_LISTENER) {
+    if (listener_fd < 0) fail("seccomp", "linux.seccomp.listenerPath", EINVAL, "a notify filter needs listenerPath");
+    send_listener_fd((int)rc);
+  }
   free(pl.seccomp); pl.seccomp = NULL;
 }
 
@@ -1073,6 +1108,14 @@ int main(int argc, char **argv) {
       fail("console socket", pl.console, errno, "connect: %s", strerror(errno));
   }
 
+  if (pl.listener) {
+    listener_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(pl.listener) >= sizeof sa.sun_path) fail("seccomp listener", pl.listener, ENAMETOOLONG, NULL);
+    strcpy(sa.sun_path, pl.listener);
+    if (listener_fd < 0 || connect(listener_fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+      fail("seccomp listener", pl.listener, errno, "connect: %s", strerror(errno));
+  }
   int pp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) != 0) fail("socketpair", "", errno, NULL);
   pid_t s1 = fork();
@@ -1081,6 +1124,7 @@ int main(int argc, char **argv) {
   close(pp[1]);
   if (fifo_fd >= 0) close(fifo_fd);
   if (console_fd >= 0) close(console_fd);
+  if (listener_fd >= 0) close(listener_fd);
   /* a terminal's ^C reaches this monitor too: only the container decides what it means */
   signal(SIGINT, SIG_IGN); signal(SIGQUIT, SIG_IGN); signal(SIGTSTP, SIG_IGN); signal(SIGHUP, SIG_IGN);
 

@@ -65,6 +65,8 @@ interface StageRun {
   foreground: boolean;
   /** Called with the init's host pid before it may go on (cgroup placement). */
   beforeGo?: (pid: number) => Promise<void>;
+  /** The container state JSON sent with GO, which the stage forwards to a seccomp listener. */
+  goState?: (pid: number) => string;
   /** Runs the runtime-side hooks and returns the RESUME payload (create only). */
   onHooks?: (pid: number) => Promise<Buffer>;
 }
@@ -109,7 +111,7 @@ async function runStage(run: StageRun): Promise<Created> {
           trace(`init pid ${pid}`);
           try {
             await run.beforeGo?.(pid);
-            sync.write(frame('G'));
+            sync.write(frame('G', Buffer.from(run.goState?.(pid) ?? '')));
           } catch (e) {
             sync.write(frame('A'));
             rej(e);

@@ -44,6 +44,7 @@ export const Tag = {
   NEW_KEYRING: 51,
   OOM_SCORE_ADJ: 52,
   SETSID: 53,
+  SECCOMP_LISTENER: 54,
 } as const;
 
 /** One field of a record payload. */
