@@ -4,6 +4,7 @@
  * only builds and drives the sandbox.
  */
 import type { ContainerRecord } from '../container/store.js';
+import type { CgroupStats, Resources } from '../cgroups/index.js';
 import type { ProcessSpec, Spec } from '../spec/schema.js';
 import type { Logger } from '../util/log.js';
 
@@ -31,6 +32,8 @@ export interface CreateRequest {
   /** Builds the OCI state JSON handed to hooks, for the given status and pid. */
   hookState(status: string, pid: number): string;
   log: Logger;
+  /** Read `linux.cgroupsPath` in systemd's slice:prefix:name form (--systemd-cgroup). */
+  systemdCgroup: boolean;
   /** `none` leaves a new network namespace without even loopback up (embedded default only). */
   network?: 'none' | 'loopback' | 'host';
   /** Backend-specific preparation of the rootfs (the embedded default uses it). */
@@ -49,6 +52,8 @@ export interface Created {
   pidStartTime: string;
   /** Resolves with the exit status (128+signal when killed), foreground mode only. */
   waitExit?: Promise<number>;
+  /** Controller -> cgroup directory of the container, recorded in its state. */
+  cgroupPaths?: Record<string, string>;
 }
 
 /** A new process to run in a running container (`moat exec`). */
@@ -71,6 +76,16 @@ export interface Backend {
   exec(rec: ContainerRecord, req: ExecRequest): Promise<Created>;
   /** Sends a signal to the container init (or, with `all`, every process of the container). */
   kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void>;
+  /** Freezes every process of the container. */
+  pause(rec: ContainerRecord): Promise<void>;
+  /** Thaws a paused container. */
+  resume(rec: ContainerRecord): Promise<void>;
+  /** Changes the resource limits of a container. */
+  update(rec: ContainerRecord, resources: Resources): Promise<void>;
+  /** Resource usage, shaped like runc's `events --stats` data. */
+  stats(rec: ContainerRecord): Promise<CgroupStats>;
+  /** How many processes the OOM killer has killed in the container so far. */
+  oomKillCount(rec: ContainerRecord): Promise<number>;
   /** Host pids of every process of the container. */
   pids(rec: ContainerRecord): Promise<number[]>;
   /** Frees what the backend holds for a stopped container (the state dir is removed by the caller). */

@@ -31,7 +31,8 @@ export function logger(cmd: Command): Logger {
 
 /** The lifecycle context for the command's global flags. */
 export function context(cmd: Command): Context {
-  return { store: new StateStore(globals(cmd).root), log: logger(cmd) };
+  const g = globals(cmd);
+  return { store: new StateStore(g.root), log: logger(cmd), systemdCgroup: g.systemdCgroup === true };
 }
 
 /** Parses a non-negative integer flag value. */

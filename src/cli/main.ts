@@ -11,6 +11,9 @@ import * as doctor from './doctor.js';
 import * as exec from './exec.js';
 import * as features from './features.js';
 import * as ps from './ps.js';
+import * as pause from './pause.js';
+import * as update from './update.js';
+import * as events from './events.js';
 import * as kill from './kill.js';
 import * as list from './list.js';
 import * as run from './run.js';
@@ -42,7 +45,7 @@ export function program(): Command {
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
-  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, features, doctor]) m.register(p);
+  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, features, doctor]) m.register(p);
   for (const c of p.commands) c.exitOverride();
   return p;
 }
@@ -84,7 +87,7 @@ export async function warmUp(): Promise<void> {
   await import('../container/lifecycle.js');
   const spec = parseSpec(JSON.parse(JSON.stringify(defaultSpec({}))));
   const log = new Logger({ format: 'text', debug: false });
-  const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, hookState: () => '{}', log };
+  const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, systemdCgroup: false, hookState: () => '{}', log };
   buildPlan({ ...base, spec: { ...spec, process: { ...spec.process!, terminal: false } } }, { fifo: '/nonexistent/exec.fifo' });
   buildPlan({ ...base, spec: embeddedSpec({ command: ['true'], env: [], volumes: [], network: 'loopback', cwd: '/' }), embedded: { lower: '/' } }, { fifo: '/nonexistent/exec.fifo' });
 }

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
 import type { EmbeddedRoot } from '../backends/backend.js';
 import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
+import type { CgroupStats, Resources } from '../cgroups/index.js';
 import type { ProcessSpec, Spec } from '../spec/schema.js';
 import { trace } from '../util/log.js';
 import type { Logger } from '../util/log.js';
@@ -23,6 +24,8 @@ import type { ContainerRecord } from './store.js';
 export interface Context {
   store: StateStore;
   log: Logger;
+  /** --systemd-cgroup: cgroupsPath is in systemd's slice:prefix:name form. */
+  systemdCgroup: boolean;
 }
 
 /** The OCI runtime-spec state of a container, as `state` prints it (runc's field set). */
@@ -137,6 +140,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       preserveFds: opts.preserveFds,
       noNewKeyring: opts.noNewKeyring,
       foreground: opts.foreground,
+      systemdCgroup: ctx.systemdCgroup,
       hookState: (status, pid) => hookState(r, status, pid),
       log: ctx.log,
       ...(opts.embedded ? { embedded: opts.embedded } : {}),
@@ -144,6 +148,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
     });
     rec.pid = created.pid;
     rec.pidStartTime = created.pidStartTime;
+    if (created.cgroupPaths) rec.cgroupPaths = created.cgroupPaths;
     rec.status = 'created';
     ctx.store.write(rec);
     if (opts.pidFile) writePidFile(opts.pidFile, created.pid);
@@ -305,4 +310,57 @@ export async function pids(ctx: Context, id: string): Promise<number[]> {
   const rec = ctx.store.read(id);
   if (liveStatus(rec, ctx.store.dir(id), ctx.store) === 'stopped') return [];
   return (await getBackend(rec.isolation)).pids(rec);
+}
+
+/** Freezes every process of a running container. */
+export async function pause(ctx: Context, id: string): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    check(id, 'pause', liveStatus(rec, lock.dir, ctx.store, true));
+    await (await getBackend(rec.isolation)).pause(rec);
+    rec.status = 'paused';
+    ctx.store.write(rec);
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** Thaws a paused container. */
+export async function resume(ctx: Context, id: string): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    check(id, 'resume', liveStatus(rec, lock.dir, ctx.store, true));
+    await (await getBackend(rec.isolation)).resume(rec);
+    rec.status = 'created'; // the live status (created or running) is derived again
+    ctx.store.write(rec);
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** Changes the resource limits of a created, running or paused container. */
+export async function update(ctx: Context, id: string, resources: Resources): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    check(id, 'update', liveStatus(rec, lock.dir, ctx.store, true));
+    await (await getBackend(rec.isolation)).update(rec, resources);
+    // remember the new limits, as runc does, so later reads of the config see them
+    const linux = (rec.spec.linux ??= {});
+    linux.resources = { ...(linux.resources ?? {}), ...resources };
+    ctx.store.write(rec);
+  } finally {
+    lock.unlock();
+  }
+}
+
+/** Resource usage of a container and its OOM-kill count, for `events`. */
+export async function stats(ctx: Context, id: string): Promise<{ status: Status; stats?: CgroupStats; oomKills: number }> {
+  const rec = ctx.store.read(id);
+  const status = liveStatus(rec, ctx.store.dir(id), ctx.store);
+  const backend = await getBackend(rec.isolation);
+  if (status === 'stopped') return { status, oomKills: await backend.oomKillCount(rec) };
+  return { status, stats: await backend.stats(rec), oomKills: await backend.oomKillCount(rec) };
 }

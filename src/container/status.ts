@@ -8,7 +8,7 @@ import { InvalidStateError } from '../errors.js';
 export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
 
 /** The operations whose legality depends on the status. */
-export type Operation = 'start' | 'kill' | 'delete' | 'forceDelete' | 'pause' | 'resume' | 'exec';
+export type Operation = 'start' | 'kill' | 'delete' | 'forceDelete' | 'pause' | 'resume' | 'exec' | 'update';
 
 const allowed: Record<Operation, readonly Status[]> = {
   start: ['created'],
@@ -19,6 +19,7 @@ const allowed: Record<Operation, readonly Status[]> = {
   pause: ['running'],
   resume: ['paused'],
   exec: ['created', 'running'],
+  update: ['created', 'running', 'paused'],
 };
 
 /** True if `op` may be applied to a container in `status`. */

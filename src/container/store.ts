@@ -32,6 +32,8 @@ export interface ContainerRecord {
   status: Extract<Status, 'creating' | 'created' | 'paused'>;
   /** The validated config the container was created from (hooks and exec read it later). */
   spec: Spec;
+  /** Controller -> cgroup directory, as created (so delete works even if the layout changed). */
+  cgroupPaths?: Record<string, string>;
 }
 
 const ID_RE = /^[\w+.-]+$/;

@@ -8,6 +8,7 @@
  */
 import { posix } from 'node:path';
 import * as z from 'zod';
+import { resourcesSchema } from '../cgroups/resources.js';
 
 // A CLI process validates one config: compiling zod's JIT fast paths costs more than it saves.
 z.config({ jitless: true });
@@ -354,28 +355,6 @@ const deviceSchema = z
       }
     }
   });
-
-/** Schema of one device cgroup rule (`linux.resources.devices[]`). */
-export const deviceRuleSchema = z.looseObject({
-  allow: z.boolean(),
-  type: oneOf(['a', 'c', 'b'], 'device rule type').optional(),
-  major: integer().nullable().optional(),
-  minor: integer().nullable().optional(),
-  access: z
-    .string()
-    .refine((a) => /^[rwm]*$/.test(a), {
-      error: (iss) => `expected letters from "rwm", got ${JSON.stringify(iss.input)}`,
-    })
-    .optional(),
-});
-
-/** One device cgroup rule: allow or deny access to devices of a type and number. */
-export type DeviceRule = z.output<typeof deviceRuleSchema>;
-
-/** Schema of `linux.resources`; only `devices` is checked here, the rest passes through. */
-const resourcesSchema = z.looseObject({
-  devices: z.array(deviceRuleSchema).optional(),
-});
 
 const seccompArgSchema = z.looseObject({
   index: uint32(),

@@ -14,6 +14,8 @@ import { isAlive, procStat, sleepSync } from '../../container/proc.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
+import type { CgroupManager } from '../../cgroups/index.js';
+import { createResources, newManager, recordManager } from './cgroups.js';
 import { buildExecPlan, buildPlan } from './plan.js';
 
 let stageCache: string | undefined;
@@ -190,11 +192,24 @@ async function create(req: CreateRequest): Promise<Created> {
   const fifo = join(req.dir, 'exec.fifo');
   const plan = buildPlan(req, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
   trace('plan built');
-  return runStage({
+  // limits are checked and written before any process exists; the init joins at GO
+  const cgroups = newManager(req.id, req.spec, req.systemdCgroup, req.log);
+  try {
+    cgroups.set(createResources(req.spec));
+  } catch (e) {
+    await cgroups.destroy();
+    throw e;
+  }
+  trace('cgroups set');
+  let created: Created;
+  try {
+    created = await runStage({
     id: req.id,
     plan,
     preserveFds: req.preserveFds,
     foreground: req.foreground,
+    beforeGo: async (pid) => cgroups.apply(pid),
+    goState: (pid) => req.hookState('creating', pid),
     onHooks: async (pid) => {
       const state = req.hookState('creating', pid);
       await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
@@ -203,7 +218,12 @@ async function create(req: CreateRequest): Promise<Created> {
       const inner = innerPid(pid);
       return Buffer.concat([lenStr(req.hookState('creating', inner)), lenStr(req.hookState('created', inner))]);
     },
-  });
+    });
+  } catch (e) {
+    await cgroups.destroy();
+    throw e;
+  }
+  return { ...created, cgroupPaths: cgroups.paths };
 }
 
 /** Runs a new process in the running container's namespaces. */
@@ -217,7 +237,15 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
     foreground: req.foreground,
     ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}),
   });
-  return runStage({ id: rec.id, plan, preserveFds: req.preserveFds, foreground: req.foreground });
+  const cgroups = recordManager(rec);
+  return runStage({
+    id: rec.id,
+    plan,
+    preserveFds: req.preserveFds,
+    foreground: req.foreground,
+    beforeGo: async (pid) => cgroups?.apply(pid),
+    goState: (pid) => JSON.stringify({ ociVersion: rec.ociVersion, id: rec.id, status: 'running', pid, bundle: rec.bundle, annotations: rec.annotations }),
+  });
 }
 
 /** The pid of `pid` in its own (innermost) pid namespace, from the NSpid line of its status. */
@@ -289,9 +317,7 @@ function pidsInNamespaceOf(pid: number): number[] {
   return out;
 }
 
-async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void> {
-  if (!isAlive(rec.pid, rec.pidStartTime)) return;
-  const targets = all ? pidsInNamespaceOf(rec.pid) : [rec.pid];
+function signalAll(targets: number[], signal: number): void {
   for (const p of targets) {
     try {
       process.kill(p, signal);
@@ -299,6 +325,29 @@ async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
     }
   }
+}
+
+async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise<void> {
+  const cgroups = recordManager(rec);
+  if (all && cgroups) {
+    // as runc: freeze first, so nothing forks away between listing and signalling
+    await cgroups.freeze();
+    try {
+      signalAll(cgroups.pids(), signal);
+    } finally {
+      await cgroups.thaw();
+    }
+    return;
+  }
+  if (!isAlive(rec.pid, rec.pidStartTime)) return;
+  signalAll(all ? pidsInNamespaceOf(rec.pid) : [rec.pid], signal);
+}
+
+/** The cgroup manager of a container that must have one for `what`. */
+function requireCgroups(rec: ContainerRecord, what: string): CgroupManager {
+  const m = recordManager(rec);
+  if (!m) throw new HostError(`container "${rec.id}": ${what} needs the container's cgroups, and it has none`);
+  return m;
 }
 
 /** The `container` backend. */
@@ -309,9 +358,27 @@ export const containerBackend: Backend = {
   exec,
   kill,
   async pids(rec) {
+    const cgroups = recordManager(rec);
+    if (cgroups && process.geteuid?.() === 0) return cgroups.pids();
     return isAlive(rec.pid, rec.pidStartTime) ? pidsInNamespaceOf(rec.pid) : [];
   },
-  async destroy() {
-    // namespaces and mounts die with the init; cgroups arrive with the cgroup manager
+  async pause(rec) {
+    await requireCgroups(rec, 'pause').freeze();
+  },
+  async resume(rec) {
+    await requireCgroups(rec, 'resume').thaw();
+  },
+  async update(rec, resources) {
+    requireCgroups(rec, 'update').set(resources);
+  },
+  async stats(rec) {
+    return requireCgroups(rec, 'stats').stats();
+  },
+  async oomKillCount(rec) {
+    return recordManager(rec)?.oomKillCount() ?? 0;
+  },
+  async destroy(rec) {
+    // namespaces and mounts die with the init; the cgroups are left to remove
+    await recordManager(rec)?.destroy();
   },
 };

@@ -86,9 +86,6 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     // running without a filter the config asked for would be a silent downgrade
     throw new ConfigError('linux.seccomp', 'seccomp filters are not supported by this version of Moat yet; remove the section to run without one');
   }
-  if (spec.linux?.resources && Object.keys(spec.linux.resources).some((k) => k !== 'devices')) {
-    req.log.warn(`container "${req.id}": linux.resources are not enforced yet (no cgroup manager in this version)`);
-  }
 
   // --- namespaces
   const namespaces = spec.linux?.namespaces ?? [];
