@@ -34,6 +34,8 @@ export interface CreateRequest {
   log: Logger;
   /** Read `linux.cgroupsPath` in systemd's slice:prefix:name form (--systemd-cgroup). */
   systemdCgroup: boolean;
+  /** Controller -> cgroup directory of the container, once the backend made them. */
+  cgroupPaths?: Record<string, string>;
   /** `none` leaves a new network namespace without even loopback up (embedded default only). */
   network?: 'none' | 'loopback' | 'host';
   /** Backend-specific preparation of the rootfs (the embedded default uses it). */

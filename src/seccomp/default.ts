@@ -98,17 +98,20 @@ const ALLOWED: readonly (readonly string[])[] = [
   // Limits and system information.
   ['getrlimit', 'setrlimit', 'ugetrlimit', 'prlimit64', 'getrusage', 'sysinfo', 'uname',
     'getrandom'],
-  // Sockets (socket itself is below, without AF_VSOCK). On i386 each of these also allows the
-  // matching socketcall(2) operation, as libseccomp does; socketcall is not listed on its own.
+  // Sockets (socket itself is below, without AF_VSOCK).
   ['socketpair', 'bind', 'connect', 'listen', 'accept', 'accept4', 'getsockname', 'getpeername',
     'sendto', 'recvfrom', 'send', 'recv', 'sendmsg', 'recvmsg', 'sendmmsg', 'recvmmsg',
     'recvmmsg_time64', 'shutdown', 'setsockopt', 'getsockopt'],
-  // System V IPC and POSIX message queues (namespaced by the IPC namespace). On i386 these also
-  // allow the matching ipc(2) operation.
+  // System V IPC and POSIX message queues (namespaced by the IPC namespace).
   ['semget', 'semop', 'semctl', 'semtimedop', 'semtimedop_time64', 'msgget', 'msgsnd', 'msgrcv',
     'msgctl', 'shmget', 'shmat', 'shmdt', 'shmctl', 'mq_open', 'mq_unlink', 'mq_timedsend',
     'mq_timedsend_time64', 'mq_timedreceive', 'mq_timedreceive_time64', 'mq_notify',
     'mq_getsetattr'],
+  // i386 multiplexers of the two groups above, allowed as a whole as under Docker: their real
+  // arguments are in memory a filter cannot read, and older i386 programs use them (with version
+  // bits in the call number that per-operation rules would not match). This also means that on
+  // i386 the AF_VSOCK restriction below cannot hold for socketcall(SYS_SOCKET, ...).
+  ['socketcall', 'ipc'],
   // Self-restriction and per-process settings: prctl, seccomp and Landlock can only narrow what
   // the process may do; the LSM calls read or set the caller's own LSM attributes as
   // /proc/self/attr does. uretprobe/uprobe are only meaningful from a kernel-installed probe

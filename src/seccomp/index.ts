@@ -29,7 +29,7 @@ export {
   SECCOMP_RET_USER_NOTIF,
   type SeccompInput,
 } from './bpf.js';
-export { defaultSeccompProfile } from './default.js';
+export { DEFAULT_ALLOWED_SYSCALLS, DEFAULT_DENIED_SYSCALLS, defaultSeccompProfile } from './default.js';
 export {
   AUDIT_ARCH_I386,
   AUDIT_ARCH_X86_64,

@@ -26,8 +26,9 @@ export const X32_SYSCALL_BIT = 0x40000000;
 export type SeccompArch = 'x86_64' | 'x86' | 'x32';
 
 /**
- * Every architecture name the OCI runtime spec defines (plus LOONGARCH64, which runc accepts) for `linux.seccomp.architectures`, mapped
- * to the ABI it adds to the filter on an x86_64 host, or `null` for a foreign architecture.
+ * Every architecture name the OCI runtime spec defines for `linux.seccomp.architectures` (plus
+ * LOONGARCH64, which runc accepts), mapped to the ABI it adds to the filter on an x86_64 host, or
+ * `null` for a foreign architecture.
  *
  * runc hands foreign architectures to libseccomp, which adds a branch for their AUDIT_ARCH value;
  * a kernel on x86_64 never reports those values, so the branch is dead code and leaving it out

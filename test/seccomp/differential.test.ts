@@ -3,7 +3,16 @@
  *
  * test/seccomp/harness.c is built against libseccomp and compiles the same profiles the way runc
  * 1.1 does (see its header). Both BPF programs then run in Moat's interpreter on thousands of
- * system calls, and every returned SECCOMP_RET_* value (action and data) must be identical.
+ * system calls, and every returned SECCOMP_RET_* value (action and data) must be identical. A
+ * third opinion, `meaning()`, evaluates the profile's rules directly; Moat must always agree
+ * with it.
+ *
+ * libseccomp 2.5.4 itself generates wrong code now and then (three kinds found, see
+ * `libseccompFault` and `ruleByRule`). A difference is excused only when there is proof of that
+ * on the input at hand: libseccomp's program tests an accumulator holding another field on that
+ * call's path, or libseccomp's own single-rule filters contradict its filter for the whole
+ * profile — and Moat agrees with both the profile's meaning and those single-rule filters. The
+ * excused inputs are counted and printed; every other difference fails the test.
  *
  * Profiles are generated at random (seeded: MOAT_SECCOMP_SEED=<n> replays or varies a run) within
  * the space where libseccomp's result is defined by the profile alone. What is left out, and why:
@@ -70,9 +79,13 @@ function buildHarness(): string | undefined {
 const skip = buildHarness();
 if (skip !== undefined) console.log(`# skipping the seccomp differential tests: ${skip}`);
 
-/** Runs the harness; returns stdout, or throws with its stderr. */
+/** Thrown when libseccomp does not finish compiling a profile (it can loop forever, see below). */
+class HarnessTimeout extends Error {}
+
+/** Runs the harness; returns stdout, or throws with its stderr (HarnessTimeout after 10 s). */
 function runHarness(mode: 'bpf' | 'names' | 'numbers', input: string): Buffer {
-  const r = spawnSync(harness, [mode], { input, maxBuffer: 64 << 20 });
+  const r = spawnSync(harness, [mode], { input, maxBuffer: 64 << 20, timeout: 10_000, killSignal: 'SIGKILL' });
+  if (r.signal === 'SIGKILL') throw new HarnessTimeout(`harness ${mode} did not finish in 10 s`);
   if (r.status !== 0) throw new Error(`harness ${mode} exited with ${r.status}: ${r.stderr.toString()}\ninput:\n${input}`);
   return r.stdout;
 }
@@ -587,12 +600,26 @@ let compared = 0;
 let libseccompBugs = 0;
 const buggyProfiles = new Set<string>();
 const bugKinds = new Set<string>();
+const libseccompHangs = new Set<string>();
+let meaningOnly = 0; // inputs of profiles libseccomp never finished: checked against `meaning` only
 
 /** Compiles `profile` both ways and compares the decisions on `inputs`; returns a failure report or ''. */
 function compare(label: string, profile: SeccompSpec, inputs: SeccompInput[], optimize: 1 | 2): string {
   const ours = compileSeccomp(profile).filter;
   const input = harnessInput(profile, optimize);
-  const theirs = runHarness('bpf', input);
+  let theirs: Buffer;
+  try {
+    theirs = runHarness('bpf', input);
+  } catch (err) {
+    if (!(err instanceof HarnessTimeout)) throw err;
+    // libseccomp 2.5.4 loops forever on some profiles (runc would hang creating the container),
+    // e.g. two SCMP_ACT_KILL_THREAD rules for one syscall, [a1 < 2^53 - 1, a2 != 40, a3 == 1] and
+    // [a4 != X, a3 == Y, a1 < 2^53 - 1]. Only the profile's meaning is left to compare with.
+    libseccompHangs.add(label);
+    const wrong = inputs.filter((data) => runFilter(ours, data) !== meaning(profile, data));
+    meaningOnly += inputs.length;
+    return wrong.length === 0 ? '' : `${label}: Moat differs from the profile's meaning on ${wrong.length} inputs (libseccomp hangs on it)\n${input}`;
+  }
   const stale = staleAccumulatorTests(theirs);
   const mismatches: string[] = [];
   for (const data of inputs) {
@@ -826,7 +853,7 @@ test('the kernel accepts Moat\'s filters (flags included) and enforces the defau
   assert.equal(lines[calls.length + 1], 'exit 0');
 
   // Long programs with trampolines, and every flag combination Moat produces, load.
-  const names = syscallNames('x86_64').filter((n) => !['exit_group', 'getpid'].includes(n)).slice(0, 150);
+  const names = syscallNames('x86_64').filter((n) => !['exit_group', 'getpid'].includes(n)).slice(0, 80);
   const long = compileSeccomp({
     defaultAction: 'SCMP_ACT_ALLOW',
     architectures: ['SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
@@ -848,7 +875,10 @@ test('the kernel accepts Moat\'s filters (flags included) and enforces the defau
 test('total number of compared inputs', { skip }, () => {
   console.log(
     `# ${compared} inputs compared in all: Moat always matched the profile's meaning and libseccomp, except on ` +
-      `${libseccompBugs} inputs (${buggyProfiles.size} profiles) where libseccomp's filter is wrong: ${[...bugKinds].join('; ')}`,
+      `${libseccompBugs} inputs (${buggyProfiles.size} profiles) where libseccomp's filter is wrong: ${[...bugKinds].join('; ')}` +
+      (libseccompHangs.size > 0
+        ? `; libseccomp never finished ${libseccompHangs.size} profiles (${[...libseccompHangs].join(', ')}), whose ${meaningOnly} inputs were checked against the profile's meaning only`
+        : ''),
   );
   assert.ok(compared >= 100000, `only ${compared} inputs compared`);
 });

@@ -190,17 +190,17 @@ async function runStage(run: StageRun): Promise<Created> {
 
 async function create(req: CreateRequest): Promise<Created> {
   const fifo = join(req.dir, 'exec.fifo');
-  const plan = buildPlan(req, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
-  trace('plan built');
   // limits are checked and written before any process exists; the init joins at GO
   const cgroups = newManager(req.id, req.spec, req.systemdCgroup, req.log);
+  let plan: Buffer;
   try {
     cgroups.set(createResources(req.spec));
+    plan = buildPlan({ ...req, cgroupPaths: cgroups.paths }, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
   } catch (e) {
     await cgroups.destroy();
     throw e;
   }
-  trace('cgroups set');
+  trace('plan built');
   let created: Created;
   try {
     created = await runStage({

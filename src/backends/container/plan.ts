@@ -9,6 +9,7 @@ import { ConfigError, UsageError } from '../../errors.js';
 import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
 import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from '../../spec/schema.js';
 import type { CreateRequest } from '../backend.js';
+import { parseCgroupMounts, UNIFIED } from '../../cgroups/index.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
 import { PlanWriter, Tag } from './planfmt.js';
 
@@ -54,25 +55,6 @@ function capMask(names: readonly CapabilityName[] | undefined): bigint {
 
 function mapText(list: readonly { containerID: number; hostID: number; size: number }[]): string {
   return list.map((m) => `${m.containerID} ${m.hostID} ${m.size}\n`).join('');
-}
-
-/** v1 cgroup hierarchies mounted on the host: [directory name, mount options naming its controllers]. */
-function hostCgroupHierarchies(): { v1: [string, string][]; unified: boolean } {
-  const v1: [string, string][] = [];
-  let unified = false;
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(' ');
-    const [fstype, , superOpts] = line.slice(sep + 3).split(' ');
-    const mountPoint = left[4];
-    if (!mountPoint) continue;
-    if (fstype === 'cgroup2' && mountPoint === '/sys/fs/cgroup') unified = true;
-    if (fstype !== 'cgroup' || !superOpts) continue;
-    const controllers = superOpts.split(',').filter((o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && !o.startsWith('xattr'));
-    v1.push([posix.basename(mountPoint), controllers.join(',')]);
-  }
-  return { v1, unified };
 }
 
 /** Encodes the plan that creates the container described by `req`. */
@@ -292,34 +274,40 @@ function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, d
   }
   const type = isBind ? '' : (m.type ?? '');
   if (!isBind && !type) throw new ConfigError(`mounts[${i}].type`, 'required for a mount that is not a bind mount');
-  if (type === 'cgroup') return emitCgroupMount(w, dest, opts.flags, newCgroupNs);
+  if (type === 'cgroup') return emitCgroupMount(w, dest, opts.flags, newCgroupNs, req.cgroupPaths ?? {});
   const mflags = type === 'sysfs' && userns && !newNet ? 2 : 0;
   w.add(Tag.MOUNT, { str: source || type }, { str: dest }, { str: type }, { u64: BigInt(opts.flags) }, { u64: BigInt(opts.propagation) },
     { str: opts.data.join(',') }, { u32: mflags });
 }
 
-/** A `cgroup` mount: cgroup2 on a unified host, else a tmpfs with one mount per v1 hierarchy. */
-function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs: boolean): void {
-  const { v1, unified } = hostCgroupHierarchies();
+/**
+ * A `cgroup` mount. On a v2 host, cgroup2. On a v1 or hybrid host, a tmpfs with one mount per
+ * v1 hierarchy (co-mounted controllers share one), plus the cgroup2 mount of a hybrid host
+ * under its own name. With a cgroup namespace each is a fresh cgroup mount (it shows the
+ * namespace's root, the container's cgroup); without one, the container's own cgroup
+ * directory is bound there, as runc does.
+ */
+function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs: boolean, cgroupPaths: Record<string, string>): void {
+  const mounts = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
   const mountFlags = flags & ~(MS.BIND | MS.REC);
-  if (unified) {
-    w.add(Tag.MOUNT, { str: 'cgroup2' }, { str: dest }, { str: 'cgroup2' }, { u64: BigInt(mountFlags) }, { u64: 0n }, { str: '' }, { u32: 0 });
-    return;
-  }
+  const mount = (source: string, target: string, type: string, data: string, extra = 0) =>
+    w.add(Tag.MOUNT, { str: source }, { str: target }, { str: type }, { u64: BigInt(mountFlags | extra) }, { u64: 0n }, { str: data }, { u32: 0 });
+  const cgroup2 = (target: string) => {
+    if (newCgroupNs || !cgroupPaths[UNIFIED]) mount('cgroup2', target, 'cgroup2', '');
+    else mount(cgroupPaths[UNIFIED], target, '', '', MS.BIND | MS.REC);
+  };
+  if (mounts.layout === 'v2') return cgroup2(dest);
   const tmpfsFlags = (mountFlags & ~MS.RDONLY) | MS.NOSUID | MS.NODEV | MS.NOEXEC;
   w.add(Tag.MOUNT, { str: 'tmpfs' }, { str: dest }, { str: 'tmpfs' }, { u64: BigInt(tmpfsFlags) }, { u64: 0n }, { str: 'mode=755' }, { u32: 0 });
-  const own = ownCgroups();
-  for (const [name, controllers] of v1) {
-    const sub = posix.join(dest, name);
-    if (newCgroupNs) {
-      w.add(Tag.MOUNT, { str: 'cgroup' }, { str: sub }, { str: 'cgroup' }, { u64: BigInt(mountFlags) }, { u64: 0n }, { str: controllers }, { u32: 0 });
-    } else {
-      // without a cgroup namespace, show only the container's own cgroup, as runc does
-      const rel = own.get(controllers) ?? '/';
-      w.add(Tag.MOUNT, { str: posix.join('/sys/fs/cgroup', name, rel) }, { str: sub }, { str: '' }, { u64: BigInt(mountFlags | MS.BIND | MS.REC) },
-        { u64: 0n }, { str: '' }, { u32: 0 });
-    }
+  const byMount = new Map<string, string[]>();
+  for (const [controller, m] of mounts.v1) byMount.set(m.mountpoint, [...(byMount.get(m.mountpoint) ?? []), controller]);
+  for (const [mountpoint, controllers] of byMount) {
+    const sub = posix.join(dest, posix.basename(mountpoint));
+    const own = controllers.map((c) => cgroupPaths[c]).find((p) => p !== undefined);
+    if (newCgroupNs || !own) mount('cgroup', sub, 'cgroup', controllers.join(','));
+    else mount(own, sub, '', '', MS.BIND | MS.REC);
   }
+  if (mounts.v2) cgroup2(posix.join(dest, posix.basename(mounts.v2.mountpoint)));
   if (flags & MS.RDONLY) {
     w.add(Tag.MOUNT, { str: 'tmpfs' }, { str: dest }, { str: 'tmpfs' }, { u64: BigInt(tmpfsFlags | MS.RDONLY | MS.REMOUNT) }, { u64: 0n }, { str: 'mode=755' }, { u32: 0 });
   }
@@ -333,12 +321,3 @@ function hostMountPoints(): string[] {
     .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
 }
 
-/** This process's cgroup path per v1 controller list (from /proc/self/cgroup). */
-function ownCgroups(): Map<string, string> {
-  const map = new Map<string, string>();
-  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
-    const [, controllers, path] = line.split(':');
-    if (controllers && path !== undefined) map.set(controllers, path);
-  }
-  return map;
-}
