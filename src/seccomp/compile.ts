@@ -386,7 +386,7 @@ function assemble(items: Item[]): Buffer {
   // and its trampoline can serve the earlier jumps to the same target that reach it. The
   // second pass only confirms that every jump fits.
   for (let pass = 0; ; pass++) {
-    if (pass > 4) throw new Error('seccomp: jump layout did not converge');
+    if (pass > 8) throw new Error('seccomp: jump layout did not converge');
     const addr = new Map<number, number>();
     const retAt = new Map<number, number>(); // label -> k of the ret it points at
     const pcOf: number[] = [];
@@ -417,38 +417,50 @@ function assemble(items: Item[]): Buffer {
     for (let index = items.length - 1; index >= 0; index--) {
       const jump = items[index];
       if (jump?.kind !== 'jump') continue;
-      const from = pcOf[index] ?? 0; // nothing is inserted before it in this pass
-      const add: Item[] = [];
-      const fix = (t: number): number => {
-        const dist = where(t) - (from + 1);
-        if (dist < 0) throw new Error('seccomp: backward jump');
-        if (dist <= 255) return t;
-        const near = (trampolines.get(t) ?? []).find((tr) => {
-          const d = where(tr) - (from + 1);
-          return d >= 0 && d <= 255;
-        });
-        if (near !== undefined) return near;
-        const tr = nextLabel++;
-        add.push({ kind: 'label', id: tr });
-        const k = retAt.get(t);
-        add.push(k !== undefined ? { kind: 'ret', k } : { kind: 'ja', target: t });
-        trampolines.set(t, [...(trampolines.get(t) ?? []), tr]);
-        return tr;
-      };
-      jump.jt = fix(jump.jt);
-      jump.jf = fix(jump.jf);
-      if (add.length === 0) continue;
-      // Right after the jump. Everything inserted earlier in this pass lies further on and moves
-      // down by this insertion; this one moves down with the insertions still to come.
-      const pos = from + 1;
-      for (let k = 0; k < add.length; k += 2) {
-        const label = add[k];
-        if (label?.kind === 'label') newAddr.set(label.id, pos + k / 2);
+      // Nothing is inserted before the jump in this pass; its trampolines go right after it.
+      const pos = (pcOf[index] ?? 0) + 1;
+      // Choose each target or a trampoline for it, counting the `n` trampolines this jump adds
+      // in between; more trampolines only lengthen jumps, so this settles within three rounds.
+      let n = 0;
+      let fresh: number[] = [];
+      let choice: [number, number] = [jump.jt, jump.jf];
+      for (let round = 0; round < 3; round++) {
+        const need: number[] = [];
+        const choose = (t: number): number => {
+          const dist = where(t) + n - pos;
+          if (dist < 0) throw new Error('seccomp: backward jump');
+          if (dist <= 255) return t;
+          const near = (trampolines.get(t) ?? []).find((tr) => {
+            const d = where(tr) + n - pos;
+            return d >= 0 && d <= 255;
+          });
+          if (near !== undefined) return near;
+          if (!need.includes(t)) need.push(t);
+          return -1 - need.indexOf(t); // placeholder for the new trampoline
+        };
+        choice = [choose(jump.jt), choose(jump.jf)];
+        fresh = need;
+        if (need.length === n) break;
+        n = need.length;
       }
+      if (fresh.length !== n) throw new Error('seccomp: jump layout did not settle');
+      const add: Item[] = [];
+      const labels = fresh.map((t, i) => {
+        const tr = nextLabel++;
+        const k = retAt.get(t);
+        add.push({ kind: 'label', id: tr }, k !== undefined ? { kind: 'ret', k } : { kind: 'ja', target: t });
+        trampolines.set(t, [...(trampolines.get(t) ?? []), tr]);
+        newAddr.set(tr, pos + i);
+        return tr;
+      });
+      const resolve = (c: number) => (c >= 0 ? c : (labels[-1 - c] ?? c));
+      jump.jt = resolve(choice[0]);
+      jump.jf = resolve(choice[1]);
+      if (add.length === 0) continue;
+      // Everything inserted earlier in this pass lies further on and moves down by this insertion.
       for (const r of inserted) {
-        for (let k = 0; k < r.items.length; k += 2) {
-          const label = r.items[k];
-          if (label?.kind === 'label') newAddr.set(label.id, (newAddr.get(label.id) ?? 0) + add.length / 2);
+        for (const it of r.items) {
+          if (it.kind === 'label') newAddr.set(it.id, (newAddr.get(it.id) ?? 0) + fresh.length);
         }
       }
       inserted.push({ pos, index, items: add });
