@@ -85,7 +85,8 @@ export async function warmUp(): Promise<void> {
   const { buildPlan } = await import('../backends/container/plan.js');
   const { embeddedSpec } = await import('../container/embedded.js');
   await import('../container/lifecycle.js');
-  const spec = parseSpec(JSON.parse(JSON.stringify(defaultSpec({}))));
+  const { defaultSeccompProfile } = await import('../seccomp/index.js');
+  const spec = parseSpec(JSON.parse(JSON.stringify(defaultSpec({ seccomp: defaultSeccompProfile() }))));
   const log = new Logger({ format: 'text', debug: false });
   const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, systemdCgroup: false, hookState: () => '{}', log };
   buildPlan({ ...base, spec: { ...spec, process: { ...spec.process!, terminal: false } } }, { fifo: '/nonexistent/exec.fifo' });

@@ -11,9 +11,10 @@ export function register(program: Command): void {
     .option('--rootless', 'a spec for a container run by an unprivileged user')
     .action(async (flags: { bundle: string; rootless?: boolean }) => {
       const { defaultSpec } = await import('../spec/default.js');
+      const { defaultSeccompProfile } = await import('../seccomp/index.js');
       const file = join(resolve(flags.bundle), 'config.json');
       try {
-        writeFileSync(file, JSON.stringify(defaultSpec({ rootless: flags.rootless === true }), null, '\t') + '\n', { flag: 'wx' });
+        writeFileSync(file, JSON.stringify(defaultSpec({ rootless: flags.rootless === true, seccomp: defaultSeccompProfile() }), null, '\t') + '\n', { flag: 'wx' });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         throw new MoatError(code === 'EEXIST' ? `File ${file} exists. Remove it first` : `cannot write ${file}: ${(e as Error).message}`);

@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
+import { defaultSeccompProfile } from '../seccomp/index.js';
 import { parseSpec } from '../spec/validate.js';
 
 /** Options of the embedded default. */
@@ -114,6 +115,7 @@ export function embeddedSpec(opts: EmbeddedOptions): Spec {
       gidMappings: gidMap,
       maskedPaths: MASKED,
       readonlyPaths: READONLY,
+      seccomp: defaultSeccompProfile(),
     },
   });
 }

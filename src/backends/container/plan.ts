@@ -10,6 +10,8 @@ import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
 import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from '../../spec/schema.js';
 import type { CreateRequest } from '../backend.js';
 import { parseCgroupMounts, UNIFIED } from '../../cgroups/index.js';
+import { compileSeccomp, isSeccompDisabled } from '../../seccomp/index.js';
+import type { Logger } from '../../util/log.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
 import { PlanWriter, Tag } from './planfmt.js';
 
@@ -64,10 +66,6 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   const proc = spec.process;
   if (!proc) throw new ConfigError('process', 'required to create a container');
 
-  if (spec.linux?.seccomp) {
-    // running without a filter the config asked for would be a silent downgrade
-    throw new ConfigError('linux.seccomp', 'seccomp filters are not supported by this version of Moat yet; remove the section to run without one');
-  }
 
   // --- namespaces
   const namespaces = spec.linux?.namespaces ?? [];
@@ -186,6 +184,7 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   }
 
   addProcess(w, proc, { ...extras, preserveFds: req.preserveFds, noNewKeyring: req.noNewKeyring, id: req.id });
+  addSeccomp(w, spec, req.log, req.id);
   w.add(Tag.EXEC_FIFO, { str: extras.fifo });
   return w.encode();
 }
@@ -227,6 +226,18 @@ function addProcess(w: PlanWriter, proc: ProcessSpec, extras: ProcessExtras): vo
   if (proc.oomScoreAdj !== undefined) w.add(Tag.OOM_SCORE_ADJ, { u32: proc.oomScoreAdj });
 }
 
+/** Appends the container's seccomp filter, compiled from linux.seccomp (also applied to exec). */
+function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: string): void {
+  const profile = spec.linux?.seccomp;
+  if (!profile || isSeccompDisabled(profile)) return;
+  const compiled = compileSeccomp(profile, { warn: (m) => log?.warn(`container "${id}": ${m}`) });
+  w.add(Tag.SECCOMP, { u32: compiled.flags }, { bytes: compiled.filter });
+  if (compiled.notify) {
+    if (!compiled.listenerPath) throw new ConfigError('linux.seccomp.listenerPath', 'SCMP_ACT_NOTIFY needs a listenerPath to send the notify fd to');
+    w.add(Tag.SECCOMP_LISTENER, { str: compiled.listenerPath }, { str: compiled.listenerMetadata ?? '' });
+  }
+}
+
 /** Namespace types in the order an exec joins them: the user namespace first. */
 const JOIN_ORDER: readonly [NamespaceType, string][] = [
   ['user', 'user'], ['ipc', 'ipc'], ['uts', 'uts'], ['network', 'net'], ['pid', 'pid'], ['mount', 'mnt'], ['cgroup', 'cgroup'], ['time', 'time'],
@@ -259,6 +270,7 @@ export function buildExecPlan(input: ExecPlanInput): Buffer {
     noNewKeyring: true,
     ...(input.consoleSocket ? { consoleSocket: input.consoleSocket } : {}),
   });
+  addSeccomp(w, input.spec, undefined, input.id);
   return w.encode();
 }
 
