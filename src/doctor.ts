@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import { parseCgroupMounts } from './cgroups/index.js';
 
 /** One line of the doctor's report: what was checked, whether the host supports it, and why. */
 export interface DoctorCheck {
@@ -203,12 +204,6 @@ export function parseMountInfo(text: string): MountInfo[] {
   return mounts;
 }
 
-/** Names of cgroup v1 controllers the kernel may show as mount options. */
-const V1_CONTROLLERS = new Set([
-  'cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'net_cls', 'net_prio', 'blkio',
-  'perf_event', 'hugetlb', 'pids', 'rdma', 'misc', 'debug',
-]);
-
 /** Layout of the cgroup hierarchies this process sees. */
 export interface CgroupLayout {
   layout: 'v2' | 'v1' | 'hybrid' | 'none';
@@ -220,30 +215,19 @@ export interface CgroupLayout {
   v2Controllers: string[];
 }
 
-/** Classifies the cgroup layout from mountinfo text: unified v2, legacy v1, or hybrid. */
+/** Classifies the cgroup layout from mountinfo text (with the cgroups module's parser). */
 export function detectCgroupLayout(mountinfo: string, readFile: (file: string) => string | undefined = readText): CgroupLayout {
-  const mounts = parseMountInfo(mountinfo);
-  const v1 = new Set<string>();
-  for (const m of mounts) {
-    if (m.fsType !== 'cgroup') continue;
-    for (const opt of m.superOptions) {
-      if (V1_CONTROLLERS.has(opt) || opt.startsWith('name=')) v1.add(opt);
-    }
+  let mounts: ReturnType<typeof parseCgroupMounts>;
+  try {
+    mounts = parseCgroupMounts(mountinfo);
+  } catch {
+    return { layout: 'none', v1Controllers: [], v2Mount: undefined, v2Controllers: [] }; // no cgroup mount at all
   }
-  const v2Mounts = mounts.filter((m) => m.fsType === 'cgroup2');
-  const unified = v2Mounts.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? v2Mounts[0];
-  const v2Mount = unified?.mountPoint;
+  const v2Mount = mounts.v2?.mountpoint;
   const controllersText = v2Mount !== undefined ? readFile(path.join(v2Mount, 'cgroup.controllers')) : undefined;
   const v2Controllers = controllersText?.trim().split(/\s+/).filter((c) => c !== '') ?? [];
-  const v1Controllers = [...v1].sort();
-
-  let layout: CgroupLayout['layout'];
-  if (v1Controllers.length === 0 && v2Mount === '/sys/fs/cgroup' && controllersText !== undefined) layout = 'v2';
-  else if (v1Controllers.length > 0 && v2Mount !== undefined) layout = 'hybrid';
-  else if (v1Controllers.length > 0) layout = 'v1';
-  else if (v2Mount !== undefined) layout = 'v2'; // cgroup2 mounted somewhere unusual and nothing on v1
-  else layout = 'none';
-  return { layout, v1Controllers, v2Mount, v2Controllers };
+  const v1Controllers = [...mounts.v1.keys()].sort();
+  return { layout: mounts.layout, v1Controllers, v2Mount, v2Controllers };
 }
 
 /** Reports the cgroup layout and which controllers sit on v1. */
