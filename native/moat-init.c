@@ -40,8 +40,8 @@
  *     {"type":"error","op":"...","path":"...","errno":N,"message":"..."}
  *     {"type":"exit","status":N,"signal":N}   (P, MONITOR=1 only)
  *   runtime -> stage: frames u8 type, u32 length, payload:
- *     'G' go: cgroups are placed, S2 may continue; payload (may be empty): the container
- *         state JSON, forwarded to the seccomp listener
+ *     'G' go: cgroups are placed, S2 may continue; payload (may be empty): u32 S2's host pid,
+ *         str the container state JSON, both forwarded to the seccomp listener
  *     'R' resume: u32 n, state JSON for createContainer hooks, u32 m, state JSON for
  *         startContainer hooks
  *     'A' abort (empty): S2 exits at once
@@ -167,6 +167,7 @@ static int fifo_fd = -1;      /* O_PATH fd of the exec fifo, opened by P with ho
 static int console_fd = -1;   /* connected console socket, opened by P */
 static int listener_fd = -1;  /* connected seccomp listener socket, opened by P */
 static char *state_go;        /* the container state the runtime sent with GO (for the listener) */
+static pid_t host_pid;        /* this process's pid as the runtime sees it (sent with GO) */
 static int proc_fd = -1;      /* O_PATH fd of the host's /proc/self/fd, for post-pivot reopen */
 static int root_fd = -1;      /* O_PATH fd of the container rootfs */
 static char *state_create, *state_start;
@@ -368,7 +369,9 @@ static void expect_frame(char want) {
     struct rd r = { payload, payload + len, "resume" };
     state_create = rd_str(&r); state_start = rd_str(&r);
   } else if (want == 'G' && len > 0) {
-    state_go = strdup((char *)payload);
+    struct rd r = { payload, payload + len, "go" };
+    host_pid = (pid_t)rd_u32(&r);
+    state_go = rd_str(&r);
   }
   free(payload);
 }
@@ -859,7 +862,8 @@ static void send_listener_fd(int notify_fd) {
   size_t cap = 8192 + (state_go ? strlen(state_go) : 2) + strlen(pl.listener_meta) * 6;
   char *msg = malloc(cap);
   if (!msg) fail("seccomp", "listenerPath", ENOMEM, NULL);
-  size_t at = (size_t)snprintf(msg, cap, "{\"ociVersion\":\"1.0.2\",\"fds\":[\"seccompFd\"],\"pid\":%d,\"metadata\":\"", getpid());
+  size_t at = (size_t)snprintf(msg, cap, "{\"ociVersion\":\"1.0.2\",\"fds\":[\"seccompFd\"],\"pid\":%d,\"metadata\":\"",
+                               host_pid ? host_pid : getpid());
   at = json_escape(msg, cap, at, pl.listener_meta);
   snprintf(msg + at, cap - at, "\",\"state\":%s}", state_go ? state_go : "{}");
   struct iovec iov = { msg, strlen(msg) };
@@ -984,6 +988,13 @@ static void __attribute__((noreturn)) container_init(void) {
   if (pl.args.n == 0) fail("exec", "process.args", EINVAL, "no program to run");
   char *prog = find_program();
 
+  /*
+   * With no_new_privs the filter is loaded as late as possible while the runtime still listens
+   * (as runc does): a notify fd then reaches its listener during create, and only the fifo
+   * handshake, startContainer hooks and execve run under the filter before the program.
+   */
+  if (pl.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("noNewPrivileges", "process.noNewPrivileges", errno, NULL);
+  if (pl.nnp) load_seccomp();
   send_line("{\"type\":\"ready\"}\n");
   close(sync_fd); sync_fd = -1;
 
@@ -1003,8 +1014,6 @@ static void __attribute__((noreturn)) container_init(void) {
     sync_fd = -1; /* a failing startContainer hook is printed on stderr: nobody is listening */
     run_hook("startContainer", &pl.start_hooks[i], state_start ? state_start : "{}");
   }
-  if (pl.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { dprintf(2, "moat-init: no_new_privs: %s\n", strerror(errno)); _exit(1); }
-  if (pl.nnp) load_seccomp();
 
   sigset_t all;
   sigemptyset(&all);

@@ -48,7 +48,7 @@ function pass(label, files, env) {
 
 pass('moat', testFiles('build/test', pick), { MOAT_TEST_RUNTIME: 'moat' });
 const runc = spawnSync('runc', ['--version']);
-const behaviour = testFiles('build/test/integration', (f) => /\/(lifecycle|oci|namespaces|process|mounts|hooks|terminal|exec|rootless|resources)[^/]*\.test\.js$/.test(f) && pick(f));
+const behaviour = testFiles('build/test/integration', (f) => /\/(lifecycle|oci|namespaces|process|mounts|hooks|terminal|exec|rootless|resources|seccomp)[^/]*\.test\.js$/.test(f) && pick(f));
 if (runc.status === 0) pass('runc (the same behaviour tests, to prove them right)', behaviour, { MOAT_TEST_RUNTIME: 'runc' });
 else console.log('\n# skipped the runc pass: runc is not installed (apt-get install runc)');
 

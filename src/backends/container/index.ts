@@ -51,6 +51,12 @@ function frame(type: string, payload: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([hdr, payload]);
 }
 
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
 function lenStr(s: string): Buffer {
   const b = Buffer.from(s);
   const n = Buffer.alloc(4);
@@ -113,7 +119,8 @@ async function runStage(run: StageRun): Promise<Created> {
           trace(`init pid ${pid}`);
           try {
             await run.beforeGo?.(pid);
-            sync.write(frame('G', Buffer.from(run.goState?.(pid) ?? '')));
+            const go = run.goState ? Buffer.concat([u32(pid), lenStr(run.goState(pid))]) : Buffer.alloc(0);
+            sync.write(frame('G', go));
           } catch (e) {
             sync.write(frame('A'));
             rej(e);
