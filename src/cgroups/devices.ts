@@ -142,7 +142,8 @@ export class DeviceState {
 
   /** The exceptions sorted by major, minor, type (a stable order for writes and programs). */
   sorted(): Exception[] {
-    return [...this.exceptions.values()].sort((a, b) => a.major - b.major || a.minor - b.minor || a.type.localeCompare(b.type));
+    // not localeCompare: its first call loads ICU collation, about 8 ms at every container start
+    return [...this.exceptions.values()].sort((a, b) => a.major - b.major || a.minor - b.minor || (a.type < b.type ? -1 : a.type > b.type ? 1 : 0));
   }
 
   /**

@@ -133,7 +133,7 @@ export function hostHugepageSizes(): string[] {
     }
     out.push(`${size}${units[unit] ?? 'B'}`);
   }
-  return out.sort((a, b) => a.localeCompare(b));
+  return out.sort(); // code-unit order; localeCompare would load ICU collation
 }
 
 /** Reads a whitespace-separated list of numbers. */
