@@ -29,6 +29,8 @@ export interface CreateRequest {
   noNewKeyring: boolean;
   /** Foreground `run`: the backend reports the exit status through `waitExit`. */
   foreground: boolean;
+  /** Records the container's cgroup paths before any process is in them (so a crash leaks none). */
+  recordCgroups(paths: Record<string, string>): void;
   /** Builds the OCI state JSON handed to hooks, for the given status and pid. */
   hookState(status: string, pid: number): string;
   log: Logger;

@@ -88,7 +88,7 @@ export async function warmUp(): Promise<void> {
   const { defaultSeccompProfile } = await import('../seccomp/index.js');
   const spec = parseSpec(JSON.parse(JSON.stringify(defaultSpec({ seccomp: defaultSeccompProfile() }))));
   const log = new Logger({ format: 'text', debug: false });
-  const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, systemdCgroup: false, hookState: () => '{}', log };
+  const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, systemdCgroup: false, hookState: () => '{}', recordCgroups: () => {}, log };
   buildPlan({ ...base, spec: { ...spec, process: { ...spec.process!, terminal: false } } }, { fifo: '/nonexistent/exec.fifo' });
   buildPlan({ ...base, spec: embeddedSpec({ command: ['true'], env: [], volumes: [], network: 'loopback', cwd: '/' }), embedded: { lower: '/' } }, { fifo: '/nonexistent/exec.fifo' });
 }

@@ -142,6 +142,10 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       foreground: opts.foreground,
       systemdCgroup: ctx.systemdCgroup,
       hookState: (status, pid) => hookState(r, status, pid),
+      recordCgroups: (paths) => {
+        r.cgroupPaths = paths;
+        ctx.store.write(r);
+      },
       log: ctx.log,
       ...(opts.embedded ? { embedded: opts.embedded } : {}),
       ...(opts.network ? { network: opts.network } : {}),
@@ -238,9 +242,10 @@ export async function remove(ctx: Context, id: string, force: boolean): Promise<
     const status = liveStatus(rec, lock.dir, ctx.store, true);
     check(id, force ? 'forceDelete' : 'delete', status);
     const backend = await getBackend(rec.isolation);
-    if (status !== 'stopped' && rec.pid > 0) {
+    // a stale `creating` record has no pid yet, but its cgroups may still hold a process
+    if (rec.status === 'creating' || (status !== 'stopped' && rec.pid > 0)) {
       await backend.kill(rec, 9, true);
-      if (!(await waitGone(rec.pid, rec.pidStartTime, 10_000))) {
+      if (rec.pid > 0 && !(await waitGone(rec.pid, rec.pidStartTime, 10_000))) {
         throw new MoatError(`container "${id}": process ${rec.pid} did not die after SIGKILL`);
       }
     }

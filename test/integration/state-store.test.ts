@@ -73,7 +73,7 @@ describe('state store', { skip }, () => {
     }
   });
 
-  it('a create killed with -9 midway leaves a stale entry that list shows stopped and delete --force removes', async () => {
+  it('a create killed with -9 midway leaves a stale entry that list shows stopped and delete --force removes, cgroups included', async () => {
     const b = await sb.bundle(['sleep', '100'], (s) => {
       // a prestart hook that never finishes keeps create inside its critical section
       s.hooks = { prestart: [{ path: '/bin/sleep', args: ['sleep', '5'] }] };
@@ -89,12 +89,15 @@ describe('state store', { skip }, () => {
       }
     });
     assert.ok(creator, 'cannot find the create process');
+    const cgroupPaths = Object.values((JSON.parse(readFileSync(join(sb.root, id, 'state.json'), 'utf8')) as { cgroupPaths?: Record<string, string> }).cgroupPaths ?? {});
+    assert.ok(cgroupPaths.length > 0, 'the cgroups were not recorded before the process started');
     process.kill(Number(creator), 'SIGKILL');
     await pending;
     const list = JSON.parse((await sb.ok(['list', '--format', 'json'])).stdout) as { id: string; status: string }[];
     assert.equal(list.find((c) => c.id === id)?.status, 'stopped');
     await sb.ok(['delete', '--force', id]);
     assert.equal(existsSync(join(sb.root, id)), false);
+    for (const dir of cgroupPaths) assert.equal(existsSync(dir), false, `cgroup ${dir} outlived the container`);
   });
 
   it('--log with --log-format json records errors as JSON lines (containerd reads them)', async () => {

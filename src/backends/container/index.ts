@@ -201,6 +201,7 @@ async function create(req: CreateRequest): Promise<Created> {
   const cgroups = newManager(req.id, req.spec, req.systemdCgroup, req.log);
   let plan: Buffer;
   try {
+    req.recordCgroups(cgroups.paths);
     cgroups.set(createResources(req.spec));
     plan = buildPlan({ ...req, cgroupPaths: cgroups.paths }, { fifo, ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}) });
   } catch (e) {
