@@ -9,6 +9,7 @@
  */
 import * as z from 'zod';
 import { ConfigError } from '../errors.js';
+import { describeValue, formatPath } from '../spec/paths.js';
 
 // ---------------------------------------------------------------------------------------------
 // Field helpers
@@ -16,31 +17,6 @@ import { ConfigError } from '../errors.js';
 
 const UINT16_MAX = 0xffff;
 const UINT32_MAX = 0xffff_ffff;
-
-// describeValue and formatPath repeat the two of src/spec: importing them would make an import
-// cycle once src/spec/schema.ts uses this schema.
-
-/** Describes a value for an error message: numbers by value, everything else by JSON type. */
-function describeValue(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'array';
-  if (typeof value === 'number') return String(value);
-  return typeof value;
-}
-
-/** Formats an issue path like `devices[0].type`, quoting keys that are not identifiers: `unified["memory.max"]`. */
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const key of path) {
-    if (typeof key === 'number') {
-      out += `[${key}]`;
-    } else {
-      const name = typeof key === 'symbol' ? (key.description ?? '') : key;
-      out += /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? (out === '' ? name : `.${name}`) : `[${JSON.stringify(name)}]`;
-    }
-  }
-  return out;
-}
 
 /**
  * An integral JSON number in [min, max]. JSON numbers beyond 2^53 arrive rounded, so the range

@@ -9,6 +9,9 @@
 import { posix } from 'node:path';
 import * as z from 'zod';
 import { resourcesSchema } from '../cgroups/resources.js';
+import { describeValue } from './paths.js';
+
+export { describeValue } from './paths.js';
 
 // A CLI process validates one config: compiling zod's JIT fast paths costs more than it saves.
 z.config({ jitless: true });
@@ -132,13 +135,6 @@ const UINT32_MAX = 0xffff_ffff;
 // Field helpers
 // ---------------------------------------------------------------------------------------------
 
-/** Describes a value for an error message: numbers by value, everything else by JSON type. */
-export function describeValue(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'array';
-  if (typeof value === 'number') return String(value);
-  return typeof value;
-}
 
 /** An integer within the safe range, with an "expected an integer" message for other input. */
 function integer() {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as z from 'zod';
 import { ConfigError } from '../errors.js';
+import { formatPath } from './paths.js';
 import { describeValue, processSchema, specSchema } from './schema.js';
 import type { ProcessSpec, Spec } from './schema.js';
 
@@ -37,22 +38,7 @@ export function loadSpec(bundleDir: string): Spec {
   return parseSpec(json);
 }
 
-/**
- * Formats an issue path the way Moat prints field paths: `process.rlimits[0].type`, with keys
- * that are not plain identifiers quoted in brackets, e.g. `linux.sysctl["net.ipv4.ip_forward"]`.
- */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const key of path) {
-    if (typeof key === 'number') {
-      out += `[${key}]`;
-    } else {
-      const name = typeof key === 'symbol' ? (key.description ?? '') : key;
-      out += /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? (out === '' ? name : `.${name}`) : `[${JSON.stringify(name)}]`;
-    }
-  }
-  return out;
-}
+export { formatPath } from './paths.js';
 
 /** Turns a read error into plain words: "no such file or directory (ENOENT)". */
 function readFailure(err: unknown): string {

@@ -17,12 +17,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_DENIED_SYSCALLS, defaultSeccompProfile, syscallNumber } from '../../src/seccomp/index.js';
 import type { SeccompSpec } from '../../src/spec/schema.js';
-import { recvFd } from '../../src/sys/libc.js';
+import { fdServer } from '../helpers/fdsocket.js';
 import { REPO, RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
 import type { Result } from '../helpers/runtime.js';
 
@@ -98,51 +97,8 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined>
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * recvFd on a node socket: node keeps its sockets non-blocking, so recvmsg fails with EAGAIN
- * until the runtime has sent the fd; retry until it arrives or `timeoutMs` passes.
- */
-async function receiveFd(sock: number, timeoutMs = 10_000): Promise<{ fd: number; data: string }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return recvFd(sock);
-    } catch (e) {
-      if ((e as { errno?: number }).errno !== 11 /* EAGAIN */ || Date.now() > deadline) throw e;
-      await sleep(10);
-    }
-  }
-}
 
-/** The fd under a node socket. */
-function socketFd(socket: Socket): number {
-  // `any`: node exposes no public API for a socket's fd; its libuv handle carries it as `fd`
-  const fd = (socket as any)._handle?.fd as unknown;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('cannot get the fd of the accepted socket');
-  return fd;
-}
-
-/** A seccomp agent's socket at `path`: `received` resolves to the first fd and message sent to it. */
-async function listenerServer(path: string): Promise<{ server: Server; received: Promise<{ fd: number; data: string }> }> {
-  let resolve: (m: { fd: number; data: string }) => void = () => {};
-  let reject: (e: unknown) => void = () => {};
-  const received = new Promise<{ fd: number; data: string }>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  received.catch(() => {}); // observed by the test; never an unhandled rejection here
-  // pauseOnConnect: node must not read the socket itself, or it would swallow the message
-  const server = createServer({ pauseOnConnect: true }, (socket) => {
-    receiveFd(socketFd(socket))
-      .then(resolve, reject)
-      .finally(() => socket.destroy());
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(path, () => res());
-  });
-  return { server, received };
-}
+const listenerServer = fdServer;
 
 describe(`seccomp (${RUNTIME})`, { skip }, () => {
   const sb = new Sandbox();

@@ -6,17 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, read } from 'node:fs';
-import { createServer } from 'node:net';
-import type { Server, Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { recvFd } from '../../src/sys/libc.js';
+import { fdServer } from '../helpers/fdsocket.js';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = skipReason();
 if (skip) console.log(`# skipping terminal tests: ${skip}`);
 
-const EAGAIN = 11;
 const EIO = 5;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -31,29 +29,6 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined>
   }
 }
 
-/**
- * recvFd on a node socket: node keeps its sockets non-blocking, so recvmsg fails with EAGAIN
- * until the runtime has sent the fd; retry until it arrives or `timeoutMs` passes.
- */
-async function receiveFd(sock: number, timeoutMs = 10_000): Promise<{ fd: number; data: string }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return recvFd(sock);
-    } catch (e) {
-      if ((e as { errno?: number }).errno !== EAGAIN || Date.now() > deadline) throw e;
-      await sleep(10);
-    }
-  }
-}
-
-/** The fd under a node socket. */
-function socketFd(socket: Socket): number {
-  // `any`: node exposes no public API for a socket's fd; its libuv handle carries it as `fd`
-  const fd = (socket as any)._handle?.fd as unknown;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('cannot get the fd of the accepted socket');
-  return fd;
-}
 
 /** Reads `fd` (a pty master) until `until` appears in the output, EIO (the container side closed) or the timeout. */
 async function readPty(fd: number, until: string, timeoutMs = 10_000): Promise<string> {
@@ -83,23 +58,7 @@ describe(`terminal (${RUNTIME})`, { skip }, () => {
   /** A console-socket server at a fresh path; `master` resolves to the first pty master it receives. */
   async function consoleServer(): Promise<{ path: string; server: Server; master: Promise<{ fd: number; data: string }> }> {
     const path = join(sb.tmp, `console-${sb.id('s')}.sock`);
-    let resolveMaster: (m: { fd: number; data: string }) => void = () => {};
-    let rejectMaster: (e: unknown) => void = () => {};
-    const master = new Promise<{ fd: number; data: string }>((res, rej) => {
-      resolveMaster = res;
-      rejectMaster = rej;
-    });
-    master.catch(() => {}); // observed by the test; never an unhandled rejection here
-    // pauseOnConnect: node must not read the socket itself, or it would swallow the message
-    const server = createServer({ pauseOnConnect: true }, (socket) => {
-      receiveFd(socketFd(socket))
-        .then(resolveMaster, rejectMaster)
-        .finally(() => socket.destroy());
-    });
-    await new Promise<void>((res, rej) => {
-      server.once('error', rej);
-      server.listen(path, () => res());
-    });
+    const { server, received: master } = await fdServer(path);
     return { path, server, master };
   }
 
