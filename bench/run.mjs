@@ -10,12 +10,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { RuntimeFailure, ratio, runtime, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000;
 
-/** A runtime failed (non-zero exit, timeout, bad output): the bench reports it and exits 1. */
-class RuntimeFailure extends Error {}
 
 function usage(code) {
   const text = `usage: node bench/run.mjs [--iterations N] [--warmup N] [--containers K] [--moat PATH] [--runc PATH]
@@ -63,29 +62,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-/** Finds an executable on PATH (or checks an explicit path); undefined when absent. */
-function which(program) {
-  const candidates = program.includes('/')
-    ? [path.resolve(program)]
-    : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, program));
-  for (const c of candidates) {
-    try {
-      if (fs.statSync(c).isFile()) {
-        fs.accessSync(c, fs.constants.X_OK);
-        return c;
-      }
-    } catch {
-      // keep looking
-    }
-  }
-  return undefined;
-}
 
-/** Describes how to invoke a runtime: scripts run under this node, binaries directly. */
-function runtime(name, file) {
-  const cmd = /\.(mjs|cjs|js)$/.test(file) ? [process.execPath, file] : [file];
-  return { name, cmd, label: cmd.join(' '), root: '', ids: new Set() };
-}
 
 let interrupted = false;
 function checkInterrupted() {
@@ -130,10 +107,6 @@ function call(rt, args, { env, allowFail = false } = {}) {
   return { status: r.status, output, ns };
 }
 
-function tail(text, lines = 15) {
-  const t = text.trimEnd().split('\n').slice(-lines).join('\n');
-  return t === '' ? '  (no output)' : t.replace(/^/gm, '  | ');
-}
 
 /**
  * One timed cycle: `run` (create+start+wait, and the delete that run does itself after the
@@ -148,16 +121,8 @@ function cycle(rt, bundle, id) {
   return Number(run.ns) / 1e6;
 }
 
-function stats(ms) {
-  const s = [...ms].sort((a, b) => a - b);
-  const at = (q) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
-  const mid = s.length / 2;
-  const median = s.length % 2 ? s[Math.floor(mid)] : (s[mid - 1] + s[mid]) / 2;
-  return { median, p90: at(0.9), mean: s.reduce((a, b) => a + b, 0) / s.length, min: s[0], max: s[s.length - 1] };
-}
 
 const fmt = (n, w = 8) => n.toFixed(1).padStart(w);
-const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
 
 // ---------------------------------------------------------------------------------------------
 // Process table and memory accounting

@@ -24,6 +24,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { RuntimeFailure, ratio, runtime, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 120_000;
@@ -79,8 +80,6 @@ int main(void) {
 /** The measures the program prints, in table order. `all` is getppid and read together. */
 const KINDS = ['getppid', 'read', 'all', 'personality'];
 
-/** A runtime failed (non-zero exit, timeout, bad output): the bench reports it and exits 1. */
-class RuntimeFailure extends Error {}
 
 function usage(code) {
   const text = `usage: node bench/seccomp.mjs [--iterations N] [--baseline N] [--moat PATH] [--runc PATH]
@@ -126,29 +125,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-/** Finds an executable on PATH (or checks an explicit path); undefined when absent. */
-function which(program) {
-  const candidates = program.includes('/')
-    ? [path.resolve(program)]
-    : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, program));
-  for (const c of candidates) {
-    try {
-      if (fs.statSync(c).isFile()) {
-        fs.accessSync(c, fs.constants.X_OK);
-        return c;
-      }
-    } catch {
-      // keep looking
-    }
-  }
-  return undefined;
-}
 
-/** Describes how to invoke a runtime: scripts run under this node, binaries directly. */
-function runtime(name, file) {
-  const cmd = /\.(mjs|cjs|js)$/.test(file) ? [process.execPath, file] : [file];
-  return { name, cmd, label: cmd.join(' '), root: '', ids: new Set() };
-}
 
 let interrupted = false;
 function checkInterrupted() {
@@ -190,10 +167,6 @@ function call(rt, args, { allowFail = false } = {}) {
   return { status: r.status, output };
 }
 
-function tail(text, lines = 15) {
-  const t = text.trimEnd().split('\n').slice(-lines).join('\n');
-  return t === '' ? '  (no output)' : t.replace(/^/gm, '  | ');
-}
 
 /** One `run` of the loop program; returns its measures after checking the filter is (not) loaded. */
 function measure(rt, bundle, id, filtered) {
@@ -220,7 +193,6 @@ function median(xs) {
 
 const fmt = (n, w = 11) => n.toFixed(1).padStart(w);
 const signed = (n, w = 11) => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`.padStart(w);
-const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
 
 /** Runs `count` alternating rounds of both runtimes on `bundle`; returns name → kind → samples. */
 async function rounds(runtimes, bundle, count, filtered, tag) {

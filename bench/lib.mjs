@@ -1,0 +1,48 @@
+// Helpers shared by the benches in this folder (plain JS ESM, like them).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** A runtime failed (non-zero exit, timeout, bad output): the bench reports it and exits 1. */
+export class RuntimeFailure extends Error {}
+
+/** Finds an executable on PATH (or checks an explicit path); undefined when absent. */
+export function which(program) {
+  const candidates = program.includes('/')
+    ? [path.resolve(program)]
+    : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, program));
+  for (const c of candidates) {
+    try {
+      if (fs.statSync(c).isFile()) {
+        fs.accessSync(c, fs.constants.X_OK);
+        return c;
+      }
+    } catch {
+      // keep looking
+    }
+  }
+  return undefined;
+}
+
+/** Describes how to invoke a runtime: scripts run under this node, binaries directly. */
+export function runtime(name, file) {
+  const cmd = /\.(mjs|cjs|js)$/.test(file) ? [process.execPath, file] : [file];
+  return { name, cmd, label: cmd.join(' '), root: '', ids: new Set() };
+}
+
+/** The last lines of a command's output, indented for an error message. */
+export function tail(text, lines = 15) {
+  const t = text.trimEnd().split('\n').slice(-lines).join('\n');
+  return t === '' ? '  (no output)' : t.replace(/^/gm, '  | ');
+}
+
+/** Median, p90, mean, min and max of a list of numbers. */
+export function stats(ms) {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  const mid = s.length / 2;
+  const median = s.length % 2 ? s[Math.floor(mid)] : (s[mid - 1] + s[mid]) / 2;
+  return { median, p90: at(0.9), mean: s.reduce((a, b) => a + b, 0) / s.length, min: s[0], max: s[s.length - 1] };
+}
+
+/** a/b as a ratio such as 1.23x. */
+export const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
