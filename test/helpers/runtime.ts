@@ -172,3 +172,13 @@ export function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** Resolves to `p`'s value, or to undefined once `ms` passed without it settling. once `ms` passed without it settling. */
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

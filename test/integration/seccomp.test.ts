@@ -22,7 +22,7 @@ import { after, before, describe, it } from 'node:test';
 import { DEFAULT_DENIED_SYSCALLS, defaultSeccompProfile, syscallNumber } from '../../src/seccomp/index.js';
 import type { SeccompSpec } from '../../src/spec/schema.js';
 import { fdServer } from '../helpers/fdsocket.js';
-import { REPO, RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
+import { REPO, RUNTIME, Sandbox, skipReason, waitFor, withTimeout } from '../helpers/runtime.js';
 import type { Result } from '../helpers/runtime.js';
 
 const SYSC_SOURCE = join(REPO, 'test/seccomp/sysc.c');
@@ -85,15 +85,6 @@ function parseList(out: string): Map<number, string> {
   return m;
 }
 
-/** `p`, or undefined once `ms` passed without it settling. */
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -10,7 +10,7 @@ import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fdServer } from '../helpers/fdsocket.js';
-import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
+import { RUNTIME, Sandbox, skipReason, withTimeout } from '../helpers/runtime.js';
 
 const skip = skipReason();
 if (skip) console.log(`# skipping terminal tests: ${skip}`);
@@ -19,15 +19,6 @@ const EIO = 5;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `p`, or undefined once `ms` passed without it settling. */
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 
 /** Reads `fd` (a pty master) until `until` appears in the output, EIO (the container side closed) or the timeout. */

@@ -25,17 +25,26 @@ import {
   syscallNumber,
   type SeccompArch,
 } from '../../src/seccomp/index.js';
+import {
+  SECCOMP_RET_ALLOW,
+  SECCOMP_RET_ERRNO,
+  SECCOMP_RET_KILL_PROCESS,
+  SECCOMP_RET_KILL_THREAD,
+  SECCOMP_RET_LOG,
+  SECCOMP_RET_TRAP,
+  SECCOMP_RET_USER_NOTIF,
+} from '../../src/seccomp/bpf.js';
 import { DEFAULT_ALLOWED_SYSCALLS, DEFAULT_DENIED_SYSCALLS } from '../../src/seccomp/default.js';
 import type { SeccompSpec } from '../../src/spec/schema.js';
 import { ARCHES, Gen, MUX_NAMES, meaning, prng, randomInputs, randomProfile } from '../seccomp/model.js';
 
-const ALLOW = 0x7fff0000;
-const LOG = 0x7ffc0000;
-const KILL_THREAD = 0;
-const KILL_PROCESS = 0x80000000;
-const TRAP = 0x00030000;
-const NOTIFY = 0x7fc00000;
-const errno = (e: number) => 0x00050000 | e;
+const ALLOW = SECCOMP_RET_ALLOW;
+const LOG = SECCOMP_RET_LOG;
+const KILL_THREAD = SECCOMP_RET_KILL_THREAD;
+const KILL_PROCESS = SECCOMP_RET_KILL_PROCESS;
+const TRAP = SECCOMP_RET_TRAP;
+const NOTIFY = SECCOMP_RET_USER_NOTIF;
+const errno = (e: number) => SECCOMP_RET_ERRNO | e;
 const trace = (d: number) => 0x7ff00000 | d;
 const EPERM = 1;
 const ENOSYS = 38;
