@@ -7,10 +7,9 @@
  * bpf_attr is built by hand in koffi-allocated memory: its pointer fields are 64-bit addresses,
  * which need memory that does not move (koffi.alloc) rather than a Node Buffer.
  */
-import { createRequire } from 'node:module';
+import { loadKoffi } from '../sys/koffi.js';
 import { HostError } from '../errors.js';
 
-const require = createRequire(import.meta.url);
 
 /** The few koffi entry points used here (koffi ships types, but loading them statically costs start-up time). */
 interface Koffi {
@@ -30,21 +29,10 @@ interface Bpf {
 
 let bpf: Bpf | undefined;
 
-/** Loads koffi's native module directly when possible (see src/sys/libc.ts for why), else its entry script. */
-function loadKoffi(): Koffi {
-  try {
-    const version = (require('koffi/package.json') as { version: string }).version;
-    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as Koffi & { version: string };
-    if (native.version === version) return native;
-  } catch {
-    // a layout this shortcut does not know: use koffi's own loader
-  }
-  return require('koffi') as Koffi;
-}
 
 function load(): Bpf {
   if (bpf) return bpf;
-  const koffi = loadKoffi();
+  const koffi = loadKoffi() as Koffi;
   const lib = koffi.load('libc.so.6');
   bpf = {
     koffi,

@@ -1,12 +1,12 @@
 /**
- * The only module that calls libc directly (through koffi). Node's own APIs cover most of what
- * Moat does; this covers the rest: advisory locks and passing fds over unix sockets.
+ * libc calls of the CLI (through koffi): Node's own APIs cover most of what Moat does; this
+ * covers the rest: advisory locks and passing fds over unix sockets. The sentry's raw system
+ * calls are in kernel.ts.
  * koffi is loaded on first use so commands that need none of this pay nothing at start-up.
  */
-import { createRequire } from 'node:module';
+import { loadKoffi } from './koffi.js';
 import { HostError } from '../errors.js';
 
-const require = createRequire(import.meta.url);
 
 /** errno values Moat checks for by name. */
 export const Errno = { EINTR: 4, EAGAIN: 11, EWOULDBLOCK: 11 } as const;
@@ -42,25 +42,10 @@ interface KoffiModule {
 
 let libc: Libc | undefined;
 
-/**
- * Loads koffi's native module directly when it is where koffi's own loader looks first: the
- * package's entry script also pulls in https, zlib and crypto (for its installer), which costs
- * about 6 ms at every start. Anything unexpected falls back to the entry script.
- */
-function loadKoffi(): KoffiModule {
-  try {
-    const version = (require('koffi/package.json') as { version: string }).version;
-    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as KoffiModule & { version: string };
-    if (native.version === version) return native;
-  } catch {
-    // a layout this shortcut does not know: use koffi's own loader
-  }
-  return require('koffi') as KoffiModule;
-}
 
 function load(): Libc {
   if (libc) return libc;
-  const koffi = loadKoffi();
+  const koffi = loadKoffi() as KoffiModule;
   const lib = koffi.load('libc.so.6');
   koffi.struct('moat_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   koffi.struct('moat_msghdr', {
