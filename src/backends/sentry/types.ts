@@ -1,0 +1,159 @@
+/**
+ * Contracts shared by the sentry's core and its syscall families: a notification, the
+ * calling task (with safe access to its memory), the sandbox a handler serves, and the reply a
+ * handler gives. Handlers are synchronous functions; they never throw for a workload error
+ * (they answer with an errno), only for a bug or a host failure.
+ */
+
+/** One seccomp user notification (struct seccomp_notif), decoded. */
+export interface Notif {
+  /** Cookie of the notification; every answer names it. */
+  id: bigint;
+  /** Host thread id of the caller (the notification's `pid`). */
+  tid: number;
+  /** System call number (x86_64). */
+  nr: number;
+  /** AUDIT_ARCH_* of the call. */
+  arch: number;
+  /** The six raw argument registers. */
+  args: readonly [bigint, bigint, bigint, bigint, bigint, bigint];
+}
+
+/** What a handler answers. */
+export type Reply =
+  /** The syscall returns `val` (a non-negative result). */
+  | { kind: 'ok'; val: number | bigint }
+  /** The syscall fails with `errno` (positive). */
+  | { kind: 'err'; errno: number }
+  /**
+   * The kernel runs the syscall as the workload asked. Only for calls whose checked arguments
+   * are values, or whose effect the jail bounds anyway (see docs/syscalls.md).
+   */
+  | { kind: 'continue' }
+  /**
+   * The sentry opened `fd` itself: it is installed in the workload (close-on-exec if asked)
+   * and its number is the syscall's result. The sentry closes its own copy afterwards.
+   */
+  | { kind: 'fd'; fd: number; cloexec: boolean }
+  /** The handler passed the notification to a worker that answers it later. */
+  | { kind: 'deferred' };
+
+/** Reply: success with a value. */
+export const ok = (val: number | bigint = 0): Reply => ({ kind: 'ok', val });
+/** Reply: failure with a positive errno. */
+export const fail = (errno: number): Reply => ({ kind: 'err', errno });
+/** Reply: let the kernel run the call. */
+export const CONTINUE: Reply = { kind: 'continue' };
+/** Reply: install a sentry-opened fd in the workload. */
+export const giveFd = (fd: number, cloexec: boolean): Reply => ({ kind: 'fd', fd, cloexec });
+/** Reply from a kernel-style result: a negative number is -errno, otherwise the value. */
+export const fromResult = (rc: number): Reply => (rc < 0 ? fail(-rc) : ok(rc));
+
+/** Credentials of a workload thread (host ids), as /proc/TID/status shows them. */
+export interface Creds {
+  uid: number;
+  gid: number;
+  euid: number;
+  egid: number;
+  fsuid: number;
+  fsgid: number;
+  groups: number[];
+}
+
+/** The calling thread of one notification, with checked access to its memory. */
+export interface Task {
+  /** Host thread id. */
+  readonly tid: number;
+  /** Host thread-group (process) id. */
+  readonly tgid: number;
+  /** The notification being served. */
+  readonly notif: Notif;
+  /** Argument `i` as a signed 32-bit int (fds, flags, modes). */
+  int(i: number): number;
+  /** Argument `i` as an unsigned number; addresses and sizes above 2^53 come back as -1. */
+  num(i: number): number;
+  /** Reads `len` bytes at `addr` in the task's memory; null if any of it is unmapped (EFAULT). */
+  read(addr: number, len: number): Buffer | null;
+  /**
+   * Reads a NUL-terminated string (a path) at `addr`, at most `max` bytes without the NUL.
+   * Returns the bytes, or -EFAULT / -ENAMETOOLONG.
+   */
+  readString(addr: number, max?: number): Buffer | number;
+  /** Writes `data` at `addr` in the task's memory; false if it is not all mapped (EFAULT). */
+  write(addr: number, data: Buffer): boolean;
+  /** Whether the notification is still pending (the task did not die or get interrupted). */
+  valid(): boolean;
+  /**
+   * A sentry-owned duplicate of the task's fd `fd` (pidfd_getfd), or -errno (EBADF if the task
+   * has no such fd). The caller closes it.
+   */
+  getFd(fd: number): number;
+  /** The task's working directory as a path inside the container, or null if it is not in it. */
+  cwd(): Buffer | null;
+  /** The path (inside the container) of the task's open fd `fd`, or null if it has none. */
+  fdPath(fd: number): Buffer | null;
+  /** The task's credentials (host ids). */
+  creds(): Creds;
+  /** The task's umask (read at every call: a umask change takes effect at once). */
+  umask(): number;
+}
+
+/** The network policy of a sandbox. */
+export type NetworkPolicy =
+  | { mode: 'none' }
+  | { mode: 'loopback' }
+  | { mode: 'egress'; rules: EgressRule[] };
+
+/** One --allow-egress rule: a CIDR and an optional port (0 = any port). */
+export interface EgressRule {
+  /** The rule as written, for messages. */
+  text: string;
+  family: 4 | 6;
+  /** Network address bytes (4 or 16). */
+  addr: Buffer;
+  prefix: number;
+  /** 0 means any port. */
+  port: number;
+}
+
+/** Resource limits the sentry reports in its synthesized files (meminfo, cpuinfo, sysinfo). */
+export interface SandboxLimits {
+  /** Memory limit in bytes, or undefined for none (host total is then reported). */
+  memoryBytes?: number;
+  /** CPUs available (quota/period rounded up, or the cpuset size). */
+  cpus: number;
+  /** Maximum processes, if limited. */
+  pids?: number;
+}
+
+/** The sentry isolation levels (docs/syscalls.md says what each serves). */
+export type SentryLevel = 'strict' | 'balanced';
+
+/** Everything a handler may need about the sandbox it serves. */
+export interface Sandbox {
+  /** Container id (for messages and logs). */
+  readonly id: string;
+  /** O_PATH fd of the container root (the overlay), owned by the sentry. */
+  readonly rootFd: number;
+  /** Host pid of the container init. */
+  readonly initPid: number;
+  readonly level: SentryLevel;
+  readonly network: NetworkPolicy;
+  readonly limits: SandboxLimits;
+  /** The container's hostname (for uname and /proc/sys/kernel/hostname). */
+  readonly hostname: string;
+  /** Host path under which the synthesized /proc and /sys listings live (the container root, seen through /proc/INIT/root). */
+  readonly scratchDir: string;
+  /** Sentry start time (ms since the epoch), the sandbox's boot time. */
+  readonly bootTime: number;
+  /** Host pids of every process of the sandbox, init first. */
+  pids(): number[];
+  /** Logs one line to the sentry's log (refused calls, policy decisions). */
+  log(msg: string): void;
+}
+
+/** A served syscall's implementation. */
+export type Handler = (t: Task, sb: Sandbox) => Reply;
+
+/** A family module: handlers keyed by syscall name (as in docs/syscalls.json). */
+export type HandlerTable = Readonly<Record<string, Handler>>;
