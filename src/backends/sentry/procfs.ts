@@ -1,0 +1,904 @@
+/**
+ * The synthesized /proc and /sys of a sentry sandbox. The workload's mount namespace has neither:
+ * every path under them is served here, from the sandbox's own view (view.ts), so that no host
+ * pid, process, mount, hostname or clock reaches the workload.
+ *
+ * A file opens as a fresh sealed, read-only memfd holding its content at open time (as procfs
+ * computes a file when it is read). A directory opens as a real directory under the sandbox's
+ * scratch dir whose entries mirror the listing (refreshTree), so getdents works unchanged. The
+ * magic links (exe, cwd, root, fd/N) are followed by the kernel itself through the host's /proc
+ * of the workload process, which yields exactly the object the workload would get.
+ *
+ * Paths are canonical absolute container paths (latin1 strings, no ".", ".." or "//").
+ */
+import { fstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { join, posix } from 'node:path';
+
+import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
+import { fail, giveFd, type Creds, type Reply, type Sandbox, type Task } from './types.js';
+import * as v from './view.js';
+
+/** The kernel release the sandbox reports (re-exported from view.ts). */
+export const RELEASE = v.RELEASE;
+
+/** st_dev of everything under /proc. */
+export const PROC_DEV = 0x16;
+/** st_dev of everything under /sys. */
+export const SYS_DEV = 0x17;
+
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_SEAL_SEAL = 1;
+const F_SEAL_SHRINK = 2;
+const F_SEAL_GROW = 4;
+const F_SEAL_WRITE = 8;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+/** Prefix of the memfd names, so that a readlink of such an fd shows the synthetic path. */
+const MEMFD_PREFIX = 'moat:';
+/** memfd names are at most 249 bytes. */
+const MEMFD_NAME_MAX = 249;
+/** Symlink hops within the synthetic tree before ELOOP. */
+const MAX_HOPS = 8;
+
+/** Who asks (absent when a listing is refreshed without a caller) and for which sandbox. */
+interface Ctx {
+  t: Task | undefined;
+  sb: Sandbox;
+}
+
+/** A file's content, or -errno. */
+type Content = string | Buffer | number;
+/** Owner of a node as the workload sees it: uid, gid. */
+type Owner = () => readonly [number, number];
+
+interface Common {
+  /** Owner (root if absent). */
+  owner?: Owner;
+  /** 0, or the -errno that opening (or reading the link) fails with. */
+  access?: () => number;
+}
+interface DirNode extends Common {
+  kind: 'dir';
+  list(): Array<[string, Node]>;
+  child(name: string): Node | null;
+}
+interface FileNode extends Common {
+  kind: 'file';
+  read(): Content;
+}
+interface LinkNode extends Common {
+  kind: 'link';
+  /** The target, or -errno. */
+  target(): string | number;
+  /** For a magic link: the host /proc path the kernel follows. */
+  magic?: string;
+}
+type Node = DirNode | FileNode | LinkNode;
+
+/** A static subtree: a function is a file, an object a directory. */
+interface Spec {
+  [name: string]: Spec | ((c: Ctx) => Content);
+}
+
+const file = (read: () => Content, extra: Common = {}): FileNode => ({ kind: 'file', read, ...extra });
+const link = (target: () => string | number, extra: Common & { magic?: string } = {}): LinkNode => ({ kind: 'link', target, ...extra });
+
+/** A directory of named children built on demand. */
+function dirOf(entries: Readonly<Record<string, () => Node>>, extra: Common = {}): DirNode {
+  return {
+    kind: 'dir',
+    ...extra,
+    list: () => Object.keys(entries).map((name): [string, Node] => [name, (entries[name] as () => Node)()]),
+    child: (name) => (Object.hasOwn(entries, name) ? (entries[name] as () => Node)() : null),
+  };
+}
+
+function specNode(c: Ctx, spec: Spec | ((c: Ctx) => Content)): Node {
+  if (typeof spec === 'function') return file(() => spec(c));
+  const entries: Record<string, () => Node> = {};
+  for (const [name, sub] of Object.entries(spec)) entries[name] = () => specNode(c, sub);
+  return dirOf(entries);
+}
+
+const once = <T>(f: () => T): (() => T) => {
+  let done = false;
+  let val: T | undefined;
+  return () => {
+    if (!done) {
+      val = f();
+      done = true;
+    }
+    return val as T;
+  };
+};
+
+/** True for /proc, /sys and every path below them. */
+export function isSynthetic(path: string): boolean {
+  return path === '/proc' || path.startsWith('/proc/') || path === '/sys' || path.startsWith('/sys/');
+}
+
+/** Rewrites a leading /proc/self or /proc/thread-self to the caller's namespace pid (and tid). */
+export function resolveSelf(t: Task, path: string): string {
+  const swap = (prefix: string, to: () => string): string | undefined =>
+    path === prefix || path.startsWith(`${prefix}/`) ? to() + path.slice(prefix.length) : undefined;
+  return (
+    swap('/proc/self', () => `/proc/${v.nsPid(t.tgid)}`) ??
+    swap('/proc/thread-self', () => `/proc/${v.nsPid(t.tgid)}/task/${v.nsPid(t.tid)}`) ??
+    path
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access checks
+
+/** Whether `cr` may access (r=4, w=2) an object of this mode and host owner, as DAC would. */
+function dacAllows(mode: number, uid: number, gid: number, cr: Creds, want: number): boolean {
+  if (want === 0 || cr.fsuid === 0) return true;
+  const bits = cr.fsuid === uid ? mode >> 6 : cr.fsgid === gid || cr.groups.includes(gid) ? mode >> 3 : mode;
+  return (bits & want & 7) === want;
+}
+
+/** The r/w bits an open with `flags` needs (none for O_PATH). */
+function wanted(flags: number): number {
+  if ((flags & O.PATH) !== 0) return 0;
+  const acc = flags & O.ACCMODE;
+  return (acc === O.WRONLY ? 0 : 4) | (acc !== O.RDONLY || (flags & O.TRUNC) !== 0 ? 2 : 0);
+}
+
+/**
+ * A simplified ptrace_may_access: the caller may look at its own process, and root or a process
+ * of the same effective uid at any other.
+ */
+function mayAccess(c: Ctx, host: number): number {
+  if (c.t === undefined || c.t.tgid === host) return 0;
+  const cr = c.t.creds();
+  if (cr.fsuid === 0) return 0;
+  return v.hostOwner(host)?.[0] === cr.fsuid ? 0 : -E.EACCES;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Magic-link targets
+
+/** A host readlink of a workload's link as the workload should see it (no scratch or memfd names). */
+function translateTarget(sb: Sandbox, target: string): string {
+  const scratch = sb.scratchDir.endsWith('/') ? sb.scratchDir.slice(0, -1) : sb.scratchDir;
+  if (target === scratch) return '/';
+  if (target.startsWith(`${scratch}/`)) return target.slice(scratch.length);
+  const memfd = `/memfd:${MEMFD_PREFIX}`;
+  if (target.startsWith(memfd) && target.endsWith(' (deleted)')) {
+    const p = target.slice(memfd.length, -' (deleted)'.length);
+    if (isSynthetic(p)) return p;
+  }
+  return target;
+}
+
+function magic(c: Ctx, hostPath: string, host: number, owner: Owner, fixed?: string): LinkNode {
+  const access = (): number => mayAccess(c, host);
+  return link(
+    () => {
+      const a = access();
+      if (a < 0) return a;
+      if (fixed !== undefined) return fixed;
+      const t = v.linkHost(hostPath);
+      return typeof t === 'number' ? t : translateTarget(c.sb, t);
+    },
+    { magic: hostPath, access, owner },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc/PID
+
+const field = v.field;
+
+/** /proc/PID/stat with every pid-like field in the sandbox's namespace and a rebased start time. */
+function procStat(c: Ctx, base: string): Content {
+  const text = v.readHost(`${base}/stat`);
+  if (typeof text === 'number') return text;
+  const status = v.readHost(`${base}/status`);
+  if (typeof status === 'number') return status;
+  const st = v.parseStat(text);
+  if (st === undefined) return -E.EIO;
+  const { rest } = st;
+  const set = (n: number, val: number): void => {
+    if (rest.length > n - 3) rest[n - 3] = String(val);
+  };
+  const pgid = field(status, 'NSpgid');
+  set(4, v.visiblePid(c.sb, v.statField(rest, 4)));
+  set(5, v.lastNumber(pgid));
+  set(6, v.lastNumber(field(status, 'NSsid')));
+  const tpgid = v.statField(rest, 8);
+  if (tpgid > 0) set(8, tpgid === Number(pgid?.split(/\s+/)[0]) ? v.lastNumber(pgid) : v.visiblePid(c.sb, tpgid));
+  set(22, v.startTicks(c.sb, v.statField(rest, 22)));
+  set(39, v.statField(rest, 39) % v.cpuCount(c.sb));
+  return `${v.lastNumber(field(status, 'NSpid'))} ${st.comm} ${rest.join(' ')}\n`;
+}
+
+function cpuMask(n: number): string {
+  const hex = ((1n << BigInt(n)) - 1n).toString(16).padStart(Math.ceil(n / 4), '0');
+  const groups: string[] = [];
+  for (let end = hex.length; end > 0; end -= 8) groups.unshift(hex.slice(Math.max(0, end - 8), end));
+  return groups.join(',');
+}
+
+/** /proc/PID/status with pids, ids and CPU affinity as the sandbox sees them. */
+function procStatus(c: Ctx, base: string, host: number): Content {
+  const text = v.readHost(`${base}/status`);
+  if (typeof text === 'number') return text;
+  const uid = v.idMapper(host, 'uid');
+  const gid = v.idMapper(host, 'gid');
+  const cpus = v.cpuCount(c.sb);
+  const ids = (val: string, map: (id: number) => number, sep = '\t'): string =>
+    val
+      .split(/\s+/)
+      .filter((s) => s !== '')
+      .map((s) => String(map(Number(s))))
+      .join(sep);
+  const out = text.split('\n').map((line) => {
+    const colon = line.indexOf(':');
+    if (colon < 0) return line;
+    const key = line.slice(0, colon);
+    const val = line.slice(colon + 1).trim();
+    switch (key) {
+      case 'Tgid':
+        return `Tgid:\t${v.lastNumber(field(text, 'NStgid'))}`;
+      case 'Pid':
+        return `Pid:\t${v.lastNumber(field(text, 'NSpid'))}`;
+      case 'Ngid':
+        return 'Ngid:\t0';
+      case 'PPid':
+      case 'TracerPid':
+        return `${key}:\t${v.visiblePid(c.sb, Number(val))}`;
+      case 'NStgid':
+      case 'NSpid':
+      case 'NSpgid':
+      case 'NSsid':
+        return `${key}:\t${v.lastNumber(val)}`;
+      case 'Uid':
+        return `Uid:\t${ids(val, uid)}`;
+      case 'Gid':
+        return `Gid:\t${ids(val, gid)}`;
+      case 'Groups':
+        return `Groups:\t${ids(val, gid, ' ')} `;
+      case 'Cpus_allowed':
+        return `Cpus_allowed:\t${cpuMask(cpus)}`;
+      case 'Cpus_allowed_list':
+        return `Cpus_allowed_list:\t${cpus === 1 ? '0' : `0-${cpus - 1}`}`;
+      default:
+        return line;
+    }
+  });
+  return out.join('\n');
+}
+
+interface MountRow {
+  point: string;
+  fstype: string;
+  opts: string;
+}
+
+/** The table shown when the workload's own cannot be read. */
+const FALLBACK_MOUNTS: readonly MountRow[] = [
+  { point: '/', fstype: 'overlay', opts: 'rw,relatime' },
+  { point: '/dev', fstype: 'tmpfs', opts: 'rw,nosuid' },
+  { point: '/dev/pts', fstype: 'devpts', opts: 'rw,nosuid,noexec,relatime' },
+  { point: '/dev/shm', fstype: 'tmpfs', opts: 'rw,nosuid,nodev,noexec,relatime' },
+];
+const PROC_ROW: MountRow = { point: '/proc', fstype: 'proc', opts: 'rw,nosuid,nodev,noexec,relatime' };
+const SYS_ROW: MountRow = { point: '/sys', fstype: 'sysfs', opts: 'ro,nosuid,nodev,noexec,relatime' };
+
+/**
+ * The workload's mounts: mount points, types and per-mount options of its own mount namespace
+ * (container paths), with no source, bind root, device number or superblock option (those name
+ * host paths), plus the synthesized /proc and /sys.
+ */
+function mountRows(host: number): MountRow[] {
+  let rows: MountRow[] = [...FALLBACK_MOUNTS];
+  const mine = v.linkHost('/proc/self/ns/mnt');
+  const theirs = v.linkHost(`/proc/${host}/ns/mnt`);
+  const text = typeof theirs === 'string' && theirs !== mine ? v.readHost(`/proc/${host}/mountinfo`) : -E.EPERM;
+  if (typeof text === 'string') {
+    const found: MountRow[] = [];
+    for (const line of text.split('\n')) {
+      const f = line.split(' ');
+      const sep = f.indexOf('-', 6);
+      const point = f[4];
+      const opts = f[5];
+      const fstype = f[sep + 1];
+      if (sep < 0 || point === undefined || opts === undefined || fstype === undefined) continue;
+      if (isSynthetic(point)) continue;
+      found.push({ point, fstype, opts });
+    }
+    if (found.some((r) => r.point === '/')) rows = found;
+  }
+  const root = rows.findIndex((r) => r.point === '/');
+  rows.splice(root + 1, 0, PROC_ROW, SYS_ROW);
+  return rows;
+}
+
+function mountsText(host: number): string {
+  return mountRows(host)
+    .map((r) => `${r.fstype} ${r.point} ${r.fstype} ${r.opts} 0 0\n`)
+    .join('');
+}
+
+function mountinfoText(host: number): string {
+  const rows = mountRows(host);
+  const ids = rows.map((_, i) => 21 + i);
+  return rows
+    .map((r, i) => {
+      let parent = 20;
+      let best = -1;
+      for (let j = 0; j < rows.length; j++) {
+        const p = (rows[j] as MountRow).point;
+        if (j === i || p.length <= best || p.length >= r.point.length) continue;
+        if (p === '/' || r.point.startsWith(`${p}/`)) {
+          best = p.length;
+          parent = ids[j] as number;
+        }
+      }
+      const ro = r.opts.split(',').includes('ro') ? 'ro' : 'rw';
+      return `${ids[i]} ${parent} 0:${30 + i} / ${r.point} ${r.opts} - ${r.fstype} ${r.fstype} ${ro}\n`;
+    })
+    .join('');
+}
+
+/** /proc/PID (or /proc/PID/task/TID when `th` is given). */
+function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
+  const base = th === undefined ? `/proc/${p.host}` : `/proc/${p.host}/task/${th.host}`;
+  const own = c.t !== undefined && c.t.tgid === p.host;
+  const owner = once(() => v.owner(p.host));
+  const extra: Common = { owner };
+  const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
+  const ownOnly = (name: string) => (): Node => file(() => (own ? v.readHostBuf(`${base}/${name}`) : -E.EACCES), extra);
+  const entries: Record<string, () => Node> = {
+    cgroup: () => file(() => '0::/\n', extra),
+    cmdline: host('cmdline'),
+    comm: host('comm'),
+    cwd: () => magic(c, `${base}/cwd`, p.host, owner),
+    environ: ownOnly('environ'),
+    exe: () => magic(c, `${base}/exe`, p.host, owner),
+    fd: () => fdDir(c, p.host, base, owner),
+    limits: host('limits'),
+    maps: ownOnly('maps'),
+    mountinfo: () => file(() => mountinfoText(p.host), extra),
+    mounts: () => file(() => mountsText(p.host), extra),
+    oom_score_adj: host('oom_score_adj'),
+    root: () => magic(c, `${base}/root`, p.host, owner, '/'),
+    stat: () => file(() => procStat(c, base), extra),
+    statm: host('statm'),
+    status: () => file(() => procStatus(c, base, p.host), extra),
+  };
+  if (th === undefined) entries.task = () => taskDir(c, p, owner);
+  return dirOf(entries, extra);
+}
+
+/** /proc/PID/fd: one magic link per open fd. */
+function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
+  const access = (): number => mayAccess(c, host);
+  const entry = (n: string): LinkNode => magic(c, `${base}/fd/${n}`, host, owner);
+  return {
+    kind: 'dir',
+    owner,
+    access,
+    list: () => {
+      const names = access() < 0 ? -E.EACCES : v.listHost(`${base}/fd`);
+      if (typeof names === 'number') return [];
+      return names.sort((a, b) => Number(a) - Number(b)).map((n): [string, Node] => [n, entry(n)]);
+    },
+    child: (name) => {
+      if (!/^(0|[1-9]\d{0,9})$/.test(name) || access() < 0) return null;
+      return typeof v.linkHost(`${base}/fd/${name}`) === 'string' ? entry(name) : null;
+    },
+  };
+}
+
+/** /proc/PID/task: one directory per thread, by namespace tid. */
+function taskDir(c: Ctx, p: v.Proc, owner: Owner): DirNode {
+  return {
+    kind: 'dir',
+    owner,
+    list: () => v.threads(p.host).map((th): [string, Node] => [String(th.ns), procDir(c, p, th)]),
+    child: (name) => {
+      const ns = Number(name);
+      if (!/^[1-9]\d*$/.test(name)) return null;
+      const host = ns === p.ns ? p.host : v.hostTidOf(p.host, ns);
+      return host === undefined ? null : procDir(c, p, { host, ns });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc files
+
+const kb = (bytes: number): number => Math.floor(bytes / 1024);
+
+function meminfo(c: Ctx): string {
+  const m = v.memory(c.sb);
+  const rows: Array<[string, number, boolean?]> = [
+    ['MemTotal', kb(m.total)],
+    ['MemFree', kb(m.free)],
+    ['MemAvailable', kb(m.free)],
+    ['Buffers', 0],
+    ['Cached', 0],
+    ['SwapCached', 0],
+    ['Active', kb(m.used)],
+    ['Inactive', 0],
+    ['Active(anon)', kb(m.used)],
+    ['Inactive(anon)', 0],
+    ['Active(file)', 0],
+    ['Inactive(file)', 0],
+    ['Unevictable', 0],
+    ['Mlocked', 0],
+    ['SwapTotal', 0],
+    ['SwapFree', 0],
+    ['Zswap', 0],
+    ['Zswapped', 0],
+    ['Dirty', 0],
+    ['Writeback', 0],
+    ['AnonPages', kb(m.used)],
+    ['Mapped', 0],
+    ['Shmem', 0],
+    ['KReclaimable', 0],
+    ['Slab', 0],
+    ['SReclaimable', 0],
+    ['SUnreclaim', 0],
+    ['KernelStack', 0],
+    ['PageTables', 0],
+    ['SecPageTables', 0],
+    ['NFS_Unstable', 0],
+    ['Bounce', 0],
+    ['WritebackTmp', 0],
+    ['CommitLimit', kb(m.total / 2)],
+    ['Committed_AS', kb(m.used)],
+    ['VmallocTotal', 34359738367],
+    ['VmallocUsed', 0],
+    ['VmallocChunk', 0],
+    ['Percpu', 0],
+    ['HardwareCorrupted', 0],
+    ['AnonHugePages', 0],
+    ['ShmemHugePages', 0],
+    ['ShmemPmdMapped', 0],
+    ['FileHugePages', 0],
+    ['FilePmdMapped', 0],
+    ['HugePages_Total', 0, false],
+    ['HugePages_Free', 0, false],
+    ['HugePages_Rsvd', 0, false],
+    ['HugePages_Surp', 0, false],
+    ['Hugepagesize', 2048],
+    ['Hugetlb', 0],
+  ];
+  return rows.map(([k, n, unit = true]) => `${`${k}:`.padEnd(16)}${String(n).padStart(8)}${unit ? ' kB' : ''}\n`).join('');
+}
+
+let hostCpu: string[] | undefined;
+
+/** The host's first processor entry, as lines (model information only is kept from it). */
+function hostCpuLines(): string[] {
+  if (hostCpu !== undefined) return hostCpu;
+  const text = v.readHost('/proc/cpuinfo');
+  const first = typeof text === 'string' ? (text.split('\n\n')[0] ?? '') : '';
+  const lines = first.split('\n').filter((l) => l.includes(':'));
+  hostCpu = lines.length > 0 ? lines : ['processor\t: 0', 'vendor_id\t: GenuineIntel', 'model name\t: Virtual CPU'];
+  return hostCpu;
+}
+
+function cpuinfo(c: Ctx): string {
+  const n = v.cpuCount(c.sb);
+  const blocks: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const lines = hostCpuLines().map((line) => {
+      const colon = line.indexOf(':');
+      const key = line.slice(0, colon).trim();
+      const head = line.slice(0, colon + 1);
+      switch (key) {
+        case 'processor':
+        case 'core id':
+        case 'apicid':
+        case 'initial apicid':
+          return `${head} ${i}`;
+        case 'physical id':
+          return `${head} 0`;
+        case 'siblings':
+        case 'cpu cores':
+          return `${head} ${n}`;
+        default:
+          return line;
+      }
+    });
+    blocks.push(`${lines.join('\n')}\n\n`);
+  }
+  return blocks.join('');
+}
+
+function procStatFile(c: Ctx): string {
+  const u = v.usage(c.sb);
+  const n = v.cpuCount(c.sb);
+  const idle = v.idleTicks(c.sb, u);
+  const share = (total: number, i: number): number => Math.floor(total / n) + (i === 0 ? total % n : 0);
+  const line = (name: string, user: number, system: number, idl: number): string => `${name} ${user} 0 ${system} ${idl} 0 0 0 0 0 0\n`;
+  let out = line('cpu ', u.userTicks, u.systemTicks, idle);
+  for (let i = 0; i < n; i++) out += line(`cpu${i}`, share(u.userTicks, i), share(u.systemTicks, i), share(idle, i));
+  out += 'intr 0\nctxt 0\n';
+  out += `btime ${Math.floor(c.sb.bootTime / 1000)}\n`;
+  out += `processes ${u.lastPid}\nprocs_running ${u.running}\nprocs_blocked ${u.blocked}\n`;
+  out += 'softirq 0 0 0 0 0 0 0 0 0 0 0\n';
+  return out;
+}
+
+function uptimeFile(c: Ctx): string {
+  const u = v.usage(c.sb);
+  return `${v.uptime(c.sb).toFixed(2)} ${(v.idleTicks(c.sb, u) / v.CLK_TCK).toFixed(2)}\n`;
+}
+
+function loadavg(c: Ctx): string {
+  const u = v.usage(c.sb);
+  return `0.00 0.00 0.00 ${u.running}/${u.threads} ${u.lastPid}\n`;
+}
+
+const FILESYSTEMS = [
+  'nodev\tsysfs',
+  'nodev\ttmpfs',
+  'nodev\tbdev',
+  'nodev\tproc',
+  'nodev\tcgroup2',
+  'nodev\tdevtmpfs',
+  'nodev\tbinfmt_misc',
+  'nodev\tdevpts',
+  'nodev\tmqueue',
+  'nodev\tpipefs',
+  'nodev\tsockfs',
+  'nodev\toverlay',
+  '\text4',
+  '\tvfat',
+].join('\n');
+
+const line = (s: string) => (): string => `${s}\n`;
+
+function procSpec(): Spec {
+  return {
+    cpuinfo,
+    filesystems: line(FILESYSTEMS),
+    loadavg,
+    meminfo,
+    stat: procStatFile,
+    uptime: uptimeFile,
+    version: line(`Linux version ${v.RELEASE} (moat@sentry) ${v.UTS_VERSION}`),
+    sys: {
+      fs: { nr_open: line('1048576') },
+      kernel: {
+        cap_last_cap: line('40'),
+        hostname: (c) => `${c.sb.hostname}\n`,
+        ngroups_max: line('65536'),
+        osrelease: line(v.RELEASE),
+        ostype: line('Linux'),
+        pid_max: line('4194304'),
+      },
+      net: { core: { somaxconn: line('4096') } },
+      vm: { overcommit_memory: line('0') },
+    },
+  };
+}
+
+function selfTarget(c: Ctx): string {
+  return String(c.t === undefined ? v.nsPid(c.sb.initPid) : v.nsPid(c.t.tgid));
+}
+
+function procRoot(c: Ctx): DirNode {
+  const fixed = specNode(c, procSpec()) as DirNode;
+  const named: Record<string, () => Node> = {
+    self: () => link(() => selfTarget(c)),
+    'thread-self': () => link(() => (c.t === undefined ? `${selfTarget(c)}/task/${selfTarget(c)}` : `${selfTarget(c)}/task/${v.nsPid(c.t.tid)}`)),
+    mounts: () => link(() => 'self/mounts'),
+  };
+  return {
+    kind: 'dir',
+    list: () => [
+      ...fixed.list(),
+      ...Object.keys(named).map((n): [string, Node] => [n, (named[n] as () => Node)()]),
+      ...v.processes(c.sb).map((p): [string, Node] => [String(p.ns), procDir(c, p)]),
+    ],
+    child: (name) => {
+      if (Object.hasOwn(named, name)) return (named[name] as () => Node)();
+      if (/^[1-9]\d*$/.test(name)) {
+        const ns = Number(name);
+        const host = v.hostPidOf(c.sb, ns);
+        return host === undefined ? null : procDir(c, { host, ns });
+      }
+      return fixed.child(name);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// /sys
+
+function sysRoot(c: Ctx): DirNode {
+  const n = v.cpuCount(c.sb);
+  const range = line(n === 1 ? '0' : `0-${n - 1}`);
+  const cpu: Spec = { online: range, possible: range, present: range };
+  for (let i = 0; i < n; i++) cpu[`cpu${i}`] = {};
+  const spec: Spec = {
+    class: {},
+    devices: { system: { cpu } },
+    fs: { cgroup: {} },
+    kernel: { mm: { transparent_hugepage: { enabled: line('always [madvise] never') } } },
+  };
+  return specNode(c, spec) as DirNode;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookup
+
+interface Found {
+  node: Node;
+  /** The path of the node, with every symlink before it resolved. */
+  path: string;
+}
+
+/** Looks a path up, following the tree's own symlinks (and the last one if `followLast`). */
+function walk(c: Ctx, path: string, followLast: boolean, hops = 0): Found | number {
+  const parts = path.split('/');
+  const top = parts[1];
+  if (parts[0] !== '' || (top !== 'proc' && top !== 'sys')) return -E.ENOENT;
+  let node: Node = top === 'proc' ? procRoot(c) : sysRoot(c);
+  let cur = `/${top}`;
+  for (let i = 2; i < parts.length; i++) {
+    const name = parts[i] as string;
+    if (name === '') continue;
+    if (node.kind !== 'dir') return -E.ENOTDIR;
+    const next = node.child(name);
+    if (next === null) return -E.ENOENT;
+    const last = parts.slice(i + 1).every((s) => s === '');
+    if (next.kind === 'link' && (!last || followLast)) {
+      if (next.magic !== undefined) return last ? { node: next, path: `${cur}/${name}` } : -E.ENOENT;
+      if (hops >= MAX_HOPS) return -E.ELOOP;
+      const target = next.target();
+      if (typeof target === 'number') return target;
+      const rest = parts.slice(i + 1).join('/');
+      const joined = posix.normalize(`${target.startsWith('/') ? target : `${cur}/${target}`}/${rest}`).replace(/\/+$/, '');
+      if (!isSynthetic(joined)) return -E.ENOENT;
+      return walk(c, joined, followLast, hops + 1);
+    }
+    node = next;
+    cur = `${cur}/${name}`;
+  }
+  return { node, path: cur };
+}
+
+/**
+ * The container path that a path through a magic link names (/proc/PID/root/etc/passwd is
+ * /etc/passwd, /proc/PID/cwd/x is the process's cwd plus /x, /proc/PID/fd/N/x likewise), for the
+ * caller to serve as an ordinary path; null if the path goes through no magic link. The synth*
+ * functions answer ENOENT for such paths.
+ */
+export function magicPath(t: Task, sb: Sandbox, path: string): string | null {
+  const m = /^(\/proc\/\d+(?:\/task\/\d+)?\/(?:root|cwd|fd\/\d+))\/(.+)$/.exec(resolveSelf(t, path));
+  if (m === null) return null;
+  const found = walk({ t, sb }, m[1] as string, false);
+  if (typeof found === 'number' || found.node.kind !== 'link') return null;
+  const target = found.node.target();
+  if (typeof target === 'number' || !target.startsWith('/') || target.endsWith(' (deleted)')) return null;
+  return target === '/' ? `/${m[2]}` : `${target}/${m[2]}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch mirror of directories
+
+function mirror(sb: Sandbox, path: string, node: DirNode | null): string {
+  const host = join(sb.scratchDir, path);
+  mkdirSync(host, { recursive: true });
+  const have = new Map<string, Dirent>();
+  for (const d of readdirSync(host, { withFileTypes: true })) have.set(d.name, d);
+  for (const [name, n] of node?.list() ?? []) {
+    const d = have.get(name);
+    have.delete(name);
+    const p = join(host, name);
+    if (n.kind === 'link') {
+      const t = n.target();
+      const want = typeof t === 'string' && t !== '' ? t : '?';
+      if (d?.isSymbolicLink() && readlinkSync(p, { encoding: 'latin1' }) === want) continue;
+      if (d !== undefined) rmSync(p, { recursive: true, force: true });
+      symlinkSync(Buffer.from(want, 'latin1'), p);
+    } else if (n.kind === 'dir') {
+      if (d?.isDirectory()) continue;
+      if (d !== undefined) rmSync(p, { recursive: true, force: true });
+      mkdirSync(p);
+    } else {
+      if (d?.isFile()) continue;
+      if (d !== undefined) rmSync(p, { recursive: true, force: true });
+      writeFileSync(p, '', { mode: 0o444 });
+    }
+  }
+  for (const name of have.keys()) rmSync(join(host, name), { recursive: true, force: true });
+  return host;
+}
+
+/**
+ * Brings the scratch mirror of a synthetic directory up to date with its listing (empty files,
+ * directories, symlinks with their targets; stale entries such as exited pids removed) and
+ * returns the host path to open. A path that is not (or no longer) a directory gets an empty one.
+ * `t`, when given, is the caller, whose pid the self links name.
+ */
+export function refreshTree(sb: Sandbox, dir: string, t?: Task): string {
+  const found = walk({ t, sb }, dir, true);
+  if (typeof found === 'number' || found.node.kind !== 'dir') return mirror(sb, dir, null);
+  return mirror(sb, found.path, found.node);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open, stat, readlink
+
+/** A sealed read-only memfd holding `content`, as an fd reply. */
+function memfdReply(path: string, content: Buffer, flags: number): Reply {
+  const rw = memfdCreate(`${MEMFD_PREFIX}${path}`.slice(0, MEMFD_NAME_MAX), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (rw < 0) return fail(-rw);
+  try {
+    for (let off = 0; off < content.length; ) {
+      const n = pwrite(rw, content.subarray(off), content.length - off, off);
+      if (n < 0) return fail(-n);
+      off += n;
+    }
+    const s = fcntl(rw, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    if (s < 0) return fail(-s);
+    const ro = openat(-100, cpath(`/proc/self/fd/${rw}`), ((flags & O.PATH) !== 0 ? O.PATH : O.RDONLY) | O.CLOEXEC);
+    return ro < 0 ? fail(-ro) : giveFd(ro, (flags & O.CLOEXEC) !== 0);
+  } finally {
+    close(rw);
+  }
+}
+
+/** Opens what a magic link (exe, cwd, root) points to, read-only, with the caller's DAC rights. */
+function openMagic(c: Ctx & { t: Task }, hostPath: string, flags: number): Reply {
+  if ((flags & O.PATH) === 0 && ((wanted(flags) & 2) !== 0 || (flags & O.CREAT) !== 0)) return fail(E.EACCES);
+  const keep = O.PATH | O.DIRECTORY | O.NONBLOCK | O.LARGEFILE | O.NOCTTY | O.NOATIME;
+  const fd = openat(-100, cpath(hostPath), (flags & keep) | O.RDONLY | O.CLOEXEC);
+  if (fd < 0) return fail(-fd);
+  if ((flags & O.PATH) === 0) {
+    const st = fstatSync(fd);
+    if (!dacAllows(st.mode, st.uid, st.gid, c.t.creds(), 4)) {
+      close(fd);
+      return fail(E.EACCES);
+    }
+  }
+  return giveFd(fd, (flags & O.CLOEXEC) !== 0);
+}
+
+/**
+ * Opens a synthetic path for the workload: a file as a sealed read-only memfd of its content, a
+ * directory as its scratch mirror (O_RDONLY|O_DIRECTORY), a magic link as what it points to.
+ * Writing (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC) is EACCES (EISDIR on a directory); an unknown
+ * path is ENOENT.
+ */
+export function synthOpen(t: Task, sb: Sandbox, path: string, flags: number): Reply {
+  const c = { t, sb };
+  const reopened = reopenFd(t, sb, path, flags);
+  if (reopened !== null) return reopened;
+  const pathOnly = (flags & O.PATH) !== 0;
+  const writes = !pathOnly && ((wanted(flags) & 2) !== 0 || (flags & O.CREAT) !== 0);
+  const nofollow = (flags & O.NOFOLLOW) !== 0;
+  const found = walk(c, path, !nofollow);
+  if (typeof found === 'number') return fail(found === -E.ENOENT && writes && (flags & O.CREAT) !== 0 ? E.EACCES : -found);
+  const { node } = found;
+  if (!pathOnly && (flags & (O.CREAT | O.EXCL)) === (O.CREAT | O.EXCL)) return fail(E.EEXIST);
+  const denied = node.access?.() ?? 0;
+  if (denied < 0) return fail(-denied);
+  try {
+    switch (node.kind) {
+      case 'link': {
+        if (node.magic !== undefined && !nofollow) return openMagic(c, node.magic, flags);
+        if (!pathOnly) return fail(E.ELOOP);
+        const parent = found.path.slice(0, found.path.lastIndexOf('/'));
+        const host = join(refreshTree(sb, parent, t), found.path.slice(parent.length + 1));
+        const fd = openat(-100, cpath(host), O.PATH | O.NOFOLLOW | O.CLOEXEC);
+        return fd < 0 ? fail(-fd) : giveFd(fd, (flags & O.CLOEXEC) !== 0);
+      }
+      case 'dir': {
+        if (writes) return fail(E.EISDIR);
+        const host = mirror(sb, found.path, node);
+        const fd = openat(-100, cpath(host), O.RDONLY | O.DIRECTORY | O.CLOEXEC | (flags & O.PATH));
+        return fd < 0 ? fail(-fd) : giveFd(fd, (flags & O.CLOEXEC) !== 0);
+      }
+      case 'file': {
+        if ((flags & O.DIRECTORY) !== 0) return fail(E.ENOTDIR);
+        if (writes) return fail(E.EACCES);
+        const content = node.read();
+        if (typeof content === 'number') return fail(-content);
+        return memfdReply(found.path, typeof content === 'string' ? Buffer.from(content, 'latin1') : content, flags);
+      }
+    }
+  } catch (err) {
+    sb.log(`procfs: open ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    return fail(E.EIO);
+  }
+}
+
+/**
+ * Reopens one of the caller's own fds through /proc/PID/fd/N (or /proc/PID/task/TID/fd/N; the
+ * caller maps /dev/fd/N and /dev/std* to it): a new open file description of the same object, as
+ * the kernel's magic link gives, with the caller's DAC rights checked. Another process's fd is
+ * EACCES. Returns null if the path is not of that form.
+ */
+export function reopenFd(t: Task, sb: Sandbox, path: string, flags: number): Reply | null {
+  const m = /^\/proc\/(\d+)(?:\/task\/(\d+))?\/fd\/(\d+)$/.exec(resolveSelf(t, path));
+  if (m === null) return null;
+  const ns = Number(m[1]);
+  if (ns !== v.nsPid(t.tgid)) return fail(v.hostPidOf(sb, ns) === undefined ? E.ENOENT : E.EACCES);
+  if (m[2] !== undefined && v.hostTidOf(t.tgid, Number(m[2])) === undefined) return fail(E.ENOENT);
+  const n = Number(m[3]);
+  if (n > 0x7fffffff) return fail(E.ENOENT);
+  if ((flags & O.NOFOLLOW) !== 0) return fail(E.ELOOP);
+  const dup = t.getFd(n);
+  if (dup < 0) return fail(dup === -E.EBADF ? E.ENOENT : -dup);
+  try {
+    const st = fstatSync(dup);
+    if (!dacAllows(st.mode, st.uid, st.gid, t.creds(), wanted(flags))) return fail(E.EACCES);
+    const fd = openat(-100, cpath(`/proc/self/fd/${dup}`), (flags & ~(O.CREAT | O.EXCL)) | O.CLOEXEC);
+    return fd < 0 ? fail(-fd) : giveFd(fd, (flags & O.CLOEXEC) !== 0);
+  } catch (err) {
+    sb.log(`procfs: reopen ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    return fail(E.EIO);
+  } finally {
+    close(dup);
+  }
+}
+
+/** FNV-1a (64 bits) of a path: a stable inode number. */
+function inode(path: string): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (let i = 0; i < path.length; i++) {
+    h ^= BigInt(path.charCodeAt(i) & 0xff);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h === 0n ? 1n : h;
+}
+
+/**
+ * A 144-byte x86_64 struct stat of a synthetic path (what a magic link points to when `follow`),
+ * or -errno: files 0444 of size 0, directories 0555, symlinks 0777, all dated at sandbox boot.
+ */
+export function synthStat(t: Task, sb: Sandbox, path: string, follow: boolean): Buffer | number {
+  const c = { t, sb };
+  const found = walk(c, path, follow);
+  if (typeof found === 'number') return found;
+  const { node } = found;
+  if (node.kind === 'link' && node.magic !== undefined && follow) {
+    const denied = node.access?.() ?? 0;
+    if (denied < 0) return denied;
+    const buf = Buffer.alloc(144);
+    const rc = fstatat(-100, cpath(node.magic), buf, 0);
+    return rc < 0 ? rc : buf;
+  }
+  const mode = node.kind === 'dir' ? S_IFDIR | 0o555 : node.kind === 'link' ? S_IFLNK | 0o777 : S_IFREG | 0o444;
+  const [uid, gid] = node.owner?.() ?? [0, 0];
+  const b = Buffer.alloc(144);
+  b.writeBigUInt64LE(BigInt(found.path.startsWith('/sys') ? SYS_DEV : PROC_DEV), 0);
+  b.writeBigUInt64LE(inode(found.path), 8);
+  b.writeBigUInt64LE(node.kind === 'dir' ? 2n : 1n, 16);
+  b.writeUInt32LE(mode, 24);
+  b.writeUInt32LE(uid >>> 0, 28);
+  b.writeUInt32LE(gid >>> 0, 32);
+  b.writeBigInt64LE(1024n, 56);
+  const sec = BigInt(Math.floor(sb.bootTime / 1000));
+  const nsec = BigInt(Math.floor(sb.bootTime % 1000) * 1_000_000);
+  for (const off of [72, 88, 104]) {
+    b.writeBigInt64LE(sec, off);
+    b.writeBigInt64LE(nsec, off + 8);
+  }
+  return b;
+}
+
+/**
+ * The target of a synthetic symlink (self, thread-self, mounts, and a process's exe, cwd, root
+ * and fd/N), or -EINVAL for a file or directory, -ENOENT for an unknown path.
+ */
+export function synthReadlink(t: Task, sb: Sandbox, path: string): Buffer | number {
+  const found = walk({ t, sb }, path, false);
+  if (typeof found === 'number') return found;
+  if (found.node.kind !== 'link') return -E.EINVAL;
+  const target = found.node.target();
+  return typeof target === 'number' ? target : Buffer.from(target, 'latin1');
+}
