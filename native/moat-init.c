@@ -45,6 +45,11 @@
  *     'R' resume: u32 n, state JSON for createContainer hooks, u32 m, state JSON for
  *         startContainer hooks
  *     'A' abort (empty): S2 exits at once
+ *
+ * Sentry hand-over (SENTRY_FILTER, with SECCOMP_LISTENER naming the sentry's socket): right
+ * before execve, S2 loads the sentry's filter with a new listener and writes one line on the
+ * socket P connected, {"pid":HOST_PID,"fd":N}; the sentry copies fd N with pidfd_getfd(2) and
+ * answers the byte 'K'. (sendmsg cannot carry the fd: the sentry itself serves sendmsg.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -132,6 +137,7 @@ enum tag {
   T_OOM_SCORE_ADJ = 52,  /* u32 (two's complement int32) */
   T_SETSID = 53,         /* (empty) start a new session even without a terminal */
   T_SECCOMP_LISTENER = 54, /* str listenerPath, str listenerMetadata: where the notify fd goes */
+  T_SENTRY_FILTER = 55,  /* u32 flags, bytes filter: the sentry's filter, loaded right before execve (see below) */
 };
 
 /* mflags of T_MOUNT */
@@ -157,6 +163,7 @@ static struct plan {
   uint32_t nrlim; uint32_t rl_res[32]; uint64_t rl_soft[32], rl_hard[32];
   int nnp; char *console; uint32_t rows, cols; int host_ops;
   uint32_t seccomp_flags; uint8_t *seccomp; uint32_t seccomp_len;
+  uint32_t sentry_flags; uint8_t *sentry; uint32_t sentry_len;
   uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid;
   char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
@@ -290,6 +297,7 @@ static void read_setting(uint32_t tag, struct rd *r) {
   case T_NO_NEW_PRIVS: pl.nnp = 1; break;
   case T_CONSOLE: pl.console = rd_str(r); pl.rows = rd_u32(r); pl.cols = rd_u32(r); break;
   case T_SECCOMP: pl.seccomp_flags = rd_u32(r); pl.seccomp = rd_bytes(r, &pl.seccomp_len); break;
+  case T_SENTRY_FILTER: pl.sentry_flags = rd_u32(r); pl.sentry = rd_bytes(r, &pl.sentry_len); break;
   case T_PRESERVE_FDS: pl.preserve = rd_u32(r); break;
   case T_EXEC_FIFO: pl.fifo = rd_str(r); break;
   case T_NEW_KEYRING: pl.keyring = rd_str(r); break;
@@ -890,6 +898,35 @@ static void load_seccomp(void) {
   free(pl.seccomp); pl.seccomp = NULL;
 }
 
+/*
+ * Loads the sentry's filter as the very last step before execve. Its notify fd cannot be sent
+ * with sendmsg (sendmsg is itself served by the sentry, which does not have the fd yet), so the
+ * stage writes {"pid":HOST_PID,"fd":N} on the listener socket (write is on the fast path) and
+ * waits for one byte back: the sentry has copied the fd with pidfd_getfd(2) by then. Every
+ * call between the filter and execve must be on the fast path (write, read, close, signal
+ * set-up, fcntl, close_range) or wait for the sentry (execve).
+ */
+static void load_sentry_filter(void) {
+  if (!pl.sentry) return;
+  if (listener_fd < 0) fail("sentry", "listener", EINVAL, "the sentry filter needs a listener socket");
+  struct sock_fprog prog = { .len = (unsigned short)(pl.sentry_len / sizeof(struct sock_filter)),
+                             .filter = (struct sock_filter *)pl.sentry };
+  /* The sentry copies the fd with pidfd_getfd, a ptrace-mode access: the stage turns dumpable
+     for the few calls left before execve (which sets it anyway). No workload process can use
+     that window: under the sentry there is no /proc in the container and ptrace is refused. */
+  if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) { dprintf(2, "moat-init: dumpable: %s\n", strerror(errno)); _exit(1); }
+  long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, pl.sentry_flags | SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+  if (rc < 0) { dprintf(2, "moat-init: loading the sentry filter: %s\n", strerror(errno)); _exit(1); }
+  char msg[64];
+  int len = snprintf(msg, sizeof msg, "{\"pid\":%d,\"fd\":%ld}\n", host_pid ? host_pid : getpid(), rc);
+  char ack = 0;
+  if (write(listener_fd, msg, (size_t)len) != len || read(listener_fd, &ack, 1) != 1 || ack != 'K') {
+    dprintf(2, "moat-init: handing the notify fd to the sentry failed\n");
+    _exit(1);
+  }
+  close((int)rc); close(listener_fd); listener_fd = -1;
+}
+
 static const char *env_get(const char *name) {
   size_t n = strlen(name);
   for (uint32_t i = 0; i < pl.env.n; i++)
@@ -1019,6 +1056,7 @@ static void __attribute__((noreturn)) container_init(void) {
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
   for (int s = 1; s < NSIG; s++) if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  load_sentry_filter();
   for (uint32_t fd = 3; fd < 3 + pl.preserve; fd++) fcntl((int)fd, F_SETFD, 0);
   if (syscall(SYS_close_range, 3 + pl.preserve, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     for (int fd = 3 + (int)pl.preserve; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);

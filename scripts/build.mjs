@@ -34,10 +34,8 @@ for (const file of readdirSync(join(root, 'native'))) {
 }
 
 const esbuild = await import('esbuild');
-await esbuild.build({
-  entryPoints: [join(root, 'src/cli/main.ts')],
-  outfile: join(dist, 'moat.cjs'),
-  // one CommonJS file: Node 20 loads it faster than ES modules and it can use a V8 code cache
+// one CommonJS file per entry: Node 20 loads it faster than ES modules and it can use a V8 code cache
+const bundleOptions = {
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -47,7 +45,11 @@ await esbuild.build({
   define: { 'import.meta.url': '__moatImportMetaUrl' },
   banner: { js: "const __moatImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-});
+};
+await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/cli/main.ts')], outfile: join(dist, 'moat.cjs') });
+// The sentry process (one per sandbox under --isolation sentry) is a bundle of its own: it
+// never loads the CLI, the spec schema or zod.
+await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/backends/sentry/entry.ts')], outfile: join(dist, 'sentry.cjs') });
 
 // Record V8's compiled code for the paths every container start takes (see bin/moat.cjs).
 const require = createRequire(import.meta.url);

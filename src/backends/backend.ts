@@ -42,6 +42,30 @@ export interface CreateRequest {
   network?: 'none' | 'loopback' | 'host';
   /** Backend-specific preparation of the rootfs (the embedded default uses it). */
   embedded?: EmbeddedRoot;
+  /** What the user chose for the sentry (flags of create/run); other backends ignore it. */
+  sentry?: SentryChoice;
+  /** Set by the sentry backend for the container backend's plan: its filter and socket. */
+  sentryJail?: SentryJail;
+}
+
+/** The user's sentry settings: level, network policy, egress rules. */
+export interface SentryChoice {
+  /** `strict` or `balanced` (default). */
+  level?: string;
+  /** `none` or `loopback`. */
+  network?: string;
+  /** --allow-egress rules. */
+  egress: string[];
+}
+
+/** How the container backend jails a sentry workload. */
+export interface SentryJail {
+  /** The sentry's seccomp filter (struct sock_filter[]), loaded right before execve. */
+  filter: Buffer;
+  /** Unix socket of the sentry that receives the notify fd. */
+  socket: string;
+  /** Bundle rootfs only: the overlay (upper and work dirs, merged mount point) under the state dir. */
+  overlay?: { upper: string; work: string; merged: string };
 }
 
 /** How the embedded default builds its root: the host root read-only under a private overlay. */
@@ -58,6 +82,8 @@ export interface Created {
   waitExit?: Promise<number>;
   /** Controller -> cgroup directory of the container, recorded in its state. */
   cgroupPaths?: Record<string, string>;
+  /** Backend data kept in the container record (ContainerRecord.backendState). */
+  backendState?: Record<string, string | number>;
 }
 
 /** A new process to run in a running container (`moat exec`). */
@@ -67,6 +93,8 @@ export interface ExecRequest {
   preserveFds: number;
   /** Foreground: the backend reports the exit status through `waitExit`. */
   foreground: boolean;
+  /** Set by the sentry backend: the exec'd process runs under the sentry too. */
+  sentryJail?: SentryJail;
 }
 
 /** One isolation backend. */

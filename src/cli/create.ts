@@ -1,7 +1,8 @@
 /** `moat create`: create a container from a bundle, leaving its process blocked until `start`. */
 import type { Command } from 'commander';
+import type { SentryChoice } from '../backends/backend.js';
 import { resolve } from 'node:path';
-import { context, nonNegativeInt } from './common.js';
+import { collect, context, nonNegativeInt } from './common.js';
 
 /** Flags shared by `create` and `run`. */
 export interface CreateFlags {
@@ -12,6 +13,8 @@ export interface CreateFlags {
   noNewKeyring?: boolean;
   noPivot?: boolean;
   isolation?: string;
+  sentryLevel?: string;
+  allowEgress: string[];
 }
 
 /** Adds the flags shared by `create` and `run` to a command. */
@@ -23,7 +26,14 @@ export function addCreateFlags(cmd: Command): Command {
     .option('--preserve-fds <n>', 'pass N extra fds (3, 4, ...) to the container', nonNegativeInt('--preserve-fds'), 0)
     .option('--no-new-keyring', 'do not create a new session keyring for the container')
     .option('--no-pivot', 'accepted for runc compatibility; Moat always uses pivot_root')
-    .option('--isolation <name>', 'isolation backend: container (also set by the io.moat.isolation annotation)');
+    .option('--isolation <name>', 'isolation backend: container or sentry (also set by the io.moat.isolation annotation)')
+    .option('--sentry-level <level>', 'sentry: strict or balanced (default; see docs/syscalls.md)')
+    .option('--allow-egress <rule>', 'sentry: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable)', collect, []);
+}
+
+/** The sentry settings given on the command line. */
+export function sentryChoice(flags: CreateFlags, network?: string): SentryChoice {
+  return { ...(flags.sentryLevel ? { level: flags.sentryLevel } : {}), ...(network ? { network } : {}), egress: flags.allowEgress };
 }
 
 /** Registers `create`. */
@@ -39,6 +49,7 @@ export function register(program: Command): void {
         bundle,
         spec,
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
+        sentry: sentryChoice(flags),
         ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
         preserveFds: flags.preserveFds,

@@ -7,7 +7,7 @@ import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
-import type { EmbeddedRoot } from '../backends/backend.js';
+import type { EmbeddedRoot, SentryChoice } from '../backends/backend.js';
 import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
 import type { CgroupStats, Resources } from '../cgroups/index.js';
 import type { ProcessSpec, Spec } from '../spec/schema.js';
@@ -89,6 +89,8 @@ export interface CreateOptions {
   foreground: boolean;
   embedded?: EmbeddedRoot;
   network?: 'none' | 'loopback' | 'host';
+  /** Sentry settings from the command line (used when the isolation is `sentry`). */
+  sentry?: SentryChoice;
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */
@@ -149,10 +151,12 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       log: ctx.log,
       ...(opts.embedded ? { embedded: opts.embedded } : {}),
       ...(opts.network ? { network: opts.network } : {}),
+      ...(opts.sentry ? { sentry: opts.sentry } : {}),
     });
     rec.pid = created.pid;
     rec.pidStartTime = created.pidStartTime;
     if (created.cgroupPaths) rec.cgroupPaths = created.cgroupPaths;
+    if (created.backendState) rec.backendState = created.backendState;
     rec.status = 'created';
     ctx.store.write(rec);
     if (opts.pidFile) writePidFile(opts.pidFile, created.pid);

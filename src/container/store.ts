@@ -34,6 +34,8 @@ export interface ContainerRecord {
   spec: Spec;
   /** Controller -> cgroup directory, as created (so delete works even if the layout changed). */
   cgroupPaths?: Record<string, string>;
+  /** What the backend keeps about the container (e.g. the sentry's pid and socket). */
+  backendState?: Record<string, string | number>;
 }
 
 const ID_RE = /^[\w+.-]+$/;

@@ -244,6 +244,7 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
     preserveFds: req.preserveFds,
     foreground: req.foreground,
     ...(req.consoleSocket ? { consoleSocket: resolve(req.consoleSocket) } : {}),
+    ...(req.sentryJail ? { sentryJail: req.sentryJail } : {}),
   });
   const cgroups = recordManager(rec);
   return runStage({

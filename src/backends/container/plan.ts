@@ -8,7 +8,7 @@ import { isAbsolute, join, posix } from 'node:path';
 import { ConfigError, UsageError } from '../../errors.js';
 import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
 import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from '../../spec/schema.js';
-import type { CreateRequest } from '../backend.js';
+import type { CreateRequest, SentryJail } from '../backend.js';
 import { parseCgroupMounts, UNIFIED } from '../../cgroups/index.js';
 import { compileSeccomp, isSeccompDisabled } from '../../seccomp/index.js';
 import type { Logger } from '../../util/log.js';
@@ -118,7 +118,19 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     w.add(Tag.HOST_MOUNT, { str: 'overlay' }, { str: req.rootfs }, { str: 'overlay' }, { u64: 0n },
       { str: `lowerdir=${req.embedded.lower},upperdir=${ovl}/upper,workdir=${ovl}/work` });
   }
-  w.add(Tag.ROOTFS, { str: req.rootfs }, { u64: 0n });
+  let rootfs = req.rootfs;
+  const ovl = req.sentryJail?.overlay;
+  if (ovl && !req.embedded) {
+    // the sentry's copy-on-write root: the bundle's rootfs is never written
+    for (const p of [req.rootfs, ovl.upper, ovl.work, ovl.merged]) {
+      if (/[,:\\]/.test(p)) throw new UsageError(`the path ${p} must not contain "," ":" or "\\" (overlay options)`);
+    }
+    for (const d of [ovl.upper, ovl.work, ovl.merged]) w.add(Tag.HOST_MKDIR, { str: d }, { u32: 0o755 });
+    w.add(Tag.HOST_MOUNT, { str: 'overlay' }, { str: ovl.merged }, { str: 'overlay' }, { u64: 0n },
+      { str: `lowerdir=${req.rootfs},upperdir=${ovl.upper},workdir=${ovl.work}` });
+    rootfs = ovl.merged;
+  }
+  w.add(Tag.ROOTFS, { str: rootfs }, { u64: 0n });
 
   const mounts = spec.mounts ?? [];
   let devBound = false;
@@ -184,7 +196,7 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   }
 
   addProcess(w, proc, { ...extras, preserveFds: req.preserveFds, noNewKeyring: req.noNewKeyring, id: req.id });
-  addSeccomp(w, spec, req.log, req.id);
+  addSeccomp(w, spec, req.log, req.id, req.sentryJail);
   w.add(Tag.EXEC_FIFO, { str: extras.fifo });
   return w.encode();
 }
@@ -226,11 +238,21 @@ function addProcess(w: PlanWriter, proc: ProcessSpec, extras: ProcessExtras): vo
   if (proc.oomScoreAdj !== undefined) w.add(Tag.OOM_SCORE_ADJ, { u32: proc.oomScoreAdj });
 }
 
-/** Appends the container's seccomp filter, compiled from linux.seccomp (also applied to exec). */
-function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: string): void {
+/**
+ * Appends the container's seccomp filter, compiled from linux.seccomp (also applied to exec),
+ * and under the sentry its filter too, which the stage loads last, right before execve.
+ */
+function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: string, jail?: SentryJail): void {
+  if (jail) {
+    w.add(Tag.SECCOMP_LISTENER, { str: jail.socket }, { str: '' });
+    w.add(Tag.SENTRY_FILTER, { u32: 0 }, { bytes: jail.filter });
+  }
   const profile = spec.linux?.seccomp;
   if (!profile || isSeccompDisabled(profile)) return;
   const compiled = compileSeccomp(profile, { warn: (m) => log?.warn(`container "${id}": ${m}`) });
+  if (jail && compiled.notify) {
+    throw new ConfigError('linux.seccomp', 'SCMP_ACT_NOTIFY cannot be used under the sentry, which is the listener itself');
+  }
   w.add(Tag.SECCOMP, { u32: compiled.flags }, { bytes: compiled.filter });
   if (compiled.notify) {
     if (!compiled.listenerPath) throw new ConfigError('linux.seccomp.listenerPath', 'SCMP_ACT_NOTIFY needs a listenerPath to send the notify fd to');
@@ -254,6 +276,7 @@ export interface ExecPlanInput {
   consoleSocket?: string;
   preserveFds: number;
   foreground: boolean;
+  sentryJail?: SentryJail;
 }
 
 /** Encodes the plan of `exec`: join every namespace of the container, then run the process. */
@@ -270,7 +293,7 @@ export function buildExecPlan(input: ExecPlanInput): Buffer {
     noNewKeyring: true,
     ...(input.consoleSocket ? { consoleSocket: input.consoleSocket } : {}),
   });
-  addSeccomp(w, input.spec, undefined, input.id);
+  addSeccomp(w, input.spec, undefined, input.id, input.sentryJail);
   return w.encode();
 }
 

@@ -45,6 +45,7 @@ export const Tag = {
   OOM_SCORE_ADJ: 52,
   SETSID: 53,
   SECCOMP_LISTENER: 54,
+  SENTRY_FILTER: 55,
 } as const;
 
 /** One field of a record payload. */

@@ -1,0 +1,244 @@
+/**
+ * The sentry's serving loop. One thread polls every seccomp listener of the sandbox (the init's
+ * and one per `exec`) plus the socket new listeners arrive on; each notification is decoded,
+ * dispatched through the syscall table to its family's handler, and answered: a value, an
+ * errno, CONTINUE, or an fd the sentry opened itself (SECCOMP_IOCTL_NOTIF_ADDFD with
+ * SECCOMP_ADDFD_FLAG_SEND, so installing the fd and answering are one atomic step).
+ *
+ * Calls that may block for long (a connect on a blocking socket, opening a FIFO) are handed to
+ * worker threads (see workers.ts) so one slow call never stalls the rest of the sandbox.
+ */
+import * as k from '../../sys/kernel.js';
+import { entryByNr } from './table.js';
+import type { SentryLevel } from './types.js';
+import { NotifTask, notifValid } from './task.js';
+import type { Family } from './table.js';
+import type { Handler, HandlerTable, Notif, Reply, Sandbox, Task } from './types.js';
+
+/** Per-family handler tables plus the optional "may this call block" predicates. */
+export interface Families {
+  tables: Partial<Record<Family, HandlerTable>>;
+  mayBlock?: (name: string, t: Task, sb: Sandbox) => boolean;
+}
+
+const POLLIN = 0x1;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+/** Counters the sentry reports in its log when it ends (and the benches read). */
+export interface SentryStats {
+  served: number;
+  continued: number;
+  injected: number;
+  refused: number;
+  deferred: number;
+}
+
+/** Decodes a struct seccomp_notif (80 bytes). */
+export function decodeNotif(buf: Buffer): Notif {
+  return {
+    id: buf.readBigUInt64LE(0),
+    tid: buf.readUInt32LE(8),
+    nr: buf.readInt32LE(16),
+    arch: buf.readUInt32LE(20),
+    args: [
+      buf.readBigUInt64LE(32), buf.readBigUInt64LE(40), buf.readBigUInt64LE(48),
+      buf.readBigUInt64LE(56), buf.readBigUInt64LE(64), buf.readBigUInt64LE(72),
+    ],
+  };
+}
+
+const respBuf = Buffer.alloc(24);
+const addfdBuf = Buffer.alloc(24);
+
+/** Answers notification `id` on `listener` with `reply`; false if the task is gone. */
+export function answer(listener: number, id: bigint, reply: Reply): boolean {
+  if (reply.kind === 'deferred') return true;
+  if (reply.kind === 'fd') {
+    addfdBuf.writeBigUInt64LE(id, 0);
+    addfdBuf.writeUInt32LE(k.SECCOMP_FLAG.ADDFD_FLAG_SEND, 8);
+    addfdBuf.writeUInt32LE(reply.fd, 12);
+    addfdBuf.writeUInt32LE(0, 16);
+    addfdBuf.writeUInt32LE(reply.cloexec ? k.O.CLOEXEC : 0, 20);
+    const rc = k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ADDFD, addfdBuf);
+    k.close(reply.fd);
+    if (rc >= 0) return true;
+    // the fd could not be installed (e.g. EMFILE in the workload): answer with that errno
+    if (rc === -k.E.ENOENT || rc === -k.E.ESRCH) return false;
+    return answer(listener, id, { kind: 'err', errno: -rc });
+  }
+  respBuf.writeBigUInt64LE(id, 0);
+  let val = 0n;
+  let error = 0;
+  let flags = 0;
+  if (reply.kind === 'ok') val = BigInt(reply.val);
+  else if (reply.kind === 'err') error = -reply.errno;
+  else flags = k.SECCOMP_FLAG.USER_NOTIF_FLAG_CONTINUE;
+  respBuf.writeBigInt64LE(val, 8);
+  respBuf.writeInt32LE(error, 16);
+  respBuf.writeUInt32LE(flags, 20);
+  return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_SEND, respBuf) === 0;
+}
+
+/** Hands a blocking call to a worker; returns false if no worker can take it. */
+export type Offload = (listener: number, notif: Notif) => boolean;
+
+/** The serving loop of one sandbox. */
+export class SentryLoop {
+  private readonly listeners: number[] = [];
+  private readonly conns: number[] = [];
+  private readonly notifBuf = Buffer.alloc(80);
+  private readonly connBuf = Buffer.alloc(128);
+  private seen = false;
+  readonly stats: SentryStats = { served: 0, continued: 0, injected: 0, refused: 0, deferred: 0 };
+
+  constructor(
+    private readonly sb: Sandbox,
+    private readonly level: SentryLevel,
+    private readonly families: Families,
+    /** The listening unix socket stages connect to, to hand over their notify fd. */
+    private readonly acceptFd: number,
+    /** Called with each new notify fd and the host pid of the process that made it. */
+    private readonly onListener: (pid: number, fd: number) => void,
+    private readonly offload?: Offload,
+  ) {}
+
+  /** Adds a seccomp listener (the init's or an exec's) to the poll set. */
+  addListener(fd: number): void {
+    // synchronous wake-ups: the woken workload runs on the CPU that answered (Linux 6.6+)
+    k.ioctlVal(fd, k.SECCOMP_IOCTL.NOTIF_SET_FLAGS, k.SECCOMP_FLAG.USER_NOTIF_FD_SYNC_WAKE_UP);
+    this.listeners.push(fd);
+    this.seen = true;
+  }
+
+  /** Serves until every listener has hung up after at least one arrived. */
+  run(): void {
+    let pb = Buffer.alloc(0);
+    while (!this.seen || this.listeners.length > 0 || this.conns.length > 0) {
+      const fds = [...this.listeners, ...this.conns, this.acceptFd];
+      if (pb.length !== fds.length * 8) pb = Buffer.alloc(fds.length * 8);
+      fds.forEach((fd, i) => {
+        pb.writeInt32LE(fd, i * 8);
+        pb.writeInt16LE(POLLIN, i * 8 + 4);
+        pb.writeInt16LE(0, i * 8 + 6);
+      });
+      const rc = k.poll(pb, fds.length, -1);
+      if (rc < 0) throw new Error(`poll: errno ${-rc}`);
+      const nl = this.listeners.length;
+      const nc = this.conns.length;
+      const gone: number[] = [];
+      for (let i = 0; i < nl; i++) {
+        const rev = pb.readInt16LE(i * 8 + 6);
+        if (rev & POLLIN) this.serveOne(fds[i]!);
+        else if (rev & (POLLHUP | POLLERR)) gone.push(fds[i]!);
+      }
+      for (const fd of gone) {
+        k.close(fd);
+        this.listeners.splice(this.listeners.indexOf(fd), 1);
+      }
+      for (let i = nl; i < nl + nc; i++) {
+        if (pb.readInt16LE(i * 8 + 6) !== 0) this.handOver(fds[i]!);
+      }
+      if (pb.readInt16LE((fds.length - 1) * 8 + 6) & POLLIN) {
+        const c = k.accept4(this.acceptFd, k.O.CLOEXEC | k.O.NONBLOCK);
+        if (c >= 0) this.conns.push(c);
+      }
+    }
+  }
+
+  /**
+   * Reads a stage's hand-over message ({"pid":P,"fd":N}), copies its notify fd with
+   * pidfd_getfd(2), acknowledges with one byte and closes the connection.
+   */
+  private handOver(conn: number): void {
+    const n = k.read(conn, this.connBuf, this.connBuf.length);
+    if (n === -k.E.EAGAIN) return;
+    this.conns.splice(this.conns.indexOf(conn), 1);
+    try {
+      if (n <= 0) return;
+      const m = /^\{"pid":(\d+),"fd":(\d+)\}\n$/.exec(this.connBuf.toString('latin1', 0, n));
+      if (!m) {
+        this.sb.log(`ignored a malformed hand-over message (${n} bytes)`);
+        return;
+      }
+      const pid = Number(m[1]);
+      const pidfd = k.pidfdOpen(pid, 0);
+      if (pidfd < 0) {
+        this.sb.log(`hand-over from pid ${pid}: pidfd_open: errno ${-pidfd}`);
+        return;
+      }
+      const fd = k.pidfdGetfd(pidfd, Number(m[2]));
+      k.close(pidfd);
+      if (fd < 0) {
+        this.sb.log(`hand-over from pid ${pid}: pidfd_getfd: errno ${-fd}`);
+        return;
+      }
+      this.onListener(pid, fd);
+      this.addListener(fd);
+      k.write(conn, Buffer.from('K'), 1);
+    } finally {
+      k.close(conn);
+    }
+  }
+
+  /** Receives and answers one notification from `listener`. */
+  serveOne(listener: number): void {
+    const buf = this.notifBuf;
+    buf.fill(0);
+    if (k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_RECV, buf) < 0) return; // gone meanwhile
+    const notif = decodeNotif(buf);
+    const reply = this.dispatch(listener, notif);
+    if (reply.kind === 'continue') this.stats.continued++;
+    else if (reply.kind === 'fd') this.stats.injected++;
+    else if (reply.kind === 'deferred') this.stats.deferred++;
+    answer(listener, notif.id, reply);
+  }
+
+  /** Runs the handler of a notification (or refuses it) and returns its reply. */
+  dispatch(listener: number, notif: Notif): Reply {
+    this.stats.served++;
+    const entry = entryByNr(notif.nr);
+    if (!entry) return this.refuse(notif, 'unknown', k.E.ENOSYS);
+    const cls = entry[this.level];
+    if (cls === 'refused') return this.refuse(notif, entry.name, entry.errno ?? k.E.ENOSYS);
+    // a family's table first; calls the table files under another family but whose handling is
+    // generic (fcntl, ioctl, ...) fall back to the misc table
+    const handler: Handler | undefined = entry.family
+      ? (this.families.tables[entry.family]?.[entry.name] ?? this.families.tables.misc?.[entry.name])
+      : undefined;
+    if (!handler) return this.refuse(notif, entry.name, k.E.ENOSYS);
+    const task = new NotifTask(listener, notif);
+    try {
+      if (this.offload && this.families.mayBlock?.(entry.name, task, this.sb) && this.offload(listener, notif)) {
+        return { kind: 'deferred' };
+      }
+      const reply = handler(task, this.sb);
+      // a side effect was made on behalf of a task that may have died meanwhile: only answer
+      // a notification that is still pending (the kernel rejects the rest anyway)
+      if (reply.kind === 'fd' && !task.valid()) {
+        k.close(reply.fd);
+        return { kind: 'err', errno: k.E.EINTR };
+      }
+      return reply;
+    } catch (e) {
+      this.sb.log(`sentry bug serving ${entry.name} for tid ${notif.tid}: ${(e as Error).stack ?? String(e)}`);
+      return { kind: 'err', errno: k.E.EIO };
+    } finally {
+      task.release();
+    }
+  }
+
+  private readonly refusals = new Map<string, number>();
+
+  /** Answers a refused call with its fixed errno; logs the first few of each name, then every 1000th. */
+  private refuse(notif: Notif, name: string, errno: number): Reply {
+    this.stats.refused++;
+    const n = (this.refusals.get(name) ?? 0) + 1;
+    this.refusals.set(name, n);
+    if (n <= 10 || n % 1000 === 0) this.sb.log(`refused ${name} (nr ${notif.nr}) from tid ${notif.tid}: errno ${errno} (${n} so far)`);
+    return { kind: 'err', errno };
+  }
+}
+
+/** Whether a notification is still pending (re-exported for workers). */
+export { notifValid };

@@ -1,0 +1,252 @@
+/**
+ * The `sentry` backend: the `container` backend's jail, plus a seccomp filter generated from
+ * the sentry's syscall table (table.ts) whose served calls go to a sentry process — one per
+ * sandbox, in TypeScript (main.ts). The workload's root is a copy-on-write overlay and its
+ * mount namespace has no real /proc or /sys: the sentry synthesizes both.
+ */
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, HostError, UsageError } from '../../errors.js';
+import type { Spec } from '../../spec/schema.js';
+import type { ContainerRecord } from '../../container/store.js';
+import { isAlive, procStat } from '../../container/proc.js';
+import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
+import { containerBackend } from '../container/index.js';
+import { buildSentryFilter } from './filter.js';
+import { parsePolicy } from './netpolicy.js';
+import type { SentryProcessConfig } from './main.js';
+import type { SandboxLimits, SentryLevel } from './types.js';
+
+/** Annotation that picks the sentry level for a bundle (the flag wins). */
+export const LEVEL_ANNOTATION = 'io.moat.sentry.level';
+/** Annotation that picks the network policy for a bundle: none or loopback. */
+export const NETWORK_ANNOTATION = 'io.moat.sentry.network';
+/** Annotation with comma-separated egress rules for a bundle. */
+export const EGRESS_ANNOTATION = 'io.moat.sentry.allow-egress';
+
+const SYNTHETIC = ['/proc', '/sys'];
+const under = (p: string, roots: string[]): boolean => roots.some((r) => p === r || p.startsWith(`${r}/`));
+
+/**
+ * The spec the jail runs under the sentry: no real /proc, /sys or cgroup mounts (the sentry
+ * synthesizes them; small tmpfs mounts there hold its directory listings), no masks or sysctls there, no_new_privs, and its own pid, network, ipc and uts
+ * namespaces (the sentry relies on the pid namespace to bound signals and waits).
+ */
+export function sentrySpec(spec: Spec): Spec {
+  const mounts = (spec.mounts ?? []).filter((m) => !['proc', 'sysfs', 'cgroup', 'cgroup2'].includes(m.type ?? '') && !under(m.destination, SYNTHETIC));
+  // the sentry keeps the listings of its synthesized /proc and /sys in these (see main.ts)
+  for (const destination of SYNTHETIC) {
+    mounts.push({ destination, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=755', 'size=16m'] });
+  }
+  const namespaces = [...(spec.linux?.namespaces ?? [])];
+  for (const type of ['pid', 'network', 'ipc', 'uts', 'mount'] as const) {
+    if (!namespaces.some((n) => n.type === type)) namespaces.push({ type });
+  }
+  const linux = { ...(spec.linux ?? {}), namespaces };
+  linux.maskedPaths = (spec.linux?.maskedPaths ?? []).filter((p) => !under(p, SYNTHETIC));
+  linux.readonlyPaths = (spec.linux?.readonlyPaths ?? []).filter((p) => !under(p, SYNTHETIC));
+  if (linux.sysctl && Object.keys(linux.sysctl).length > 0) {
+    throw new ConfigError('linux.sysctl', 'sysctls cannot be set under the sentry: the workload has no /proc/sys of the host kernel');
+  }
+  if (!spec.process) throw new ConfigError('process', 'required to create a container');
+  return { ...spec, mounts, linux, process: { ...spec.process, noNewPrivileges: true } };
+}
+
+/** The level from the flag, else the annotation, else `balanced`. */
+function chooseLevel(flag: string | undefined, spec: Spec): SentryLevel {
+  const fromSpec = spec.annotations?.[LEVEL_ANNOTATION];
+  const v = flag ?? fromSpec ?? 'balanced';
+  if (v !== 'strict' && v !== 'balanced') {
+    if (flag === undefined) throw new ConfigError(`annotations["${LEVEL_ANNOTATION}"]`, `expected strict or balanced, got "${v}"`);
+    throw new UsageError(`--sentry-level: expected strict or balanced, got "${v}"`);
+  }
+  return v;
+}
+
+/** Memory, CPU and pid limits of the spec, as the sandbox reports them. */
+export function sandboxLimits(spec: Spec): SandboxLimits {
+  const r = spec.linux?.resources;
+  const limits: SandboxLimits = { cpus: availableParallelism() };
+  const mem = r?.memory?.limit;
+  if (typeof mem === 'number' && mem > 0) limits.memoryBytes = mem;
+  const quota = r?.cpu?.quota;
+  const period = r?.cpu?.period ?? 100000;
+  if (typeof quota === 'number' && quota > 0 && period > 0) limits.cpus = Math.max(1, Math.min(limits.cpus, Math.ceil(quota / period)));
+  const cpus = r?.cpu?.cpus;
+  if (cpus) {
+    let n = 0;
+    for (const part of cpus.split(',')) {
+      const [a, b] = part.split('-').map(Number);
+      n += b !== undefined ? b - a! + 1 : 1;
+    }
+    if (n > 0) limits.cpus = Math.min(limits.cpus, n);
+  }
+  const pids = r?.pids?.limit;
+  if (typeof pids === 'number' && pids > 0) limits.pids = pids;
+  return limits;
+}
+
+/** dist/sentry.cjs of the package this code runs from. */
+function sentryEntry(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new HostError('cannot find the moat package directory (and so dist/sentry.cjs)');
+    dir = up;
+  }
+  const entry = join(dir, 'dist', 'sentry.cjs');
+  if (!existsSync(entry)) throw new HostError(`${entry} is missing: run "npm run build"`);
+  return entry;
+}
+
+/** Capability names (lower case, no CAP_ prefix) the workload holds, for setpriv. */
+function workloadCaps(spec: Spec): string[] {
+  const c = spec.process?.capabilities;
+  const names = new Set([...(c?.permitted ?? []), ...(c?.effective ?? [])]);
+  return [...names].map((n) => n.replace(/^CAP_/, '').toLowerCase());
+}
+
+/** Starts the sentry process and waits until it listens; returns its pid. */
+async function startSentry(cfg: SentryProcessConfig, spec: Spec): Promise<{ pid: number; startTime: string }> {
+  const node = process.execPath;
+  const args = [sentryEntry(), JSON.stringify(cfg)];
+  let cmd = node;
+  let argv = args;
+  if (process.geteuid?.() === 0) {
+    // the sentry holds no capability the workload does not: setpriv limits its bounding set
+    // (root's permitted set after exec) before Node starts, for every thread
+    const caps = workloadCaps(spec).map((c) => `,+${c}`).join('');
+    cmd = 'setpriv';
+    argv = ['--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
+  }
+  const logFd = openSync(cfg.log, 'a');
+  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  closeSync(logFd);
+  const ready = child.stdio[3] as Readable;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let got = '';
+      const timer = setTimeout(() => reject(new HostError(`sentry for "${cfg.id}" did not start within 20 s (see ${cfg.log})`)), 20_000);
+      ready.on('data', (d: Buffer) => {
+        got += d.toString();
+        if (got.includes('ready\n')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(new HostError(`cannot start the sentry (${cmd}): ${e.message}`));
+      });
+      child.on('exit', (code, sig) => {
+        clearTimeout(timer);
+        let tail = '';
+        try {
+          tail = readFileSync(cfg.log, 'utf8').split('\n').slice(-8).join('\n');
+        } catch {
+          // no log
+        }
+        reject(new HostError(`the sentry for "${cfg.id}" exited during start (${sig ?? `status ${code}`}):\n${tail}`));
+      });
+    });
+  } catch (e) {
+    if (child.pid) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    throw e;
+  }
+  ready.destroy();
+  child.removeAllListeners('exit');
+  child.unref();
+  const pid = child.pid!;
+  return { pid, startTime: procStat(pid)?.startTime ?? '' };
+}
+
+/** What the container record keeps about its sentry (ContainerRecord.backendState). */
+interface SentryRecord {
+  pid: number;
+  startTime: string;
+  level: SentryLevel;
+  socket: string;
+}
+
+/** The state dir of a container, from its record's sentry socket path. */
+function stateDirOf(rec: ContainerRecord): string {
+  const s = rec.backendState?.['socket'];
+  if (typeof s !== 'string') throw new HostError(`container "${rec.id}": its sentry record is missing`);
+  return dirname(s);
+}
+
+async function create(req: CreateRequest): Promise<Created> {
+  const spec = sentrySpec(req.spec);
+  const level = chooseLevel(req.sentry?.level, req.spec);
+  const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
+  const network = req.sentry?.network ?? req.spec.annotations?.[NETWORK_ANNOTATION] ?? 'loopback';
+  if (network === 'host') throw new UsageError('--network host cannot be used under the sentry (use --allow-egress rules)');
+  const policy = parsePolicy(network, egress); // validates the rules before anything is made
+  const socket = join(req.dir, 'sentry.sock');
+  const cfg: SentryProcessConfig = {
+    id: req.id,
+    socket,
+    log: join(req.dir, 'sentry.log'),
+    level,
+    network,
+    egress,
+    limits: sandboxLimits(req.spec),
+    hostname: spec.hostname ?? req.id.slice(0, 63),
+  };
+  const sentry = await startSentry(cfg, spec);
+  const jail: SentryJail = {
+    filter: buildSentryFilter(level),
+    socket,
+    ...(req.embedded ? {} : { overlay: { upper: join(req.dir, 'upper'), work: join(req.dir, 'work'), merged: join(req.dir, 'merged') } }),
+  };
+  try {
+    const created = await containerBackend.create({
+      ...req,
+      spec,
+      sentryJail: jail,
+      network: policy.mode === 'loopback' ? 'loopback' : 'none',
+    });
+    const record: SentryRecord = { pid: sentry.pid, startTime: sentry.startTime, level, socket };
+    return { ...created, backendState: { ...record } };
+  } catch (e) {
+    try {
+      process.kill(sentry.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+    throw e;
+  }
+}
+
+/** The `sentry` backend. */
+export const sentryBackend: Backend = {
+  ...containerBackend,
+  name: 'sentry',
+  create,
+  async exec(rec, req) {
+    const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';
+    const socket = join(stateDirOf(rec), 'sentry.sock');
+    return containerBackend.exec(rec, { ...req, sentryJail: { filter: buildSentryFilter(level), socket } });
+  },
+  async destroy(rec, dir) {
+    const s = rec.backendState as Partial<SentryRecord> | undefined;
+    if (s?.pid && s.pid > 0 && isAlive(s.pid, s.startTime ?? '')) {
+      try {
+        process.kill(s.pid, 'SIGKILL');
+      } catch {
+        // it ended on its own
+      }
+    }
+    await containerBackend.destroy(rec, dir);
+  },
+};

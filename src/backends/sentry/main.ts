@@ -1,0 +1,205 @@
+/**
+ * Entry of the sentry process (dist/sentry.cjs): one per sandbox, started by `moat create`
+ * with its configuration as a JSON argument. It listens on the sandbox's socket for the notify
+ * fds of the init and of every `exec`, then serves the workload's system calls until no task
+ * of the sandbox is left. It reports "ready" on fd 3 once it listens.
+ */
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import * as k from '../../sys/kernel.js';
+import { answer, SentryLoop } from './core.js';
+import type { Families } from './core.js';
+import { confineSentry } from './confine.js';
+import { parsePolicy } from './netpolicy.js';
+import { handlers as fileHandlers, mayBlock as fileMayBlock } from './sys_file.js';
+import { handlers as infoHandlers } from './sys_info.js';
+import { handlers as miscHandlers } from './sys_misc.js';
+import { handlers as processHandlers } from './sys_process.js';
+import { handlers as socketHandlers, mayBlock as socketMayBlock } from './sys_socket.js';
+import { entryByNr } from './table.js';
+import { NotifTask } from './task.js';
+import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
+import { fromJob, WorkerPool } from './workers.js';
+import type { WorkerJob, WorkerSetup } from './workers.js';
+
+/** What `moat create` tells a new sentry process (JSON in argv). */
+export interface SentryProcessConfig {
+  id: string;
+  /** Unix socket path to listen on for notify fds. */
+  socket: string;
+  /** Log file (appended). */
+  log: string;
+  level: SentryLevel;
+  /** `none` or `loopback` (ignored when egress rules are given). */
+  network: string;
+  egress: string[];
+  limits: SandboxLimits;
+  hostname: string;
+  /** Skip installing the sentry's own seccomp allowlist (debugging only). */
+  noConfine?: boolean;
+}
+
+/** The syscall families the sentry serves. */
+export const FAMILIES: Families = {
+  tables: { file: fileHandlers, socket: socketHandlers, process: processHandlers, info: infoHandlers, misc: miscHandlers },
+  mayBlock: (name, t, sb) => fileMayBlock(name, t, sb) || socketMayBlock(name, t, sb),
+};
+
+/** Host pids of `root` and all its descendants (through /proc/PID/task/TID/children). */
+export function descendants(root: number): number[] {
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').split(' ')) {
+          if (c.trim()) queue.push(Number(c));
+        }
+      } catch {
+        // the thread ended while we looked
+      }
+    }
+  }
+  return out;
+}
+
+/** Whether a process exists (it may be a zombie); the sentry may not signal, so /proc tells. */
+function isAlivePid(pid: number): boolean {
+  return existsSync(`/proc/${pid}/stat`);
+}
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+
+/** Makes the listening unix socket stages hand their notify fds to. */
+function listenOn(path: string): number {
+  const fd = k.socket(AF_UNIX, SOCK_STREAM | k.O.CLOEXEC, 0);
+  if (fd < 0) throw new Error(`socket: errno ${-fd}`);
+  const addr = Buffer.alloc(110);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  const p = Buffer.from(path);
+  if (p.length > 107) throw new Error(`${path}: socket path too long`);
+  p.copy(addr, 2);
+  const b = k.bind(fd, addr.subarray(0, 2 + p.length + 1));
+  if (b < 0) throw new Error(`bind ${path}: errno ${-b}`);
+  const l = k.listen(fd, 16);
+  if (l < 0) throw new Error(`listen ${path}: errno ${-l}`);
+  return fd;
+}
+
+/** The mutable parts of a sandbox view (set when the init's notify fd arrives). */
+interface SandboxState {
+  rootFd: number;
+  initPid: number;
+  /** Host pids of the init and of every exec'd process: each heads a tree of the sandbox. */
+  heads: number[];
+}
+
+/** The sandbox view handlers get, over `state`. */
+function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void): Sandbox {
+  return {
+    id: cfg.id,
+    get rootFd() {
+      return state.rootFd;
+    },
+    get initPid() {
+      return state.initPid;
+    },
+    level: cfg.level,
+    network: parsePolicy(cfg.network, cfg.egress),
+    limits: cfg.limits,
+    hostname: cfg.hostname,
+    // the listings of the synthesized /proc and /sys live in tmpfs mounts at /proc and /sys
+    // of the container itself, so a directory fd the workload gets is inside its own root
+    get scratchDir() {
+      return `/proc/${state.initPid}/root`;
+    },
+    bootTime,
+    pids: () => {
+      // an exec'd process joins the pid namespace from outside: its tree is not under the init
+      const seen = new Set<number>();
+      for (const head of state.heads) for (const p of descendants(head)) seen.add(p);
+      return [...seen];
+    },
+    log,
+  };
+}
+
+/** A log function writing to fd `logFd`. */
+function logger(id: string, logFd: number): (msg: string) => void {
+  return (msg: string): void => {
+    try {
+      writeSync(logFd, `${new Date().toISOString()} sentry[${id}] ${msg}\n`);
+    } catch {
+      // the log is best effort
+    }
+  };
+}
+
+/** Runs the sentry; returns the process exit code. */
+export function sentryMain(argv: string[], script: string): number {
+  const config = argv[0] ?? '{}';
+  const cfg = JSON.parse(config) as SentryProcessConfig;
+  const logFd = openSync(cfg.log, 'a');
+  const log = logger(cfg.id, logFd);
+  const acceptFd = listenOn(cfg.socket);
+  const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
+  const bootTime = Date.now();
+  const sb = makeSandbox(cfg, state, bootTime, log);
+  const pool = new WorkerPool(script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
+  const loop = new SentryLoop(sb, cfg.level, FAMILIES, acceptFd, (pid, fd) => {
+    state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
+    if (state.rootFd >= 0) return;
+    // the first notify fd comes from the container init, already inside its root
+    state.initPid = pid;
+    state.rootFd = k.openat(k.AT.FDCWD, k.cpath(`/proc/${pid}/root`), k.O.PATH | k.O.DIRECTORY | k.O.CLOEXEC);
+    if (state.rootFd < 0) throw new Error(`opening the root of pid ${pid}: errno ${-state.rootFd}`);
+    log(`serving init pid ${pid} (notify fd ${fd})`);
+  }, (listener, notif) => pool.offload(listener, notif));
+  if (!cfg.noConfine) confineSentry(log);
+  try {
+    writeSync(3, 'ready\n');
+    closeSync(3);
+  } catch {
+    // started by hand, without a ready pipe
+  }
+  loop.run();
+  const s = loop.stats;
+  log(`done: ${s.served} served (${s.continued} continued, ${s.injected} fds injected, ${s.refused} refused, ${s.deferred} on ${pool.size} workers)`);
+  return 0;
+}
+
+/** Runs one worker thread of the pool: answers each notification it is handed. */
+export function sentryWorker(data: { index: number; busy: Int32Array; setup: WorkerSetup }): void {
+  const cfg = JSON.parse(data.setup.config) as SentryProcessConfig;
+  const log = logger(cfg.id, data.setup.logFd);
+  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log);
+  parentPort?.on('message', (job: WorkerJob) => {
+    try {
+      const notif = fromJob(job);
+      const task = new NotifTask(job.listener, notif);
+      let reply: Reply;
+      try {
+        const entry = entryByNr(notif.nr);
+        const handler = entry?.family ? (FAMILIES.tables[entry.family]?.[entry.name] ?? FAMILIES.tables.misc?.[entry.name]) : undefined;
+        reply = handler ? handler(task, sb) : { kind: 'err', errno: k.E.ENOSYS };
+      } catch (e) {
+        log(`sentry bug on a worker, nr ${notif.nr}: ${(e as Error).stack ?? String(e)}`);
+        reply = { kind: 'err', errno: k.E.EIO };
+      } finally {
+        task.release();
+      }
+      answer(job.listener, notif.id, reply);
+    } finally {
+      Atomics.store(data.busy, data.index, 0);
+    }
+  });
+}

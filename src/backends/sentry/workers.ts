@@ -1,0 +1,77 @@
+/**
+ * Worker threads for the few served calls that can block for long (a connect on a blocking
+ * socket, opening a FIFO): the serving thread hands such a notification to an idle worker and
+ * goes on serving the rest of the sandbox. A worker runs the same handler synchronously and
+ * answers the kernel itself. The serving thread never waits for a worker: each worker's
+ * busy flag lives in shared memory, so no message has to come back through an event loop.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Notif } from './types.js';
+
+/** What a worker needs to rebuild the sandbox view (all fds are process-wide). */
+export interface WorkerSetup {
+  /** The sentry's JSON configuration (as given on its command line). */
+  config: string;
+  rootFd: number;
+  initPid: number;
+  /** Host pids heading the sandbox's process trees (the init and exec'd processes). */
+  heads: number[];
+  bootTime: number;
+  logFd: number;
+}
+
+/** A message from the serving thread: one notification to answer. */
+export interface WorkerJob {
+  listener: number;
+  id: string;
+  tid: number;
+  nr: number;
+  arch: number;
+  args: string[];
+}
+
+/** Turns a notification into a structured-clone friendly job. */
+export function toJob(listener: number, n: Notif): WorkerJob {
+  return { listener, id: n.id.toString(), tid: n.tid, nr: n.nr, arch: n.arch, args: n.args.map(String) };
+}
+
+/** The notification of a job. */
+export function fromJob(j: WorkerJob): Notif {
+  const a = j.args.map((x) => BigInt(x));
+  return { id: BigInt(j.id), tid: j.tid, nr: j.nr, arch: j.arch, args: [a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!] };
+}
+
+/** A pool that grows up to `max` workers, each busy with at most one call. */
+export class WorkerPool {
+  private readonly workers: Worker[] = [];
+  /** Int32 per worker: 1 while busy (set by the serving thread, cleared by the worker). */
+  private readonly busy: Int32Array;
+
+  constructor(
+    private readonly script: string,
+    private readonly setup: () => WorkerSetup,
+    private readonly max = 16,
+  ) {
+    this.busy = new Int32Array(new SharedArrayBuffer(4 * max));
+  }
+
+  /** Hands `notif` to an idle worker (starting one if needed); false if all `max` are busy. */
+  offload(listener: number, notif: Notif): boolean {
+    let i = this.workers.findIndex((_, j) => Atomics.load(this.busy, j) === 0);
+    if (i < 0) {
+      if (this.workers.length >= this.max) return false;
+      i = this.workers.length;
+      const w = new Worker(this.script, { workerData: { role: 'sentry-worker', index: i, busy: this.busy, setup: this.setup() } });
+      w.unref();
+      this.workers.push(w);
+    }
+    Atomics.store(this.busy, i, 1);
+    this.workers[i]!.postMessage(toJob(listener, notif));
+    return true;
+  }
+
+  /** How many workers exist (for the log). */
+  get size(): number {
+    return this.workers.length;
+  }
+}

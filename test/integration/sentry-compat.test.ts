@@ -1,0 +1,137 @@
+/**
+ * Compatibility under `--isolation sentry` with the embedded default (the host root read-only):
+ * real programs run with their system calls served by the sentry. Moat only.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
+
+const has = (bin: string): boolean => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const skip = RUNTIME !== 'moat' ? 'the sentry is Moat-only' : skipReason();
+if (skip) console.log(`# skipping sentry compatibility tests: ${skip}`);
+const need = (bin: string): string | false => {
+  if (skip) return skip;
+  if (!has(bin)) {
+    console.log(`# skipping a sentry test: ${bin} is not installed (.ci/run installs it)`);
+    return `${bin} is not installed`;
+  }
+  return false;
+};
+
+describe('sentry: real programs under --isolation sentry', { skip }, () => {
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
+  const run = (args: string[], input?: string) =>
+    sb.rt(['run', '--isolation', 'sentry', ...args], { timeoutMs: 120_000, ...(input !== undefined ? { input } : {}) });
+
+  it('runs busybox shell scripts: pipes, redirections, subshells, find, tar, sed, sort', { skip: need('busybox') }, async () => {
+    const script = [
+      'set -e',
+      'mkdir -p /tmp/w/a/b && cd /tmp/w',
+      'printf "zeta\\nalpha\\nmid\\n" > a/list',
+      'echo deep > a/b/file',
+      'sort a/list | sed "s/^/x-/" > sorted',
+      'cat sorted',
+      '(cd a/b && pwd)',
+      'echo "sub:$( (echo inner; exit 0) )"',
+      'find . -type f | sort',
+      'tar -cf /tmp/a.tar a && mkdir /tmp/out && tar -xf /tmp/a.tar -C /tmp/out && cat /tmp/out/a/b/file',
+      'echo err 1>&2 2>/dev/null; echo done >> sorted; tail -n 1 sorted',
+      'ls /tmp/out/a | wc -l',
+    ].join('\n');
+    const r = await run(['--', 'busybox', 'sh', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, [
+      'x-alpha', 'x-mid', 'x-zeta', '/tmp/w/a/b', 'sub:inner',
+      './a/b/file', './a/list', './sorted', 'deep', 'done', '2', '',
+    ].join('\n'));
+  });
+
+  it('runs Debian python3: file I/O, os.listdir, subprocess, json and a TCP echo over loopback', { skip: need('python3') }, async () => {
+    const py = [
+      'import json, os, socket, subprocess, threading',
+      'os.makedirs("/tmp/py/d", exist_ok=True)',
+      'with open("/tmp/py/d/data.json", "w") as f: json.dump({"n": [1, 2, 3]}, f)',
+      'print(json.load(open("/tmp/py/d/data.json"))["n"], os.listdir("/tmp/py"))',
+      'print(subprocess.run(["sh", "-c", "echo child $((6*7))"], capture_output=True, text=True).stdout.strip())',
+      's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)',
+      'def serve():',
+      '    c, _ = s.accept(); c.sendall(c.recv(64).upper()); c.close()',
+      'threading.Thread(target=serve).start()',
+      'c = socket.create_connection(("127.0.0.1", s.getsockname()[1])); c.sendall(b"ping")',
+      'print(c.recv(64).decode())',
+    ].join('\n');
+    const r = await run(['--', 'python3', '-c', py]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "[1, 2, 3] ['d']\nchild 42\nPING\n");
+  });
+
+  it('compiles hello.c with gcc and runs it', { skip: need('gcc') }, async () => {
+    const dir = join(sb.tmp, 'gcc');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'hello.c'), '#include <stdio.h>\nint main(void) { printf("hello, %d\\n", 6 * 7); return 3; }\n');
+    const r = await run(['-v', `${dir}:/src`, '--', 'sh', '-c', 'cd /src && gcc -O1 -o hello hello.c && ./hello']);
+    assert.equal(r.status, 3, r.stderr);
+    assert.equal(r.stdout, 'hello, 42\n');
+    assert.ok(existsSync(join(dir, 'hello')), 'the binary was not written to the volume');
+  });
+
+  it('runs git init and git commit in a writable volume', { skip: need('git') }, async () => {
+    const dir = join(sb.tmp, 'repo');
+    mkdirSync(dir, { recursive: true });
+    const script = [
+      'set -e', 'cd /repo', 'git init -q .', 'git config user.email t@example.com', 'git config user.name Tester',
+      'echo one > a.txt', 'mkdir sub && echo two > sub/b.txt', 'git add -A', 'git commit -qm "first commit"',
+      'git log --format=%s', 'git ls-files',
+    ].join('\n');
+    const r = await run(['-v', `${dir}:/repo`, '-e', 'HOME=/tmp', '--', 'sh', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'first commit\na.txt\nsub/b.txt\n');
+    // the commit is real: git on the host reads it back
+    const log = execFileSync('git', ['-C', dir, 'log', '--format=%s'], { encoding: 'utf8', env: { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null' } });
+    assert.equal(log, 'first commit\n');
+    assert.equal(readFileSync(join(dir, 'sub/b.txt'), 'utf8'), 'two\n');
+  });
+
+  it('runs node -e with a small script', async () => {
+    const js = 'const fs=require("fs");fs.writeFileSync("/tmp/n.txt",JSON.stringify({cpus:require("os").cpus().length}));' +
+      'console.log(JSON.parse(fs.readFileSync("/tmp/n.txt","utf8")).cpus>0, [3,1,2].sort().join(""));' +
+      'require("child_process").exec("echo from-child",(e,o)=>console.log(o.trim()))';
+    const r = await run(['--', process.execPath, '-e', js]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'true 123\nfrom-child\n');
+  });
+
+  it('passes stdin through, signals and waits for children, and exits with their status', async () => {
+    const r = await run(['--', 'sh', '-c', 'read x; echo "got $x"; sleep 30 & kill -TERM $!; wait $!; s=$?; echo "status $s"; exit 5'], 'line\n');
+    assert.equal(r.stdout, 'got line\nstatus 143\n');
+    assert.equal(r.status, 5);
+  });
+
+  it('keeps serving while a FIFO open blocks (the blocking call runs on a worker)', async () => {
+    const r = await run(['--', 'sh', '-c', 'mkfifo /tmp/p; (sleep 0.3; echo through-fifo > /tmp/p) & cat /tmp/p; ls / >/dev/null && echo after']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'through-fifo\nafter\n');
+  });
+
+  it('serves uname and /proc from the sentry, not the host kernel', async () => {
+    const r = await run(['--', 'sh', '-c', 'uname -r; cat /proc/version; echo $$; cat /proc/1/comm']);
+    assert.equal(r.status, 0, r.stderr);
+    const [release, version, pid, comm] = r.stdout.trim().split('\n');
+    assert.match(release!, /moat-sentry/);
+    assert.match(version!, /moat-sentry/);
+    assert.equal(pid, '1');
+    assert.equal(comm, 'sh');
+  });
+});
