@@ -1,0 +1,516 @@
+/**
+ * Security properties of `--isolation sentry` (Moat only: runc has no sentry): what the workload
+ * must not see (host processes, host /proc data, paths outside its root, runtime fds), must not
+ * change (the bundle rootfs, processes outside the sandbox) and must not reach (the host network
+ * beyond its egress rules, refused system calls), including through a path-resolution race.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  copyFileSync, existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import type { Server } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { TestContext } from 'node:test';
+import { REPO, RUNTIME, Sandbox, processAlive, skipReason } from '../helpers/runtime.js';
+import type { Result } from '../helpers/runtime.js';
+
+const skip = RUNTIME !== 'moat' ? 'the sentry is Moat-only (runc has no --isolation sentry)' : skipReason();
+if (skip) console.log(`# skipping sentry security tests: ${skip}`);
+
+const MiB = 1024 * 1024;
+const EPERM = 1;
+const ENOSYS = 38;
+const ESRCH = 3;
+
+/** A unique, unguessable token (what a leak would print). */
+const token = (what: string): string => `MOAT-${what}-${randomBytes(8).toString('hex')}`;
+
+/** One line of docs/syscalls.json. */
+interface DocRow {
+  name: string;
+  nr: number;
+  class: 'fast' | 'served' | 'refused';
+  errno?: number;
+}
+
+/**
+ * Splits the output of a script whose sections start with `s NAME` (the shell function
+ * `s() { printf '\n<<%s>>\n' "$1"; }`) into NAME -> text. The script text holds only the
+ * format, never a literal `<<NAME>>`, so a section that echoes the script cannot fake one.
+ */
+function sections(out: string): Map<string, string> {
+  const parts = out.split(/\n<<(\w+)>>\n/);
+  const map = new Map<string, string>();
+  for (let i = 1; i + 1 < parts.length; i += 2) map.set(parts[i]!, parts[i + 1]!);
+  return map;
+}
+const SECTION_FN = `s() { printf '\\n<<%s>>\\n' "$1"; }`;
+
+/** Everything about a tree that a write could change: type, mode, owner, size, mtime, content, link target. */
+function snapshot(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (rel: string): void => {
+    const p = join(root, rel);
+    const st = lstatSync(p);
+    let what = `${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.mtimeMs}`;
+    if (st.isSymbolicLink()) what += ` -> ${readlinkSync(p)}`;
+    else if (st.isFile()) what += ` ${st.size} ${createHash('sha256').update(readFileSync(p)).digest('hex')}`;
+    out.set(rel || '/', what);
+    if (st.isDirectory()) for (const e of readdirSync(p).sort()) walk(rel ? `${rel}/${e}` : e);
+  };
+  walk('');
+  return out;
+}
+
+/** Differences between two snapshots, one line each. */
+function diff(before: Map<string, string>, afterSnap: Map<string, string>): string[] {
+  const lines: string[] = [];
+  for (const [k, v] of before) {
+    const w = afterSnap.get(k);
+    if (w === undefined) lines.push(`removed ${k}`);
+    else if (w !== v) lines.push(`changed ${k}: ${v} => ${w}`);
+  }
+  for (const k of afterSnap.keys()) if (!before.has(k)) lines.push(`added ${k}`);
+  return lines;
+}
+
+/** The output of a run, for assertion messages. */
+const show = (r: Result): string => `exit ${r.status ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+
+/** A TCP server on the host's 127.0.0.1 that answers every connection with `reply`. */
+async function tokenServer(reply: string): Promise<{ server: Server; port: number; connections: () => number }> {
+  let n = 0;
+  const server = createServer((c) => {
+    n++;
+    c.on('error', () => {});
+    c.end(`${reply}\n`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('the token server has no port');
+  return { server, port: addr.port, connections: () => n };
+}
+
+describe('sentry isolation: security properties', { skip }, () => {
+  const sb = new Sandbox();
+  const hostChildren: ChildProcess[] = [];
+  const servers: Server[] = [];
+  after(async () => {
+    for (const c of hostChildren) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const s of servers) s.close();
+    await sb.cleanup();
+  });
+
+  /** Runs a bundle under the sentry and waits for it. */
+  const runBundle = (bundle: string, extra: string[] = [], timeoutMs?: number): Promise<Result> =>
+    sb.rt(['run', '--isolation', 'sentry', ...extra, '-b', bundle, sb.id('sentry')], timeoutMs ? { timeoutMs } : {});
+
+  /** Runs a host command in the embedded default under the sentry. */
+  const runEmbedded = (flags: string[], argv: string[]): Promise<Result> =>
+    sb.rt(['run', '--isolation', 'sentry', ...flags, '--', ...argv]);
+
+  /** Compiles test/sentry/<name>.c statically (once); returns the binary, or why it cannot. */
+  const built = new Map<string, { bin?: string; why?: string }>();
+  function compile(name: string, flags: string[] = []): { bin?: string; why?: string } {
+    const done = built.get(name);
+    if (done) return done;
+    let res: { bin?: string; why?: string };
+    const probe = spawnSync('cc', ['--version'], { encoding: 'utf8' });
+    if (probe.error !== undefined || probe.status !== 0) {
+      res = { why: `no C compiler (cc): ${probe.error?.message ?? probe.stderr}` };
+    } else {
+      const bin = join(sb.tmp, name);
+      const cc = spawnSync('cc', ['-O2', '-static', '-Wall', ...flags, '-o', bin, join(REPO, 'test/sentry', `${name}.c`)], { encoding: 'utf8' });
+      // a compiler is there but cannot build it: that is a failure, not a skip
+      assert.equal(cc.status, 0, `cc test/sentry/${name}.c failed:\n${cc.stderr}`);
+      res = { bin };
+    }
+    built.set(name, res);
+    return res;
+  }
+
+  /** Skips `t` with a printed reason (the test then asserts nothing). */
+  function skipWith(t: TestContext, why: string): void {
+    console.log(`# skipping "${t.name}": ${why}`);
+    t.skip(why);
+  }
+
+  it('hides host processes and host /proc data', async () => {
+    const hostPid = process.pid;
+    const script = [
+      SECTION_FN,
+      's ls; ls /proc',
+      's cmdline; cat /proc/1/cmdline',
+      `s hostpid; cat /proc/${hostPid}/cmdline 2>/dev/null && echo readable || echo unreadable`,
+      's cpuinfo; cat /proc/cpuinfo',
+      's meminfo; cat /proc/meminfo',
+      's hostname; cat /proc/sys/kernel/hostname; uname -n',
+      's mountinfo; cat /proc/self/mountinfo',
+      's end',
+    ].join('\n');
+    const args = ['sh', '-c', script];
+    const b = await sb.bundle(args, (spec) => {
+      spec['linux'].resources = { memory: { limit: 256 * MiB } };
+    });
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    const s = sections(r.stdout);
+    assert.ok(s.has('end'), `the script did not finish:\n${show(r)}`);
+
+    const pids = s.get('ls')!.split(/\s+/).filter((e) => /^\d+$/.test(e)).map(Number);
+    assert.ok(pids.includes(1), `pid 1 missing from /proc: ${s.get('ls')}`);
+    assert.ok(pids.every((p) => p <= 5), `/proc lists pids beyond the sandbox's few: ${pids.join(' ')}`);
+    assert.ok(!pids.includes(hostPid), `the test's host pid ${hostPid} is listed in /proc`);
+    if (hostPid > 5) assert.equal(s.get('hostpid'), 'unreadable\n', `/proc/${hostPid}/cmdline (a host process) is readable`);
+
+    assert.equal(s.get('cmdline'), `${args.join('\0')}\0`, '/proc/1/cmdline is not the sandbox\'s own command');
+
+    assert.match(s.get('cpuinfo')!, /^processor\s*:/m, '/proc/cpuinfo is missing or empty');
+    assert.match(s.get('meminfo')!, /^MemTotal:\s+262144 kB$/m, `MemTotal is not the 256 MiB limit:\n${s.get('meminfo')}`);
+
+    const names = s.get('hostname')!.trim().split('\n');
+    assert.deepEqual(names, ['fixture', 'fixture'], 'hostname and uname -n are not the spec\'s hostname');
+    assert.ok(!s.get('hostname')!.includes(hostname()), `the host's hostname ${hostname()} is visible`);
+
+    const mountinfo = s.get('mountinfo')!;
+    assert.notEqual(mountinfo.trim(), '', '/proc/self/mountinfo is empty');
+    for (const hostPath of [b, sb.tmp, sb.root, '/run/moat', REPO, 'upperdir', 'lowerdir', 'workdir']) {
+      assert.ok(!mountinfo.includes(hostPath), `/proc/self/mountinfo shows the host path ${hostPath}:\n${mountinfo}`);
+    }
+  });
+
+  it('keeps paths outside the root unreachable through "..", symlinks and magic links', async () => {
+    const secret = token('SECRET');
+    const near = token('NEAR');
+    const marker = join(sb.tmp, `marker-${randomBytes(4).toString('hex')}`);
+    writeFileSync(marker, `${secret}\n`);
+    const rel = marker.slice(1); // the marker's path relative to the host root
+    const up = '../../../../../../../../../..';
+    const attempts = [
+      '/abs', '/rel', `/up/${rel}`, `/updir/${rel}`, '/near', '/../near-marker', `/../../../../${rel}`, `/${up}${marker}`,
+      `/proc/self/root/../../${rel}`, `/proc/1/root/${up}${marker}`, `/proc/self/cwd/${up}${marker}`, `/proc/1/cwd/${up}${marker}`,
+      `/proc/self/fd/3/${up}${marker}`, '/proc/self/fd/3/../near-marker', `/proc/self/fd/4/${up}${marker}`,
+      `/proc/self/root${marker}`, `/proc/1/root${marker}`, `/proc/self/fd/4/../../near-marker`, `/dyn/${rel}`, `/dyn2${marker}`,
+    ];
+    const script = [
+      SECTION_FN,
+      'exec 3</ 4</bin',
+      `ln -s ${up} /dyn; ln -s /proc/self/root/${up} /dyn2`,
+      ...attempts.map((p) => `cat '${p}'`),
+      `cd / && cd ${up} && cat ${rel}; cat near-marker`,
+      `cd /proc/self/root && cd ${up} && cat ${rel}`,
+      `cd /proc/self/fd/3 && cd ${up} && cat ${rel}`,
+      `cd /bin && cd /proc/self/cwd/${up} && cat ${rel}`,
+      `find / -name '${marker.split('/').pop()}' 2>/dev/null`,
+      `find / -name near-marker 2>/dev/null`,
+      's lsa; ls -a /',
+      's lsla; ls -la /',
+      's end',
+    ].join('\n');
+    const b = await sb.bundle(['sh', '-c', script]);
+    const rootfs = join(b, 'rootfs');
+    writeFileSync(join(b, 'near-marker'), `${near}\n`); // next to the rootfs, in the bundle
+    symlinkSync(marker, join(rootfs, 'abs'));
+    symlinkSync(`../../../../../../${rel}`, join(rootfs, 'rel'));
+    symlinkSync('/../../../..', join(rootfs, 'up'));
+    symlinkSync(up, join(rootfs, 'updir'));
+    symlinkSync('../near-marker', join(rootfs, 'near'));
+    const hostView = ['.', '..', 'dyn', 'dyn2', ...readdirSync(rootfs)].sort(); // dyn, dyn2: made by the script
+
+    const r = await runBundle(b, [], 60_000);
+    const all = r.stdout + r.stderr;
+    assert.ok(!all.includes(secret), `the marker outside the root was read:\n${show(r)}`);
+    assert.ok(!all.includes(near), `the marker next to the rootfs (in the bundle) was read:\n${show(r)}`);
+    const s = sections(r.stdout);
+    assert.ok(s.has('end'), `the script did not finish:\n${show(r)}`);
+    assert.deepEqual(s.get('lsa')!.trim().split('\n').sort(), hostView, `"/" inside is not the bundle rootfs:\n${s.get('lsla')}`);
+    assert.match(s.get('lsla')!, /\sbin\n/, `ls -la / shows no /bin:\n${s.get('lsla')}`);
+  });
+
+  it('never writes to the bundle rootfs (nor through its symlinks)', async () => {
+    const victim = join(sb.tmp, `victim-${randomBytes(4).toString('hex')}`);
+    writeFileSync(victim, 'original\n');
+    const script = [
+      'echo x > /etc/newfile',
+      'rm /bin/true',
+      'echo pwned >> /etc/passwd',
+      'mkdir /newdir && echo y > /newdir/f',
+      'chmod 700 /bin/busybox',
+      'ln -s /x /etc/newlink',
+      'mv /etc/group /etc/group2',
+      'touch /bin/sh',
+      'rm -r /home/moat',
+      'echo pwned > /victim-link; echo pwned > /victim-dir-link/victim 2>/dev/null',
+      // the writes did happen, in the container's view
+      'test -f /etc/newfile && ! test -e /bin/true && grep -q pwned /etc/passwd && test -f /newdir/f && test -e /etc/group2 && ! test -e /etc/group && echo writes-visible',
+    ].join('\n');
+    const b = await sb.bundle(['sh', '-c', script]);
+    const rootfs = join(b, 'rootfs');
+    symlinkSync(victim, join(rootfs, 'victim-link'));
+    symlinkSync(sb.tmp, join(rootfs, 'victim-dir-link'));
+    const before = snapshot(rootfs);
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    assert.match(r.stdout, /writes-visible/, `the writes did not take effect inside:\n${show(r)}`);
+    const changes = diff(before, snapshot(rootfs));
+    assert.deepEqual(changes, [], `the bundle rootfs changed:\n${changes.join('\n')}`);
+    assert.equal(readFileSync(victim, 'utf8'), 'original\n', 'a write through a symlink reached a host file');
+  });
+
+  it('keeps the network to its own loopback, none, or the --allow-egress destinations', async (t) => {
+    const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : undefined;
+    const busybox = ['/usr/bin/busybox', '/bin/busybox'].find((p) => existsSync(p));
+    const hasNc = busybox !== undefined && spawnSync(busybox, ['nc', '--help'], { encoding: 'utf8' }).stderr.includes('Usage: nc');
+    if (!python && !hasNc) return skipWith(t, 'neither /usr/bin/python3 nor busybox nc is on the host');
+
+    const secret = token('NET');
+    const other = token('OTHER');
+    const main = await tokenServer(secret);
+    const second = await tokenServer(other);
+    servers.push(main.server, second.server);
+
+    /**
+     * Connects to the host-side 127.0.0.1:port from inside; `out` holds what came back and
+     * `socketErrno` the errno of a failed socket(2), if it failed.
+     */
+    const connect = async (flags: string[], port: number): Promise<{ r: Result; got: string; socketErrno?: number }> => {
+      if (python) {
+        const code = [
+          'import socket, sys',
+          'try:',
+          '    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)',
+          'except OSError as e:',
+          '    print("socket-errno", e.errno); sys.exit(0)',
+          's.settimeout(5)',
+          'try:',
+          '    s.connect(("127.0.0.1", int(sys.argv[1])))',
+          '    data = b""',
+          '    while True:',
+          '        chunk = s.recv(4096)',
+          '        if not chunk: break',
+          '        data += chunk',
+          '    print("recv", data.decode().strip())',
+          'except OSError as e:',
+          '    print("connect-errno", e.errno)',
+        ].join('\n');
+        const r = await runEmbedded(flags, [python, '-c', code, String(port)]);
+        const m = /^socket-errno (\d+)$/m.exec(r.stdout);
+        return { r, got: r.stdout, ...(m ? { socketErrno: Number(m[1]) } : {}) };
+      }
+      const r = await runEmbedded(flags, [busybox!, 'nc', '-w', '5', '127.0.0.1', String(port)]);
+      return { r, got: r.stdout, ...(/socket: Permission denied/.test(r.stderr) ? { socketErrno: 13 } : {}) };
+    };
+
+    // default policy (loopback): 127.0.0.1 is the sandbox's own loopback, not the host's
+    const lo = await connect([], main.port);
+    assert.ok(!lo.got.includes(secret), `the default policy reached the host's 127.0.0.1:\n${show(lo.r)}`);
+    if (python) {
+      assert.match(lo.got, /^connect-errno \d+$/m, `connecting to an unused port of the own loopback did not fail:\n${show(lo.r)}`);
+      // the sandbox can bind the very port the host listens on: its loopback is its own
+      const own = [
+        'import socket',
+        'l = socket.socket(); l.bind(("127.0.0.1", int(__import__("sys").argv[1]))); l.listen(1)',
+        'c = socket.create_connection(("127.0.0.1", l.getsockname()[1]), timeout=5)',
+        'a, _ = l.accept(); a.sendall(b"own-loopback"); print(c.recv(100).decode())',
+      ].join('\n');
+      const r = await runEmbedded([], [python, '-c', own, String(main.port)]);
+      assert.equal(r.stdout, 'own-loopback\n', `the sandbox's loopback does not work as its own:\n${show(r)}`);
+    }
+
+    // --network none: no IP socket at all
+    const none = await connect(['--network', 'none'], main.port);
+    assert.ok(!none.got.includes(secret), `--network none reached the host:\n${show(none.r)}`);
+    assert.equal(none.socketErrno, 13, `socket(AF_INET) did not fail with EACCES under --network none:\n${show(none.r)}`);
+    assert.equal(main.connections(), 0, 'the host server saw a connection from a sandbox without egress');
+
+    // --allow-egress to the server: the token comes through the host network
+    const allowed = await connect(['--allow-egress', `127.0.0.1:${main.port}`], main.port);
+    assert.ok(allowed.got.includes(secret), `--allow-egress 127.0.0.1:${main.port} did not reach the host server:\n${show(allowed.r)}`);
+
+    // --allow-egress to another port: this one is refused (while the allowed one works)
+    const seen = main.connections();
+    const refused = await connect(['--allow-egress', `127.0.0.1:${second.port}`], main.port);
+    assert.ok(!refused.got.includes(secret), `--allow-egress 127.0.0.1:${second.port} let a connection to ${main.port} out:\n${show(refused.r)}`);
+    if (python) assert.match(refused.got, /^connect-errno \d+$/m, `the refused connect did not fail:\n${show(refused.r)}`);
+    assert.equal(main.connections(), seen, 'the host server saw a connection that no rule allows');
+    const otherOk = await connect(['--allow-egress', `127.0.0.1:${second.port}`], second.port);
+    assert.ok(otherOk.got.includes(other), `the allowed port ${second.port} is not reachable:\n${show(otherOk.r)}`);
+  });
+
+  it('refuses dangerous system calls with the errno of its table', async (t) => {
+    const { bin, why } = compile('refused');
+    if (!bin) return skipWith(t, why!);
+    const docs = JSON.parse(readFileSync(join(REPO, 'docs/syscalls.json'), 'utf8')) as DocRow[];
+    const b = await sb.bundle(['/bin/refused']);
+    copyFileSync(bin, join(b, 'rootfs/bin/refused'));
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    const direct = new Map<string, string[]>();
+    const probe = new Map<string, string[]>();
+    for (const line of r.stdout.trim().split('\n')) {
+      const f = line.split(' ');
+      if (f[0] === 'probe') probe.set(f[1]!, f.slice(2));
+      else direct.set(f[0]!, f.slice(1));
+    }
+    const names = ['mount', 'umount2', 'pivot_root', 'swapon', 'reboot', 'sethostname', 'init_module', 'kexec_load', 'bpf',
+      'perf_event_open', 'userfaultfd', 'keyctl', 'add_key', 'io_uring_setup', 'unshare', 'setns', 'ptrace', 'process_vm_readv',
+      'open_by_handle_at', 'fanotify_init', 'fsopen', 'settimeofday', 'acct', 'clone3'];
+    const wrong: string[] = [];
+    for (const name of names) {
+      const row = docs.find((d) => d.name === name);
+      let expected: number;
+      if (name === 'clone3') {
+        expected = ENOSYS; // served by the process family, which answers ENOSYS (libc falls back to clone)
+      } else {
+        assert.equal(row?.class, 'refused', `docs/syscalls.json does not list ${name} as refused`);
+        expected = row.errno ?? ENOSYS;
+      }
+      const got = direct.get(name);
+      if (!got) wrong.push(`${name}: no result line`);
+      else if (got[0] !== '-1' || Number(got[1]) !== expected) wrong.push(`${name}: returned ${got.join(' errno ')}, expected -1 errno ${expected}`);
+      // a probe proves that the sandbox, not the host kernel for want of a capability, said EPERM
+      if (expected === EPERM) {
+        const p = probe.get(name);
+        if (!p) wrong.push(`probe ${name}: no result line`);
+        else if (p[0] !== '-1' || Number(p[1]) !== EPERM) wrong.push(`probe ${name}: ${p.join(' ')} (the call was not refused by the sandbox itself)`);
+      }
+    }
+    assert.deepEqual(wrong, [], `refused calls answered wrongly:\n${wrong.join('\n')}\n${show(r)}`);
+  });
+
+  it('resolves paths race-free: flipping a path buffer or a symlink never opens a host file', async (t) => {
+    const { bin, why } = compile('race', ['-pthread']);
+    if (!bin) return skipWith(t, why!);
+    const secret = token('RACE');
+    const safe = token('SAFE');
+    const marker = join(sb.tmp, `race-marker-${randomBytes(4).toString('hex')}`);
+    writeFileSync(marker, `${secret}\n`);
+    const b = await sb.bundle(['sh', '-c', `/bin/race buf ${marker} ${safe} ${secret} 20000 && /bin/race link ${marker} ${safe} ${secret} 20000`]);
+    copyFileSync(bin, join(b, 'rootfs/bin/race'));
+    writeFileSync(join(b, 'rootfs/safe'), `${safe}\n`);
+    const r = await runBundle(b, [], 300_000);
+    assert.equal(r.status, 0, show(r));
+    for (const mode of ['buf', 'link']) {
+      const m = new RegExp(`^${mode} opens=(\\d+) safe=(\\d+) secret=(\\d+) other=(\\d+) failed=(\\d+) flips=(\\d+)$`, 'm').exec(r.stdout);
+      assert.ok(m, `no result for mode ${mode}:\n${show(r)}`);
+      const [, opens, safeN, secretN, , , flips] = m.map(Number);
+      t.diagnostic(m[0]);
+      assert.equal(opens, 20000);
+      assert.equal(secretN, 0, `mode ${mode}: the host marker was opened ${secretN} times: ${m[0]}`);
+      assert.ok(safeN! > 0, `mode ${mode}: no open of /safe succeeded, so the race did not run: ${m[0]}`);
+      assert.ok(flips! > 0, `mode ${mode}: the flipping thread never flipped: ${m[0]}`);
+    }
+    assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), show(r));
+  });
+
+  /** fd -> link target from `ls -l /proc/self/fd` (busybox format). */
+  const parseFds = (out: string): Map<number, string> => {
+    const m = new Map<number, string>();
+    for (const line of out.split('\n')) {
+      const x = / (\d+) -> (.*)$/.exec(line);
+      if (x) m.set(Number(x[1]), x[2]!);
+    }
+    return m;
+  };
+  /** True if an fd target belongs to the runtime or the sentry (state dir, sockets, notify fds). */
+  const runtimeFd = (target: string): boolean =>
+    target.includes(sb.root) || target.includes('sentry') || target.includes('/run/moat') || target.includes(REPO) ||
+    target.startsWith('socket:') || target.startsWith('anon_inode:') || target.startsWith('pipe:');
+  /** Checks an inside listing of /proc/self/fd: stdio, at most ls's own directory fd, nothing of the runtime. */
+  const checkInside = (where: string, out: string): void => {
+    const fds = parseFds(out);
+    assert.ok(fds.has(0) && fds.has(1) && fds.has(2), `${where}: stdio missing from the listing:\n${out}`);
+    const extra = [...fds.keys()].filter((fd) => fd > 2);
+    // ls itself holds the directory it lists open
+    assert.ok(extra.length <= 1, `${where}: fds beyond stdio and ls's own: ${extra.join(' ')}\n${out}`);
+    for (const fd of extra) assert.match(fds.get(fd)!, /^\/proc\//, `${where}: fd ${fd} is not ls's listing of /proc:\n${out}`);
+    for (const [fd, target] of fds) assert.ok(!runtimeFd(target), `${where}: fd ${fd} -> ${target} belongs to the runtime or the sentry:\n${out}`);
+  };
+  /** Checks the host's view of the real fd table of host process `pid`: exactly stdio, nothing of the runtime. */
+  const checkHost = (where: string, pid: number): void => {
+    const fds = new Map<number, string>();
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) fds.set(Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`));
+    const raw = [...fds].map(([fd, tgt]) => `${fd} -> ${tgt}`).join('\n');
+    assert.deepEqual([...fds.keys()].sort(), [0, 1, 2], `${where}: host view of the real fds:\n${raw}`);
+    for (const [fd, target] of fds) assert.ok(!runtimeFd(target), `${where}: fd ${fd} -> ${target} belongs to the runtime or the sentry`);
+  };
+
+  /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */
+  async function sleeper(): Promise<{ id: string; pid: number }> {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('sentry-bg');
+    await sb.ok(['run', '--isolation', 'sentry', '-d', '-b', b, id]);
+    return { id, pid: (await sb.state(id)).pid };
+  }
+
+  it('leaks no fd of the runtime or the sentry into the workload', async () => {
+    const b = await sb.bundle(['sh', '-c', 'ls -l /proc/self/fd']);
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    checkInside('init (inside view)', r.stdout);
+
+    // the host's view of the real fd tables (the sentry synthesizes /proc, so it could hide one)
+    const { id, pid } = await sleeper();
+    try {
+      checkHost('init', pid);
+      const pidFile = join(sb.tmp, `${id}-exec.pid`);
+      await sb.ok(['exec', '--detach', '--pid-file', pidFile, id, 'sleep', '1000']);
+      checkHost('exec\'d process', Number(readFileSync(pidFile, 'utf8')));
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
+  // an exec'd process joins the pid namespace from outside (its host parent is `moat exec`):
+  // the sentry must still count it as the sandbox's
+  it('shows an exec\'d process its own /proc/self/fd, with no fd of the runtime', async () => {
+    const { id } = await sleeper();
+    try {
+      const ex = await sb.rt(['exec', id, 'ls', '-l', '/proc/self/fd']);
+      assert.equal(ex.status, 0, show(ex));
+      checkInside('exec (inside view)', ex.stdout);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
+  it('cannot signal or trace a process outside the sandbox', async () => {
+    const sleeper = spawn('sleep', ['1000'], { stdio: 'ignore', detached: true });
+    hostChildren.push(sleeper);
+    const pid = sleeper.pid!;
+    assert.ok(processAlive(pid));
+    const { bin } = compile('refused');
+    const script = [
+      `kill -9 ${pid}; echo "kill=$?"`,
+      `kill -0 ${pid}; echo "kill0=$?"`,
+      ...(bin ? [`/bin/refused ${pid}`] : []),
+    ].join('\n');
+    const b = await sb.bundle(['sh', '-c', script]);
+    if (bin) copyFileSync(bin, join(b, 'rootfs/bin/refused'));
+    else console.log('# no C compiler: only kill(1) is tried against the host process');
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    await new Promise((res) => setTimeout(res, 200)); // a delivered SIGKILL takes effect at once; allow a moment
+    assert.ok(processAlive(pid), `the host process ${pid} was killed from inside:\n${show(r)}`);
+    assert.match(r.stdout, /^kill=1$/m, `kill -9 of a host pid did not fail:\n${show(r)}`);
+    assert.match(r.stdout, /^kill0=1$/m, `kill -0 of a host pid succeeded (the process is visible):\n${show(r)}`);
+    assert.match(r.stderr, /No such process/, `kill did not report "no such process":\n${show(r)}`);
+    if (bin) {
+      for (const call of ['kill', 'ptrace', 'process_vm_readv', 'pidfd_open']) {
+        const m = new RegExp(`^${call} (-?\\d+) (\\d+)$`, 'm').exec(r.stdout);
+        assert.ok(m, `no result for ${call}:\n${show(r)}`);
+        assert.equal(m[1], '-1', `${call} on a host pid succeeded:\n${show(r)}`);
+        if (call === 'kill' || call === 'pidfd_open') assert.equal(Number(m[2]), ESRCH, `${call} on a host pid: errno ${m[2]}, expected ESRCH`);
+      }
+    }
+  });
+});
