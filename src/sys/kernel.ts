@@ -163,6 +163,8 @@ interface Bound {
   capset(hdr: Buffer, data: Buffer): number;
   prctl(op: number, a: number, b: number, c: number, d: number): number;
   getdents64(fd: number, buf: Buffer, n: number): number;
+  processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
+  processVmWritev(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   listen(fd: number, backlog: number): number;
   accept4(fd: number, addr: null, len: null, flags: number): number;
   // --- sockets (sys_socket.ts)
@@ -232,6 +234,14 @@ function b(): Bound {
     capset: f('int capset(const uint8_t *hdr, const uint8_t *data)'),
     prctl: f('int prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d)'),
     getdents64: f('long getdents64(int fd, _Out_ uint8_t *buf, size_t n)'),
+    ...((): Pick<Bound, 'processVmReadv' | 'processVmWritev'> => {
+      koffi.struct('moat_local_iovec', { base: 'uint8_t *', len: 'size_t' });
+      koffi.struct('moat_remote_iovec', { base: 'uint64_t', len: 'size_t' });
+      return {
+        processVmReadv: f('long process_vm_readv(int pid, const moat_local_iovec *local, unsigned long ln, const moat_remote_iovec *remote, unsigned long rn, unsigned long flags)'),
+        processVmWritev: f('long process_vm_writev(int pid, const moat_local_iovec *local, unsigned long ln, const moat_remote_iovec *remote, unsigned long rn, unsigned long flags)'),
+      };
+    })(),
     listen: f('int listen(int fd, int backlog)'),
     accept4: f('int accept4(int fd, void *addr, void *len, int flags)'),
     // --- sockets (sys_socket.ts)
@@ -363,6 +373,12 @@ export const capset = (hdr: Buffer, data: Buffer): number => r(b().capset(hdr, d
 export const prctl = (op: number, a = 0, b2 = 0, c = 0, d = 0): number => r(b().prctl(op, a, b2, c, d));
 /** getdents64(2). */
 export const getdents64 = (fd: number, buf: Buffer): number => r(b().getdents64(fd, buf, buf.length));
+/** process_vm_readv(2) of `buf.length` bytes at `addr` in process `pid`: bytes read (short at an unmapped page) or -errno. */
+export const processVmRead = (pid: number, buf: Buffer, addr: number): number =>
+  r(b().processVmReadv(pid, { base: buf, len: buf.length }, 1, { base: addr, len: buf.length }, 1, 0));
+/** process_vm_writev(2) of `buf` at `addr` in process `pid`: bytes written or -errno. */
+export const processVmWrite = (pid: number, buf: Buffer, addr: number): number =>
+  r(b().processVmWritev(pid, { base: buf, len: buf.length }, 1, { base: addr, len: buf.length }, 1, 0));
 /** listen(2). */
 export const listen = (fd: number, backlog: number): number => r(b().listen(fd, backlog));
 /** accept4(2) without the peer address. */

@@ -26,8 +26,8 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   'utimensat', 'ftruncate', 'fchmod', 'fchown', 'memfd_create', 'fgetxattr', 'flistxattr',
   // the same through Node's fs (libuv calls glibc, which uses the old path calls on x86_64)
   'open', 'stat', 'lstat', 'mkdir', 'rmdir', 'unlink', 'symlink', 'rename', 'chmod', 'fsync', 'fdatasync',
-  // the workload's tasks: pidfds and fd hand-over (memory goes through /proc/TID/mem)
-  'pidfd_open', 'pidfd_getfd',
+  // the workload's tasks: pidfds, the fd hand-over and their memory
+  'pidfd_open', 'pidfd_getfd', 'process_vm_readv', 'process_vm_writev',
   // sockets: the hand-over socket and brokered network calls
   'socket', 'bind', 'connect', 'listen', 'accept4', 'sendto', 'sendmsg', 'recvmsg', 'recvfrom',
   'getsockopt', 'setsockopt', 'getsockname', 'getpeername', 'shutdown',

@@ -1,7 +1,7 @@
 /**
  * The calling thread of one seccomp notification, as handlers see it: its arguments, checked
- * access to its memory through /proc/TID/mem (validated against the notification after the
- * open, so a recycled pid can never be read or written), its working directory and fds.
+ * access to its memory (validated against the notification, so a recycled pid can never be
+ * read), its working directory and fds.
  */
 import { readFileSync } from 'node:fs';
 import * as k from '../../sys/kernel.js';
@@ -10,6 +10,7 @@ import type { Creds, Notif, Task } from './types.js';
 const MAX_ADDR = 2 ** 53;
 const PIDFD_THREAD = 0o200; // O_EXCL: a pidfd for a thread, not a thread-group leader (Linux 6.9+)
 const idBuf = Buffer.alloc(8);
+const SCRATCH = Buffer.alloc(8192);
 const linkBuf = Buffer.alloc(4096 + 32);
 
 /** Whether notification `id` is still pending on `listener` (SECCOMP_IOCTL_NOTIF_ID_VALID). */
@@ -39,8 +40,10 @@ export class NotifTask implements Task {
   readonly tid: number;
   readonly notif: Notif;
   private readonly listener: number;
-  private memFd = -1;
   private pidFd = -1;
+  private readonly scratch = SCRATCH;
+  /** True on a worker thread, where a handler may block (see Reply 'offload'). */
+  onWorker = false;
   private statusCache: string | undefined;
 
   constructor(listener: number, notif: Notif) {
@@ -79,54 +82,40 @@ export class NotifTask implements Task {
     return notifValid(this.listener, this.notif.id);
   }
 
-  /** The task's /proc/TID/mem, opened once and confirmed to belong to the notifying task. */
-  private mem(): number {
-    if (this.memFd >= 0) return this.memFd;
-    const fd = k.openat(k.AT.FDCWD, k.cpath(`/proc/${this.tid}/mem`), k.O.RDWR | k.O.CLOEXEC);
-    if (fd < 0) return fd;
-    // the tid could have been recycled between the notification and the open: only a still
-    // pending notification proves this is the same task (seccomp_unotify(2))
-    if (!this.valid()) {
-      k.close(fd);
-      return -k.E.ESRCH;
-    }
-    this.memFd = fd;
-    return fd;
-  }
+  /*
+   * Memory goes through process_vm_readv/writev (one system call, no fd). A read is checked
+   * afterwards: if the notification is still pending, the task was alive and waiting during the
+   * read, so the bytes are its own (a recycled tid cannot be read by mistake). A write is
+   * checked before: the task cannot go away between the check and the write except by SIGKILL,
+   * and its tid could only name another process after the pid counter wrapped around.
+   */
 
   read(addr: number, len: number): Buffer | null {
     if (addr <= 0 || addr + len > MAX_ADDR) return null;
-    const fd = this.mem();
-    if (fd < 0) return null;
     const buf = Buffer.allocUnsafe(len);
-    let got = 0;
-    while (got < len) {
-      const n = k.pread(fd, buf.subarray(got), len - got, addr + got);
-      if (n <= 0) return null;
-      got += n;
-    }
+    const n = k.processVmRead(this.tid, buf, addr);
+    if (n !== len || !this.valid()) return null;
     return buf;
   }
 
   readString(addr: number, max = 4095): Buffer | number {
     if (addr <= 0 || addr >= MAX_ADDR) return -k.E.EFAULT;
-    const fd = this.mem();
-    if (fd < 0) return -k.E.EFAULT;
     const chunks: Buffer[] = [];
     let total = 0;
     let at = addr;
     while (total <= max) {
-      // read up to the end of the page first: the next page may be unmapped
-      const want = Math.min(4096 - (at % 4096), max + 1 - total);
-      const buf = Buffer.allocUnsafe(want);
-      const n = k.pread(fd, buf, want, at);
+      // up to two pages per call: a read stops short at the first unmapped page
+      const want = Math.min(8192 - (at % 4096), max + 1 - total, MAX_ADDR - at);
+      const buf = this.scratch.length >= want ? this.scratch.subarray(0, want) : Buffer.allocUnsafe(want);
+      const n = k.processVmRead(this.tid, buf, at);
       if (n <= 0) return -k.E.EFAULT;
       const nul = buf.subarray(0, n).indexOf(0);
       if (nul >= 0) {
-        chunks.push(buf.subarray(0, nul));
+        chunks.push(Buffer.from(buf.subarray(0, nul)));
+        if (!this.valid()) return -k.E.EFAULT;
         return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       }
-      chunks.push(buf.subarray(0, n));
+      chunks.push(Buffer.from(buf.subarray(0, n)));
       total += n;
       at += n;
     }
@@ -135,15 +124,8 @@ export class NotifTask implements Task {
 
   write(addr: number, data: Buffer): boolean {
     if (addr <= 0 || addr + data.length > MAX_ADDR) return false;
-    const fd = this.mem();
-    if (fd < 0) return false;
-    let put = 0;
-    while (put < data.length) {
-      const n = k.pwrite(fd, data.subarray(put), data.length - put, addr + put);
-      if (n <= 0) return false;
-      put += n;
-    }
-    return true;
+    if (!this.valid()) return false;
+    return k.processVmWrite(this.tid, data, addr) === data.length;
   }
 
   getFd(fd: number): number {
@@ -185,9 +167,7 @@ export class NotifTask implements Task {
 
   /** Closes the fds this task opened. */
   release(): void {
-    if (this.memFd >= 0) k.close(this.memFd);
     if (this.pidFd >= 0) k.close(this.pidFd);
-    this.memFd = -1;
     this.pidFd = -1;
   }
 }
