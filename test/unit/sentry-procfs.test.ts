@@ -74,6 +74,7 @@ const task: Task = {
   cwd: () => Buffer.from('/'),
   fdPath: () => null,
   umask: () => 0o022,
+  onWorker: false,
   creds: (): Creds => {
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;

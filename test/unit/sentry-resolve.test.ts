@@ -199,6 +199,8 @@ class FakeTask implements Task {
   umask(): number {
     return ownUmask();
   }
+
+  onWorker = false;
 }
 
 /** The fd of an 'fd' reply (failing the test otherwise). */
@@ -419,16 +421,31 @@ describe('sentry file handlers', () => {
     assert.deepEqual(t.call('chroot', t.str('/sub')), fail(E.EPERM));
   });
 
-  it('tells the core that opening a FIFO may block', () => {
+  it('hands a FIFO open that would block to a worker, and gives other opens their own flags', () => {
     const t = new FakeTask();
     assert.deepEqual(t.call('mknod', t.str('/fifo'), S_IFIFO | 0o644, 0), { kind: 'ok', val: 0 });
     assert.ok(lstatSync(join(root, 'fifo')).isFIFO());
     assert.deepEqual(t.call('mknod', t.str('/dev/null2'), 0o020000 | 0o666, 0x103), fail(E.EPERM));
-    assert.equal(mayBlock('open', t.setArgs(t.str('/fifo'), O.RDONLY), sb), true);
-    assert.equal(mayBlock('openat', t.setArgs(AT.FDCWD, t.str('/fifo'), O.WRONLY), sb), true);
-    assert.equal(mayBlock('open', t.setArgs(t.str('/fifo'), O.RDONLY | O.NONBLOCK), sb), false);
-    assert.equal(mayBlock('open', t.setArgs(t.str('/file'), O.RDONLY), sb), false);
-    assert.equal(mayBlock('stat', t.setArgs(t.str('/fifo'), 0), sb), false);
+    // on the serving thread: the open is probed with O_NONBLOCK; a reader goes to a worker
+    // (the probe's read end held open until then), a writer with no reader too
+    assert.deepEqual(t.call('openat', AT.FDCWD, t.str('/fifo'), O.WRONLY), { kind: 'offload', hold: -1 });
+    const r = t.call('open', t.str('/fifo'), O.RDONLY);
+    assert.equal(r.kind, 'offload');
+    const hold = (r as { hold: number }).hold;
+    assert.ok(hold >= 0);
+    // with that reader present, a writer's open is served at once
+    const w = fdOf(t.call('openat', AT.FDCWD, t.str('/fifo'), O.WRONLY));
+    assert.equal(fcntl(w, 3 /* F_GETFL */) & O.NONBLOCK, 0);
+    close(w);
+    close(hold);
+    // the workload's own O_NONBLOCK: served at once
+    const nb = fdOf(t.call('open', t.str('/fifo'), O.RDONLY | O.NONBLOCK));
+    close(nb);
+    // a regular file opened without O_NONBLOCK does not keep the probe's flag
+    const f = fdOf(t.call('open', t.str('/file'), O.RDONLY));
+    assert.equal(fcntl(f, 3 /* F_GETFL */) & O.NONBLOCK, 0);
+    close(f);
+    assert.equal(mayBlock('open', t.setArgs(t.str('/fifo'), O.RDONLY), sb), false);
     rmSync(join(root, 'fifo'));
   });
 });

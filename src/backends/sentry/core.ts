@@ -54,6 +54,7 @@ const addfdBuf = Buffer.alloc(24);
 /** Answers notification `id` on `listener` with `reply`; false if the task is gone. */
 export function answer(listener: number, id: bigint, reply: Reply): boolean {
   if (reply.kind === 'deferred') return true;
+  if (reply.kind === 'offload') return answer(listener, id, { kind: 'err', errno: k.E.EAGAIN });
   if (reply.kind === 'fd') {
     addfdBuf.writeBigUInt64LE(id, 0);
     addfdBuf.writeUInt32LE(k.SECCOMP_FLAG.ADDFD_FLAG_SEND, 8);
@@ -80,8 +81,8 @@ export function answer(listener: number, id: bigint, reply: Reply): boolean {
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_SEND, respBuf) === 0;
 }
 
-/** Hands a blocking call to a worker; returns false if no worker can take it. */
-export type Offload = (listener: number, notif: Notif) => boolean;
+/** Hands a blocking call to a worker (which closes `hold` when done); false if no worker can take it. */
+export type Offload = (listener: number, notif: Notif, hold?: number) => boolean;
 
 /** The serving loop of one sandbox. */
 export class SentryLoop {
@@ -186,13 +187,26 @@ export class SentryLoop {
     const buf = this.notifBuf;
     buf.fill(0);
     if (k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_RECV, buf) < 0) return; // gone meanwhile
+    const t0 = this.profile ? process.hrtime.bigint() : 0n;
     const notif = decodeNotif(buf);
     const reply = this.dispatch(listener, notif);
     if (reply.kind === 'continue') this.stats.continued++;
     else if (reply.kind === 'fd') this.stats.injected++;
     else if (reply.kind === 'deferred') this.stats.deferred++;
+    const t1 = this.profile ? process.hrtime.bigint() : 0n;
     answer(listener, notif.id, reply);
+    if (this.profile) {
+      const p = this.profile.get(notif.nr) ?? { n: 0, handle: 0n, answer: 0n };
+      p.n++;
+      p.handle += t1 - t0;
+      p.answer += process.hrtime.bigint() - t1;
+      this.profile.set(notif.nr, p);
+    }
   }
+
+  /** With MOAT_SENTRY_PROFILE=1: per syscall number, calls and ns spent handling and answering. */
+  readonly profile: Map<number, { n: number; handle: bigint; answer: bigint }> | undefined =
+    process.env.MOAT_SENTRY_PROFILE === '1' ? new Map() : undefined;
 
   /** Runs the handler of a notification (or refuses it) and returns its reply. */
   dispatch(listener: number, notif: Notif): Reply {
@@ -209,17 +223,19 @@ export class SentryLoop {
     if (!handler) return this.refuse(notif, entry.name, k.E.ENOSYS);
     const task = new NotifTask(listener, notif);
     try {
-      if (this.offload && this.families.mayBlock?.(entry.name, task, this.sb) && this.offload(listener, notif)) {
+      if (this.offload && this.families.mayBlock?.(entry.name, task, this.sb) && this.offload(listener, notif, -1)) {
         return { kind: 'deferred' };
       }
       const reply = handler(task, this.sb);
-      // a side effect was made on behalf of a task that may have died meanwhile: only answer
-      // a notification that is still pending (the kernel rejects the rest anyway)
-      if (reply.kind === 'fd' && !task.valid()) {
-        k.close(reply.fd);
-        return { kind: 'err', errno: k.E.EINTR };
+      if (reply.kind !== 'offload') return reply;
+      if (this.offload?.(listener, notif, reply.hold)) return { kind: 'deferred' };
+      // no worker can take it: block here (ADDFD and SEND fail with ENOENT if the task died)
+      task.onWorker = true;
+      try {
+        return handler(task, this.sb);
+      } finally {
+        if (reply.hold >= 0) k.close(reply.hold);
       }
-      return reply;
     } catch (e) {
       this.sb.log(`sentry bug serving ${entry.name} for tid ${notif.tid}: ${(e as Error).stack ?? String(e)}`);
       return { kind: 'err', errno: k.E.EIO };

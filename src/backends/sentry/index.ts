@@ -113,7 +113,9 @@ function workloadCaps(spec: Spec): string[] {
 /** Starts the sentry process and waits until it listens; returns its pid. */
 async function startSentry(cfg: SentryProcessConfig, spec: Spec): Promise<{ pid: number; startTime: string }> {
   const node = process.execPath;
-  const args = [sentryEntry(), JSON.stringify(cfg)];
+  // MOAT_SENTRY_PROFILE=1 logs time per syscall; MOAT_SENTRY_CPU_PROF=DIR writes a V8 CPU profile
+  const prof = process.env.MOAT_SENTRY_CPU_PROF;
+  const args = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), JSON.stringify(cfg)];
   let cmd = node;
   let argv = args;
   if (process.geteuid?.() === 0) {
@@ -124,7 +126,10 @@ async function startSentry(cfg: SentryProcessConfig, spec: Spec): Promise<{ pid:
     argv = ['--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
   }
   const logFd = openSync(cfg.log, 'a');
-  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    ...(process.env.MOAT_SENTRY_PROFILE ? { MOAT_SENTRY_PROFILE: process.env.MOAT_SENTRY_PROFILE } : {}),
+  } });
   closeSync(logFd);
   const ready = child.stdio[3] as Readable;
   try {

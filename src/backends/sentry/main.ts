@@ -163,7 +163,7 @@ export function sentryMain(argv: string[], script: string): number {
     state.rootFd = k.openat(k.AT.FDCWD, k.cpath(`/proc/${pid}/root`), k.O.PATH | k.O.DIRECTORY | k.O.CLOEXEC);
     if (state.rootFd < 0) throw new Error(`opening the root of pid ${pid}: errno ${-state.rootFd}`);
     log(`serving init pid ${pid} (notify fd ${fd})`);
-  }, (listener, notif) => pool.offload(listener, notif));
+  }, (listener, notif, hold) => pool.offload(listener, notif, hold));
   if (!cfg.noConfine) confineSentry(log);
   try {
     writeSync(3, 'ready\n');
@@ -172,6 +172,9 @@ export function sentryMain(argv: string[], script: string): number {
     // started by hand, without a ready pipe
   }
   loop.run();
+  for (const [nr, p] of [...(loop.profile ?? new Map<number, { n: number; handle: bigint; answer: bigint }>())].sort((a, b) => b[1].n - a[1].n).slice(0, 20)) {
+    log(`profile: ${entryByNr(nr)?.name ?? nr} x${p.n}: handle ${(Number(p.handle) / p.n / 1000).toFixed(1)} us, answer ${(Number(p.answer) / p.n / 1000).toFixed(1)} us`);
+  }
   const s = loop.stats;
   log(`done: ${s.served} served (${s.continued} continued, ${s.injected} fds injected, ${s.refused} refused, ${s.deferred} on ${pool.size} workers)`);
   return 0;
@@ -186,6 +189,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
     try {
       const notif = fromJob(job);
       const task = new NotifTask(job.listener, notif);
+      task.onWorker = true;
       let reply: Reply;
       try {
         const entry = entryByNr(notif.nr);
@@ -199,6 +203,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
       }
       answer(job.listener, notif.id, reply);
     } finally {
+      if (job.hold >= 0) k.close(job.hold);
       Atomics.store(data.busy, data.index, 0);
     }
   });

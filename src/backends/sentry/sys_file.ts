@@ -14,7 +14,7 @@
  */
 import { readFileSync } from 'node:fs';
 import {
-  AT, E, O, RESOLVE, close, cpath, faccessat2, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, linkat, mkdirat,
+  AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, linkat, mkdirat,
   mknodat, openat2, renameat2, statx, symlinkat, unlinkat, utimensat,
 } from '../../sys/kernel.js';
 import {
@@ -24,13 +24,16 @@ import {
 } from './resolve.js';
 import type { DotErr, Found, Loc, Parent } from './resolve.js';
 import { nsPid } from './view.js';
-import { CONTINUE, fail, fromResult, giveFd, ok } from './types.js';
+import { CONTINUE, fail, fromResult, giveFd, offload, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
 
 /** open(2) flags the kernel accepts (VALID_OPEN_FLAGS); open and openat drop the rest. */
 const VALID_OPEN =
   O.ACCMODE | O.CREAT | O.EXCL | O.NOCTTY | O.TRUNC | O.APPEND | O.NONBLOCK | O.DSYNC | 0o20000 /* FASYNC */ |
   O.DIRECT | O.LARGEFILE | O.DIRECTORY | O.NOFOLLOW | O.NOATIME | O.CLOEXEC | O.SYNC | O.PATH | O.TMPFILE;
+/** fcntl(2) F_SETFL, and the file status flags it sets (the access mode and creation flags are not among them). */
+const F_SETFL = 4;
+const STATUS_FLAGS = O.APPEND | O.NONBLOCK | O.DIRECT | O.NOATIME | 0o20000 /* O_ASYNC */;
 /** The flags open(2) keeps with O_PATH. */
 const O_PATH_FLAGS = O.PATH | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC;
 /** __O_TMPFILE alone (O_TMPFILE includes O_DIRECTORY). */
@@ -232,19 +235,37 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
   const p = readPathArg(t, pathArg);
   if (typeof p === 'number') return errno(p);
   const m = (flags & WILL_CREATE) !== 0 ? mode & ~t.umask() & 0o7777 : 0;
-  const found = openPath(t, sb, dirfd, p, flags, m, resolve);
+  // On the serving thread an open must not block (a FIFO waits for its peer): it is tried
+  // with O_NONBLOCK, a FIFO then goes to a worker, and anything else gets its flags back.
+  const probe = !t.onWorker && (flags & (O.NONBLOCK | O.PATH)) === 0;
+  const found = openPath(t, sb, dirfd, p, probe ? flags | O.NONBLOCK : flags, m, resolve);
   const cloexec = (flags & O.CLOEXEC) !== 0;
   if (typeof found === 'number') {
-    // opened by the sentry, /dev/tty would be the sentry's terminal (ENXIO if it has none)
     if (found === -E.ENXIO && (flags & O.PATH) === 0) {
       const again = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
       if (typeof again !== 'number' && 'fd' in again) {
         const tty = isDevTty(again.st);
+        const fifo = (modeOf(again.st) & S_IFMT) === S_IFIFO;
         close(again.fd);
+        // opened by the sentry, /dev/tty would be the sentry's terminal (ENXIO if it has none)
         if (tty) return CONTINUE; // checked: the caller's own terminal; re-resolution bounded by the jail
+        if (fifo && probe) return offload(); // a FIFO opened for writing with no reader yet
       }
     }
     return errno(found);
+  }
+  if (probe && !('synth' in found)) {
+    if ((modeOf(found.st) & S_IFMT) === S_IFIFO && (flags & O.ACCMODE) === O.RDONLY) {
+      // a blocking read open waits for a writer: a worker opens it again and may block, while
+      // this read end stays open until then, so a writer that the probe woke has its reader
+      return offload(found.fd);
+    }
+    // the workload did not ask for O_NONBLOCK: give the open file its own status flags back
+    const rc = fcntl(found.fd, F_SETFL, flags & STATUS_FLAGS);
+    if (rc < 0) {
+      close(found.fd);
+      return errno(rc);
+    }
   }
   if ('synth' in found) {
     const fdLink = /^\/proc\/\d+(?:\/task\/\d+)?\/fd\/\d+$/.test(found.synth);
@@ -323,53 +344,9 @@ function openat2H(t: Task, sb: Sandbox): Reply {
  * Whether a call may block for long: an open (open, openat, openat2, creat) of a FIFO without
  * O_NONBLOCK waits for the other end, so the core runs it on a worker thread.
  */
-export function mayBlock(name: string, t: Task, sb: Sandbox): boolean {
-  let dirfd: number = AT.FDCWD;
-  let pathArg = 0;
-  let flags: number;
-  let resolve = 0;
-  switch (name) {
-    case 'open':
-      flags = legacyOpen(t.int(1), 0).flags;
-      break;
-    case 'creat':
-      flags = O.WRONLY;
-      break;
-    case 'openat':
-      dirfd = t.int(0);
-      pathArg = 1;
-      flags = legacyOpen(t.int(2), 0).flags;
-      break;
-    case 'openat2': {
-      const how = readOpenHow(t);
-      if (typeof how === 'number') return false;
-      dirfd = t.int(0);
-      pathArg = 1;
-      flags = how.flags;
-      resolve = how.resolve;
-      break;
-    }
-    default:
-      return false;
-  }
-  if ((flags & (O.NONBLOCK | O.PATH)) !== 0) return false;
-  const p = readPathArg(t, pathArg);
-  if (typeof p === 'number') return false;
-  const found = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
-  if (typeof found === 'number') return false;
-  if (!('synth' in found)) {
-    close(found.fd);
-    return (modeOf(found.st) & S_IFMT) === S_IFIFO;
-  }
-  const n = ownFdLink(t, found.synth);
-  const fd = n < 0 ? -1 : t.getFd(n);
-  if (fd < 0) return false;
-  try {
-    const st = statFd(fd);
-    return typeof st !== 'number' && (modeOf(st) & S_IFMT) === S_IFIFO;
-  } finally {
-    close(fd);
-  }
+export function mayBlock(_name: string, _t: Task, _sb: Sandbox): boolean {
+  // opens find out themselves (a FIFO answers OFFLOAD); nothing else in this family blocks
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------

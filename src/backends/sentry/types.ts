@@ -36,7 +36,13 @@ export type Reply =
    */
   | { kind: 'fd'; fd: number; cloexec: boolean }
   /** The handler passed the notification to a worker that answers it later. */
-  | { kind: 'deferred' };
+  | { kind: 'deferred' }
+  /**
+   * The call would block (e.g. opening a FIFO with no peer yet): the core hands it to a worker
+   * thread, which runs the handler again with `onWorker` set and may block there, then closes
+   * `hold` (an fd the serving thread keeps open until then, or -1).
+   */
+  | { kind: 'offload'; hold: number };
 
 /** Reply: success with a value. */
 export const ok = (val: number | bigint = 0): Reply => ({ kind: 'ok', val });
@@ -44,6 +50,8 @@ export const ok = (val: number | bigint = 0): Reply => ({ kind: 'ok', val });
 export const fail = (errno: number): Reply => ({ kind: 'err', errno });
 /** Reply: let the kernel run the call. */
 export const CONTINUE: Reply = { kind: 'continue' };
+/** Reply: run this call again on a worker thread, where it may block (closing `hold` afterwards). */
+export const offload = (hold = -1): Reply => ({ kind: 'offload', hold });
 /** Reply: install a sentry-opened fd in the workload. */
 export const giveFd = (fd: number, cloexec: boolean): Reply => ({ kind: 'fd', fd, cloexec });
 /** Reply from a kernel-style result: a negative number is -errno, otherwise the value. */
@@ -96,6 +104,8 @@ export interface Task {
   creds(): Creds;
   /** The task's umask (read at every call: a umask change takes effect at once). */
   umask(): number;
+  /** True when the handler runs on a worker thread and may block. */
+  readonly onWorker: boolean;
 }
 
 /** The network policy of a sandbox. */

@@ -28,11 +28,13 @@ export interface WorkerJob {
   nr: number;
   arch: number;
   args: string[];
+  /** An fd of the sentry to close once the call is answered, or -1. */
+  hold: number;
 }
 
 /** Turns a notification into a structured-clone friendly job. */
-export function toJob(listener: number, n: Notif): WorkerJob {
-  return { listener, id: n.id.toString(), tid: n.tid, nr: n.nr, arch: n.arch, args: n.args.map(String) };
+export function toJob(listener: number, n: Notif, hold = -1): WorkerJob {
+  return { listener, id: n.id.toString(), tid: n.tid, nr: n.nr, arch: n.arch, args: n.args.map(String), hold };
 }
 
 /** The notification of a job. */
@@ -56,7 +58,7 @@ export class WorkerPool {
   }
 
   /** Hands `notif` to an idle worker (starting one if needed); false if all `max` are busy. */
-  offload(listener: number, notif: Notif): boolean {
+  offload(listener: number, notif: Notif, hold = -1): boolean {
     let i = this.workers.findIndex((_, j) => Atomics.load(this.busy, j) === 0);
     if (i < 0) {
       if (this.workers.length >= this.max) return false;
@@ -66,7 +68,7 @@ export class WorkerPool {
       this.workers.push(w);
     }
     Atomics.store(this.busy, i, 1);
-    this.workers[i]!.postMessage(toJob(listener, notif));
+    this.workers[i]!.postMessage(toJob(listener, notif, hold));
     return true;
   }
 
