@@ -35,6 +35,12 @@ function clone3(): Reply {
 
 const pass = (): Reply => CONTINUE;
 
+/** sched_setscheduler(pid, policy, param): no real-time policy (FIFO 1, RR 2, DEADLINE 6). */
+function schedSetscheduler(t: Task): Reply {
+  const policy = t.int(1) & ~0x40000000; // SCHED_RESET_ON_FORK
+  return policy === 1 || policy === 2 || policy === 6 ? fail(E.EPERM) : CONTINUE;
+}
+
 /** Handlers of the process family. */
 export const handlers: HandlerTable = {
   fork: pass,
@@ -61,7 +67,7 @@ export const handlers: HandlerTable = {
   sched_getaffinity: pass,
   sched_setparam: pass,
   sched_getparam: pass,
-  sched_setscheduler: pass,
+  sched_setscheduler: schedSetscheduler,
   sched_getscheduler: pass,
   sched_get_priority_max: pass,
   sched_get_priority_min: pass,
