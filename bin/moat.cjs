@@ -4,14 +4,16 @@
 // scripts/build.mjs); this loader compiles it with the V8 code cache that the build recorded
 // (dist/moat.cjs.cache), which spares most of the parse and compile time at every start.
 // A cache V8 rejects (another Node version) only costs that time; the code is the same.
+// `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way; only
+// `moat create` runs it.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
 const Module = require('node:module');
 
-/** Loads dist/moat.cjs (with its code cache) and returns its exports and the compiled script. */
-function load() {
-  const file = path.join(__dirname, '..', 'dist', 'moat.cjs');
+/** Loads dist/NAME.cjs (with its code cache) and returns its exports and the compiled script. */
+function load(name = 'moat') {
+  const file = path.join(__dirname, '..', 'dist', `${name}.cjs`);
   const source = fs.readFileSync(file, 'utf8');
   let cachedData;
   try {
@@ -30,7 +32,10 @@ function load() {
 }
 
 module.exports = { load };
-if (require.main === module) {
+if (require.main === module && process.argv[2] === '--sentry') {
+  process.exitCode = load('sentry').exports.run(process.argv.slice(3));
+  process.exit();
+} else if (require.main === module) {
   load().exports.main(process.argv).then(
     // every command writes synchronously: nothing is left to flush, so do not wait for the
     // event loop to wind down (handles of finished children close at their own pace)

@@ -51,10 +51,12 @@ await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/cli/main.t
 // never loads the CLI, the spec schema or zod.
 await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/backends/sentry/entry.ts')], outfile: join(dist, 'sentry.cjs') });
 
-// Record V8's compiled code for the paths every container start takes (see bin/moat.cjs).
+// Record V8's compiled code for the paths every container (and sentry) start takes (see bin/moat.cjs).
 const require = createRequire(import.meta.url);
-rmSync(join(dist, 'moat.cjs.cache'), { force: true });
-const { exports: moat, script } = require(join(root, 'bin/moat.cjs')).load();
-await moat.warmUp();
-writeFileSync(join(dist, 'moat.cjs.cache.tmp'), script.createCachedData());
-renameSync(join(dist, 'moat.cjs.cache.tmp'), join(dist, 'moat.cjs.cache'));
+for (const name of ['moat', 'sentry']) {
+  rmSync(join(dist, `${name}.cjs.cache`), { force: true });
+  const { exports, script } = require(join(root, 'bin/moat.cjs')).load(name);
+  await exports.warmUp();
+  writeFileSync(join(dist, `${name}.cjs.cache.tmp`), script.createCachedData());
+  renameSync(join(dist, `${name}.cjs.cache.tmp`), join(dist, `${name}.cjs.cache`));
+}

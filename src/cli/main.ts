@@ -90,5 +90,14 @@ export async function warmUp(): Promise<void> {
   const log = new Logger({ format: 'text', debug: false });
   const base = { id: 'warm', dir: '/nonexistent', bundle: '/nonexistent', rootfs: '/nonexistent/rootfs', preserveFds: 0, noNewKeyring: false, foreground: true, systemdCgroup: false, hookState: () => '{}', recordCgroups: () => {}, log };
   buildPlan({ ...base, spec: { ...spec, process: { ...spec.process!, terminal: false } } }, { fifo: '/nonexistent/exec.fifo' });
-  buildPlan({ ...base, spec: embeddedSpec({ command: ['true'], env: [], volumes: [], network: 'loopback', cwd: '/' }), embedded: { lower: '/' } }, { fifo: '/nonexistent/exec.fifo' });
+  const embedded = embeddedSpec({ command: ['true'], env: [], volumes: [], network: 'loopback', cwd: '/' });
+  buildPlan({ ...base, spec: embedded, embedded: { lower: '/' } }, { fifo: '/nonexistent/exec.fifo' });
+  // the sentry backend's side of create (its jail spec, filter and policy), minus the processes
+  const { sentrySpec, sandboxLimits } = await import('../backends/sentry/index.js');
+  const { buildSentryFilter } = await import('../backends/sentry/filter.js');
+  const { parsePolicy } = await import('../backends/sentry/netpolicy.js');
+  const jailed = sentrySpec(embedded);
+  sandboxLimits(jailed);
+  parsePolicy('loopback', []);
+  buildPlan({ ...base, spec: jailed, embedded: { lower: '/' }, sentryJail: { filter: buildSentryFilter('balanced'), socket: '/nonexistent/sentry.sock' } }, { fifo: '/nonexistent/exec.fifo' });
 }

@@ -1,17 +1,28 @@
-/** Process entry of dist/sentry.cjs: the sentry itself, or one of its worker threads. */
+/**
+ * Entry of dist/sentry.cjs. `bin/moat.cjs --sentry CONFIG` loads it (with its V8 code cache)
+ * and calls `run`; the sentry's worker threads load the bundle file directly.
+ */
 import { isMainThread, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { sentryMain, sentryWorker } from './main.js';
+import { buildSentryFilter } from './filter.js';
 import type { WorkerSetup } from './workers.js';
 
-if (isMainThread) {
+/** Runs the sentry with the JSON configuration in argv[0]; returns the exit code. */
+export function run(argv: string[]): number {
   try {
-    process.exitCode = sentryMain(process.argv.slice(2), fileURLToPath(import.meta.url));
+    return sentryMain(argv, fileURLToPath(import.meta.url));
   } catch (e) {
     process.stderr.write(`sentry: ${(e as Error).stack ?? String(e)}\n`);
-    process.exitCode = 1;
+    return 1;
   }
-  process.exit();
-} else {
+}
+
+/** Compiles what every sentry start runs, so the build's code cache holds it. */
+export function warmUp(): void {
+  buildSentryFilter('balanced');
+}
+
+if (!isMainThread && (workerData as { role?: string } | null)?.role === 'sentry-worker') {
   sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });
 }

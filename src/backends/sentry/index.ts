@@ -14,6 +14,8 @@ import { ConfigError, HostError, UsageError } from '../../errors.js';
 import type { Spec } from '../../spec/schema.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { isAlive, procStat } from '../../container/proc.js';
+import * as k from '../../sys/kernel.js';
+import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
@@ -90,7 +92,7 @@ export function sandboxLimits(spec: Spec): SandboxLimits {
   return limits;
 }
 
-/** dist/sentry.cjs of the package this code runs from. */
+/** bin/moat.cjs of the package this code runs from (it starts the sentry with `--sentry`). */
 function sentryEntry(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
@@ -98,9 +100,9 @@ function sentryEntry(): string {
     if (up === dir) throw new HostError('cannot find the moat package directory (and so dist/sentry.cjs)');
     dir = up;
   }
-  const entry = join(dir, 'dist', 'sentry.cjs');
-  if (!existsSync(entry)) throw new HostError(`${entry} is missing: run "npm run build"`);
-  return entry;
+  const bundle = join(dir, 'dist', 'sentry.cjs');
+  if (!existsSync(bundle)) throw new HostError(`${bundle} is missing: run "npm run build"`);
+  return join(dir, 'bin', 'moat.cjs');
 }
 
 /** Capability names (lower case, no CAP_ prefix) the workload holds, for setpriv. */
@@ -110,12 +112,25 @@ function workloadCaps(spec: Spec): string[] {
   return [...names].map((n) => n.replace(/^CAP_/, '').toLowerCase());
 }
 
-/** Starts the sentry process and waits until it listens; returns its pid. */
-async function startSentry(cfg: SentryProcessConfig, spec: Spec): Promise<{ pid: number; startTime: string }> {
+/** A sentry process that was started; `ready` settles once it serves (or failed to start). */
+interface StartedSentry {
+  pid: number;
+  ready: Promise<{ pid: number; startTime: string }>;
+  kill(): void;
+}
+
+/**
+ * Makes the sentry's listening socket here, so the stage can connect to it at once (the
+ * connection waits in the backlog), and starts the sentry with it as fd 4. The sentry's own
+ * start-up then runs while the container is being created.
+ */
+function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec): StartedSentry {
+  const listenFd = listenOn(cfg.socket);
   const node = process.execPath;
   // MOAT_SENTRY_PROFILE=1 logs time per syscall; MOAT_SENTRY_CPU_PROF=DIR writes a V8 CPU profile
   const prof = process.env.MOAT_SENTRY_CPU_PROF;
-  const args = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), JSON.stringify(cfg)];
+  const full: SentryProcessConfig = { ...cfg, listenFd: 4 };
+  const args = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), '--sentry', JSON.stringify(full)];
   let cmd = node;
   let argv = args;
   if (process.geteuid?.() === 0) {
@@ -126,53 +141,75 @@ async function startSentry(cfg: SentryProcessConfig, spec: Spec): Promise<{ pid:
     argv = ['--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
   }
   const logFd = openSync(cfg.log, 'a');
-  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    ...(process.env.MOAT_SENTRY_PROFILE ? { MOAT_SENTRY_PROFILE: process.env.MOAT_SENTRY_PROFILE } : {}),
-  } });
-  closeSync(logFd);
-  const ready = child.stdio[3] as Readable;
+  let child: ReturnType<typeof spawn>;
   try {
-    await new Promise<void>((resolve, reject) => {
-      let got = '';
-      const timer = setTimeout(() => reject(new HostError(`sentry for "${cfg.id}" did not start within 20 s (see ${cfg.log})`)), 20_000);
-      ready.on('data', (d: Buffer) => {
-        got += d.toString();
-        if (got.includes('ready\n')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.on('error', (e) => {
-        clearTimeout(timer);
-        reject(new HostError(`cannot start the sentry (${cmd}): ${e.message}`));
-      });
-      child.on('exit', (code, sig) => {
-        clearTimeout(timer);
-        let tail = '';
-        try {
-          tail = readFileSync(cfg.log, 'utf8').split('\n').slice(-8).join('\n');
-        } catch {
-          // no log
-        }
-        reject(new HostError(`the sentry for "${cfg.id}" exited during start (${sig ?? `status ${code}`}):\n${tail}`));
-      });
-    });
-  } catch (e) {
-    if (child.pid) {
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    throw e;
+    child = spawn(cmd, argv, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe', listenFd], env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      ...(process.env.MOAT_SENTRY_PROFILE ? { MOAT_SENTRY_PROFILE: process.env.MOAT_SENTRY_PROFILE } : {}),
+    } });
+  } finally {
+    closeSync(logFd);
+    closeSync(listenFd);
   }
-  ready.destroy();
-  child.removeAllListeners('exit');
-  child.unref();
-  const pid = child.pid!;
-  return { pid, startTime: procStat(pid)?.startTime ?? '' };
+  const kill = (): void => {
+    try {
+      if (child.pid) process.kill(child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  const pipe = child.stdio[3] as Readable;
+  const ready = new Promise<{ pid: number; startTime: string }>((resolve, reject) => {
+    let got = '';
+    const timer = setTimeout(() => reject(new HostError(`sentry for "${cfg.id}" did not start within 20 s (see ${cfg.log})`)), 20_000);
+    pipe.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (got.includes('ready\n')) {
+        clearTimeout(timer);
+        pipe.destroy();
+        child.removeAllListeners('exit');
+        child.unref();
+        resolve({ pid: child.pid!, startTime: procStat(child.pid!)?.startTime ?? '' });
+      }
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new HostError(`cannot start the sentry (${cmd}): ${e.message}`));
+    });
+    child.on('exit', (code, sig) => {
+      clearTimeout(timer);
+      let tail = '';
+      try {
+        tail = readFileSync(cfg.log, 'utf8').split('\n').slice(-8).join('\n');
+      } catch {
+        // no log
+      }
+      reject(new HostError(`the sentry for "${cfg.id}" exited during start (${sig ?? `status ${code}`}):\n${tail}`));
+    });
+  });
+  ready.catch(kill);
+  return { pid: child.pid ?? 0, ready, kill };
+}
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+
+/** A listening unix socket at `path` (close-on-exec), made with the kernel calls the sentry uses. */
+function listenOn(path: string): number {
+  const p = Buffer.from(path);
+  if (p.length > 107) throw new UsageError(`--root: the sentry socket path ${path} is longer than 107 bytes`);
+  const fd = k.socket(AF_UNIX, SOCK_STREAM | k.O.CLOEXEC, 0);
+  if (fd < 0) throw new HostError(`socket for the sentry: errno ${-fd}`);
+  const addr = Buffer.alloc(2 + p.length + 1);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  p.copy(addr, 2);
+  const b = k.bind(fd, addr);
+  const l = b < 0 ? b : k.listen(fd, 16);
+  if (l < 0) {
+    k.close(fd);
+    throw new HostError(`${path}: cannot listen for the sentry (errno ${-l})`);
+  }
+  return fd;
 }
 
 /** What the container record keeps about its sentry (ContainerRecord.backendState). */
@@ -198,7 +235,7 @@ async function create(req: CreateRequest): Promise<Created> {
   if (network === 'host') throw new UsageError('--network host cannot be used under the sentry (use --allow-egress rules)');
   const policy = parsePolicy(network, egress); // validates the rules before anything is made
   const socket = join(req.dir, 'sentry.sock');
-  const cfg: SentryProcessConfig = {
+  const cfg: Omit<SentryProcessConfig, 'listenFd'> = {
     id: req.id,
     socket,
     log: join(req.dir, 'sentry.log'),
@@ -208,27 +245,39 @@ async function create(req: CreateRequest): Promise<Created> {
     limits: sandboxLimits(req.spec),
     hostname: spec.hostname ?? req.id.slice(0, 63),
   };
-  const sentry = await startSentry(cfg, spec);
+  trace('sentry config ready');
+  const sentry = startSentry(cfg, spec);
+  trace('sentry spawned');
   const jail: SentryJail = {
     filter: buildSentryFilter(level),
     socket,
     ...(req.embedded ? {} : { overlay: { upper: join(req.dir, 'upper'), work: join(req.dir, 'work'), merged: join(req.dir, 'merged') } }),
   };
+  let created: Created;
   try {
-    const created = await containerBackend.create({
+    created = await containerBackend.create({
       ...req,
       spec,
       sentryJail: jail,
       network: policy.mode === 'loopback' ? 'loopback' : 'none',
     });
-    const record: SentryRecord = { pid: sentry.pid, startTime: sentry.startTime, level, socket };
+  } catch (e) {
+    sentry.kill();
+    throw e;
+  }
+  try {
+    const s = await sentry.ready;
+    trace('sentry ready');
+    const record: SentryRecord = { pid: s.pid, startTime: s.startTime, level, socket };
     return { ...created, backendState: { ...record } };
   } catch (e) {
+    // the container exists but nobody would serve it: take it down again
     try {
-      process.kill(sentry.pid, 'SIGKILL');
+      process.kill(created.pid, 'SIGKILL');
     } catch {
       // gone already
     }
+    await containerBackend.destroy({ id: req.id, cgroupPaths: created.cgroupPaths } as ContainerRecord, req.dir).catch(() => {});
     throw e;
   }
 }

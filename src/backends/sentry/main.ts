@@ -25,7 +25,7 @@ import type { WorkerJob, WorkerSetup } from './workers.js';
 /** What `moat create` tells a new sentry process (JSON in argv). */
 export interface SentryProcessConfig {
   id: string;
-  /** Unix socket path to listen on for notify fds. */
+  /** Unix socket path stages connect to, to hand over their notify fds. */
   socket: string;
   /** Log file (appended). */
   log: string;
@@ -35,6 +35,8 @@ export interface SentryProcessConfig {
   egress: string[];
   limits: SandboxLimits;
   hostname: string;
+  /** The listening socket at `socket`, made by `moat create` and inherited as this fd. */
+  listenFd: number;
   /** Skip installing the sentry's own seccomp allowlist (debugging only). */
   noConfine?: boolean;
 }
@@ -74,25 +76,6 @@ export function descendants(root: number): number[] {
 /** Whether a process exists (it may be a zombie); the sentry may not signal, so /proc tells. */
 function isAlivePid(pid: number): boolean {
   return existsSync(`/proc/${pid}/stat`);
-}
-
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-
-/** Makes the listening unix socket stages hand their notify fds to. */
-function listenOn(path: string): number {
-  const fd = k.socket(AF_UNIX, SOCK_STREAM | k.O.CLOEXEC, 0);
-  if (fd < 0) throw new Error(`socket: errno ${-fd}`);
-  const addr = Buffer.alloc(110);
-  addr.writeUInt16LE(AF_UNIX, 0);
-  const p = Buffer.from(path);
-  if (p.length > 107) throw new Error(`${path}: socket path too long`);
-  p.copy(addr, 2);
-  const b = k.bind(fd, addr.subarray(0, 2 + p.length + 1));
-  if (b < 0) throw new Error(`bind ${path}: errno ${-b}`);
-  const l = k.listen(fd, 16);
-  if (l < 0) throw new Error(`listen ${path}: errno ${-l}`);
-  return fd;
 }
 
 /** The mutable parts of a sandbox view (set when the init's notify fd arrives). */
@@ -150,7 +133,8 @@ export function sentryMain(argv: string[], script: string): number {
   const cfg = JSON.parse(config) as SentryProcessConfig;
   const logFd = openSync(cfg.log, 'a');
   const log = logger(cfg.id, logFd);
-  const acceptFd = listenOn(cfg.socket);
+  const acceptFd = cfg.listenFd;
+  k.fcntl(acceptFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
   const sb = makeSandbox(cfg, state, bootTime, log);
