@@ -46,3 +46,54 @@ export function stats(ms) {
 
 /** a/b as a ratio such as 1.23x. */
 export const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+
+/**
+ * C source every timed program starts with: the headers they use, now() in nanoseconds from
+ * CLOCK_MONOTONIC and seccomp_mode() from /proc/self/status (so a run can show it was filtered).
+ */
+export const C_PRELUDE = String.raw`
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int seccomp_mode(void) {
+  char line[256];
+  int mode = -1;
+  FILE *f = fopen("/proc/self/status", "re");
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "Seccomp:", 8) == 0) { sscanf(line + 8, "%d", &mode); break; }
+  fclose(f);
+  return mode;
+}
+`;
+
+/** Ctrl-C handling of a bench: `stop()` from a signal handler, `check()`/`tick()` in the loops. */
+export const interrupt = {
+  stopped: false,
+  /** Marks the run as interrupted (from a SIGINT/SIGTERM handler). */
+  stop() {
+    interrupt.stopped = true;
+  },
+  /** Throws if the run was interrupted. */
+  check() {
+    if (interrupt.stopped) throw new Error('interrupted by a signal');
+  },
+  /** Lets the event loop run once, so that a pending signal handler can mark the run, then checks. */
+  tick() {
+    return new Promise((resolve) => setImmediate(resolve)).then(interrupt.check);
+  },
+};

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { RuntimeFailure, ratio, runtime, stats, tail, which } from './lib.mjs';
+import { RuntimeFailure, interrupt, ratio, runtime, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000;
@@ -64,13 +64,6 @@ function parseArgs(argv) {
 
 
 
-let interrupted = false;
-function checkInterrupted() {
-  if (interrupted) throw new Error('interrupted by a signal');
-}
-
-/** Lets the event loop run once, so that a pending SIGINT/SIGTERM handler sets `interrupted`. */
-const tick = () => new Promise((resolve) => setImmediate(resolve)).then(checkInterrupted);
 
 let logSeq = 0;
 let logDir = '';
@@ -97,7 +90,7 @@ function call(rt, args, { env, allowFail = false } = {}) {
   }
   const ns = process.hrtime.bigint() - t0;
   const output = fs.readFileSync(log, 'utf8');
-  checkInterrupted();
+  interrupt.check();
   const what = `${rt.name}: ${rt.label} --root ${rt.root} ${args.join(' ')}`;
   if (r.error) throw new RuntimeFailure(`${what}: ${r.error.code === 'ETIMEDOUT' ? `timed out after ${CALL_TIMEOUT_MS} ms` : r.error.message}\n${tail(output)}`);
   if (r.status !== 0 && !allowFail) {
@@ -213,7 +206,7 @@ async function measureMemory(rt, bundle, k, tmp) {
     rt.ids.add(id);
     ids.push(id);
     call(rt, ['run', '--detach', '-b', bundle, id]);
-    await tick();
+    await interrupt.tick();
   }
   await sleep(300); // let runtimes finish any post-start work
 
@@ -342,7 +335,7 @@ async function main() {
   runc.root = path.join(tmp, 'runc-root');
 
   const onSignal = () => {
-    interrupted = true;
+    interrupt.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -356,7 +349,7 @@ async function main() {
     for (let i = 0; i < opts.warmup; i++) {
       for (const rt of runtimes) {
         cycle(rt, trueBundle, `warmup-${i}`);
-        await tick();
+        await interrupt.tick();
       }
     }
     const times = { moat: [], runc: [] };
@@ -364,7 +357,7 @@ async function main() {
       const order = i % 2 === 0 ? runtimes : [...runtimes].reverse(); // alternate who goes first
       for (const rt of order) {
         times[rt.name].push(cycle(rt, trueBundle, `bench-${i}`));
-        await tick();
+        await interrupt.tick();
       }
     }
     const st = { moat: stats(times.moat), runc: stats(times.runc) };
@@ -413,11 +406,11 @@ async function main() {
     return 0;
   } catch (err) {
     if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
-    else if (interrupted) console.error('\nbench interrupted; cleaning up');
+    else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
     else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     return 1;
   } finally {
-    interrupted = false; // cleanup must run even after Ctrl-C
+    interrupt.stopped = false; // cleanup must run even after Ctrl-C
     for (const rt of runtimes) {
       for (const id of rt.ids) {
         try {

@@ -24,38 +24,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { RuntimeFailure, ratio, runtime, tail, which } from './lib.mjs';
+import { C_PRELUDE, RuntimeFailure, interrupt, ratio, runtime, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 120_000;
 
 /** The program timed in the container. Prints one line: seccomp=<mode> <kind>=<ns per call>... */
-const LOOP_C = String.raw`
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int seccomp_mode(void) {
-  char line[256];
-  int mode = -1;
-  FILE *f = fopen("/proc/self/status", "re");
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (strncmp(line, "Seccomp:", 8) == 0) { sscanf(line + 8, "%d", &mode); break; }
-  fclose(f);
-  return mode;
-}
-
+const LOOP_C = String.raw`${C_PRELUDE}
 int main(void) {
   enum { GETPPID = 2000000, READ = 200000, PERSONALITY = 200000 };
   char buf[1];
@@ -127,13 +102,6 @@ function parseArgs(argv) {
 
 
 
-let interrupted = false;
-function checkInterrupted() {
-  if (interrupted) throw new Error('interrupted by a signal');
-}
-
-/** Lets the event loop run once, so that a pending SIGINT/SIGTERM handler sets `interrupted`. */
-const tick = () => new Promise((resolve) => setImmediate(resolve)).then(checkInterrupted);
 
 let logSeq = 0;
 let logDir = '';
@@ -157,7 +125,7 @@ function call(rt, args, { allowFail = false } = {}) {
     fs.closeSync(fd);
   }
   const output = fs.readFileSync(log, 'utf8');
-  checkInterrupted();
+  interrupt.check();
   const what = `${rt.name}: ${rt.label} --root ${rt.root} ${args.join(' ')}`;
   if (r.error) throw new RuntimeFailure(`${what}: ${r.error.code === 'ETIMEDOUT' ? `timed out after ${CALL_TIMEOUT_MS} ms` : r.error.message}\n${tail(output)}`);
   if (r.status !== 0 && !allowFail) {
@@ -202,7 +170,7 @@ async function rounds(runtimes, bundle, count, filtered, tag) {
     for (const rt of order) {
       const m = measure(rt, bundle, `${tag}-${i}`, filtered);
       for (const k of KINDS) samples[rt.name][k].push(m[k]);
-      await tick();
+      await interrupt.tick();
     }
   }
   return samples;
@@ -246,7 +214,7 @@ async function main() {
   runc.root = path.join(tmp, 'runc-root');
 
   const onSignal = () => {
-    interrupted = true;
+    interrupt.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -302,11 +270,11 @@ async function main() {
     return 0;
   } catch (err) {
     if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
-    else if (interrupted) console.error('\nbench interrupted; cleaning up');
+    else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
     else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     return 1;
   } finally {
-    interrupted = false; // cleanup must run even after Ctrl-C
+    interrupt.stopped = false; // cleanup must run even after Ctrl-C
     for (const rt of runtimes) {
       for (const id of rt.ids) {
         try {

@@ -1,0 +1,825 @@
+#!/usr/bin/env node
+// Moat's sentry isolation vs native, runc and runsc (gVisor): per-syscall cost, start-up time and
+// two real workloads, side by side in one run.
+//
+//   node bench/sentry.mjs [--iterations N] [--quick] [--moat PATH] [--runc PATH] [--runsc PATH] [--floor PATH]
+//
+// (a) per-syscall cost. A small static C program (inline below, built with `cc -O2 -static`)
+//     times open+close and stat (served by the sentry) and getppid and a 4 KiB pread (fast path:
+//     the host kernel runs them) in loops, after a warm-up, with clock_gettime(CLOCK_MONOTONIC),
+//     and prints "name ns_per_call" lines. It runs on the host (native), in a busybox bundle under
+//     runc and runsc, and under `moat run --isolation sentry -- PROG` (the embedded default: the
+//     host root read-only; the bundle form `moat run --isolation sentry -b BUNDLE ID` is the
+//     fallback when the embedded form fails). The file it opens, stats and reads is the program
+//     itself, so it lives on the root filesystem in every case. The C floor of a served call comes
+//     from notify-floor.c (a supervisor in plain C doing no work per call), built with `cc -O2`
+//     and run plain and with SYNC=1 (synchronous wake-ups, Linux 6.6+).
+// (b) start-up: `run` of /bin/true (create+start+wait+delete, fresh id each time) in the busybox
+//     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry.
+// (c) workloads: untar 2,000 small files with busybox tar into a tmpfs /tmp, in the busybox
+//     bundle (the tarball is put in its rootfs at prepare time); and
+//     python3 -c "import json, email, http.client, decimal, sqlite3" from the host's /usr. Moat
+//     runs python with the embedded default (host root visible read-only). runc and runsc get a
+//     copy-free bundle: its rootfs is an empty directory holding the merged-/usr symlinks (bin,
+//     lib, lib64, sbin -> usr/...) in which the runtime itself binds the host's /usr and /etc
+//     read-only (config.json mounts). That serves the same files python opens under Moat, needs
+//     no mount on the host side (nothing to undo if the bench dies) and works with both runtimes
+//     (runsc serves binds through its gofer like the rest of the rootfs); a rootfs that is an rbind
+//     of "/" would also expose /proc, /sys, /dev and the bench's own directory for no benefit.
+//     PYTHONDONTWRITEBYTECODE=1 everywhere, so that no run writes .pyc files.
+//
+// Every container gets a tmpfs at /tmp (the embedded default has one already; runsc would make
+// one by itself anyway), so the untar target is the same kind of filesystem everywhere; the
+// native untar goes to /dev/shm for the same reason.
+//
+// runsc on this kind of machine (runsc 0.0~20221219, Debian): `run` takes --bundle, not -b.
+// --platform=ptrace (the default) works as root with no other flags: no --ignore-cgroups (the
+// bundles set no cgroupsPath nor resources) and no --rootless. --platform=kvm hangs with the
+// sandbox spinning at 100% CPU in a nested VM whose /dev/kvm exists but cannot run guests, and
+// --platform=systrap does not exist in this release (it came in 2023). --network=none because the
+// containers have no network to set up. Under ptrace, runsc's per-call cost is bimodal from one
+// run to the next (about 18 or about 60 µs for getppid on a 2-vCPU VM, depending on where the
+// sentry and the stub land), hence the min-max table under the medians.
+//
+// A runtime that is missing or fails prints "n/a (reason)" in its column and the rest of the bench
+// goes on; one that times out (30 s) once is skipped by the later measures. The kernel release and
+// Seccomp mode seen inside are printed, to show that each column ran where it claims (runsc shows
+// gVisor's 4.4.0, the sentry its own release and Seccomp 2).
+//
+// All the files live in a directory under /var/tmp, not /tmp: the embedded default mounts a fresh
+// tmpfs on /tmp, which would hide the program from the sandbox.
+//
+// Needs root, a C compiler with a static libc (libc6-dev) and a compiled test tree
+// (`npx tsc -p tsconfig.json`): the busybox bundles come from build/test/fixtures/busybox.js.
+// Plain JS on purpose, like bench/run.mjs.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { C_PRELUDE, RuntimeFailure, interrupt, ratio, runtime, stats, tail, which } from './lib.mjs';
+
+const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CALL_TIMEOUT_MS = 30_000;
+const SERVED_TARGET = 0.5; // moat sentry / runsc, served calls
+const FAST_TARGET = 1.2; // moat sentry / native, fast-path calls
+const STARTUP_TARGET = 0.5; // moat sentry / runsc, run of /bin/true
+const RUNSC_FLAGS = ['--network=none', '--platform=ptrace'];
+const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const PYTHON = '/usr/bin/python3';
+const PY_IMPORTS = 'import json, email, http.client, decimal, sqlite3';
+
+/** The timed program. Usage: bench-sys FILE FAST SERVED; prints "name ns_per_call" lines. */
+const SYS_C = String.raw`${C_PRELUDE}
+static char buf[4096];
+
+/* One pass of each loop; returns 0, or 1 after printing why. */
+static int loops(const char *file, long fast, long served, double out[4]) {
+  struct stat st;
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { perror(file); return 1; }
+  double t0 = now();
+  for (long i = 0; i < served; i++) {
+    int f = open(file, O_RDONLY | O_CLOEXEC);
+    if (f < 0) { perror("open"); return 1; }
+    close(f);
+  }
+  double t1 = now();
+  for (long i = 0; i < served; i++)
+    if (stat(file, &st) != 0) { perror("stat"); return 1; }
+  double t2 = now();
+  for (long i = 0; i < fast; i++) syscall(SYS_getppid);
+  double t3 = now();
+  for (long i = 0; i < fast; i++)
+    if (pread(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) { fprintf(stderr, "pread: short read of %s\n", file); return 1; }
+  double t4 = now();
+  close(fd);
+  out[0] = (t1 - t0) / served;
+  out[1] = (t2 - t1) / served;
+  out[2] = (t3 - t2) / fast;
+  out[3] = (t4 - t3) / fast;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) { fprintf(stderr, "usage: %s FILE FAST SERVED\n", argv[0]); return 2; }
+  long fast = atol(argv[2]), served = atol(argv[3]);
+  if (fast < 1 || served < 1) { fprintf(stderr, "bad counts\n"); return 2; }
+  double r[4];
+  long wf = fast / 10 > 100 ? fast / 10 : 100, ws = served / 10 > 100 ? served / 10 : 100;
+  if (loops(argv[1], wf, ws, r)) return 1; /* warm-up */
+  if (loops(argv[1], fast, served, r)) return 1;
+  struct utsname u;
+  uname(&u);
+  printf("open+close %.1f\nstat %.1f\ngetppid %.1f\npread4k %.1f\n", r[0], r[1], r[2], r[3]);
+  printf("uname %s\nseccomp %d\n", u.release, seccomp_mode());
+  return 0;
+}
+`;
+
+/** Rows of table (a): the program's name for it, the label, and the path the sentry gives it. */
+const SYSCALLS = [
+  { key: 'open+close', label: 'open+close', path: 'served', floor: 'open' },
+  { key: 'stat', label: 'stat', path: 'served' },
+  { key: 'getppid', label: 'getppid', path: 'fast', floor: 'getppid' },
+  { key: 'pread4k', label: 'pread 4 KiB', path: 'fast' },
+];
+
+function usage(code) {
+  const text = `usage: node bench/sentry.mjs [--iterations N] [--quick] [--moat PATH] [--runc PATH] [--runsc PATH] [--floor PATH]
+  --iterations N  timed runs per runtime and measure (default 7; 3 with --quick)
+  --quick         fewer runs, shorter loops, a smaller tarball (under a minute)
+  --moat PATH     moat executable (default ${path.join(repo, 'bin/moat.cjs')}; .mjs/.js/.cjs run with node)
+  --runc PATH     runc executable (default: runc on PATH)
+  --runsc PATH    runsc executable (default: runsc on PATH)
+  --floor PATH    notify-floor.c (default ${path.resolve(repo, '../shared/reference/notify-floor.c')})`;
+  (code === 0 ? console.log : console.error)(text);
+  process.exit(code);
+}
+
+function parseArgs(argv) {
+  const opts = {
+    iterations: undefined,
+    quick: false,
+    moat: path.join(repo, 'bin/moat.cjs'),
+    runc: undefined,
+    runsc: undefined,
+    floor: path.resolve(repo, '../shared/reference/notify-floor.c'),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) {
+        console.error(`${flag} needs a value`);
+        usage(2);
+      }
+      return v;
+    };
+    if (flag === '--iterations') {
+      const raw = value();
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 1) {
+        console.error(`${flag}: expected an integer >= 1, got "${raw}"`);
+        usage(2);
+      }
+      opts.iterations = n;
+    } else if (flag === '--quick') opts.quick = true;
+    else if (flag === '--moat') opts.moat = path.resolve(value());
+    else if (flag === '--runc') opts.runc = value();
+    else if (flag === '--runsc') opts.runsc = value();
+    else if (flag === '--floor') opts.floor = path.resolve(value());
+    else if (flag === '--help' || flag === '-h') usage(0);
+    else {
+      console.error(`unknown argument: ${flag}`);
+      usage(2);
+    }
+  }
+  opts.iterations ??= opts.quick ? 3 : 7;
+  opts.fast = opts.quick ? 5000 : 20000; // getppid and pread per run
+  opts.served = opts.quick ? 1000 : 5000; // open+close and stat per run
+  opts.files = opts.quick ? 500 : 2000; // files in the tarball
+  return opts;
+}
+
+
+let logSeq = 0;
+let logDir = '';
+
+/**
+ * Runs argv synchronously with stdout/stderr going to a fresh log file (not a pipe: a container
+ * process may keep it open). Throws RuntimeFailure unless it exits 0 (or `allowFail`); returns
+ * the exit status, the output and the wall time in ms.
+ */
+function exec(argv, { env, cwd = '/', allowFail = false, what = argv.join(' ') } = {}) {
+  const log = path.join(logDir, `${++logSeq}.log`);
+  const fd = fs.openSync(log, 'w');
+  let r;
+  const t0 = process.hrtime.bigint();
+  try {
+    r = spawnSync(argv[0], argv.slice(1), {
+      stdio: ['ignore', fd, fd],
+      timeout: CALL_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+      env: env ?? process.env,
+      cwd,
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const output = fs.readFileSync(log, 'utf8');
+  interrupt.check();
+  if (r.error) {
+    const why = r.error.code === 'ETIMEDOUT' ? `timed out after ${CALL_TIMEOUT_MS} ms` : r.error.message;
+    throw new RuntimeFailure(`${what}: ${why}\n${tail(output)}`, { cause: { short: why, timeout: r.error.code === 'ETIMEDOUT' } });
+  }
+  if (r.status !== 0 && !allowFail) {
+    const how = r.status === null ? `killed by ${r.signal}` : `exit status ${r.status}`;
+    throw new RuntimeFailure(`${what}: ${how}\n${tail(output)}`, { cause: { short: lastLine(output) ?? how } });
+  }
+  return { status: r.status, output, ms };
+}
+
+/** How many sandboxes the memory measure runs side by side. */
+const MEM_SANDBOXES = 3;
+
+/** VmRSS (status) and Pss (smaps_rollup) of one process, in KiB. */
+function memoryOf(pid) {
+  const read = (file, re) => {
+    try {
+      const m = re.exec(fs.readFileSync(`/proc/${pid}/${file}`, 'utf8'));
+      return m ? Number(m[1]) : undefined;
+    } catch {
+      return undefined; // gone, or no smaps_rollup
+    }
+  };
+  return { rss: read('status', /^VmRSS:\s+(\d+) kB/m) ?? 0, pss: read('smaps_rollup', /^Pss:\s+(\d+) kB/m) };
+}
+
+/** Host pids whose command line names one of `ids` and passes `pick` (the cmdline with NULs). */
+function sandboxProcesses(ids, pick) {
+  const out = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd;
+    try {
+      cmd = `${fs.readFileSync(`/proc/${name}/cmdline`, 'latin1')}\0`;
+    } catch {
+      continue;
+    }
+    if (ids.some((id) => cmd.includes(id)) && pick(cmd)) out.push(Number(name));
+  }
+  return out;
+}
+
+/** The last non-empty line of some output, for a short reason. */
+function lastLine(text) {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.length ? lines[lines.length - 1] : undefined;
+}
+
+/** `<runtime> --root R [global flags] ...args`. */
+function call(rt, args, opts = {}) {
+  return exec([...rt.cmd, '--root', rt.root, ...rt.global, ...args], { what: `${rt.name}: ${[rt.label, '--root', rt.root, ...rt.global, ...args].join(' ')}`, ...opts });
+}
+
+/** The environment of moat itself: a plain PATH (the embedded default copies it into the sandbox) and any MOAT_* setting. */
+function moatEnv() {
+  return { PATH: HOST_PATH, ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MOAT_'))) };
+}
+
+/** `run` of a bundle with a fresh id; the run deletes the container itself, cleanup only follows a failure. */
+function runBundle(rt, runFlags, bundle, id) {
+  rt.ids.add(id);
+  const r = call(rt, ['run', ...runFlags, '--bundle', bundle, id], rt.name.startsWith('moat') ? { env: moatEnv() } : {});
+  rt.ids.delete(id);
+  return r;
+}
+
+/** `moat run [flags] --network none --name ID [-e ...] -- CMD...`: the embedded default. */
+function runEmbedded(rt, runFlags, cmd, id, env = []) {
+  rt.ids.add(id);
+  const r = call(rt, ['run', ...runFlags, '--network', 'none', '--name', id, ...env.flatMap((e) => ['-e', e]), '--', ...cmd], { env: moatEnv() });
+  rt.ids.delete(id);
+  return r;
+}
+
+/** Best-effort removal of a container left by a failed run. */
+function forceDelete(rt, id) {
+  const del = rt.name === 'runsc' ? ['delete', '--force', id] : ['delete', '-f', id];
+  try {
+    call(rt, ['kill', id, 'KILL'], { allowFail: true });
+    call(rt, del, { allowFail: true });
+  } catch (err) {
+    console.error(`cleanup: ${rt.name} ${id}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Columns: one per runtime (or way of running), each with one or more forms tried in order at
+// warm-up; the first that works is timed. A column that fails is n/a with the reason.
+
+/** The short reason of an error, for a table cell. */
+function shortReason(err) {
+  const s = err?.cause?.short ?? (err instanceof Error ? err.message.split('\n')[0] : String(err));
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/**
+ * @param name   column label
+ * @param forms  [{ label, run(id) -> { output, ms } }], tried in order at warm-up
+ * @param missing  reason the runtime is absent (the column is n/a without running anything)
+ */
+function column(name, forms, missing) {
+  return { name, forms, missing, form: undefined, error: missing, notes: [], samples: [], inside: undefined };
+}
+
+/**
+ * Warm-up (which also picks the form) then `iterations` timed rounds over the columns, the order
+ * rotating each round. `parse(output, ms)` turns one run into a sample or throws.
+ */
+async function measure(cols, iterations, tag, parse) {
+  let seq = 0;
+  const timedOut = (col, err) => {
+    if (err?.cause?.timeout) hung.set(col.name, shortReason(err));
+  };
+  for (const col of cols) {
+    if (col.error === undefined && hung.has(col.name)) {
+      col.error = `skipped: ${hung.get(col.name)} in an earlier measure`;
+      col.cell = 'skipped: timed out earlier';
+    }
+    if (col.error !== undefined) continue;
+    const reasons = [];
+    for (const form of col.forms) {
+      try {
+        const r = form.run(`${tag}-w${seq++}`);
+        parse(r.output, r.ms, col);
+        col.form = form;
+        break;
+      } catch (err) {
+        if (!(err instanceof RuntimeFailure)) throw err;
+        reasons.push({ form: form.label, short: shortReason(err), full: err.message });
+        timedOut(col, err);
+      }
+      await interrupt.tick();
+    }
+    if (col.form === undefined) {
+      col.error = reasons.map((r) => (col.forms.length > 1 ? `${r.form}: ${r.short}` : r.short)).join('; ');
+      col.cell = reasons[reasons.length - 1].short;
+      for (const r of reasons) col.notes.push(`${col.name} (${r.form}) failed:\n${r.full.replace(/^/gm, '    ')}`);
+    } else if (reasons.length > 0) {
+      for (const r of reasons) col.notes.push(`${col.name}: ${r.form} failed (${r.short}); timed ${col.form.label} instead`);
+    }
+    await interrupt.tick();
+  }
+  for (let i = 0; i < iterations; i++) {
+    const live = cols.filter((c) => c.error === undefined);
+    const k = live.length ? i % live.length : 0;
+    for (const col of [...live.slice(k), ...live.slice(0, k)]) {
+      try {
+        const r = col.form.run(`${tag}-${seq++}`);
+        col.samples.push(parse(r.output, r.ms, col));
+      } catch (err) {
+        if (!(err instanceof RuntimeFailure)) throw err;
+        col.error = `run ${i + 1}: ${shortReason(err)}`;
+        col.cell = col.error;
+        timedOut(col, err);
+        col.notes.push(`${col.name} failed at timed run ${i + 1}:\n${err.message.replace(/^/gm, '    ')}`);
+      }
+      await interrupt.tick();
+    }
+  }
+}
+
+/** `s` cut to `n` characters. */
+const clip = (s, n) => (s.length > n ? `${s.slice(0, n - 3)}...` : s);
+
+/** A table cell for a column that is n/a: the reason, clipped (printReasons gives it whole). */
+/** Columns (by name) that timed out once: later measures skip them rather than wait again. */
+const hung = new Map();
+
+const na = (col) => `n/a (${clip(col.cell ?? col.error, 32)})`;
+
+/** Below a table: why each n/a column is n/a, in full. */
+function printReasons(items) {
+  for (const { name, error } of items) if (error !== undefined) console.log(`  ${name}: n/a (${error})`);
+}
+
+/** The reason a ratio is n/a, naming the missing side. */
+function whyNA(cols, ...names) {
+  const c = cols.find((x) => names.includes(x.name) && x.error !== undefined);
+  return c ? `${c.name}: ${clip(c.cell ?? c.error, 70)}` : 'not measured';
+}
+
+/** Pads the cells of a table to the widest of each column; the first column is left-aligned. */
+function printTable(rows) {
+  const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => String(r[j] ?? '').length)));
+  for (const r of rows) {
+    console.log(r.map((c, j) => (j === 0 ? String(c ?? '').padEnd(widths[j]) : String(c ?? '').padStart(widths[j]))).join('  ').trimEnd());
+  }
+}
+
+/** µs with a sensible number of digits. */
+function us(v) {
+  if (v === undefined) return 'n/a';
+  return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : v.toFixed(1);
+}
+
+const ms1 = (v) => (v === undefined ? 'n/a' : v.toFixed(1));
+const median = (xs) => (xs.length ? stats(xs).median : undefined);
+const verdict = (r, target) => (r <= target ? 'met' : 'NOT met');
+
+// ---------------------------------------------------------------------------------------------
+
+/** Builds notify-floor.c and runs it `iterations` times, plain and with SYNC=1; medians in µs. */
+async function measureFloor(opts, tmp, cc) {
+  const out = { plain: { error: undefined, getppid: [], open: [] }, sync: { error: undefined, getppid: [], open: [] } };
+  if (!fs.existsSync(opts.floor)) {
+    out.plain.error = out.sync.error = `notify-floor.c not found at ${opts.floor}`;
+    return out;
+  }
+  const bin = path.join(tmp, 'notify-floor');
+  const build = spawnSync(cc, ['-O2', '-o', bin, opts.floor], { encoding: 'utf8' });
+  if (build.status !== 0) {
+    out.plain.error = out.sync.error = `cannot build notify-floor.c: ${lastLine(build.stderr ?? '') ?? String(build.error)}`;
+    return out;
+  }
+  for (let i = 0; i < opts.iterations + 1; i++) {
+    for (const [mode, env] of [['plain', {}], ['sync', { SYNC: '1' }]]) {
+      const m = out[mode];
+      if (m.error !== undefined) continue;
+      try {
+        const { output } = exec([bin], { env: { PATH: HOST_PATH, ...env }, what: `notify-floor${mode === 'sync' ? ' (SYNC=1)' : ''}` });
+        if (mode === 'sync' && /SET_FLAGS/.test(output)) throw new RuntimeFailure(output, { cause: { short: `SYNC=1 refused by this kernel: ${lastLine(output)}` } });
+        const g = /notified getppid round trip:\s*([\d.]+)\s*us/.exec(output);
+        const o = /brokered open \(ADDFD\) \+ close:\s*([\d.]+)\s*us/.exec(output);
+        if (!g || !o) throw new RuntimeFailure(output, { cause: { short: `unexpected output: ${lastLine(output) ?? '(none)'}` } });
+        if (i === 0) continue; // warm-up
+        m.getppid.push(Number(g[1]));
+        m.open.push(Number(o[1]));
+      } catch (err) {
+        if (!(err instanceof RuntimeFailure)) throw err;
+        m.error = shortReason(err);
+      }
+      await interrupt.tick();
+    }
+  }
+  return out;
+}
+
+/** The path of file `i` in the tarball's tree. */
+const treeFile = (i) => `d${String(Math.floor(i / 100)).padStart(2, '0')}/f${String(i % 100).padStart(2, '0')}.txt`;
+
+/** A tarball of `count` small files in directories of 100 (see treeFile), written to `file` (by the host's tar, else busybox's). */
+function makeTarball(tmp, file, count, busybox) {
+  const src = path.join(tmp, 'tree');
+  let seed = 12345;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed;
+  };
+  const words = ['alpha', 'beta', 'gamma', 'delta', 'sentry', 'moat', 'gofer', 'seccomp', 'notify', 'bundle'];
+  for (let i = 0; i < count; i++) {
+    const file = path.join(src, treeFile(i));
+    if (i % 100 === 0) fs.mkdirSync(path.dirname(file), { recursive: true });
+    const n = 40 + (rand() % 300); // about 250 B to 2 KiB of text
+    fs.writeFileSync(file, `${Array.from({ length: n }, () => words[rand() % words.length]).join(' ')}\n`);
+  }
+  const tar = which('tar') ? ['tar', '-czf', file, '--owner=0', '--group=0', '-C', src, '.'] : [busybox, 'tar', '-czf', file, '-C', src, '.'];
+  exec(tar, { what: 'making the tarball' });
+  fs.rmSync(src, { recursive: true, force: true });
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const fixture = path.join(repo, 'build/test/fixtures/busybox.js');
+  if (!fs.existsSync(fixture)) {
+    console.error(`${fixture} is missing: compile first with "npx tsc -p tsconfig.json"`);
+    return 1;
+  }
+  const cc = process.env.CC ?? 'cc';
+  if (which(cc) === undefined) {
+    console.error(`no C compiler (${cc}) to build the timed program: apt-get install gcc libc6-dev`);
+    return 1;
+  }
+  if (process.getuid?.() !== 0) console.warn('warning: not running as root; the runtimes will probably fail');
+  const { makeBundle } = await import(pathToFileURL(fixture).href);
+
+  const runcPath = which(opts.runc ?? 'runc');
+  const runscPath = which(opts.runsc ?? 'runsc');
+  const moatOk = fs.existsSync(opts.moat);
+  const runc = runcPath ? runtime('runc', runcPath) : undefined;
+  const runsc = runscPath ? runtime('runsc', runscPath) : undefined;
+  const moat = moatOk ? runtime('moat', opts.moat) : undefined;
+  const missing = {
+    runc: runc ? undefined : `runc not found (${opts.runc ?? 'runc on PATH'})`,
+    runsc: runsc ? undefined : `runsc not found (${opts.runsc ?? 'runsc on PATH'}); Debian package runsc`,
+    moat: moat ? undefined : `moat not found at ${opts.moat}`,
+  };
+  const runtimes = [runc, runsc, moat].filter(Boolean);
+
+  fs.mkdirSync('/var/tmp', { recursive: true });
+  const tmp = fs.mkdtempSync('/var/tmp/moat-bench-sentry-');
+  fs.chmodSync(tmp, 0o755); // searchable by the sandboxes' users (runsc's sandbox runs as nobody)
+  logDir = path.join(tmp, 'logs');
+  fs.mkdirSync(logDir);
+  for (const rt of runtimes) {
+    rt.root = path.join(tmp, `${rt.name}-root`);
+    rt.global = rt.name === 'runsc' ? RUNSC_FLAGS : [];
+  }
+
+  const onSignal = () => {
+    interrupt.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const t0 = Date.now();
+  const summary = [];
+  const notes = [];
+  try {
+    // ---- preparation
+    const prog = path.join(tmp, 'bench-sys');
+    const build = spawnSync(cc, ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-x', 'c', '-o', prog, '-'], { input: SYS_C, encoding: 'utf8' });
+    if (build.status !== 0) {
+      console.error(`cannot compile the timed program (is libc6-dev installed for -static?):\n${tail(build.stderr ?? String(build.error))}`);
+      return 1;
+    }
+    const withTmp = (s) => {
+      s.mounts.push({ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] });
+    };
+    const loopArgs = (file) => [file, file, String(opts.fast), String(opts.served)];
+    const sysBundle = await makeBundle({ dir: path.join(tmp, 'bundle-sys'), args: loopArgs('/bench-sys'), mutate: withTmp });
+    fs.copyFileSync(prog, path.join(sysBundle, 'rootfs/bench-sys'));
+    fs.chmodSync(path.join(sysBundle, 'rootfs/bench-sys'), 0o755);
+    const trueBundle = await makeBundle({ dir: path.join(tmp, 'bundle-true'), args: ['/bin/true'], mutate: withTmp });
+    const sleepBundle = await makeBundle({ dir: path.join(tmp, 'bundle-sleep'), args: ['sleep', '1000'], mutate: withTmp });
+    // bb: how to call busybox's applets (plain names in the bundle; on the host, through the
+    // bundle's static busybox, so that the native run uses the same tar and not the host's)
+    const untarCmd = (bb, data, dir) => `${bb}mkdir ${dir} && ${bb}tar -xzf ${data} -C ${dir} && ${bb}test -f ${dir}/${treeFile(opts.files - 1)}`;
+    const tarBundle = await makeBundle({ dir: path.join(tmp, 'bundle-tar'), args: ['/bin/sh', '-c', untarCmd('', '/data.tgz', '/tmp/x')], mutate: withTmp });
+    const busybox = path.join(tarBundle, 'rootfs/bin/busybox');
+    makeTarball(tmp, path.join(tarBundle, 'rootfs/data.tgz'), opts.files, busybox);
+    const pyEnv = ['PYTHONDONTWRITEBYTECODE=1'];
+    const pyCmd = [PYTHON, '-c', PY_IMPORTS];
+    // the host's /usr and /etc bound read-only; /bin, /lib, /lib64 and /sbin as on the host:
+    // symlinks into usr/ on a merged-/usr system, else bound read-only too
+    const binds = ['/usr', '/etc'];
+    const links = [];
+    for (const d of ['/bin', '/lib', '/lib64', '/sbin']) {
+      const st = fs.lstatSync(d, { throwIfNoEntry: false });
+      if (st?.isSymbolicLink()) links.push([d, fs.readlinkSync(d)]);
+      else if (st?.isDirectory()) binds.push(d);
+    }
+    const pyBundle = await makeBundle({
+      dir: path.join(tmp, 'bundle-python'),
+      args: pyCmd,
+      mutate: (s) => {
+        s.root = { path: 'hostroot', readonly: true };
+        s.process.env = [`PATH=${HOST_PATH}`, ...pyEnv];
+        withTmp(s);
+        for (const d of binds) s.mounts.push({ destination: d, type: 'bind', source: d, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+      },
+    });
+    fs.rmSync(path.join(pyBundle, 'rootfs'), { recursive: true, force: true }); // the busybox copy is not used
+    const hostroot = path.join(pyBundle, 'hostroot');
+    for (const d of ['proc', 'dev', 'sys', 'tmp', ...binds]) fs.mkdirSync(path.join(hostroot, d), { recursive: true, mode: 0o755 });
+    for (const [l, target] of links) fs.symlinkSync(target, path.join(hostroot, l));
+
+    console.log(`moat sentry bench: ${opts.iterations} timed runs per runtime and measure (+1 warm-up)${opts.quick ? ', --quick' : ''}; medians`);
+    console.log(`  native: the programs run on the host`);
+    console.log(`  runc:   ${runc ? runc.label : `n/a (${missing.runc})`}`);
+    console.log(`  runsc:  ${runsc ? `${runsc.label} ${RUNSC_FLAGS.join(' ')}` : `n/a (${missing.runsc})`}`);
+    console.log(`  moat:   ${moat ? moat.label : `n/a (${missing.moat})`}`);
+    console.log(`  files:  ${tmp}`);
+    // wake-ups between tasks cost far more when the other CPUs are idle (on a VM, waking a halted
+    // vCPU): the served and ptrace'd calls measure differently on a busy and on a quiet machine
+    const load = os.loadavg()[0];
+    const cpus = os.availableParallelism?.() ?? os.cpus().length;
+    console.log(`  load:   ${load.toFixed(2)} on ${cpus} CPUs${load > cpus / 2 ? ' (busy: other work is running; per-call costs of served and ptrace\'d calls depend on it)' : ''}`);
+
+    // ---- (a) per-syscall cost
+    const parseSys = (output, _ms, col) => {
+      const m = {};
+      for (const line of output.split('\n')) {
+        const kv = /^(\S+) (.*)$/.exec(line.trim());
+        if (kv) m[kv[1]] = kv[2];
+      }
+      const sample = {};
+      for (const s of SYSCALLS) {
+        const v = Number(m[s.key]);
+        if (!(v > 0)) throw new RuntimeFailure(`${col.name}: no "${s.key}" measure in:\n${tail(output)}`, { cause: { short: `bad output: ${lastLine(output) ?? '(none)'}` } });
+        sample[s.key] = v / 1000; // ns -> µs
+      }
+      col.inside ??= `kernel ${m.uname ?? '?'}, Seccomp ${m.seccomp ?? '?'}`;
+      return sample;
+    };
+    const sysCols = [
+      column('native', [{ label: 'host', run: () => exec(loopArgs(prog), { what: 'native bench-sys' }) }]),
+      column('runc', runc ? [{ label: 'bundle', run: (id) => runBundle(runc, [], sysBundle, id) }] : [], missing.runc),
+      column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], sysBundle, id) }] : [], missing.runsc),
+      column(
+        'moat sentry',
+        moat
+          ? [
+              { label: 'embedded (run -- PROG)', run: (id) => runEmbedded(moat, ['--isolation', 'sentry'], loopArgs(prog), id) },
+              { label: 'bundle (run -b BUNDLE ID)', run: (id) => runBundle(moat, ['--isolation', 'sentry'], sysBundle, id) },
+            ]
+          : [],
+        missing.moat,
+      ),
+    ];
+    console.log(`\n(a) per-call cost in µs: ${opts.served} open+close and stat, ${opts.fast} getppid and pread of 4 KiB per run (after a warm-up pass)`);
+    await measure(sysCols, opts.iterations, 'sys', parseSys);
+    const floor = await measureFloor(opts, tmp, cc);
+    const med = Object.fromEntries(sysCols.map((c) => [c.name, c.error === undefined ? Object.fromEntries(SYSCALLS.map((s) => [s.key, median(c.samples.map((x) => x[s.key]))])) : undefined]));
+    const floorMed = (mode, key) => (floor[mode].error === undefined ? median(floor[mode][key]) : undefined);
+    const header = ['syscall', 'sentry path', ...sysCols.map((c) => c.name), 'C floor', 'C floor SYNC=1', 'ratio', 'target'];
+    const rows = [header];
+    const sysTargets = [];
+    for (const s of SYSCALLS) {
+      const cells = sysCols.map((c) => (c.error === undefined ? us(med[c.name][s.key]) : na(c)));
+      const floorCell = (mode) => (s.floor === undefined ? '-' : floor[mode].error === undefined ? us(floorMed(mode, s.floor)) : `n/a (${clip(floor[mode].error, 32)})`);
+      const sentry = med['moat sentry']?.[s.key];
+      const baseName = s.path === 'served' ? 'runsc' : 'native';
+      const base = med[baseName]?.[s.key];
+      const target = s.path === 'served' ? SERVED_TARGET : FAST_TARGET;
+      let r;
+      let result;
+      if (sentry !== undefined && base !== undefined) {
+        r = `moat/${baseName} ${ratio(sentry, base)}`;
+        result = `${ratio(sentry, base)} ${verdict(sentry / base, target)}`;
+      } else {
+        r = `moat/${baseName} n/a`;
+        result = `n/a (${whyNA(sysCols, 'moat sentry', baseName)})`;
+      }
+      rows.push([s.label, s.path, ...cells, floorCell('plain'), floorCell('sync'), r, `<= ${target}`]);
+      sysTargets.push(`  ${s.label.padEnd(12)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}`);
+    }
+    printTable(rows);
+    // medians hide how much a runtime varies from one run to the next (runsc's ptrace platform
+    // does, a lot, on a small VM): the spread, min-max over the timed runs
+    const spread = (xs) => (xs.length ? `${us(Math.min(...xs))}-${us(Math.max(...xs))}` : 'n/a');
+    const srows0 = [['spread (min-max)', ...sysCols.map((c) => c.name), 'C floor', 'C floor SYNC=1']];
+    for (const s of SYSCALLS) {
+      const fl = (mode) => (s.floor === undefined ? '-' : floor[mode].error === undefined ? spread(floor[mode][s.floor]) : 'n/a');
+      srows0.push([s.label, ...sysCols.map((c) => (c.error === undefined ? spread(c.samples.map((x) => x[s.key])) : 'n/a')), fl('plain'), fl('sync')]);
+    }
+    printTable(srows0);
+    printReasons([...sysCols, { name: 'C floor', error: floor.plain.error }, { name: 'C floor SYNC=1', error: floor.sync.error }]);
+    const ctx = [];
+    for (const c of sysCols) if (c.inside) ctx.push(`${c.name}${c.form && c.forms.length > 1 ? ` [${c.form.label}]` : ''}: ${c.inside}`);
+    if (ctx.length) console.log(`inside: ${ctx.join('; ')}`);
+    const runcMed = med.runc;
+    const runscMed = med.runsc;
+    if (runcMed && runscMed) console.log(`context: runsc/runc ${SYSCALLS.map((s) => `${s.label} ${ratio(runscMed[s.key], runcMed[s.key])}`).join(', ')}`);
+    const sMed = med['moat sentry'];
+    const fo = floorMed('plain', 'open');
+    const fg = floorMed('plain', 'getppid');
+    if (sMed && fo !== undefined) console.log(`context: moat sentry open+close / C floor open+close ${ratio(sMed['open+close'], fo)} (the floor serves no path lookup)`);
+    if (fg !== undefined && fo !== undefined) console.log(`C floor: a notified getppid round trip costs ${us(fg)} µs plain${floorMed('sync', 'getppid') !== undefined ? `, ${us(floorMed('sync', 'getppid'))} µs with SYNC=1` : ''}`);
+    summary.push('served and fast system calls:', ...sysTargets);
+    for (const c of sysCols) notes.push(...c.notes);
+
+    // ---- (b) start-up
+    const parseRun = (_output, ms) => ms;
+    const startCols = [
+      column('runc', runc ? [{ label: 'bundle', run: (id) => runBundle(runc, [], trueBundle, id) }] : [], missing.runc),
+      column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], trueBundle, id) }] : [], missing.runsc),
+      column('moat', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, [], trueBundle, id) }] : [], missing.moat),
+      column('moat sentry', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], trueBundle, id) }] : [], missing.moat),
+    ];
+    console.log(`\n(b) start-up: run of /bin/true in the busybox bundle (create+start+wait+delete, fresh id), wall ms`);
+    await measure(startCols, opts.iterations, 'start', parseRun);
+    const srows = [['runtime', 'median', 'p90', 'min', 'max']];
+    const st = {};
+    for (const c of startCols) {
+      if (c.error !== undefined) {
+        srows.push([c.name, na(c), '', '', '']);
+        continue;
+      }
+      const s = stats(c.samples);
+      st[c.name] = s.median;
+      srows.push([c.name, ms1(s.median), ms1(s.p90), ms1(s.min), ms1(s.max)]);
+    }
+    printTable(srows);
+    printReasons(startCols);
+    const pair = (a, b) => (st[a] !== undefined && st[b] !== undefined ? ratio(st[a], st[b]) : 'n/a');
+    console.log(`ratios: moat sentry/runsc ${pair('moat sentry', 'runsc')} (target <= ${STARTUP_TARGET}), moat sentry/moat ${pair('moat sentry', 'moat')}, moat/runc ${pair('moat', 'runc')}, runsc/runc ${pair('runsc', 'runc')}`);
+    {
+      const s = st['moat sentry'];
+      const b = st.runsc;
+      summary.push(`start-up (run /bin/true):`, `  moat sentry / runsc <= ${STARTUP_TARGET}: ${s !== undefined && b !== undefined ? `${ratio(s, b)} ${verdict(s / b, STARTUP_TARGET)}` : `n/a (${whyNA(startCols, 'moat sentry', 'runsc')})`}`);
+    }
+    for (const c of startCols) notes.push(...c.notes);
+
+    // ---- (c) workloads
+    console.log(`\n(c) workloads, wall ms of the whole run (start-up included)`);
+    const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : tmp;
+    const nativeUntar = () => {
+      const dir = fs.mkdtempSync(path.join(shm, 'moat-bench-untar-'));
+      try {
+        const cmd = untarCmd(`${busybox} `, path.join(tarBundle, 'rootfs/data.tgz'), `${dir}/x`);
+        return exec([busybox, 'sh', '-c', cmd], { env: { PATH: HOST_PATH }, what: 'native untar' });
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    const workloads = [
+      {
+        label: `untar ${opts.files} files`,
+        tag: 'tar',
+        cols: [
+          column('native', [{ label: 'host', run: nativeUntar }]),
+          column('runc', runc ? [{ label: 'bundle', run: (id) => runBundle(runc, [], tarBundle, id) }] : [], missing.runc),
+          column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], tarBundle, id) }] : [], missing.runsc),
+          column('moat', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, [], tarBundle, id) }] : [], missing.moat),
+          column('moat sentry', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], tarBundle, id) }] : [], missing.moat),
+        ],
+      },
+      {
+        label: 'python3 imports',
+        tag: 'py',
+        cols: [
+          column('native', [{ label: 'host', run: () => exec(pyCmd, { env: { PATH: HOST_PATH, PYTHONDONTWRITEBYTECODE: '1' }, what: 'native python3' }) }]),
+          column('runc', runc ? [{ label: 'host /usr bundle', run: (id) => runBundle(runc, [], pyBundle, id) }] : [], missing.runc),
+          column('runsc', runsc ? [{ label: 'host /usr bundle', run: (id) => runBundle(runsc, [], pyBundle, id) }] : [], missing.runsc),
+          column('moat', moat ? [{ label: 'embedded', run: (id) => runEmbedded(moat, [], pyCmd, id, pyEnv) }] : [], missing.moat),
+          column(
+            'moat sentry',
+            moat
+              ? [
+                  { label: 'embedded', run: (id) => runEmbedded(moat, ['--isolation', 'sentry'], pyCmd, id, pyEnv) },
+                  { label: 'host /usr bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], pyBundle, id) },
+                ]
+              : [],
+            missing.moat,
+          ),
+        ],
+      },
+    ];
+    if (!fs.existsSync(PYTHON)) for (const c of workloads[1].cols) c.error ??= `${PYTHON} not found on the host`;
+    for (const w of workloads) await measure(w.cols, opts.iterations, w.tag, parseRun);
+    const names = workloads[0].cols.map((c) => c.name);
+    const wrows = [['workload', ...names, 'moat sentry/runsc', 'moat sentry/runc']];
+    const wsum = [];
+    for (const w of workloads) {
+      const m = Object.fromEntries(w.cols.map((c) => [c.name, c.error === undefined ? median(c.samples) : undefined]));
+      const rr = (a, b) => (m[a] !== undefined && m[b] !== undefined ? ratio(m[a], m[b]) : 'n/a');
+      wrows.push([w.label, ...w.cols.map((c) => (c.error === undefined ? ms1(m[c.name]) : na(c))), rr('moat sentry', 'runsc'), rr('moat sentry', 'runc')]);
+      const wr = rr('moat sentry', 'runsc');
+      wsum.push(`  ${w.label}: moat sentry / runsc ${wr === 'n/a' ? `n/a (${whyNA(w.cols, 'moat sentry', 'runsc')})` : wr} (no target; for information)`);
+      for (const c of w.cols) notes.push(...c.notes.map((n) => `[${w.label}] ${n}`));
+      const forms = w.cols.filter((c) => c.form && c.forms.length > 1).map((c) => `${c.name} ran ${c.form.label}`);
+      if (forms.length) notes.push(`[${w.label}] ${forms.join('; ')}`);
+    }
+    printTable(wrows);
+    for (const w of workloads) printReasons(w.cols.map((c) => ({ name: `${w.label}, ${c.name}`, error: c.error })));
+    console.log(`untar: busybox tar -xzf into a tmpfs /tmp (native: into ${shm}); python: ${PYTHON} -c "${PY_IMPORTS}", PYTHONDONTWRITEBYTECODE=1`);
+    summary.push('workloads:', ...wsum);
+
+    // ---- (d) memory of the sandbox machinery
+    console.log(`\n(d) memory per sandbox: the sentry process (moat) and runsc's sandbox and gofer processes, K=${MEM_SANDBOXES} detached "sleep 1000" sandboxes each, KiB`);
+    const mrows = [['runtime', 'processes', 'RSS each', 'PSS each']];
+    for (const [name, rt, flags, pick] of [
+      ['moat sentry', moat, ['--isolation', 'sentry'], (cmd) => cmd.includes('--sentry')],
+      ['runsc', runsc, [], (cmd) => /runsc(-sandbox|-gofer)?\0/.test(cmd) && !/\0(create|start|kill|delete|state)\0/.test(cmd)],
+    ]) {
+      if (!rt) {
+        mrows.push([name, `n/a (${name === 'runsc' ? missing.runsc : missing.moat})`, '', '']);
+        continue;
+      }
+      const ids = [];
+      try {
+        for (let i = 0; i < MEM_SANDBOXES; i++) {
+          const id = `mem-${name.replace(' ', '-')}-${process.pid}-${i}`;
+          rt.ids.add(id);
+          ids.push(id);
+          const env = name.startsWith('moat') ? { env: moatEnv() } : {};
+          call(rt, ['create', ...flags, '--bundle', sleepBundle, id], env);
+          call(rt, ['start', id], env);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        const procs = sandboxProcesses([...ids, sleepBundle], pick);
+        const mem = procs.map(memoryOf);
+        const per = (k) => mem.reduce((a, m) => a + (m[k] ?? 0), 0) / MEM_SANDBOXES;
+        mrows.push([name, `${(procs.length / MEM_SANDBOXES).toFixed(1)} per sandbox`, per('rss').toFixed(0), mem.every((m) => m.pss !== undefined) ? per('pss').toFixed(0) : 'n/a']);
+      } catch (err) {
+        mrows.push([name, `n/a (${shortReason(err)})`, '', '']);
+      } finally {
+        for (const id of ids) {
+          forceDelete(rt, id);
+          rt.ids.delete(id);
+        }
+      }
+    }
+    printTable(mrows);
+    console.log('RSS counts shared pages in full (Node or Go runtime code); PSS divides them among the processes that share them.');
+
+    // ---- summary
+    if (notes.length) {
+      console.log('\nnotes:');
+      for (const n of notes) console.log(`  ${n}`);
+    }
+    console.log(`\nsummary (targets), ${((Date.now() - t0) / 1000).toFixed(0)} s in all:`);
+    for (const l of summary) console.log(`  ${l}`);
+    return 0;
+  } catch (err) {
+    if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
+    else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
+    else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    return 1;
+  } finally {
+    interrupt.stopped = false; // cleanup must run even after Ctrl-C
+    for (const rt of runtimes) for (const id of rt.ids) forceDelete(rt, id);
+    try {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    } catch (err) {
+      console.error(`cleanup: cannot remove ${tmp}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+process.exitCode = await main();
