@@ -33,8 +33,7 @@ function load(name = 'moat') {
 
 module.exports = { load };
 if (require.main === module && process.argv[2] === '--sentry') {
-  process.exitCode = load('sentry').exports.run(process.argv.slice(3));
-  process.exit();
+  load('sentry').exports.run(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module) {
   load().exports.main(process.argv).then(
     // every command writes synchronously: nothing is left to flush, so do not wait for the

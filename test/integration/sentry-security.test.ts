@@ -470,6 +470,42 @@ describe('sentry isolation: security properties', { skip }, () => {
     }
   });
 
+  it('confines the sentry itself: a seccomp filter on every thread, no_new_privs, only the workload\'s capabilities', async () => {
+    const { id } = await sleeper();
+    try {
+      const sentries = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+        try {
+          const cmd = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
+          return cmd.includes('--sentry') && cmd.some((a) => a.includes(`"id":"${id}"`));
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(sentries.length, 1, `expected one sentry process for ${id}, found ${sentries.length}`);
+      const pid = sentries[0]!;
+      const threads = readdirSync(`/proc/${pid}/task`);
+      assert.ok(threads.length > 1, 'the sentry has a serving thread besides its main thread');
+      for (const tid of threads) {
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        const field = (k: string) => new RegExp(`^${k}:\\s+(\\S+)`, 'm').exec(status)?.[1];
+        assert.equal(field('Seccomp'), '2', `thread ${tid} of the sentry runs without its seccomp filter`);
+        assert.equal(field('NoNewPrivs'), '1', `thread ${tid} of the sentry may gain privileges`);
+        // the busybox bundle keeps runc's default capabilities; the sentry holds no others
+        const bnd = BigInt(`0x${field('CapBnd')}`);
+        const eff = BigInt(`0x${field('CapEff')}`);
+        assert.equal(eff & ~bnd, 0n);
+        const SYS_ADMIN = 1n << 21n;
+        const SYS_PTRACE = 1n << 19n;
+        const SYS_MODULE = 1n << 16n;
+        for (const [name, bit] of [['CAP_SYS_ADMIN', SYS_ADMIN], ['CAP_SYS_PTRACE', SYS_PTRACE], ['CAP_SYS_MODULE', SYS_MODULE]] as const) {
+          assert.equal(bnd & bit, 0n, `thread ${tid} of the sentry can hold ${name}`);
+        }
+      }
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
   // an exec'd process joins the pid namespace from outside (its host parent is `moat exec`):
   // the sentry must still count it as the sandbox's
   it('shows an exec\'d process its own /proc/self/fd, with no fd of the runtime', async () => {

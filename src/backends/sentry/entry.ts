@@ -4,14 +4,15 @@
  */
 import { isMainThread, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { sentryMain, sentryWorker } from './main.js';
+import { sentryMain, sentryServe, sentryWorker } from './main.js';
+import type { ServeData } from './main.js';
 import { buildSentryFilter } from './filter.js';
 import type { WorkerSetup } from './workers.js';
 
-/** Runs the sentry with the JSON configuration in argv[0]; returns the exit code. */
-export function run(argv: string[]): number {
+/** Runs the sentry with the JSON configuration in argv[0]; resolves with the exit code. */
+export async function run(argv: string[]): Promise<number> {
   try {
-    return sentryMain(argv, fileURLToPath(import.meta.url));
+    return await sentryMain(argv, fileURLToPath(import.meta.url));
   } catch (e) {
     process.stderr.write(`sentry: ${(e as Error).stack ?? String(e)}\n`);
     return 1;
@@ -23,6 +24,6 @@ export function warmUp(): void {
   buildSentryFilter('balanced');
 }
 
-if (!isMainThread && (workerData as { role?: string } | null)?.role === 'sentry-worker') {
-  sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });
-}
+const role = isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
+if (role === 'sentry-serve') sentryServe(workerData as ServeData);
+if (role === 'sentry-worker') sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });

@@ -19,7 +19,7 @@ import { handlers as socketHandlers, mayBlock as socketMayBlock } from './sys_so
 import { entryByNr } from './table.js';
 import { NotifTask } from './task.js';
 import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
-import { fromJob, WorkerPool } from './workers.js';
+import { fromJob, sentryThread, WorkerPool } from './workers.js';
 import type { WorkerJob, WorkerSetup } from './workers.js';
 
 /** What `moat create` tells a new sentry process (JSON in argv). */
@@ -127,19 +127,61 @@ function logger(id: string, logFd: number): (msg: string) => void {
   };
 }
 
-/** Runs the sentry; returns the process exit code. */
-export function sentryMain(argv: string[], script: string): number {
+/**
+ * Runs the sentry process. Its main thread keeps its event loop free: it starts the serving
+ * thread (a worker that polls the notify fds synchronously and answers them), confines the
+ * whole process, reports "ready" on fd 3 once the serving thread runs, and exits when that
+ * thread reports that no task of the sandbox is left. Resolves with the exit code.
+ */
+export function sentryMain(argv: string[], script: string): Promise<number> {
   const config = argv[0] ?? '{}';
   const cfg = JSON.parse(config) as SentryProcessConfig;
   const logFd = openSync(cfg.log, 'a');
   const log = logger(cfg.id, logFd);
-  const acceptFd = cfg.listenFd;
-  k.fcntl(acceptFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
+  k.fcntl(cfg.listenFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
+  const serving = sentryThread(script, { role: 'sentry-serve', config, logFd, script } satisfies ServeData);
+  if (!cfg.noConfine) confineSentry(log);
+  return new Promise((resolve) => {
+    serving.on('message', (m: { type: 'serving' } | { type: 'done'; lines: string[] }) => {
+      if (m.type === 'serving') {
+        try {
+          writeSync(3, 'ready\n');
+          closeSync(3);
+        } catch {
+          // started by hand, without a ready pipe
+        }
+        return;
+      }
+      for (const line of m.lines) log(line);
+      resolve(0);
+    });
+    serving.on('error', (e) => {
+      log(`serving thread failed: ${e.stack ?? String(e)}`);
+      resolve(1);
+    });
+    serving.on('exit', (code) => resolve(code === 0 ? 0 : 1));
+  });
+}
+
+/** What the serving thread is started with. */
+export interface ServeData {
+  role: 'sentry-serve';
+  /** The sentry's JSON configuration. */
+  config: string;
+  logFd: number;
+  /** The bundle file, for the pool of worker threads that take blocking calls. */
+  script: string;
+}
+
+/** The serving thread: polls every notify fd of the sandbox and answers until none is left. */
+export function sentryServe(data: ServeData): void {
+  const cfg = JSON.parse(data.config) as SentryProcessConfig;
+  const log = logger(cfg.id, data.logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
   const sb = makeSandbox(cfg, state, bootTime, log);
-  const pool = new WorkerPool(script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
-  const loop = new SentryLoop(sb, cfg.level, FAMILIES, acceptFd, (pid, fd) => {
+  const pool = new WorkerPool(data.script, () => ({ config: data.config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd: data.logFd }));
+  const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
     // the first notify fd comes from the container init, already inside its root
@@ -148,20 +190,15 @@ export function sentryMain(argv: string[], script: string): number {
     if (state.rootFd < 0) throw new Error(`opening the root of pid ${pid}: errno ${-state.rootFd}`);
     log(`serving init pid ${pid} (notify fd ${fd})`);
   }, (listener, notif, hold) => pool.offload(listener, notif, hold));
-  if (!cfg.noConfine) confineSentry(log);
-  try {
-    writeSync(3, 'ready\n');
-    closeSync(3);
-  } catch {
-    // started by hand, without a ready pipe
-  }
+  parentPort?.postMessage({ type: 'serving' });
   loop.run();
+  const lines: string[] = [];
   for (const [nr, p] of [...(loop.profile ?? new Map<number, { n: number; handle: bigint; answer: bigint }>())].sort((a, b) => b[1].n - a[1].n).slice(0, 20)) {
-    log(`profile: ${entryByNr(nr)?.name ?? nr} x${p.n}: handle ${(Number(p.handle) / p.n / 1000).toFixed(1)} us, answer ${(Number(p.answer) / p.n / 1000).toFixed(1)} us`);
+    lines.push(`profile: ${entryByNr(nr)?.name ?? nr} x${p.n}: handle ${(Number(p.handle) / p.n / 1000).toFixed(1)} us, answer ${(Number(p.answer) / p.n / 1000).toFixed(1)} us`);
   }
-  const s = loop.stats;
-  log(`done: ${s.served} served (${s.continued} continued, ${s.injected} fds injected, ${s.refused} refused, ${s.deferred} on ${pool.size} workers)`);
-  return 0;
+  const st = loop.stats;
+  lines.push(`done: ${st.served} served (${st.continued} continued, ${st.injected} fds injected, ${st.refused} refused, ${st.deferred} on ${pool.size} workers)`);
+  parentPort?.postMessage({ type: 'done', lines });
 }
 
 /** Runs one worker thread of the pool: answers each notification it is handed. */

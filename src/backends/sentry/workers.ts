@@ -5,6 +5,7 @@
  * answers the kernel itself. The serving thread never waits for a worker: each worker's
  * busy flag lives in shared memory, so no message has to come back through an event loop.
  */
+import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Notif } from './types.js';
 
@@ -43,6 +44,15 @@ export function fromJob(j: WorkerJob): Notif {
   return { id: BigInt(j.id), tid: j.tid, nr: j.nr, arch: j.arch, args: [a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!] };
 }
 
+/**
+ * Starts a worker thread on the sentry bundle `script` (dist/sentry.cjs). The thread loads it
+ * through bin/moat.cjs, which compiles it with the build's V8 code cache, as the process did.
+ */
+export function sentryThread(script: string, workerData: unknown): Worker {
+  const loader = join(dirname(dirname(script)), 'bin', 'moat.cjs');
+  return new Worker(`require(${JSON.stringify(loader)}).load('sentry')`, { eval: true, workerData });
+}
+
 /** A pool that grows up to `max` workers, each busy with at most one call. */
 export class WorkerPool {
   private readonly workers: Worker[] = [];
@@ -63,7 +73,7 @@ export class WorkerPool {
     if (i < 0) {
       if (this.workers.length >= this.max) return false;
       i = this.workers.length;
-      const w = new Worker(this.script, { workerData: { role: 'sentry-worker', index: i, busy: this.busy, setup: this.setup() } });
+      const w = sentryThread(this.script, { role: 'sentry-worker', index: i, busy: this.busy, setup: this.setup() });
       w.unref();
       this.workers.push(w);
     }
