@@ -12,7 +12,6 @@
  * The sentry runs with the workload's uid, gids and capabilities (set up by the core), so the
  * kernel makes every permission check. Paths under /proc and /sys go to procfs.ts.
  */
-import { readFileSync } from 'node:fs';
 import {
   AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, linkat, mkdirat,
   mknodat, openat2, renameat2, statx, symlinkat, unlinkat, utimensat,

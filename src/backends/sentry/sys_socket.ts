@@ -24,7 +24,6 @@
  * - a send the sentry performs that fails with EPIPE raises no SIGPIPE in the workload.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as k from '../../sys/kernel.js';
 import { AF, decodeSockaddr, egressAllowed, formatAddr } from './netpolicy.js';
 import { S_IFMT, S_IFSOCK, openInRoot, statFd } from './resolve.js';
