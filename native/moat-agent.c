@@ -1,0 +1,911 @@
+/*
+ * moat-agent: the guest side of Moat's `microvm` backend. It is /init (PID 1) of the initramfs
+ * every microVM boots: it mounts the guest's pseudo filesystems, loads the kernel modules the
+ * image lists, mounts the container's rootfs, switches root into it, opens the control channel
+ * to the host and then runs, feeds, signals and reaps the container's processes on the host's
+ * orders. It decides nothing on its own: every process setting comes from the host.
+ *
+ * Build line (scripts/build.mjs runs it during `npm ci`):
+ *   cc -std=gnu11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -fno-strict-aliasing -static \
+ *      -o dist/moat-agent native/moat-agent.c
+ *
+ * Boot (PID 1):
+ *   1. mounts proc (/proc), sysfs (/sys) and devtmpfs (/dev) in the initramfs; fds 0..2 are
+ *      /dev/console (messages for the console log go to stderr).
+ *   2. loads the modules listed one per line in /modules.load (paths relative to "/", '#'
+ *      starts a comment) in file order with finit_module(2); EEXIST is fine, other errors are
+ *      reported on the console and boot continues. .ko.xz/.ko.zst/.ko.gz are passed with
+ *      MODULE_INIT_COMPRESSED_FILE (the kernel decompresses them).
+ *   3. reads /proc/cmdline:
+ *        moat.ctl=serial       (default) the virtio-serial port named "moat.ctl", found under
+ *                              /sys/class/virtio-ports/<vportXpY>/name and opened as /dev/<vportXpY>
+ *        moat.ctl=vsock:PORT   an AF_VSOCK stream connection to the host (CID 2) port PORT
+ *        moat.root=vda         /dev/vda mounted ext4 read-write as the rootfs
+ *        moat.root=9p:TAG      the virtio-9p share TAG mounted read-only at /lower
+ *                              (trans=virtio,version=9p2000.L,msize=262144), a tmpfs at /upper
+ *                              and an overlay of both as the rootfs: writes stay in guest memory
+ *      The channel and the rootfs devices probe asynchronously: each is retried for 5 s.
+ *      The control channel is opened first, so a rootfs failure reaches the host as
+ *      FAILURE(0xffffffff, "boot: ...") before the power-off.
+ *   4. switches root (chdir /newroot, mount --move . /, chroot .), then mounts, inside the new
+ *      root, proc (/proc), sysfs read-only (/sys), devtmpfs (/dev), devpts (/dev/pts), and
+ *      tmpfs mode 1777 at /dev/shm and /tmp, creating missing mount points. (They are mounted
+ *      after the chroot so that a symlink in the image resolves inside the image.)
+ *   5. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
+ *      reports EOF or an error, or a malformed frame arrives; then every process is killed,
+ *      the disks are synced and the VM powers off (reboot(RB_POWER_OFF); QEMU runs with
+ *      -no-reboot). A boot failure powers off too.
+ *
+ * Protocol (all integers little-endian):
+ *   frame   u32 len (bytes after this field; 5 <= len <= 1 MiB + 5), u8 type, u32 stream,
+ *           payload[len - 5]
+ *   streams small integers chosen by the host; stream 0 is the container's process;
+ *           0xffffffff means "every process" (KILL) or "the agent itself" (FAILURE).
+ *   host -> guest
+ *     'R' RUN      the process spec, TLV records: u8 tag, u32 length, value[length]
+ *                    1 ARG (string, repeated, >= 1)   2 ENV (string "K=V", repeated)
+ *                    3 CWD (string, default "/")      4 UID (u32, default 0)
+ *                    5 GID (u32, default 0)           6 GROUP (u32, repeated)
+ *                    7 HOSTNAME (string; stream 0 only)
+ *                    8 RLIMIT (u32 resource, u64 soft, u64 hard; all-ones = infinity)
+ *                    9 UMASK (u32)
+ *                  strings are raw bytes without NUL; at most 4096 ARG+ENV records, 64 GROUP,
+ *                  16 RLIMIT, strings of at most 128 KiB; CWD, UID, GID, HOSTNAME and UMASK
+ *                  at most once. The process: setsid, sethostname, umask, setrlimit, chdir,
+ *                  setgroups, setgid, setuid, default signal mask and dispositions, pipes on
+ *                  0/1/2, every other fd closed, execvpe(ARG[0], ARGs, ENVs) with PATH from
+ *                  the ENVs. Answer: STARTED, or FAILURE ("exec ARG0: strerror", or the step
+ *                  that failed) followed by EXIT 127 (ENOENT) or 126 (any other errno). A RUN
+ *                  for a stream that is running gets FAILURE only.
+ *     'I' STDIN    bytes for the process's stdin; an empty payload closes it (EOF). Data is
+ *                  queued while the pipe is full; over 1 MiB queued, stdin is closed (the
+ *                  reader sees EOF, later data is discarded) and FAILURE is sent. STDIN for a
+ *                  stream that is not running is discarded (it may just have exited).
+ *     'K' KILL     u32 signal: kill(pid of the stream's process, signal); stream 0xffffffff:
+ *                  kill(-1, signal), every process but the agent. Errors come back as FAILURE.
+ *     'P' PS       (empty; stream echoed) answered by LIST
+ *     'Q' SHUTDOWN (empty) kill every process, sync, power off
+ *   guest -> host
+ *     'H' HELLO    the guest kernel's release (uname -r), once, first
+ *     'S' STARTED  u32 pid
+ *     'O' STDOUT   bytes (at most 64 KiB per frame)
+ *     'D' STDERR   bytes (at most 64 KiB per frame)
+ *     'W' EXIT     u32 status as a shell shows it: the exit code, or 128 + the signal. Sent after
+ *                  every byte the process wrote to stdout and stderr; then the stream is free.
+ *                  After stream 0's EXIT, the VM powers off.
+ *     'F' FAILURE  text (at most 4 KiB): an order of the host failed
+ *     'L' LIST     u32 pids: every numeric entry of /proc
+ *   A frame with a length out of range, an unknown or guest->host type, a payload of the wrong
+ *   size for its type, or a malformed RUN spec gets FAILURE(0xffffffff, "protocol: ...") and
+ *   the VM powers off.
+ *
+ * Test mode: `moat-agent --test-fd N` (refused as PID 1) skips the boot steps and serves the
+ * protocol on fd N (a socketpair end). It becomes a child subreaper so it reaps orphans as PID 1
+ * would; stream 0's exit does not end it; where PID 1 would power off it kills the processes it
+ * started and exits (0 after SHUTDOWN or EOF, 1 after an error); KILL 0xffffffff signals only
+ * the processes it started, never kill(-1).
+ */
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <linux/vm_sockets.h>
+#include <time.h>
+#include <unistd.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the protocol is little-endian and this agent copies integers as they are in memory"
+#endif
+#ifndef MODULE_INIT_COMPRESSED_FILE
+#define MODULE_INIT_COMPRESSED_FILE 4
+#endif
+
+#define HDR 9u                         /* u32 len, u8 type, u32 stream */
+#define MAX_PAYLOAD (1u << 20)
+#define MAX_LEN (MAX_PAYLOAD + 5u)
+#define OUT_CHUNK 65536u               /* STDOUT/STDERR frame payload cap */
+#define STDIN_CAP (1u << 20)           /* bytes queued for one process's stdin */
+#define FAIL_MAX 4096u
+#define MAX_STRV 4096u
+#define MAX_GROUPS 64u
+#define MAX_RLIMITS 16u
+#define MAX_STR (128u << 10)
+#define MAX_PROCS 128
+#define STREAM_ALL 0xffffffffu
+#define WAIT_MS 5000
+
+enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK };
+
+/* steps of the child between fork and exec, reported through the error pipe */
+enum { ST_SETSID, ST_HOSTNAME, ST_RLIMIT, ST_CHDIR, ST_SETGROUPS, ST_SETGID, ST_SETUID,
+       ST_SIGNALS, ST_DUP, ST_CLOSE, ST_EXEC };
+static const char *const step_name[] = { "setsid", "sethostname", "setrlimit", "chdir", "setgroups",
+                                         "setgid", "setuid", "signals", "dup", "close_range", "exec" };
+
+static int test_mode;
+static int ctl = -1;           /* the control channel */
+static int ctl_vsock;          /* ctl is an AF_VSOCK socket (sends are asynchronous) */
+static int sigfd = -1;         /* signalfd for SIGCHLD */
+
+static uint8_t rx[HDR + MAX_PAYLOAD]; /* exactly one frame of the largest size */
+static size_t rx_len;
+static uint8_t tx[HDR + MAX_PAYLOAD];
+static uint8_t iobuf[OUT_CHUNK];
+
+/* the process spec of the RUN being served; strings live in `arena` */
+static struct spec {
+  char *argv[MAX_STRV + 1]; uint32_t argc;
+  char *envp[MAX_STRV + 1]; uint32_t envc;
+  char *cwd, *hostname;
+  int has_uid, has_gid, has_umask;
+  uint32_t uid, gid, umask_v;
+  gid_t groups[MAX_GROUPS]; uint32_t ngroups;
+  uint32_t nrl, rl_res[MAX_RLIMITS]; uint64_t rl_soft[MAX_RLIMITS], rl_hard[MAX_RLIMITS];
+} sp;
+static char arena[MAX_PAYLOAD]; /* each string takes len + 1 <= its record's 5 + len bytes */
+
+struct proc {
+  int used;
+  uint32_t stream;
+  pid_t pid;
+  int out, err, in;           /* the agent's pipe ends; -1 once closed */
+  uint8_t *q;                 /* stdin bytes not yet written (malloc'd, at most STDIN_CAP) */
+  size_t qoff, qlen, qcap;
+  int eof_pending;            /* close stdin once the queue is written */
+};
+static struct proc procs[MAX_PROCS];
+
+/* ---------- reporting ---------- */
+
+static void say(const char *fmt, ...) {
+  char b[1024];
+  va_list ap; va_start(ap, fmt); vsnprintf(b, sizeof b, fmt, ap); va_end(ap);
+  dprintf(2, "moat-agent: %s\n", b); /* the console; nothing to do if even that fails */
+}
+
+static long now_ms(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void __attribute__((noreturn)) power_off(int code) {
+  if (test_mode) {
+    for (int i = 0; i < MAX_PROCS; i++)
+      if (procs[i].used && kill(procs[i].pid, SIGKILL) != 0 && errno != ESRCH)
+        say("kill %d: %s", (int)procs[i].pid, strerror(errno));
+    _exit(code);
+  }
+  if (ctl_vsock && ctl >= 0) {
+    /* virtio-vsock sends from a kernel worker: half-close, and let the host's close (at most
+     * 1 s later) prove that everything written reached it. virtio-serial writes return only
+     * once the host took the data. */
+    if (shutdown(ctl, SHUT_WR) == 0) {
+      struct pollfd p = { ctl, POLLIN, 0 };
+      for (long end = now_ms() + 1000, left; (left = end - now_ms()) > 0;)
+        if (poll(&p, 1, (int)left) <= 0 || read(ctl, iobuf, sizeof iobuf) <= 0) break;
+    }
+  }
+  if (kill(-1, SIGKILL) != 0 && errno != ESRCH) say("kill -1: %s", strerror(errno));
+  sync();
+  reboot(RB_POWER_OFF);
+  say("power off: %s", strerror(errno));
+  _exit(1); /* PID 1 exiting panics the kernel; with panic=-1 and -no-reboot the VM ends too */
+}
+
+static void write_ctl(const uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(ctl, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        struct pollfd pf = { ctl, POLLOUT, 0 };
+        if (poll(&pf, 1, -1) < 0 && errno != EINTR) { say("control channel: poll: %s", strerror(errno)); power_off(1); }
+        continue;
+      }
+      say("control channel: write: %s", strerror(errno));
+      power_off(1);
+    }
+    p += w; n -= (size_t)w;
+  }
+}
+
+/* Sends one frame; `p` may point at tx + HDR (the payload was built in place). */
+static void send_frame(char type, uint32_t stream, const void *p, size_t n) {
+  uint32_t len = (uint32_t)n + 5;
+  memcpy(tx, &len, 4); tx[4] = (uint8_t)type; memcpy(tx + 5, &stream, 4);
+  if (n > 0 && p != tx + HDR) memmove(tx + HDR, p, n);
+  write_ctl(tx, HDR + n);
+}
+
+static void send_u32(char type, uint32_t stream, uint32_t v) { send_frame(type, stream, &v, 4); }
+
+static void failure(uint32_t stream, const char *fmt, ...) {
+  char b[FAIL_MAX + 1];
+  va_list ap; va_start(ap, fmt); vsnprintf(b, sizeof b, fmt, ap); va_end(ap);
+  if (ctl >= 0) send_frame('F', stream, b, strlen(b));
+  else say("%s", b);
+}
+
+static void __attribute__((noreturn, format(printf, 1, 2))) protocol_error(const char *fmt, ...) {
+  char b[FAIL_MAX - 16];
+  va_list ap; va_start(ap, fmt); vsnprintf(b, sizeof b, fmt, ap); va_end(ap);
+  say("protocol: %s", b);
+  failure(STREAM_ALL, "protocol: %s", b);
+  power_off(1);
+}
+
+/* A boot step failed: tell the host if the channel is up, then power off. */
+static void __attribute__((noreturn, format(printf, 1, 2))) boot_fail(const char *fmt, ...) {
+  char b[FAIL_MAX - 16];
+  va_list ap; va_start(ap, fmt); vsnprintf(b, sizeof b, fmt, ap); va_end(ap);
+  say("boot: %s", b);
+  if (ctl >= 0) failure(STREAM_ALL, "boot: %s", b);
+  power_off(1);
+}
+
+/* ---------- small helpers ---------- */
+
+static void nap(void) {
+  struct timespec ts = { 0, 10 * 1000000 };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static void close_fd(int *fd) {
+  if (*fd < 0) return;
+  if (close(*fd) != 0 && errno != EINTR) say("close %d: %s", *fd, strerror(errno));
+  *fd = -1;
+}
+
+/* Reads a small file into buf (NUL-terminated, trailing newline removed); -1 with errno. */
+static ssize_t read_small(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t got = 0;
+  while (got < cap - 1) {
+    ssize_t n = read(fd, buf + got, cap - 1 - got);
+    if (n < 0) { if (errno == EINTR) continue; int e = errno; close(fd); errno = e; return -1; }
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  close(fd);
+  buf[got] = 0;
+  while (got > 0 && buf[got - 1] == '\n') buf[--got] = 0;
+  return (ssize_t)got;
+}
+
+static void make_dir(const char *path, mode_t mode) {
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return;
+  if (mkdir(path, mode) != 0 && errno != EEXIST) boot_fail("mkdir %s: %s", path, strerror(errno));
+}
+
+static void do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+                     const char *data, mode_t mode) {
+  make_dir(dst, mode);
+  if (mount(src, dst, type, flags, data) != 0)
+    boot_fail("mount %s on %s (%s): %s", src, dst, type, strerror(errno));
+}
+
+/* ---------- boot ---------- */
+
+static void mount_early(void) {
+  make_dir("/proc", 0555); make_dir("/sys", 0555); make_dir("/dev", 0755);
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
+    boot_fail("mount /proc: %s", strerror(errno));
+  if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
+    boot_fail("mount /sys: %s", strerror(errno));
+  if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") != 0 && errno != EBUSY)
+    boot_fail("mount /dev: %s", strerror(errno));
+}
+
+/* Makes sure fds 0..2 are open, so that no pipe or channel ever lands on them. */
+static void std_fds(void) {
+  for (int fd = 0; fd < 3; fd++) {
+    if (fcntl(fd, F_GETFD) >= 0) continue;
+    int n = open("/dev/console", O_RDWR | O_NOCTTY);
+    if (n < 0) n = open("/dev/null", O_RDWR);
+    if (n < 0) { say("open /dev/null: %s", strerror(errno)); _exit(1); }
+    if (n != fd) { say("fd %d is not free", fd); _exit(1); }
+  }
+}
+
+static void load_modules(void) {
+  static char list[65536];
+  ssize_t n = read_small("/modules.load", list, sizeof list);
+  if (n < 0) { if (errno != ENOENT) say("/modules.load: %s", strerror(errno)); return; }
+  if ((size_t)n == sizeof list - 1) say("/modules.load: longer than %zu bytes, the rest is ignored", sizeof list - 1);
+  char *save = NULL;
+  for (char *line = strtok_r(list, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    while (*line == ' ' || *line == '\t') line++;
+    size_t len = strlen(line);
+    while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r')) line[--len] = 0;
+    if (len == 0 || line[0] == '#') continue;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s%s", line[0] == '/' ? "" : "/", line) >= (int)sizeof path) {
+      say("module %s: path too long", line);
+      continue;
+    }
+    unsigned flags = 0;
+    if ((len > 3 && strcmp(line + len - 3, ".xz") == 0) || (len > 4 && strcmp(line + len - 4, ".zst") == 0) ||
+        (len > 3 && strcmp(line + len - 3, ".gz") == 0))
+      flags = MODULE_INIT_COMPRESSED_FILE;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { say("module %s: open: %s", path, strerror(errno)); continue; }
+    /* ENOENT here means an unknown symbol: a module it needs is missing or listed later */
+    if (syscall(SYS_finit_module, fd, "", flags) != 0 && errno != EEXIST)
+      say("module %s: finit_module: %s", path, strerror(errno));
+    close_fd(&fd);
+  }
+}
+
+static char opt_root[256], opt_ctl[64] = "serial";
+
+static void read_cmdline(void) {
+  static char line[4096];
+  if (read_small("/proc/cmdline", line, sizeof line) < 0) boot_fail("/proc/cmdline: %s", strerror(errno));
+  char *save = NULL;
+  for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+    if (strncmp(w, "moat.root=", 10) == 0) snprintf(opt_root, sizeof opt_root, "%s", w + 10);
+    else if (strncmp(w, "moat.ctl=", 9) == 0) snprintf(opt_ctl, sizeof opt_ctl, "%s", w + 9);
+  }
+}
+
+/* Finds the entry E of sysfs directory `dir` whose file `dir`/E/`file` holds `want`; copies E
+ * to `name`. 0 if found, -1 if not (yet). */
+static int find_sysfs(const char *dir, const char *file, const char *want, char *name, size_t cap) {
+  static char dents[8192];
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  int found = -1;
+  for (;;) {
+    ssize_t n = getdents64(dfd, dents, sizeof dents);
+    if (n <= 0) break;
+    for (ssize_t off = 0; off < n && found < 0;) {
+      struct dirent64 *d = (struct dirent64 *)(dents + off);
+      off += d->d_reclen;
+      if (d->d_name[0] == '.') continue;
+      char path[512], value[256];
+      snprintf(path, sizeof path, "%s/%s/%s", dir, d->d_name, file);
+      if (read_small(path, value, sizeof value) < 0 || strcmp(value, want) != 0) continue;
+      snprintf(name, cap, "%s", d->d_name);
+      found = 0;
+    }
+    if (found == 0) break;
+  }
+  close_fd(&dfd);
+  return found;
+}
+
+static void open_ctl(void) {
+  long deadline = now_ms() + WAIT_MS;
+  if (strcmp(opt_ctl, "serial") == 0) {
+    char port[256], dev[320];
+    for (;;) {
+      if (find_sysfs("/sys/class/virtio-ports", "name", "moat.ctl", port, sizeof port) == 0 &&
+          snprintf(dev, sizeof dev, "/dev/%s", port) > 0 && (ctl = open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY)) >= 0)
+        return;
+      if (now_ms() > deadline) boot_fail("no virtio-serial port named moat.ctl after %d ms", WAIT_MS);
+      nap();
+    }
+  }
+  if (strncmp(opt_ctl, "vsock:", 6) == 0) {
+    char *end;
+    unsigned long port = strtoul(opt_ctl + 6, &end, 10);
+    if (*end || end == opt_ctl + 6 || port > 0xffffffffUL) boot_fail("moat.ctl=%s: bad port", opt_ctl);
+    struct sockaddr_vm a;
+    memset(&a, 0, sizeof a);
+    a.svm_family = AF_VSOCK; a.svm_cid = VMADDR_CID_HOST; a.svm_port = (unsigned)port;
+    int err = 0;
+    for (;;) {
+      int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0) { ctl = s; ctl_vsock = 1; return; }
+      err = errno;
+      if (s >= 0) close_fd(&s);
+      if (now_ms() > deadline) boot_fail("vsock connect to host port %lu: %s", port, strerror(err));
+      nap();
+    }
+  }
+  boot_fail("moat.ctl=%s: expected serial or vsock:PORT", opt_ctl);
+}
+
+static void mount_root(void) {
+  make_dir("/newroot", 0755);
+  if (strcmp(opt_root, "vda") == 0) {
+    long deadline = now_ms() + WAIT_MS;
+    struct stat st;
+    while (stat("/dev/vda", &st) != 0) {
+      if (now_ms() > deadline) boot_fail("/dev/vda did not appear within %d ms", WAIT_MS);
+      nap();
+    }
+    if (mount("/dev/vda", "/newroot", "ext4", 0, NULL) != 0) boot_fail("mount /dev/vda (ext4): %s", strerror(errno));
+  } else if (strncmp(opt_root, "9p:", 3) == 0 && opt_root[3]) {
+    const char *tag = opt_root + 3;
+    make_dir("/lower", 0755);
+    long deadline = now_ms() + WAIT_MS;
+    /* the tag exists once 9pnet_virtio has probed the device (mount would say ENOENT, and the
+     * kernel would log every attempt): wait for it in sysfs, then mount once */
+    char dev[256];
+    while (find_sysfs("/sys/bus/virtio/drivers/9pnet_virtio", "mount_tag", tag, dev, sizeof dev) != 0 &&
+           now_ms() <= deadline)
+      nap();
+    if (mount(tag, "/lower", "9p", MS_RDONLY, "trans=virtio,version=9p2000.L,msize=262144") != 0)
+      boot_fail("mount 9p %s: %s", tag, strerror(errno));
+    do_mount("tmpfs", "/upper", "tmpfs", 0, "mode=0755", 0755);
+    make_dir("/upper/upper", 0755);
+    make_dir("/upper/work", 0755);
+    if (mount("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/upper/upper,workdir=/upper/work") != 0)
+      boot_fail("mount overlay: %s", strerror(errno));
+  } else {
+    boot_fail("moat.root=%s: expected vda or 9p:TAG", opt_root);
+  }
+}
+
+static void switch_root(void) {
+  if (chdir("/newroot") != 0) boot_fail("chdir /newroot: %s", strerror(errno));
+  if (mount(".", "/", NULL, MS_MOVE, NULL) != 0) boot_fail("move /newroot to /: %s", strerror(errno));
+  if (chroot(".") != 0) boot_fail("chroot: %s", strerror(errno));
+  if (chdir("/") != 0) boot_fail("chdir /: %s", strerror(errno));
+  do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555);
+  do_mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555);
+  do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755);
+  do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666", 0755);
+  do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+  do_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+}
+
+/* ---------- processes ---------- */
+
+static struct proc *find_stream(uint32_t stream) {
+  for (int i = 0; i < MAX_PROCS; i++) if (procs[i].used && procs[i].stream == stream) return &procs[i];
+  return NULL;
+}
+
+static struct proc *find_pid(pid_t pid) {
+  for (int i = 0; i < MAX_PROCS; i++) if (procs[i].used && procs[i].pid == pid) return &procs[i];
+  return NULL;
+}
+
+static void stdin_close(struct proc *p) {
+  close_fd(&p->in);
+  free(p->q);
+  p->q = NULL; p->qoff = p->qlen = p->qcap = 0; p->eof_pending = 0;
+}
+
+/* Writes what the pipe takes of the queue; closes stdin once an EOF request is reached. */
+static void stdin_flush(struct proc *p) {
+  while (p->in >= 0 && p->qoff < p->qlen) {
+    ssize_t w = write(p->in, p->q + p->qoff, p->qlen - p->qoff);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      if (errno != EPIPE) failure(p->stream, "stdin: %s", strerror(errno));
+      stdin_close(p); /* EPIPE: the process closed its stdin, later data is discarded */
+      return;
+    }
+    p->qoff += (size_t)w;
+  }
+  if (p->in >= 0) {
+    p->qoff = p->qlen = 0;
+    if (p->eof_pending) stdin_close(p);
+  }
+}
+
+static void stdin_data(struct proc *p, const uint8_t *d, size_t n) {
+  if (p->in < 0 || p->eof_pending) return; /* closed: discarded */
+  if (n == 0) { p->eof_pending = 1; stdin_flush(p); return; }
+  if (p->qoff > 0) { memmove(p->q, p->q + p->qoff, p->qlen - p->qoff); p->qlen -= p->qoff; p->qoff = 0; }
+  if (p->qlen + n > STDIN_CAP) {
+    failure(p->stream, "stdin: more than %u bytes queued; stdin closed", STDIN_CAP);
+    stdin_close(p);
+    return;
+  }
+  if (p->qlen + n > p->qcap) {
+    size_t cap = p->qcap ? p->qcap : 65536;
+    while (cap < p->qlen + n) cap *= 2;
+    if (cap > STDIN_CAP) cap = STDIN_CAP;
+    uint8_t *q = realloc(p->q, cap);
+    if (!q) { failure(p->stream, "stdin: out of memory; stdin closed"); stdin_close(p); return; }
+    p->q = q; p->qcap = cap;
+  }
+  memcpy(p->q + p->qlen, d, n);
+  p->qlen += n;
+  stdin_flush(p);
+}
+
+/* Reads once from an output pipe: 1 data sent, 0 EOF (closed), -1 nothing there now. */
+static int pump(struct proc *p, int *fd, char type) {
+  for (;;) {
+    ssize_t n = read(*fd, iobuf, sizeof iobuf);
+    if (n > 0) { send_frame(type, p->stream, iobuf, (size_t)n); return 1; }
+    if (n == 0) { close_fd(fd); return 0; }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return -1;
+    failure(p->stream, "%s: %s", type == 'O' ? "stdout" : "stderr", strerror(errno));
+    close_fd(fd);
+    return 0;
+  }
+}
+
+/* The process of `p` ended with wait status `st`: its output, then EXIT; the stream is free. */
+static void exited(struct proc *p, int st) {
+  /* Everything the process wrote is in the pipes now; stop at EOF, or when the pipe is empty
+   * but a descendant still holds it open (that must not hold up EXIT). */
+  while (p->out >= 0 && pump(p, &p->out, 'O') == 1) {}
+  while (p->err >= 0 && pump(p, &p->err, 'D') == 1) {}
+  close_fd(&p->out); close_fd(&p->err); stdin_close(p);
+  uint32_t code = WIFEXITED(st) ? (uint32_t)WEXITSTATUS(st) : 128u + (uint32_t)WTERMSIG(st);
+  uint32_t stream = p->stream;
+  send_u32('W', stream, code);
+  memset(p, 0, sizeof *p);
+  p->out = p->err = p->in = -1;
+  if (stream == 0 && !test_mode) power_off(0);
+}
+
+static void reap(void) {
+  struct signalfd_siginfo si;
+  while (read(sigfd, &si, sizeof si) > 0) {}
+  for (;;) {
+    int st;
+    pid_t pid = waitpid(-1, &st, WNOHANG);
+    if (pid == 0) return;
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      if (errno != ECHILD) say("waitpid: %s", strerror(errno));
+      return;
+    }
+    struct proc *p = find_pid(pid);
+    if (p) exited(p, st); /* anything else is an orphan: reaped, nothing to report */
+  }
+}
+
+static void __attribute__((noreturn)) child_fail(int ep, int step, uint32_t aux) {
+  int32_t r[3] = { step, errno, (int32_t)aux };
+  ssize_t w = write(ep, r, sizeof r); /* nothing more to do if the report itself fails */
+  (void)w;
+  _exit(r[1] == ENOENT ? 127 : 126);
+}
+
+static void __attribute__((noreturn)) child(uint32_t stream, int in, int out, int err, int ep) {
+  if (setsid() < 0) child_fail(ep, ST_SETSID, 0);
+  if (stream == 0 && sp.hostname && sethostname(sp.hostname, strlen(sp.hostname)) != 0)
+    child_fail(ep, ST_HOSTNAME, 0);
+  if (sp.has_umask) umask((mode_t)(sp.umask_v & 0777));
+  for (uint32_t i = 0; i < sp.nrl; i++) {
+    struct rlimit rl = { (rlim_t)sp.rl_soft[i], (rlim_t)sp.rl_hard[i] };
+    if (setrlimit((__rlimit_resource_t)sp.rl_res[i], &rl) != 0) child_fail(ep, ST_RLIMIT, sp.rl_res[i]);
+  }
+  if (chdir(sp.cwd ? sp.cwd : "/") != 0) child_fail(ep, ST_CHDIR, 0);
+  /* An unprivileged agent (test mode only) asked for its own ids has nothing to change. */
+  if (geteuid() == 0 || sp.uid != geteuid() || sp.gid != getegid() || sp.ngroups > 0) {
+    if (setgroups(sp.ngroups, sp.groups) != 0) child_fail(ep, ST_SETGROUPS, 0);
+    if (setgid(sp.gid) != 0) child_fail(ep, ST_SETGID, sp.gid);
+    if (setuid(sp.uid) != 0) child_fail(ep, ST_SETUID, sp.uid);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    if (sigaction(s, &sa, NULL) != 0 && errno != EINVAL) child_fail(ep, ST_SIGNALS, (uint32_t)s);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) child_fail(ep, ST_SIGNALS, 0);
+  /* fds 0..2 of the agent are always open, so the pipe ends are all >= 3 */
+  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_fail(ep, ST_DUP, 0);
+  if (ep != 3) {
+    if (dup3(ep, 3, O_CLOEXEC) < 0) child_fail(ep, ST_DUP, 0);
+    ep = 3;
+  }
+  if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
+    if (errno != ENOSYS) child_fail(ep, ST_CLOSE, 0);
+    for (int fd = 4; fd < 65536; fd++) close(fd); /* kernels before 5.9 */
+  }
+  environ = sp.envp; /* execvpe searches the PATH of environ */
+  execvpe(sp.argv[0], sp.argv, sp.envp);
+  child_fail(ep, ST_EXEC, 0);
+}
+
+static void parse_spec(const uint8_t *p, size_t n) {
+  memset(&sp, 0, sizeof sp);
+  size_t off = 0, used = 0;
+  while (off < n) {
+    if (n - off < 5) protocol_error("RUN: truncated record header");
+    uint8_t tag = p[off];
+    uint32_t len;
+    memcpy(&len, p + off + 1, 4);
+    off += 5;
+    if (len > n - off) protocol_error("RUN: record %u is longer than the payload", tag);
+    const uint8_t *v = p + off;
+    off += len;
+    switch (tag) {
+    case T_ARG: case T_ENV: case T_CWD: case T_HOSTNAME: {
+      if (len > MAX_STR) protocol_error("RUN: string of %u bytes in record %u (limit %u)", len, tag, MAX_STR);
+      if (memchr(v, 0, len)) protocol_error("RUN: NUL byte in string record %u", tag);
+      char *s = arena + used;
+      memcpy(s, v, len);
+      s[len] = 0;
+      used += (size_t)len + 1;
+      if (tag == T_ARG || tag == T_ENV) {
+        if (sp.argc + sp.envc >= MAX_STRV) protocol_error("RUN: more than %u ARG and ENV records", MAX_STRV);
+        if (tag == T_ARG) sp.argv[sp.argc++] = s; else sp.envp[sp.envc++] = s;
+      } else if (tag == T_CWD) {
+        if (sp.cwd) protocol_error("RUN: CWD given twice");
+        sp.cwd = s;
+      } else {
+        if (sp.hostname) protocol_error("RUN: HOSTNAME given twice");
+        sp.hostname = s;
+      }
+      break;
+    }
+    case T_UID: case T_GID: case T_UMASK: case T_GROUP: {
+      if (len != 4) protocol_error("RUN: record %u has %u bytes (want 4)", tag, len);
+      uint32_t x;
+      memcpy(&x, v, 4);
+      int *has = tag == T_UID ? &sp.has_uid : tag == T_GID ? &sp.has_gid : tag == T_UMASK ? &sp.has_umask : NULL;
+      if (has && *has) protocol_error("RUN: record %u given twice", tag);
+      if (has) *has = 1;
+      if (tag == T_UID) sp.uid = x;
+      else if (tag == T_GID) sp.gid = x;
+      else if (tag == T_UMASK) sp.umask_v = x;
+      else {
+        if (sp.ngroups >= MAX_GROUPS) protocol_error("RUN: more than %u GROUP records", MAX_GROUPS);
+        sp.groups[sp.ngroups++] = x;
+      }
+      break;
+    }
+    case T_RLIMIT:
+      if (len != 20) protocol_error("RUN: RLIMIT record has %u bytes (want 20)", len);
+      if (sp.nrl >= MAX_RLIMITS) protocol_error("RUN: more than %u RLIMIT records", MAX_RLIMITS);
+      memcpy(&sp.rl_res[sp.nrl], v, 4);
+      memcpy(&sp.rl_soft[sp.nrl], v + 4, 8);
+      memcpy(&sp.rl_hard[sp.nrl], v + 12, 8);
+      sp.nrl++;
+      break;
+    default:
+      protocol_error("RUN: unknown record tag %u", tag);
+    }
+  }
+  if (sp.argc == 0) protocol_error("RUN: no ARG record");
+  sp.argv[sp.argc] = NULL;
+  sp.envp[sp.envc] = NULL;
+}
+
+static void run(uint32_t stream, const uint8_t *payload, size_t n) {
+  parse_spec(payload, n);
+  if (stream == STREAM_ALL) { failure(stream, "run: stream %u is reserved", stream); return; }
+  if (find_stream(stream)) { failure(stream, "run: stream %u is already running", stream); return; }
+  struct proc *p = NULL;
+  for (int i = 0; i < MAX_PROCS && !p; i++) if (!procs[i].used) p = &procs[i];
+  if (!p) { failure(stream, "run: too many processes (%d)", MAX_PROCS); return; }
+
+  int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, ep[2] = { -1, -1 };
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
+      pipe2(ep, O_CLOEXEC) != 0) {
+    failure(stream, "run: pipe: %s", strerror(errno));
+    goto fail;
+  }
+  if (fcntl(in[1], F_SETFL, O_NONBLOCK) != 0 || fcntl(out[0], F_SETFL, O_NONBLOCK) != 0 ||
+      fcntl(err[0], F_SETFL, O_NONBLOCK) != 0) {
+    failure(stream, "run: fcntl: %s", strerror(errno));
+    goto fail;
+  }
+  pid_t pid = fork();
+  if (pid < 0) { failure(stream, "run: fork: %s", strerror(errno)); goto fail; }
+  if (pid == 0) child(stream, in[0], out[1], err[1], ep[1]);
+  close_fd(&in[0]); close_fd(&out[1]); close_fd(&err[1]); close_fd(&ep[1]);
+
+  int32_t r[3];
+  ssize_t got;
+  do got = read(ep[0], r, sizeof r); while (got < 0 && errno == EINTR);
+  if (got < 0) say("run: error pipe: %s", strerror(errno)); /* the child runs; treat as started */
+  close_fd(&ep[0]);
+  if (got == (ssize_t)sizeof r) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    int step = r[0] >= 0 && r[0] <= ST_EXEC ? r[0] : ST_EXEC;
+    const char *msg = strerror(r[1]);
+    if (step == ST_EXEC) failure(stream, "exec %s: %s", sp.argv[0], msg);
+    else if (step == ST_CHDIR) failure(stream, "chdir %s: %s", sp.cwd ? sp.cwd : "/", msg);
+    else if (step == ST_SETUID || step == ST_SETGID || step == ST_RLIMIT)
+      failure(stream, "%s %u: %s", step_name[step], (uint32_t)r[2], msg);
+    else failure(stream, "%s: %s", step_name[step], msg);
+    send_u32('W', stream, r[1] == ENOENT ? 127 : 126);
+    goto fail;
+  }
+  p->used = 1; p->stream = stream; p->pid = pid;
+  p->in = in[1]; p->out = out[0]; p->err = err[0];
+  p->q = NULL; p->qoff = p->qlen = p->qcap = 0; p->eof_pending = 0;
+  send_u32('S', stream, (uint32_t)pid);
+  return;
+fail:
+  close_fd(&in[0]); close_fd(&in[1]); close_fd(&out[0]); close_fd(&out[1]);
+  close_fd(&err[0]); close_fd(&err[1]); close_fd(&ep[0]); close_fd(&ep[1]);
+}
+
+static void do_kill(uint32_t stream, uint32_t sig) {
+  if (stream == STREAM_ALL) {
+    if (test_mode) {
+      for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && kill(procs[i].pid, (int)sig) != 0 && errno != ESRCH)
+          failure(stream, "kill %d %u: %s", (int)procs[i].pid, sig, strerror(errno));
+    } else if (kill(-1, (int)sig) != 0 && errno != ESRCH) {
+      failure(stream, "kill -1 %u: %s", sig, strerror(errno));
+    }
+    return;
+  }
+  struct proc *p = find_stream(stream);
+  if (!p) { failure(stream, "kill: stream %u is not running", stream); return; }
+  if (kill(p->pid, (int)sig) != 0) failure(stream, "kill %d %u: %s", (int)p->pid, sig, strerror(errno));
+}
+
+static void ps(uint32_t stream) {
+  static char dents[32768];
+  int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) { failure(stream, "ps: /proc: %s", strerror(errno)); return; }
+  uint8_t *out = tx + HDR;
+  size_t n = 0;
+  for (;;) {
+    ssize_t got = getdents64(fd, dents, sizeof dents);
+    if (got < 0) { int e = errno; close_fd(&fd); failure(stream, "ps: /proc: %s", strerror(e)); return; }
+    if (got == 0) break;
+    for (ssize_t off = 0; off < got;) {
+      struct dirent64 *d = (struct dirent64 *)(dents + off);
+      off += d->d_reclen;
+      char *end;
+      if (d->d_name[0] < '1' || d->d_name[0] > '9') continue;
+      unsigned long pid = strtoul(d->d_name, &end, 10);
+      if (*end || pid > 0xffffffffUL || n + 4 > MAX_PAYLOAD) continue;
+      uint32_t v = (uint32_t)pid;
+      memcpy(out + n, &v, 4);
+      n += 4;
+    }
+  }
+  close_fd(&fd);
+  send_frame('L', stream, out, n);
+}
+
+/* Checks a frame's header as soon as its first 5 bytes are in: nothing malformed is buffered. */
+static void check_header(uint32_t len, uint8_t type) {
+  if (len < 5) protocol_error("frame length %u is below 5", len);
+  if (len > MAX_LEN) protocol_error("frame length %u is above %u", len, MAX_LEN);
+  uint32_t n = len - 5;
+  switch (type) {
+  case 'R': if (n == 0) protocol_error("RUN without a process spec"); break;
+  case 'I': break;
+  case 'K': if (n != 4) protocol_error("KILL payload of %u bytes (want 4)", n); break;
+  case 'P': if (n != 0) protocol_error("PS payload of %u bytes (want 0)", n); break;
+  case 'Q': if (n != 0) protocol_error("SHUTDOWN payload of %u bytes (want 0)", n); break;
+  default:
+    if (type >= 0x20 && type < 0x7f) protocol_error("unknown frame type 0x%02x ('%c')", type, type);
+    protocol_error("unknown frame type 0x%02x", type);
+  }
+}
+
+static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n) {
+  switch (type) {
+  case 'R': run(stream, p, n); break;
+  case 'I': { struct proc *pr = find_stream(stream); if (pr) stdin_data(pr, p, n); break; }
+  case 'K': { uint32_t sig; memcpy(&sig, p, 4); do_kill(stream, sig); break; }
+  case 'P': ps(stream); break;
+  case 'Q': power_off(0);
+  default: break; /* check_header admitted nothing else */
+  }
+}
+
+static void read_ctl(void) {
+  ssize_t n;
+  do n = read(ctl, rx + rx_len, sizeof rx - rx_len); while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EAGAIN) return;
+  if (n < 0) { say("control channel: read: %s", strerror(errno)); power_off(1); }
+  if (n == 0) { say("control channel closed"); power_off(0); }
+  rx_len += (size_t)n;
+  size_t off = 0;
+  while (rx_len - off >= 5) {
+    uint32_t len;
+    memcpy(&len, rx + off, 4);
+    check_header(len, rx[off + 4]);
+    if (rx_len - off < 4 + (size_t)len) break;
+    uint32_t stream;
+    memcpy(&stream, rx + off + 5, 4);
+    dispatch(rx[off + 4], stream, rx + off + HDR, len - 5);
+    off += 4 + (size_t)len;
+  }
+  if (off > 0) { memmove(rx, rx + off, rx_len - off); rx_len -= off; }
+}
+
+/* ---------- main loop ---------- */
+
+static void serve(void) {
+  static struct pollfd pf[2 + 3 * MAX_PROCS];
+  static struct { struct proc *p; int which; } ref[2 + 3 * MAX_PROCS];
+  for (;;) {
+    int n = 0;
+    pf[n++] = (struct pollfd){ ctl, POLLIN, 0 };
+    pf[n++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    for (int i = 0; i < MAX_PROCS; i++) {
+      struct proc *p = &procs[i];
+      if (!p->used) continue;
+      if (p->out >= 0) { ref[n].p = p; ref[n].which = 0; pf[n++] = (struct pollfd){ p->out, POLLIN, 0 }; }
+      if (p->err >= 0) { ref[n].p = p; ref[n].which = 1; pf[n++] = (struct pollfd){ p->err, POLLIN, 0 }; }
+      if (p->in >= 0 && p->qoff < p->qlen) { ref[n].p = p; ref[n].which = 2; pf[n++] = (struct pollfd){ p->in, POLLOUT, 0 }; }
+    }
+    if (poll(pf, (nfds_t)n, -1) < 0) {
+      if (errno == EINTR) continue;
+      say("poll: %s", strerror(errno));
+      power_off(1);
+    }
+    /* pipes first (they never free a slot), then exits, then the host's orders */
+    for (int i = 2; i < n; i++) {
+      if (!pf[i].revents) continue;
+      struct proc *p = ref[i].p;
+      if (ref[i].which == 0 && p->out >= 0) pump(p, &p->out, 'O');
+      else if (ref[i].which == 1 && p->err >= 0) pump(p, &p->err, 'D');
+      else if (ref[i].which == 2 && p->in >= 0) stdin_flush(p);
+    }
+    if (pf[1].revents) reap();
+    if (pf[0].revents) read_ctl();
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--test-fd") == 0 && getpid() != 1) {
+    char *end;
+    long fd = strtol(argv[2], &end, 10);
+    if (*end || fd < 3 || fd > 65535 || fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0) {
+      say("--test-fd %s: not an open fd >= 3", argv[2]);
+      return 2;
+    }
+    test_mode = 1;
+    ctl = (int)fd;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) say("child subreaper: %s", strerror(errno));
+  } else if (getpid() != 1) {
+    say("runs as /init (PID 1) of a Moat microVM; it powers the machine off when done");
+    return 2;
+  }
+
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &chld, NULL) != 0) { say("sigprocmask: %s", strerror(errno)); return 1; }
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) { say("SIGPIPE: %s", strerror(errno)); return 1; }
+  for (int i = 0; i < MAX_PROCS; i++) procs[i].out = procs[i].err = procs[i].in = -1;
+
+  if (!test_mode) {
+    mount_early();
+    std_fds();
+    load_modules();
+    read_cmdline();
+    open_ctl();
+    mount_root();
+    switch_root();
+  } else {
+    std_fds();
+  }
+  sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) boot_fail("signalfd: %s", strerror(errno));
+
+  struct utsname u;
+  if (uname(&u) != 0) snprintf(u.release, sizeof u.release, "unknown");
+  send_frame('H', 0, u.release, strlen(u.release));
+  serve();
+}

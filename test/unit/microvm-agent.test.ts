@@ -1,0 +1,301 @@
+/**
+ * The guest agent (dist/moat-agent) without a VM: its hidden test mode, `--test-fd N`, skips the
+ * boot steps and serves the control protocol on fd N, here one end of the socketpair Node makes
+ * for a 'pipe' stdio entry. Needs no privileges.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  FrameDecoder,
+  MAX_OUTPUT,
+  MAX_STDIN_QUEUE,
+  MSG,
+  STREAM_ALL,
+  SIGKILL,
+  decodeExit,
+  decodePids,
+  encodeFrame,
+  encodeRun,
+  u32Payload,
+} from '../../src/backends/microvm/protocol.js';
+import type { Frame, ProcessSpec } from '../../src/backends/microvm/protocol.js';
+import { REPO } from '../helpers/runtime.js';
+
+const AGENT = join(REPO, 'dist/moat-agent');
+const SKIP = existsSync(AGENT) ? undefined : `${AGENT} is missing (build it with: node scripts/build.mjs)`;
+if (SKIP) console.log(`# skipped: ${SKIP}`);
+
+/** A process spec running as the test's own user. */
+function spec(args: string[], extra: Partial<ProcessSpec> = {}): ProcessSpec {
+  return {
+    args,
+    env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'LC_ALL=C'],
+    cwd: '/',
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    groups: [],
+    rlimits: [],
+    ...extra,
+  };
+}
+
+/** One agent in test mode, with the frames it sent so far. */
+class Agent {
+  readonly child: ChildProcess;
+  private readonly sock: Socket;
+  private readonly decoder = new FrameDecoder();
+  private readonly frames: Frame[] = [];
+  private wake: () => void = () => {};
+  private error: unknown;
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor() {
+    this.child = spawn(AGENT, ['--test-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+    this.child.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString()));
+    this.sock = this.child.stdio[3] as Socket;
+    this.sock.on('data', (chunk: Buffer) => {
+      try {
+        this.frames.push(...this.decoder.push(chunk));
+      } catch (e) {
+        this.error = e;
+      }
+      this.wake();
+    });
+    this.sock.on('error', () => {}); // the agent exiting resets the socket; `exited` reports it
+    this.exited = new Promise((res) => this.child.on('exit', (code, signal) => res({ code, signal })));
+    void this.exited.then(() => this.wake());
+  }
+
+  send(type: string, stream: number, payload: Buffer = Buffer.alloc(0)): void {
+    this.sock.write(encodeFrame({ type, stream, payload }));
+  }
+
+  sendRaw(b: Buffer): void {
+    this.sock.write(b);
+  }
+
+  run(stream: number, s: ProcessSpec): void {
+    this.send(MSG.RUN, stream, encodeRun(s));
+  }
+
+  /** Resolves once `ready()` holds, checking after every chunk from the agent; at most `ms`. */
+  private async waitFor(ready: () => boolean, what: string, ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (this.error) throw this.error;
+      if (ready()) return;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; pending frames: ${this.describe()}; agent stderr: ${this.stderr}`);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, Math.min(left, 200));
+        this.wake = () => {
+          clearTimeout(t);
+          res();
+        };
+      });
+    }
+  }
+
+  /** Removes and returns the first frame `pred` accepts, waiting up to `ms` for it. */
+  async next(pred: (f: Frame) => boolean, what: string, ms = 10_000): Promise<Frame> {
+    await this.waitFor(() => this.frames.some(pred), what, ms);
+    return this.frames.splice(this.frames.findIndex(pred), 1)[0]!;
+  }
+
+  /** Waits for `stream`'s EXIT; removes and returns every frame of that stream up to it, in order. */
+  async untilExit(stream: number, ms = 10_000): Promise<Frame[]> {
+    await this.waitFor(() => this.frames.some((f) => f.stream === stream && f.type === MSG.EXIT), `EXIT of stream ${stream}`, ms);
+    const mine: Frame[] = [];
+    for (let i = 0; i < this.frames.length; ) {
+      const f = this.frames[i]!;
+      if (f.stream !== stream) {
+        i++;
+        continue;
+      }
+      mine.push(...this.frames.splice(i, 1));
+      if (f.type === MSG.EXIT) break;
+    }
+    return mine;
+  }
+
+  private describe(): string {
+    return JSON.stringify(this.frames.map((f) => `${f.type}/${f.stream}/${f.payload.length}`));
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+const text = (frames: Frame[], type: string): string =>
+  Buffer.concat(frames.filter((f) => f.type === type).map((f) => f.payload)).toString();
+
+describe('moat-agent --test-fd', { skip: SKIP }, () => {
+  let agent: Agent;
+  before(async () => {
+    agent = new Agent();
+    const hello = await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+    assert.equal(hello.payload.toString(), release(), 'HELLO carries uname -r');
+  });
+  after(() => agent?.kill());
+
+  it('runs a process with stdin, stdout, stderr and its exit status (stream 0 ending keeps the test agent up)', async () => {
+    agent.run(0, spec(['sh', '-c', 'read x; echo out:$x; echo err >&2; exit 3']));
+    agent.send(MSG.STDIN, 0, Buffer.from('hi\n'));
+    agent.send(MSG.STDIN, 0, Buffer.alloc(0));
+    const frames = await agent.untilExit(0);
+    assert.equal(frames[0]!.type, MSG.STARTED);
+    assert.ok(frames[0]!.payload.readUInt32LE(0) > 1);
+    assert.equal(text(frames, MSG.STDOUT), 'out:hi\n');
+    assert.equal(text(frames, MSG.STDERR), 'err\n');
+    assert.equal(decodeExit(frames.at(-1)!.payload), 3);
+    assert.ok(!frames.some((f) => f.type === MSG.FAILURE));
+  });
+
+  it('lists pids, refuses a second RUN of a running stream, and kills a stream (EXIT 128 + 9)', async () => {
+    agent.run(1, spec(['sleep', '30']));
+    const started = await agent.next((f) => f.stream === 1 && f.type === MSG.STARTED, 'STARTED of sleep');
+    const pid = started.payload.readUInt32LE(0);
+
+    agent.send(MSG.PS, 5);
+    const list = await agent.next((f) => f.type === MSG.LIST, 'LIST');
+    assert.equal(list.stream, 5);
+    const pids = decodePids(list.payload);
+    assert.ok(pids.includes(pid), `LIST has the sleep's pid ${pid}`);
+    assert.ok(pids.includes(agent.child.pid!), 'LIST has the agent');
+
+    agent.run(1, spec(['true']));
+    const dup = await agent.next((f) => f.stream === 1 && f.type === MSG.FAILURE, 'FAILURE of a second RUN');
+    assert.match(dup.payload.toString(), /already running/);
+
+    agent.send(MSG.KILL, 1, u32Payload(SIGKILL));
+    const frames = await agent.untilExit(1);
+    assert.equal(decodeExit(frames.at(-1)!.payload), 137);
+  });
+
+  it('reports an exec failure as FAILURE and EXIT 127 (ENOENT) or 126 (EACCES), without STARTED', async () => {
+    agent.run(2, spec(['/nonexistent']));
+    let frames = await agent.untilExit(2);
+    assert.deepEqual(frames.map((f) => f.type), [MSG.FAILURE, MSG.EXIT]);
+    assert.equal(frames[0]!.payload.toString(), 'exec /nonexistent: No such file or directory');
+    assert.equal(decodeExit(frames[1]!.payload), 127);
+
+    const dir = mkdtempSync(join(tmpdir(), 'moat-agent-'));
+    try {
+      const plain = join(dir, 'not-executable');
+      writeFileSync(plain, 'echo no\n', { mode: 0o644 });
+      agent.run(2, spec([plain]));
+      frames = await agent.untilExit(2);
+      assert.deepEqual(frames.map((f) => f.type), [MSG.FAILURE, MSG.EXIT]);
+      assert.equal(frames[0]!.payload.toString(), `exec ${plain}: Permission denied`);
+      assert.equal(decodeExit(frames[1]!.payload), 126);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+
+    agent.run(2, spec(['true'], { cwd: '/nonexistent-dir' }));
+    frames = await agent.untilExit(2);
+    assert.equal(frames[0]!.payload.toString(), 'chdir /nonexistent-dir: No such file or directory');
+    assert.equal(decodeExit(frames[1]!.payload), 127);
+  });
+
+  it('splits large output into frames of at most 64 KiB and sends all of it before EXIT', async () => {
+    agent.run(3, spec(['head', '-c', '300000', '/dev/zero']));
+    const frames = await agent.untilExit(3);
+    const out = frames.filter((f) => f.type === MSG.STDOUT);
+    assert.ok(out.every((f) => f.payload.length <= MAX_OUTPUT));
+    assert.equal(out.reduce((n, f) => n + f.payload.length, 0), 300000);
+    assert.equal(decodeExit(frames.at(-1)!.payload), 0);
+  });
+
+  it('does not hold EXIT back for a background process that keeps stdout open', async () => {
+    const t0 = Date.now();
+    agent.run(4, spec(['sh', '-c', 'sleep 3 & echo bg; exit 0']));
+    const frames = await agent.untilExit(4);
+    assert.ok(Date.now() - t0 < 2500, 'EXIT came before the background sleep ended');
+    assert.equal(text(frames, MSG.STDOUT), 'bg\n');
+    assert.equal(decodeExit(frames.at(-1)!.payload), 0);
+  });
+
+  it('passes env, cwd and umask, and reports a signal as 128 + signal', async () => {
+    agent.run(6, spec(['sh', '-c', 'echo "$FOO $(pwd) $(umask)"; kill -TERM $$'], { env: ['PATH=/usr/bin:/bin', 'FOO=bar'], cwd: '/tmp', umask: 0o027 }));
+    const frames = await agent.untilExit(6);
+    assert.equal(text(frames, MSG.STDOUT), 'bar /tmp 0027\n');
+    assert.equal(decodeExit(frames.at(-1)!.payload), 128 + 15);
+  });
+
+  it('closes a stdin that queues more than 1 MiB, with FAILURE; the process sees EOF', async () => {
+    // the process reads nothing until the queue overflows, then counts what reached it
+    agent.run(7, spec(['sh', '-c', 'sleep 1; wc -c']));
+    await agent.next((f) => f.stream === 7 && f.type === MSG.STARTED, 'STARTED');
+    agent.send(MSG.STDIN, 7, Buffer.alloc(MAX_STDIN_QUEUE, 0x61));
+    agent.send(MSG.STDIN, 7, Buffer.alloc(MAX_STDIN_QUEUE, 0x62));
+    const frames = await agent.untilExit(7);
+    const failure = frames.find((f) => f.type === MSG.FAILURE);
+    assert.equal(failure?.payload.toString(), 'stdin: more than 1048576 bytes queued; stdin closed');
+    assert.ok(Number(text(frames, MSG.STDOUT).trim()) < 2 * MAX_STDIN_QUEUE);
+    assert.equal(decodeExit(frames.at(-1)!.payload), 0);
+  });
+
+  it('exits 0 on SHUTDOWN', async () => {
+    agent.send(MSG.SHUTDOWN, 0);
+    const { code } = await agent.exited;
+    assert.equal(code, 0);
+  });
+});
+
+describe('moat-agent --test-fd, malformed input', { skip: SKIP }, () => {
+  it('answers an unknown frame type with FAILURE(0xffffffff, "protocol: ...") and exits', async () => {
+    const agent = new Agent();
+    try {
+      await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+      const bad = Buffer.alloc(9);
+      bad.writeUInt32LE(5, 0);
+      bad.write('Z', 4);
+      agent.sendRaw(bad);
+      const f = await agent.next((x) => x.type === MSG.FAILURE, 'FAILURE');
+      assert.equal(f.stream, STREAM_ALL);
+      assert.match(f.payload.toString(), /^protocol: unknown frame type 0x5a \('Z'\)$/);
+      const { code } = await agent.exited;
+      assert.equal(code, 1);
+    } finally {
+      agent.kill();
+    }
+  });
+
+  it('refuses a RUN whose spec has an unknown record, and a KILL of the wrong size', async () => {
+    for (const [frame, re] of [
+      [encodeFrame({ type: MSG.RUN, stream: 0, payload: Buffer.from([42, 0, 0, 0, 0]) }), /^protocol: RUN: unknown record tag 42$/],
+      [encodeFrame({ type: MSG.KILL, stream: 0, payload: Buffer.alloc(2) }), /^protocol: KILL payload of 2 bytes \(want 4\)$/],
+    ] as const) {
+      const agent = new Agent();
+      try {
+        await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+        agent.sendRaw(frame);
+        const f = await agent.next((x) => x.type === MSG.FAILURE, 'FAILURE');
+        assert.match(f.payload.toString(), re);
+        assert.equal((await agent.exited).code, 1);
+      } finally {
+        agent.kill();
+      }
+    }
+  });
+
+  it('exits when the host closes the channel', async () => {
+    const agent = new Agent();
+    try {
+      await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+      (agent.child.stdio[3] as Socket).end();
+      assert.equal((await agent.exited).code, 0);
+    } finally {
+      agent.kill();
+    }
+  });
+});
