@@ -1,0 +1,61 @@
+/**
+ * Contracts shared by the `microvm` backend's parts: the guest image, the VM a driver starts,
+ * and the drivers themselves (QEMU, Firecracker).
+ */
+
+/** A bootable guest: kernel, initramfs (with Moat's agent as /init) and the kernel's release. */
+export interface GuestImage {
+  kernel: string;
+  initramfs: string;
+  /** `uname -r` of the guest kernel. */
+  release: string;
+}
+
+/** Hardware acceleration of a VM. */
+export type Accel = 'kvm' | 'tcg';
+
+/** One VM to start. Every host path here must be reachable inside the VMM's jail. */
+export interface VmConfig {
+  id: string;
+  /** Host directory of this VM (sockets, overlay disk, logs); bound into the jail at the same path. */
+  dir: string;
+  guest: GuestImage;
+  /** Extra kernel command line (the driver adds console and panic settings). */
+  cmdline: string;
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accel;
+  /** The container rootfs disk (virtio-blk, /dev/vda in the guest). */
+  disk?: { path: string; format: 'qcow2' | 'raw'; readonly?: boolean };
+  /** A host directory shared read-only (virtio-9p, mount tag `tag`), for the embedded default. */
+  share?: { hostPath: string; tag: string };
+  /** One virtio-net device behind a user-mode network (QEMU's slirp), or none. */
+  net?: { mode: 'user'; forwards: { guestPort: number; host: string; hostPort: number }[] };
+  /** Unix socket the VMM connects to (as a client) for the agent's control channel. */
+  controlSocket: string;
+  /** File the guest's console (kernel messages) goes to. */
+  consoleLog: string;
+}
+
+/** How a driver starts a VM: the command, and what its jail must expose. */
+export interface VmmLaunch {
+  argv: string[];
+  /** Host paths (files or directories) the VMM reads or writes, to bind into its jail. */
+  paths: string[];
+  /** Device nodes the VMM needs (e.g. /dev/kvm). */
+  devices: string[];
+  /**
+   * Called once the process runs (Firecracker is configured through its API socket; QEMU needs
+   * nothing): resolves when the VM is booting.
+   */
+  configure?: () => Promise<void>;
+}
+
+/** A VMM driver. */
+export interface VmmDriver {
+  readonly name: 'qemu' | 'firecracker';
+  /** Why this driver cannot run here, or undefined if it can. */
+  unavailable(accel: Accel): string | undefined;
+  /** The command that starts `cfg`. */
+  launch(cfg: VmConfig): VmmLaunch;
+}
