@@ -4,8 +4,8 @@
 // scripts/build.mjs); this loader compiles it with the V8 code cache that the build recorded
 // (dist/moat.cjs.cache), which spares most of the parse and compile time at every start.
 // A cache V8 rejects (another Node version) only costs that time; the code is the same.
-// `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way; only
-// `moat create` runs it.
+// `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way, and
+// `moat.cjs --vm-monitor CONFIG` a microVM's monitor; only `moat create` runs them.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -34,6 +34,8 @@ function load(name = 'moat') {
 module.exports = { load };
 if (require.main === module && process.argv[2] === '--sentry') {
   load('sentry').exports.run(process.argv.slice(3)).then((code) => process.exit(code));
+} else if (require.main === module && process.argv[2] === '--vm-monitor') {
+  load().exports.vmMonitor(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module) {
   load().exports.main(process.argv).then(
     // every command writes synchronously: nothing is left to flush, so do not wait for the

@@ -46,6 +46,18 @@ export interface CreateRequest {
   sentry?: SentryChoice;
   /** Set by the sentry backend for the container backend's plan: its filter and socket. */
   sentryJail?: SentryJail;
+  /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
+  stdio?: readonly [number, number, number];
+  /** What the user chose for the microvm backend (flags of create/run). */
+  microvm?: MicrovmChoice;
+}
+
+/** The user's microvm settings. */
+export interface MicrovmChoice {
+  /** `qemu` or `firecracker` (default: the best available). */
+  vmm?: string;
+  /** `kvm` or `tcg` (default: KVM when it works here). */
+  accel?: string;
 }
 
 /** The user's sentry settings: level, network policy, egress rules. */

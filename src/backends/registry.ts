@@ -12,6 +12,7 @@ export const ISOLATION_ANNOTATION = 'io.moat.isolation';
 const loaders: Partial<Record<Isolation, () => Promise<Backend>>> = {
   container: async () => (await import('./container/index.js')).containerBackend,
   sentry: async () => (await import('./sentry/index.js')).sentryBackend,
+  microvm: async () => (await import('./microvm/index.js')).microvmBackend,
 };
 
 /** Names of the backends this build provides. */

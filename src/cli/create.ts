@@ -1,6 +1,6 @@
 /** `moat create`: create a container from a bundle, leaving its process blocked until `start`. */
 import type { Command } from 'commander';
-import type { SentryChoice } from '../backends/backend.js';
+import type { MicrovmChoice, SentryChoice } from '../backends/backend.js';
 import { resolve } from 'node:path';
 import { collect, context, nonNegativeInt } from './common.js';
 
@@ -15,6 +15,8 @@ export interface CreateFlags {
   isolation?: string;
   sentryLevel?: string;
   allowEgress: string[];
+  vmm?: string;
+  vmmAccel?: string;
 }
 
 /** Adds the flags shared by `create` and `run` to a command. */
@@ -26,14 +28,21 @@ export function addCreateFlags(cmd: Command): Command {
     .option('--preserve-fds <n>', 'pass N extra fds (3, 4, ...) to the container', nonNegativeInt('--preserve-fds'), 0)
     .option('--no-new-keyring', 'do not create a new session keyring for the container')
     .option('--no-pivot', 'accepted for runc compatibility; Moat always uses pivot_root')
-    .option('--isolation <name>', 'isolation backend: container or sentry (also set by the io.moat.isolation annotation)')
+    .option('--isolation <name>', 'isolation backend: container, sentry or microvm (also set by the io.moat.isolation annotation)')
     .option('--sentry-level <level>', 'sentry: strict or balanced (default; see docs/syscalls.md)')
-    .option('--allow-egress <rule>', 'sentry: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable)', collect, []);
+    .option('--allow-egress <rule>', 'sentry: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable)', collect, [])
+    .option('--vmm <driver>', 'microvm: qemu or firecracker (default: the best available)')
+    .option('--vmm-accel <accel>', 'microvm: kvm or tcg (default: KVM where it works)');
 }
 
 /** The sentry settings given on the command line. */
 export function sentryChoice(flags: CreateFlags, network?: string): SentryChoice {
   return { ...(flags.sentryLevel ? { level: flags.sentryLevel } : {}), ...(network ? { network } : {}), egress: flags.allowEgress };
+}
+
+/** The microvm settings given on the command line. */
+export function microvmChoice(flags: CreateFlags): MicrovmChoice {
+  return { ...(flags.vmm ? { vmm: flags.vmm } : {}), ...(flags.vmmAccel ? { accel: flags.vmmAccel } : {}) };
 }
 
 /** Registers `create`. */
@@ -50,6 +59,7 @@ export function register(program: Command): void {
         spec,
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
         sentry: sentryChoice(flags),
+        microvm: microvmChoice(flags),
         ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
         preserveFds: flags.preserveFds,

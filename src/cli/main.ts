@@ -10,6 +10,7 @@ import * as del from './delete.js';
 import * as doctor from './doctor.js';
 import * as exec from './exec.js';
 import * as features from './features.js';
+import * as guest from './guest.js';
 import * as ps from './ps.js';
 import * as pause from './pause.js';
 import * as update from './update.js';
@@ -45,7 +46,7 @@ export function program(): Command {
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
-  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, features, doctor]) m.register(p);
+  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, features, doctor, guest]) m.register(p);
   for (const c of p.commands) c.exitOverride();
   return p;
 }
@@ -72,6 +73,12 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1;
     }
   }
+}
+
+/** Runs a microVM's monitor (see src/backends/microvm/monitor.ts); resolves with its exit code. */
+export async function vmMonitor(argv: string[]): Promise<number> {
+  const { monitorMain } = await import('../backends/microvm/monitor.js');
+  return monitorMain(argv);
 }
 
 /**

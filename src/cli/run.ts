@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { trace } from '../util/log.js';
 import { collect, context } from './common.js';
-import { addCreateFlags, sentryChoice } from './create.js';
+import { addCreateFlags, microvmChoice, sentryChoice } from './create.js';
 import type { CreateFlags } from './create.js';
 
 interface RunFlags extends CreateFlags {
@@ -47,6 +47,7 @@ export function register(program: Command): void {
       const common = {
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
         sentry: sentryChoice(flags, embedded ? flags.network : undefined),
+        microvm: microvmChoice(flags),
         ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
         preserveFds: flags.preserveFds,

@@ -7,7 +7,7 @@ import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
-import type { EmbeddedRoot, SentryChoice } from '../backends/backend.js';
+import type { EmbeddedRoot, MicrovmChoice, SentryChoice } from '../backends/backend.js';
 import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
 import type { CgroupStats, Resources } from '../cgroups/index.js';
 import type { ProcessSpec, Spec } from '../spec/schema.js';
@@ -91,6 +91,8 @@ export interface CreateOptions {
   network?: 'none' | 'loopback' | 'host';
   /** Sentry settings from the command line (used when the isolation is `sentry`). */
   sentry?: SentryChoice;
+  /** MicroVM settings from the command line (used when the isolation is `microvm`). */
+  microvm?: MicrovmChoice;
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */
@@ -152,6 +154,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       ...(opts.embedded ? { embedded: opts.embedded } : {}),
       ...(opts.network ? { network: opts.network } : {}),
       ...(opts.sentry ? { sentry: opts.sentry } : {}),
+      ...(opts.microvm ? { microvm: opts.microvm } : {}),
     });
     rec.pid = created.pid;
     rec.pidStartTime = created.pidStartTime;

@@ -77,6 +77,8 @@ interface StageRun {
   goState?: (pid: number) => string;
   /** Runs the runtime-side hooks and returns the RESUME payload (create only). */
   onHooks?: (pid: number) => Promise<Buffer>;
+  /** Fds for the process's stdin, stdout and stderr (default: the runtime's own). */
+  stdio?: readonly [number, number, number];
 }
 
 /**
@@ -85,7 +87,7 @@ interface StageRun {
  */
 async function runStage(run: StageRun): Promise<Created> {
   const n = run.preserveFds;
-  const stdio: (number | 'inherit' | 'pipe')[] = ['inherit', 'inherit', 'inherit'];
+  const stdio: (number | 'inherit' | 'pipe')[] = run.stdio ? [...run.stdio] : ['inherit', 'inherit', 'inherit'];
   for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);
   stdio.push('pipe', 'pipe');
   const child: ChildProcess = spawn(stagePath(), [String(3 + n), String(4 + n)], { stdio, env: {}, argv0: 'moat-init' });
@@ -216,6 +218,7 @@ async function create(req: CreateRequest): Promise<Created> {
     plan,
     preserveFds: req.preserveFds,
     foreground: req.foreground,
+    ...(req.stdio ? { stdio: req.stdio } : {}),
     beforeGo: async (pid) => cgroups.apply(pid),
     goState: (pid) => req.hookState('creating', pid),
     onHooks: async (pid) => {

@@ -1,0 +1,442 @@
+/**
+ * The `microvm` backend: the container's process runs under its own guest kernel in a small VM
+ * (one block device or a read-only host share, at most one network device, one control
+ * channel). Per container, `create` starts a VM monitor (monitor.ts: relays stdio and speaks
+ * the agent protocol) and the VMM, itself jailed by the `container` backend (its own mount,
+ * pid, ipc, uts and network namespaces, no capabilities, a seccomp allowlist, a cgroup sized
+ * to the guest memory plus overhead), then waits for the guest agent. The container's pid is
+ * the VMM's.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { ConfigError, HostError, MoatError, UsageError } from '../../errors.js';
+import { isAlive, procStat } from '../../container/proc.js';
+import type { ContainerRecord } from '../../container/store.js';
+import { defaultSeccompProfile } from '../../seccomp/index.js';
+import type { Spec } from '../../spec/schema.js';
+import { trace } from '../../util/log.js';
+import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
+import { containerBackend } from '../container/index.js';
+import { baseImage, overlayDisk } from './disk.js';
+import { agentPath, buildGuest, guestCacheDir } from './guest.js';
+import type { MonitorConfig } from './monitor.js';
+import type { ProcessSpec } from './protocol.js';
+import { chooseAccel, probeKvm } from './qemu.js';
+import type { Accel, GuestImage, VmConfig, VmmLaunch } from './types.js';
+import { chooseDriver } from './vmm.js';
+import { controlPath as firecrackerControlPath } from './firecracker.js';
+
+/** Annotation that forces the VMM driver (qemu or firecracker). */
+export const VMM_ANNOTATION = 'io.moat.vmm';
+/** Annotation that forces the accelerator (kvm or tcg). */
+export const ACCEL_ANNOTATION = 'io.moat.vmm.accel';
+
+const MiB = 1024 * 1024;
+/** Guest memory when the spec sets no limit. */
+const DEFAULT_MEMORY_MIB = 256;
+/** What the VMM may use beyond the guest's memory (QEMU itself, TCG's translation cache). */
+const VMM_OVERHEAD_MIB = 256;
+/** Where the VMM's jail shows the host tree the embedded default shares with the guest. */
+const HOST_SHARE = '/.moat-host-root';
+/** How long a guest may take to boot under TCG before create gives up. */
+const BOOT_TIMEOUT_MS = 120_000;
+
+/** The package directory this code runs from (dist/moat-agent's grandparent). */
+function packageDir(): string {
+  return dirname(dirname(agentPath()));
+}
+
+/** The guest image for this host's kernel, built (once) into the state root's cache. */
+export function ensureGuest(stateRoot: string, progress?: (m: string) => void): GuestImage {
+  const agent = agentPath();
+  if (!existsSync(agent)) throw new HostError(`${agent} is missing: run "npm run build"`);
+  return buildGuest({ cacheDir: guestCacheDir(stateRoot), agent, ...(progress ? { progress } : {}) });
+}
+
+/** The process settings the agent applies, from the OCI process. */
+export function agentProcess(spec: Spec): ProcessSpec {
+  const p = spec.process;
+  if (!p) throw new ConfigError('process', 'required to create a container');
+  if (p.terminal) throw new ConfigError('process.terminal', 'a terminal is not supported under the microvm isolation yet');
+  return {
+    args: p.args,
+    env: p.env ?? [],
+    cwd: p.cwd,
+    uid: p.user.uid,
+    gid: p.user.gid,
+    groups: p.user.additionalGids ?? [],
+    ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
+    ...(p.user.umask !== undefined ? { umask: p.user.umask } : {}),
+    rlimits: (p.rlimits ?? []).map((r) => ({ resource: RLIMIT_NUMBERS[r.type] ?? -1, soft: BigInt(r.soft), hard: BigInt(r.hard) })).filter((r) => r.resource >= 0),
+  };
+}
+
+const RLIMIT_NUMBERS: Record<string, number> = {
+  RLIMIT_CPU: 0, RLIMIT_FSIZE: 1, RLIMIT_DATA: 2, RLIMIT_STACK: 3, RLIMIT_CORE: 4, RLIMIT_RSS: 5, RLIMIT_NPROC: 6,
+  RLIMIT_NOFILE: 7, RLIMIT_MEMLOCK: 8, RLIMIT_AS: 9, RLIMIT_LOCKS: 10, RLIMIT_SIGPENDING: 11, RLIMIT_MSGQUEUE: 12,
+  RLIMIT_NICE: 13, RLIMIT_RTPRIO: 14, RLIMIT_RTTIME: 15,
+};
+
+/**
+ * The OCI spec of the VMM's jail: a read-only root made of the host's /usr and the files the
+ * driver named, its own namespaces, no capabilities, no_new_privs, Moat's default seccomp
+ * allowlist and a memory limit of the guest's memory plus overhead.
+ */
+export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMiB: number, hostNetwork: boolean, share?: { source: string; jailPath: string }): Spec {
+  const bind = (p: string, rw: boolean) => ({ destination: p, type: 'bind', source: p, options: ['rbind', rw ? 'rw' : 'ro', 'nosuid', 'nodev'] });
+  // the shared host tree is bound without its submounts (as the embedded default's overlay)
+  const shareMount = share ? [{ destination: share.jailPath, type: 'bind', source: share.source, options: ['bind', 'ro', 'nosuid', 'nodev'] }] : [];
+  const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
+  const extra = [...new Set(launch.paths)].filter((p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== share?.jailPath);
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, ...(hostNetwork ? [] : [{ type: 'network' }])];
+  return {
+    ociVersion: '1.0.2',
+    root: { path: root, readonly: true },
+    hostname: 'moat-vmm',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: launch.argv,
+      env: ['PATH=/usr/bin:/bin'],
+      cwd: '/',
+      capabilities: noCaps,
+      noNewPrivileges: true,
+    },
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
+      bind('/usr', false),
+      bind(vmDir, true),
+      ...shareMount,
+      ...extra.map((p) => bind(p, false)),
+    ],
+    linux: {
+      namespaces,
+      devices: launch.devices.includes('/dev/kvm') ? [{ path: '/dev/kvm', type: 'c', major: 10, minor: 232, fileMode: 0o600, uid: 0, gid: 0 }] : [],
+      resources: { memory: { limit: (memoryMiB + VMM_OVERHEAD_MIB) * MiB } },
+      seccomp: defaultSeccompProfile(),
+      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware'],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  } as Spec;
+}
+
+/** Makes the jail's root: symlinks into /usr as on a merged-/usr Debian host. */
+function makeVmmRoot(root: string): void {
+  mkdirSync(root, { recursive: true, mode: 0o755 });
+  const links: readonly (readonly [string, string])[] = [['bin', 'usr/bin'], ['sbin', 'usr/sbin'], ['lib', 'usr/lib'], ['lib64', 'usr/lib64']];
+  for (const [link, target] of links) {
+    if (!existsSync(join(root, link))) symlinkSync(target, join(root, link));
+  }
+}
+
+/** Sends one command to a container's VM monitor and resolves with its first answer. */
+export function monitorCall(rec: ContainerRecord, cmd: Record<string, unknown>, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+  const path = rec.backendState?.['monitorSocket'];
+  if (typeof path !== 'string') return Promise.reject(new HostError(`container "${rec.id}": its VM monitor is unknown`));
+  return new Promise((resolve, reject) => {
+    const sock = connect(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new MoatError(`container "${rec.id}": the VM monitor did not answer "${String(cmd.op)}" within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.on('connect', () => sock.write(`${JSON.stringify(cmd)}\n`));
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.destroy();
+      const answer = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+      if (typeof answer.error === 'string') reject(new MoatError(`container "${rec.id}": ${answer.error}`));
+      else resolve(answer);
+    });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new MoatError(`container "${rec.id}": cannot reach its VM monitor: ${e.message}`));
+    });
+  });
+}
+
+/** Waits on a monitor for the container process's exit status (a connection kept open). */
+function waitStatus(monitorSocket: string, id: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(monitorSocket);
+    let buf = '';
+    sock.on('connect', () => sock.write('{"op":"wait"}\n'));
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      sock.destroy();
+      const a = JSON.parse(buf.slice(0, nl)) as { status?: number; error?: string };
+      if (typeof a.status === 'number') resolve(a.status);
+      else reject(new MoatError(`container "${id}": ${a.error ?? 'no exit status from the VM'}`));
+    });
+    sock.on('error', (e) => reject(new MoatError(`container "${id}": lost the VM monitor: ${e.message}`)));
+  });
+}
+
+/** The user's choice of driver and accelerator: flags first, then annotations. */
+function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
+  const vmm = req.microvm?.vmm ?? req.spec.annotations?.[VMM_ANNOTATION];
+  const accel = req.microvm?.accel ?? req.spec.annotations?.[ACCEL_ANNOTATION];
+  if (accel !== undefined && accel !== 'kvm' && accel !== 'tcg') throw new UsageError(`--vmm-accel: expected kvm or tcg, got "${accel}"`);
+  return { ...(vmm ? { vmm } : {}), ...(accel ? { accel } : {}) };
+}
+
+async function create(req: CreateRequest): Promise<Created> {
+  const stateRoot = dirname(req.dir);
+  const process0 = agentProcess(req.spec);
+  const { vmm, accel: forced } = choices(req);
+  const guest = ensureGuest(stateRoot, (m) => req.log.warn(`guest build: ${m}`));
+  trace('guest ready');
+  const accel = await chooseAccel(forced, () => probeKvm(guest, 20_000), join(guestCacheDir(stateRoot), 'accel.json'));
+  const mem = req.spec.linux?.resources?.memory?.limit;
+  const memoryMiB = typeof mem === 'number' && mem > 0 ? Math.max(64, Math.floor(mem / MiB)) : DEFAULT_MEMORY_MIB;
+
+  const vmDir = req.dir;
+  let cmdline: string;
+  const cfgBase: Omit<VmConfig, 'cmdline'> = {
+    id: req.id,
+    dir: vmDir,
+    guest,
+    memoryMiB,
+    vcpus: 1,
+    accel,
+    controlSocket: join(vmDir, 'ctl.sock'),
+    consoleLog: join(vmDir, 'console.log'),
+  };
+  let vm: VmConfig;
+  if (req.embedded) {
+    // the host root, read-only, with the guest's writes in a tmpfs overlay inside the guest
+    cmdline = 'moat.root=9p:hostroot';
+    // QEMU sees the host tree at HOST_SHARE inside its jail
+    vm = { ...cfgBase, cmdline, share: { hostPath: HOST_SHARE, tag: 'hostroot' } };
+  } else {
+    const base = baseImage(req.rootfs, stateRoot, (m: string) => trace(m));
+    const overlay = join(vmDir, 'disk.qcow2');
+    overlayDisk(base, overlay);
+    cmdline = 'moat.root=vda';
+    vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
+  }
+  const driver = chooseDriver(vmm, accel, vm);
+  if (driver.name === 'firecracker') vm = { ...vm, controlSocket: firecrackerControlPath(vm) };
+  const launch = driver.launch(vm);
+  trace(`vmm ${driver.name} (${accel}) ready to start`);
+
+  // the monitor listens before the VMM starts: the VMM connects to it as a client
+  const monitorSocket = join(vmDir, 'monitor.sock');
+  const mcfg: MonitorConfig = { id: req.id, controlSocket: vm.controlSocket, monitorSocket, process: process0, log: join(vmDir, 'monitor.log') };
+  const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+  const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
+    detached: true,
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+  });
+  const reports = monitor.stdio[3] as Readable;
+  const lines: string[] = [];
+  const waiters: (() => void)[] = [];
+  let buf = '';
+  reports.on('data', (d: Buffer) => {
+    buf += d.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+      for (const w of waiters.splice(0)) w();
+    }
+  });
+  let monitorExit: string | undefined;
+  monitor.on('exit', (code, sig) => {
+    monitorExit = sig ?? `status ${code}`;
+    for (const w of waiters.splice(0)) w();
+  });
+  const until = async (prefix: string, ms: number, what: string): Promise<string> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const got = lines.find((l) => l.startsWith(prefix));
+      if (got !== undefined) return got;
+      if (monitorExit !== undefined) throw new HostError(`container "${req.id}": the VM monitor exited (${monitorExit}) before ${what}${consoleTail(vm.consoleLog)}`);
+      if (Date.now() > deadline) throw new HostError(`container "${req.id}": ${what} did not happen within ${ms / 1000} s${consoleTail(vm.consoleLog)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now())));
+        waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  };
+  const killMonitor = (): void => {
+    try {
+      if (monitor.pid) process.kill(monitor.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  };
+
+  let created: Created;
+  try {
+    await until('listening', 20_000, 'the VM monitor listened');
+    const root = join(vmDir, 'vmm-root');
+    makeVmmRoot(root);
+    const devnull = openSync('/dev/null', 'r+');
+    const vmmLog = openSync(join(vmDir, 'vmm.log'), 'a');
+    // the VMM's jail: none of the user's rootfs, terminal or sentry settings apply to it
+    const { embedded: _e, sentry: _s, sentryJail: _j, consoleSocket: _c, ...jailReq } = req;
+    try {
+      created = await containerBackend.create({
+        ...jailReq,
+        rootfs: root,
+        spec: vmmSpec(launch, root, vmDir, memoryMiB, vm.net !== undefined, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined),
+        foreground: false,
+        preserveFds: 0,
+        stdio: [devnull, vmmLog, vmmLog],
+        network: 'none',
+      });
+    } finally {
+      closeSync(devnull);
+      closeSync(vmmLog);
+    }
+    // the VMM's jail is a container of its own: release it at once, the guest boots now
+    const jailRec = { id: req.id, pid: created.pid, pidStartTime: created.pidStartTime } as ContainerRecord;
+    await containerBackend.start(jailRec, vmDir);
+    await launch.configure?.();
+    trace('vmm started');
+    await until('hello', BOOT_TIMEOUT_MS, 'the guest agent started');
+    trace('guest agent up');
+    // the lifecycle reads "created" from the exec fifo's presence: the VMM's own one is gone
+    // (its jail has started), so a marker stands for the guest process not yet started
+    writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
+  } catch (e) {
+    killMonitor();
+    throw e;
+  }
+  reports.destroy();
+  monitor.removeAllListeners('exit');
+  monitor.unref();
+  const release = lines.find((l) => l.startsWith('hello '))?.slice(6) ?? '';
+  const backendState = {
+    monitorPid: monitor.pid ?? 0,
+    monitorStartTime: procStat(monitor.pid ?? 0)?.startTime ?? '',
+    monitorSocket,
+    vmm: driver.name,
+    accel,
+    guestRelease: release,
+  };
+  return {
+    ...created,
+    backendState,
+    ...(req.foreground ? { waitExit: waitStatus(monitorSocket, req.id) } : {}),
+  };
+}
+
+/** The last lines of the guest console, for an error message. */
+function consoleTail(path: string): string {
+  try {
+    const tail = readFileSync(path, 'utf8').trim().split('\n').slice(-10).join('\n');
+    return tail ? `; guest console:\n${tail}` : '';
+  } catch {
+    return '';
+  }
+}
+
+/** Runs a process in the guest through the monitor, relaying this process's stdio. */
+async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
+  const spec = agentProcess({ ...rec.spec, process: req.process });
+  const path = rec.backendState?.['monitorSocket'];
+  if (typeof path !== 'string') throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
+  const sock = connect(path);
+  let buf = '';
+  let pidResolve: (pid: number) => void = () => {};
+  let pidReject: (e: Error) => void = () => {};
+  const started = new Promise<number>((res, rej) => {
+    pidResolve = res;
+    pidReject = rej;
+  });
+  const waitExit = new Promise<number>((resolve, reject) => {
+    sock.on('connect', () => {
+      sock.write(`${JSON.stringify({ op: 'exec', spec }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      process.stdin.on('data', (d: Buffer) => sock.write(`${JSON.stringify({ in: d.toString('base64') })}\n`));
+      process.stdin.on('end', () => sock.write('{"eof":true}\n'));
+      process.stdin.on('error', () => sock.write('{"eof":true}\n'));
+    });
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const m = JSON.parse(buf.slice(0, nl)) as { pid?: number; out?: string; err?: string; status?: number; error?: string };
+        buf = buf.slice(nl + 1);
+        if (typeof m.pid === 'number') pidResolve(m.pid);
+        if (typeof m.out === 'string') process.stdout.write(Buffer.from(m.out, 'base64'));
+        if (typeof m.err === 'string') process.stderr.write(Buffer.from(m.err, 'base64'));
+        if (typeof m.error === 'string') {
+          const e = new MoatError(`container "${rec.id}": exec: ${m.error}`);
+          pidReject(e);
+          reject(e);
+        }
+        if (typeof m.status === 'number') {
+          pidResolve(-1);
+          process.stdin.pause();
+          sock.destroy();
+          resolve(m.status);
+        }
+      }
+    });
+    sock.on('error', (e) => {
+      const err = new MoatError(`container "${rec.id}": cannot reach its VM monitor: ${e.message}`);
+      pidReject(err);
+      reject(err);
+    });
+  });
+  waitExit.catch(() => {});
+  const pid = await started;
+  return { pid: pid > 0 ? pid : 0, pidStartTime: '', ...(req.foreground ? { waitExit } : {}) };
+}
+
+/** Whether the container's VM monitor still runs. */
+function monitorAlive(rec: ContainerRecord): boolean {
+  const pid = Number(rec.backendState?.['monitorPid'] ?? 0);
+  return pid > 0 && isAlive(pid, String(rec.backendState?.['monitorStartTime'] ?? ''));
+}
+
+/** The `microvm` backend. */
+export const microvmBackend: Backend = {
+  ...containerBackend,
+  name: 'microvm',
+  create,
+  async start(rec, dir) {
+    await monitorCall(rec, { op: 'start' }, 60_000);
+    rmSync(join(dir, 'exec.fifo'), { force: true });
+  },
+  exec,
+  async kill(rec, signal, all) {
+    if (signal === 9 && all) {
+      // delete --force and kill --all KILL: the VM itself goes
+      await containerBackend.kill(rec, 9, true);
+      return;
+    }
+    if (!monitorAlive(rec)) return;
+    await monitorCall(rec, { op: 'kill', signal, all });
+  },
+  async pids(rec) {
+    if (!monitorAlive(rec)) return [];
+    const a = await monitorCall(rec, { op: 'ps' });
+    return Array.isArray(a.pids) ? (a.pids as number[]) : [];
+  },
+  async destroy(rec, dir) {
+    if (monitorAlive(rec)) {
+      try {
+        process.kill(Number(rec.backendState?.['monitorPid']), 'SIGKILL');
+      } catch {
+        // it ended on its own
+      }
+    }
+    await containerBackend.destroy(rec, dir);
+  },
+};

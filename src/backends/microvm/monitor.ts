@@ -1,0 +1,308 @@
+/**
+ * The VM monitor: one small host process per microVM (started by `moat create` through
+ * `bin/moat.cjs --vm-monitor CONFIG`, like a containerd shim). It listens on the control socket
+ * the VMM connects to, speaks the agent protocol (protocol.ts) over it, relays the container
+ * process's stdio to and from its own fds 0-2 (the caller's stdio, as with runc), and takes
+ * commands from the CLI on a second socket, one JSON object per line:
+ *   {"op":"start"}                       RUN the container process (stream 0)
+ *   {"op":"kill","signal":N,"all":B}     signal it (or every process of the guest)
+ *   {"op":"wait"}                        answered with {"status":N} when stream 0 exits
+ *   {"op":"ps"}                          answered with {"pids":[...]} (guest pids)
+ *   {"op":"exec","spec":{...}}           runs another process; answered {"pid":N}, then its
+ *                                        output as {"out":BASE64} / {"err":BASE64} lines and at
+ *                                        last {"status":N}; the CLI sends {"in":BASE64} lines and
+ *                                        {"eof":true} on the same connection for its stdin
+ *   {"op":"shutdown"}                    powers the guest off
+ * Every answer is one JSON line; errors are {"error":"..."}. Every guest message is untrusted:
+ * the decoder caps sizes and rejects unknown types, and a protocol error ends the VM.
+ * It reports "hello RELEASE" on fd 3 once the agent is up, and exits when the VM is gone.
+ */
+import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { decodeExit, decodePids, encodeFrame, encodeRun, FrameDecoder, MSG, u32Payload } from './protocol.js';
+import type { Frame, ProcessSpec } from './protocol.js';
+
+/** What `moat create` tells the monitor (JSON in argv). */
+export interface MonitorConfig {
+  id: string;
+  /** Socket the VMM connects to for the agent's control channel. */
+  controlSocket: string;
+  /** Socket the CLI talks to. */
+  monitorSocket: string;
+  /** The container process (stream 0). */
+  process: ProcessSpec;
+  log: string;
+}
+
+/** One process in the guest the monitor relays: where its output goes, who waits for it. */
+interface Stream {
+  /** Takes the process's stdout or stderr. */
+  sink: (kind: 'out' | 'err', data: Buffer) => void;
+  /** Fd its stdin comes from, or -1 (an exec's stdin arrives on its CLI connection). */
+  input: number;
+  pid?: number;
+  status?: number;
+  started: ((pid: number) => void)[];
+  waiters: ((status: number) => void)[];
+  failures: string[];
+}
+
+/** Runs the monitor until the VM has ended; resolves with the exit code. */
+export function monitorMain(argv: string[]): Promise<number> {
+  const cfg = JSON.parse(argv[0] ?? '{}') as MonitorConfig;
+  // rlimits travel as decimal strings (JSON has no 64-bit integers)
+  cfg.process.rlimits = (cfg.process.rlimits ?? []).map((r) => ({ resource: r.resource, soft: BigInt(r.soft), hard: BigInt(r.hard) }));
+  const logFd = openLog(cfg.log);
+  const log = (m: string): void => {
+    if (logFd >= 0) writeSync(logFd, `${new Date().toISOString()} vm-monitor[${cfg.id}] ${m}\n`);
+  };
+  const streams = new Map<number, Stream>();
+  streams.set(0, { sink: (kind, data) => writeAll(kind === 'out' ? 1 : 2, data), input: 0, started: [], waiters: [], failures: [] });
+  let guest: Socket | undefined;
+  let release = '';
+  const pending: Frame[] = [];
+  const psWaiters: ((pids: number[]) => void)[] = [];
+  let nextStream = 1;
+
+  const send = (f: Frame): void => {
+    if (guest) guest.write(encodeFrame(f));
+    else pending.push(f);
+  };
+
+  return new Promise((resolve) => {
+    let control: Server | undefined;
+    let cli: Server | undefined;
+    const finish = (code: number): void => {
+      control?.close();
+      cli?.close();
+      for (const s of streams.values()) {
+        for (const w of s.waiters) w(s.status ?? 255);
+        s.waiters = [];
+      }
+      log(`monitor ends (${code})`);
+      resolve(code);
+    };
+
+    const onFrame = (f: Frame): void => {
+      const s = streams.get(f.stream);
+      switch (f.type) {
+        case MSG.HELLO:
+          release = f.payload.toString('latin1');
+          log(`agent up, guest kernel ${release}`);
+          try {
+            writeSync(3, `hello ${release}\n`);
+            closeSync(3);
+          } catch {
+            // started without a report pipe
+          }
+          return;
+        case MSG.STARTED:
+          if (!s) return;
+          const pid = f.payload.readUInt32LE(0);
+          s.pid = pid;
+          for (const w of s.started) w(pid);
+          s.started = [];
+          if (s.input >= 0) pumpStdin(f.stream, s.input);
+          return;
+        case MSG.STDOUT:
+        case MSG.STDERR:
+          if (!s) return;
+          s.sink(f.type === MSG.STDOUT ? 'out' : 'err', f.payload);
+          return;
+        case MSG.FAILURE:
+          log(`guest failure on stream ${f.stream}: ${f.payload.toString('utf8')}`);
+          if (s) {
+            s.failures.push(f.payload.toString('utf8'));
+            s.sink('err', Buffer.from(`moat: ${f.payload.toString('utf8')}\n`));
+          }
+          return;
+        case MSG.EXIT: {
+          if (!s) return;
+          const status = decodeExit(f.payload);
+          s.status = status;
+          log(`stream ${f.stream} exited with ${status}`);
+          for (const w of s.waiters) w(status);
+          s.waiters = [];
+          return;
+        }
+        case MSG.LIST: {
+          const pids = decodePids(f.payload);
+          for (const w of psWaiters.splice(0)) w(pids);
+          return;
+        }
+      }
+    };
+
+    /** Sends what arrives on `fd` to the guest as STDIN of `stream`, then EOF. */
+    const pumpStdin = (stream: number, fd: number): void => {
+      const rs = createReadStream('', { fd, autoClose: stream !== 0, highWaterMark: 64 * 1024 });
+      rs.on('data', (chunk: Buffer | string) => send({ type: MSG.STDIN, stream, payload: Buffer.from(chunk) }));
+      rs.on('end', () => send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) }));
+      rs.on('error', () => send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) }));
+    };
+
+    control = createServer((sock) => {
+      if (guest) {
+        sock.destroy(); // one VMM, one connection
+        return;
+      }
+      guest = sock;
+      const dec = new FrameDecoder();
+      sock.on('data', (chunk: Buffer) => {
+        let frames: Frame[];
+        try {
+          frames = dec.push(chunk);
+        } catch (e) {
+          log(`rejected a guest message: ${(e as Error).message}; ending the VM`);
+          sock.destroy();
+          finish(1);
+          return;
+        }
+        for (const f of frames) onFrame(f);
+      });
+      sock.on('close', () => finish(0));
+      sock.on('error', () => {});
+      for (const f of pending.splice(0)) sock.write(encodeFrame(f));
+    });
+    let listening = 0;
+    const onListening = (): void => {
+      if (++listening < 2) return;
+      log('listening');
+      try {
+        writeSync(3, 'listening\n');
+      } catch {
+        // started without a report pipe
+      }
+    };
+    control.listen(cfg.controlSocket, onListening);
+
+    cli = createServer((conn) => {
+      let buf = '';
+      /** The exec stream this connection runs, once it asked for one (its stdin lines follow). */
+      let execStream = -1;
+      conn.on('data', (chunk: Buffer) => {
+        buf += chunk.toString('utf8');
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (execStream >= 0) execInput(execStream, line);
+          else execStream = handleCommand(conn, line);
+        }
+        if (buf.length > 1 << 20) conn.destroy(); // no line is that long
+      });
+      conn.on('close', () => {
+        if (execStream >= 0) send({ type: MSG.STDIN, stream: execStream, payload: Buffer.alloc(0) });
+      });
+      conn.on('error', () => {});
+    });
+
+    /** A stdin line of an exec connection: {"in":BASE64} or {"eof":true}. */
+    const execInput = (stream: number, line: string): void => {
+      let m: { in?: string; eof?: boolean };
+      try {
+        m = JSON.parse(line) as typeof m;
+      } catch {
+        return;
+      }
+      if (typeof m.in === 'string') send({ type: MSG.STDIN, stream, payload: Buffer.from(m.in, 'base64') });
+      if (m.eof) send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) });
+    };
+    cli.listen(cfg.monitorSocket, onListening);
+
+    const reply = (conn: Socket, obj: unknown): void => {
+      if (!conn.destroyed) conn.write(`${JSON.stringify(obj)}\n`);
+    };
+
+    /** Runs one command; returns the exec stream it started, or -1. */
+    const handleCommand = (conn: Socket, line: string): number => {
+      let cmd: { op?: string; signal?: number; all?: boolean; spec?: ProcessSpec };
+      try {
+        cmd = JSON.parse(line) as typeof cmd;
+      } catch {
+        reply(conn, { error: 'unreadable command' });
+        return -1;
+      }
+      const s0 = streams.get(0)!;
+      switch (cmd.op) {
+        case 'start':
+          s0.started.push((pid) => reply(conn, { pid }));
+          try {
+            send({ type: MSG.RUN, stream: 0, payload: encodeRun(cfg.process) });
+          } catch (e) {
+            reply(conn, { error: (e as Error).message });
+          }
+          return -1;
+        case 'kill':
+          send({ type: MSG.KILL, stream: cmd.all ? 0xffffffff : 0, payload: u32Payload(cmd.signal ?? 15) });
+          reply(conn, { ok: true });
+          return -1;
+        case 'wait':
+          if (s0.status !== undefined) reply(conn, { status: s0.status });
+          else s0.waiters.push((status) => reply(conn, { status }));
+          return -1;
+        case 'ps':
+          psWaiters.push((pids) => reply(conn, { pids }));
+          send({ type: MSG.PS, stream: 0, payload: Buffer.alloc(0) });
+          return -1;
+        case 'shutdown':
+          send({ type: MSG.SHUTDOWN, stream: 0, payload: Buffer.alloc(0) });
+          reply(conn, { ok: true });
+          return -1;
+        case 'exec': {
+          if (!cmd.spec) {
+            reply(conn, { error: 'exec needs a process spec' });
+            return -1;
+          }
+          cmd.spec.rlimits = (cmd.spec.rlimits ?? []).map((r) => ({ resource: r.resource, soft: BigInt(r.soft), hard: BigInt(r.hard) }));
+          let payload: Buffer;
+          try {
+            payload = encodeRun(cmd.spec);
+          } catch (e) {
+            reply(conn, { error: (e as Error).message });
+            return -1;
+          }
+          const stream = nextStream++;
+          const s: Stream = {
+            sink: (kind, data) => reply(conn, { [kind]: data.toString('base64') }),
+            input: -1,
+            started: [(pid) => reply(conn, { pid })],
+            waiters: [(status) => {
+              reply(conn, { status, failures: s.failures });
+              streams.delete(stream);
+            }],
+            failures: [],
+          };
+          streams.set(stream, s);
+          send({ type: MSG.RUN, stream, payload });
+          return stream;
+        }
+        default:
+          reply(conn, { error: `unknown op ${JSON.stringify(cmd.op)}` });
+          return -1;
+      }
+    };
+  });
+}
+
+function openLog(path: string): number {
+  try {
+    return openSync(path, 'a');
+  } catch {
+    return -1;
+  }
+}
+
+/** Writes all of `data` to fd (synchronously: the relay keeps the guest's order). */
+function writeAll(fd: number, data: Buffer): void {
+  let off = 0;
+  while (off < data.length) {
+    try {
+      off += writeSync(fd, data, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
+      return; // the reader went away: drop the rest, as a closed pipe would
+    }
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The `microvm` isolation: busybox bundles (and the embedded default) under their own guest
+ * kernel in QEMU (KVM where it works, TCG otherwise, as on this machine). Moat only.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { REPO, RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
+
+function why(): string | undefined {
+  if (RUNTIME !== 'moat') return 'the microvm isolation is Moat-only';
+  const base = skipReason();
+  if (base) return base;
+  try {
+    execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' });
+  } catch {
+    return 'qemu-system-x86_64 is not installed (Debian qemu-system-x86; .ci/run installs it)';
+  }
+  if (!existsSync('/boot') || !readdirSync('/boot').some((f) => f.startsWith('vmlinuz-'))) {
+    return 'no guest kernel in /boot (Debian linux-image-amd64; .ci/run installs it)';
+  }
+  return undefined;
+}
+
+const skip = why();
+if (skip) console.log(`# skipping microvm tests: ${skip}`);
+
+const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
+const VM_TIMEOUT = 180_000;
+
+describe('microvm: containers under their own guest kernel', { skip, timeout: 15 * 60_000 }, () => {
+  const sb = new Sandbox();
+  let guestRelease = '';
+  before(async () => {
+    // the guest is built once into the state root's cache (moat guest build)
+    const r = await sb.rt(['guest', 'build'], { timeoutMs: VM_TIMEOUT });
+    assert.equal(r.status, 0, r.stderr);
+    guestRelease = /^release: (.+)$/m.exec(r.stdout)?.[1] ?? '';
+    assert.ok(guestRelease, r.stdout);
+  });
+  after(() => sb.cleanup());
+  const run = async (args: string[], opts: { input?: string; mutate?: (s: Record<string, any>) => void } = {}) => {
+    // `any`: tests set arbitrary config fields
+    const b = await sb.bundle(args, opts.mutate);
+    const id = sb.id('vm');
+    const r = await sb.rt(['run', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+    return { ...r, id, bundle: b };
+  };
+
+  it('runs a busybox bundle: its output and exit code come back', async () => {
+    const r = await run(['sh', '-c', 'echo hello from the guest; echo to-stderr >&2; exit 7']);
+    assert.equal(r.stdout, 'hello from the guest\n', r.stderr);
+    assert.match(r.stderr, /to-stderr/);
+    assert.equal(r.status, 7);
+  });
+
+  it('pipes stdin in', async () => {
+    const r = await run(['sh', '-c', 'read a; read b; echo "got $a and $b"'], { input: 'one\ntwo\n' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'got one and two\n');
+  });
+
+  it('shows the guest kernel in uname -r, not the host\'s', async () => {
+    const r = await run(['uname', '-r']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), guestRelease);
+    assert.notEqual(r.stdout.trim(), execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim());
+  });
+
+  it('kill of a long sleep ends the container with 143 (SIGTERM)', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('vm-kill');
+    const running = sb.rt(['run', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    // poll gently: every state call is a Node process competing with the emulated guest for CPU
+    let up = false;
+    for (const deadline = Date.now() + VM_TIMEOUT; !up && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 500));
+      up = (await sb.rt(['state', id])).stdout.includes('"running"');
+    }
+    assert.ok(up, 'the VM never ran');
+    const k = await sb.rt(['kill', id, 'TERM']);
+    assert.equal(k.status, 0, k.stderr);
+    const ended = await Promise.race([running, new Promise<undefined>((res) => setTimeout(() => res(undefined), 60_000))]);
+    if (ended === undefined) {
+      const read = (f: string) => (existsSync(join(sb.root, id, f)) ? readFileSync(join(sb.root, id, f), 'utf8') : `(no ${f})`);
+      assert.fail(`the VM did not end within 60 s of the kill\nmonitor.log:\n${read('monitor.log')}\nconsole.log:\n${read('console.log').slice(-2000)}\nstate: ${(await sb.rt(['state', id])).stdout}`);
+    }
+    const r = ended;
+    assert.ok(r.status === 143 || r.status === 137, `exit status ${r.status}: ${r.stderr}`);
+  });
+
+  it('keeps writes to / until delete and never touches the base image', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('vm-disk');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    await sb.ok(['start', id]);
+    const images = join(sb.root, 'images');
+    const base = readdirSync(images).filter((f) => f.endsWith('.ext4')).map((f) => join(images, f));
+    assert.equal(base.length > 0, true, 'no base image in the state root');
+    const before = base.map(sha256);
+    try {
+      const w = await sb.rt(['exec', id, 'sh', '-c', 'echo persisted > /written-in-vm && sync && echo ok'], { timeoutMs: 60_000 });
+      assert.equal(w.stdout, 'ok\n', w.stderr);
+      const r = await sb.rt(['exec', id, 'cat', '/written-in-vm'], { timeoutMs: 60_000 });
+      assert.equal(r.stdout, 'persisted\n', r.stderr);
+      const ps = await sb.ok(['ps', '--format', 'json', id]);
+      assert.ok((JSON.parse(ps.stdout) as number[]).includes(1), `ps lists the guest's processes: ${ps.stdout}`);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    assert.deepEqual(base.map(sha256), before, 'the shared base image changed');
+    assert.equal(existsSync(join(b, 'rootfs/written-in-vm')), false, 'the bundle rootfs was written');
+    assert.equal(existsSync(join(sb.root, id)), false, 'delete left the state directory');
+  });
+
+  it('runs two microVMs in parallel, each with its own output', async () => {
+    const [a, c] = await Promise.all([run(['sh', '-c', 'echo vm-a; sleep 1; echo done-a']), run(['sh', '-c', 'echo vm-b; sleep 1; echo done-b'])]);
+    assert.equal(a.stdout, 'vm-a\ndone-a\n', a.stderr);
+    assert.equal(c.stdout, 'vm-b\ndone-b\n', c.stderr);
+    assert.equal(a.status, 0);
+    assert.equal(c.status, 0);
+  });
+
+  it('runs the embedded default with the host root shared read-only', async () => {
+    const r = await sb.rt(['run', '--isolation', 'microvm', '--', 'sh', '-c', 'uname -r; test -x /usr/bin/busybox && echo host-root; echo x > /etc/moat-vm-write && cat /etc/moat-vm-write'], { timeoutMs: VM_TIMEOUT });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${guestRelease}\nhost-root\nx\n`);
+    assert.equal(existsSync('/etc/moat-vm-write'), false, 'a write in the guest reached the host');
+  });
+
+  it('rejects malformed and oversized agent messages without crashing the host side', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-vm-monitor-'));
+    try {
+      for (const [label, bytes] of [
+        ['oversized length', Buffer.from([0xff, 0xff, 0xff, 0x7f, 0x4f, 0, 0, 0, 0])],
+        ['unknown type', Buffer.from([5, 0, 0, 0, 0x5a, 0, 0, 0, 0])],
+        ['host-only type from the guest', Buffer.from([5, 0, 0, 0, 0x52, 0, 0, 0, 0])],
+        ['short EXIT payload', Buffer.from([6, 0, 0, 0, 0x57, 0, 0, 0, 0, 1])],
+      ] as const) {
+        const ctl = join(dir, `${label.replaceAll(' ', '-')}.ctl`);
+        const mon = join(dir, `${label.replaceAll(' ', '-')}.mon`);
+        const cfg = { id: 'fake', controlSocket: ctl, monitorSocket: mon, log: join(dir, 'monitor.log'), process: { args: ['true'], env: [], cwd: '/', uid: 0, gid: 0, groups: [], rlimits: [] } };
+        const child = spawn(process.execPath, [join(REPO, 'bin/moat.cjs'), '--vm-monitor', JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        assert.ok(await waitFor(() => existsSync(ctl), 10_000), 'the monitor never listened');
+        // the test double plays a guest that sends a bad frame
+        await new Promise<void>((res, rej) => {
+          const sock = connect(ctl);
+          sock.on('connect', () => sock.write(bytes));
+          sock.on('close', () => res());
+          sock.on('error', rej);
+        });
+        const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+        assert.equal(code, 1, `${label}: the monitor should end the VM with status 1`);
+        assert.doesNotMatch(err, /TypeError|RangeError|at .*\.js:\d+/, `${label}: the monitor crashed:\n${err}`);
+        assert.match(readFileSync(join(dir, 'monitor.log'), 'utf8'), /rejected a guest message/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
