@@ -194,7 +194,10 @@ async function create(req: CreateRequest): Promise<Created> {
   const stateRoot = dirname(req.dir);
   const process0 = agentProcess(req.spec);
   const { vmm, accel: forced } = choices(req);
-  const guest = ensureGuest(stateRoot, (m) => req.log.warn(`guest build: ${m}`));
+  // the guest's progress is worth printing only when it is really built (the first time)
+  const steps: string[] = [];
+  const guest = ensureGuest(stateRoot, (m) => steps.push(m));
+  if (!steps.some((m) => m.startsWith('using cached'))) for (const m of steps) req.log.warn(`guest build: ${m}`);
   trace('guest ready');
   const accel = await chooseAccel(forced, () => probeKvm(guest, 20_000), join(guestCacheDir(stateRoot), 'accel.json'));
   const mem = req.spec.linux?.resources?.memory?.limit;
@@ -238,6 +241,8 @@ async function create(req: CreateRequest): Promise<Created> {
     detached: true,
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
   });
+  // recorded at once, so that delete finds the monitor even if this create is killed
+  writeFileSync(join(vmDir, 'monitor.pid'), `${monitor.pid ?? 0} ${procStat(monitor.pid ?? 0)?.startTime ?? ''}\n`);
   const reports = monitor.stdio[3] as Readable;
   const lines: string[] = [];
   const waiters: (() => void)[] = [];
@@ -405,6 +410,16 @@ function monitorAlive(rec: ContainerRecord): boolean {
   return pid > 0 && isAlive(pid, String(rec.backendState?.['monitorStartTime'] ?? ''));
 }
 
+/** The monitor's pid and start time from monitor.pid in the state dir (also for a create that died). */
+function recordedMonitor(dir: string): { pid: number; startTime: string } | undefined {
+  try {
+    const [pid, startTime = ''] = readFileSync(join(dir, 'monitor.pid'), 'utf8').trim().split(' ');
+    return Number(pid) > 0 ? { pid: Number(pid), startTime } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The `microvm` backend. */
 export const microvmBackend: Backend = {
   ...containerBackend,
@@ -430,9 +445,10 @@ export const microvmBackend: Backend = {
     return Array.isArray(a.pids) ? (a.pids as number[]) : [];
   },
   async destroy(rec, dir) {
-    if (monitorAlive(rec)) {
+    const m = recordedMonitor(dir);
+    if (m && isAlive(m.pid, m.startTime)) {
       try {
-        process.kill(Number(rec.backendState?.['monitorPid']), 'SIGKILL');
+        process.kill(m.pid, 'SIGKILL');
       } catch {
         // it ended on its own
       }

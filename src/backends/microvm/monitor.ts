@@ -165,6 +165,14 @@ export function monitorMain(argv: string[]): Promise<number> {
       sock.on('error', () => {});
       for (const f of pending.splice(0)) sock.write(encodeFrame(f));
     });
+    // a VMM that never connects (its create was killed, say) must not leave the monitor behind
+    const noGuest = setTimeout(() => {
+      if (!guest) {
+        log('no VMM connected within 5 minutes; giving up');
+        finish(1);
+      }
+    }, 5 * 60_000);
+    noGuest.unref();
     let listening = 0;
     const onListening = (): void => {
       if (++listening < 2) return;

@@ -45,6 +45,23 @@ export const TCG_TB_SIZE_MIB = 64;
 /** Kernel parameters this driver always sets (serial console, reboot and panic exit QEMU). */
 export const QEMU_BASE_CMDLINE = 'console=ttyS0 quiet panic=-1 reboot=t';
 
+/**
+ * Kernel parameters that keep an emulated (TCG) guest from hanging in early boot when the host
+ * is busy: its TSC calibration against the PIT then fails ("could not calculate TSC khz") and,
+ * with no HPET or PM timer on microvm, the boot stalls (seen with three VMs booting at once on
+ * two CPUs). The guest is told the TSC frequency (the host's, from /proc/cpuinfo) instead.
+ */
+export function tcgClockCmdline(): string {
+  let mhz = 2000;
+  try {
+    const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m && Number(m[1]) > 100) mhz = Number(m[1]);
+  } catch {
+    // no /proc/cpuinfo: keep the default
+  }
+  return `tsc_early_khz=${Math.round(mhz * 1000)} no_timer_check`;
+}
+
 /** Longest path a unix socket address can hold (sun_path is 108 bytes with its NUL). */
 const SUN_PATH_MAX = 107;
 
@@ -202,7 +219,7 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
   const kvm = cfg.accel === 'kvm';
   // Under TCG the PIT must stay: the kernel calibrates the TSC against it (see the file comment).
   const machine = `microvm,pit=${kvm ? 'off' : 'on'},pic=off,isa-serial=on,rtc=on`;
-  const cmdline = [QEMU_BASE_CMDLINE, cfg.cmdline.trim()].filter((s) => s !== '').join(' ');
+  const cmdline = [QEMU_BASE_CMDLINE, cfg.accel === 'tcg' ? tcgClockCmdline() : '', cfg.cmdline.trim()].filter((s) => s !== '').join(' ');
   const argv = [
     binary,
     '-M', machine,
