@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { HostError, UsageError } from '../../src/errors.js';
-import { QemuConfigError, chooseAccel, findExecutable, kvmUnusable, probeKvm, qemuArgv, qemuDriver } from '../../src/backends/microvm/qemu.js';
+import { QemuConfigError, chooseAccel, findExecutable, kvmUnusable, probeKvm, qemuArgv, qemuDriver, tcgClockCmdline } from '../../src/backends/microvm/qemu.js';
 import { chooseDriver } from '../../src/backends/microvm/vmm.js';
 import type { GuestImage, VmConfig } from '../../src/backends/microvm/types.js';
 
@@ -71,7 +71,8 @@ describe('qemuArgv', () => {
     assert.equal(valueOf(argv, '-serial'), 'file:/run/moat/ctr-1/console.log');
     assert.equal(valueOf(argv, '-kernel'), '/var/lib/moat/guest/vmlinuz');
     assert.equal(valueOf(argv, '-initrd'), '/var/lib/moat/guest/initramfs.cpio');
-    assert.equal(valueOf(argv, '-append'), 'console=ttyS0 quiet panic=-1 reboot=t moat.root=vda');
+    assert.equal(valueOf(argv, '-append'), `console=ttyS0 quiet panic=-1 reboot=t ${tcgClockCmdline()} moat.root=vda`);
+    assert.match(tcgClockCmdline(), /^tsc_early_khz=\d+ no_timer_check$/, 'TCG guests are told the TSC frequency');
     assert.equal(valueOf(argv, '-chardev'), 'socket,id=ctl,path=/run/moat/ctr-1/ctl.sock');
     assert.deepEqual(valuesOf(argv, '-device'), ['virtio-serial-device', 'virtserialport,chardev=ctl,name=moat.ctl']);
     for (const f of ['-drive', '-fsdev', '-netdev']) assert.ok(!argv.includes(f), `no ${f} without its feature`);
