@@ -285,7 +285,7 @@ async function create(req: CreateRequest): Promise<Created> {
     }
   };
 
-  let created: Created;
+  let created: Created | undefined;
   try {
     await until('listening', 20_000, 'the VM monitor listened');
     const root = join(vmDir, 'vmm-root');
@@ -320,6 +320,17 @@ async function create(req: CreateRequest): Promise<Created> {
     writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
   } catch (e) {
     killMonitor();
+    // the VMM may run already (a guest that never came up): take it and its cgroups down, or
+    // it would outlive the state directory the caller is about to remove
+    const vmm = created;
+    if (vmm !== undefined) {
+      try {
+        process.kill(vmm.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      await containerBackend.destroy({ id: req.id, cgroupPaths: vmm.cgroupPaths } as ContainerRecord, vmDir).catch(() => {});
+    }
     throw e;
   }
   reports.destroy();
