@@ -584,6 +584,21 @@ static void __attribute__((noreturn)) child_fail(int ep, int step, uint32_t aux)
   _exit(r[1] == ENOENT ? 127 : 126);
 }
 
+/* Creates the missing directories of an absolute path (0755), as runc does for process.cwd. */
+static void make_dirs(const char *path) {
+  char buf[4096];
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof buf || path[0] != '/') return;
+  memcpy(buf, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char c = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return; /* chdir then reports the error */
+    buf[i] = c;
+  }
+}
+
 static void __attribute__((noreturn)) child(uint32_t stream, int in, int out, int err, int ep) {
   if (setsid() < 0) child_fail(ep, ST_SETSID, 0);
   if (stream == 0 && sp.hostname && sethostname(sp.hostname, strlen(sp.hostname)) != 0)
@@ -593,6 +608,7 @@ static void __attribute__((noreturn)) child(uint32_t stream, int in, int out, in
     struct rlimit rl = { (rlim_t)sp.rl_soft[i], (rlim_t)sp.rl_hard[i] };
     if (setrlimit((__rlimit_resource_t)sp.rl_res[i], &rl) != 0) child_fail(ep, ST_RLIMIT, sp.rl_res[i]);
   }
+  if (sp.cwd && chdir(sp.cwd) != 0 && errno == ENOENT) make_dirs(sp.cwd);
   if (chdir(sp.cwd ? sp.cwd : "/") != 0) child_fail(ep, ST_CHDIR, 0);
   /* An unprivileged agent (test mode only) asked for its own ids has nothing to change. */
   if (geteuid() == 0 || sp.uid != geteuid() || sp.gid != getegid() || sp.ngroups > 0) {

@@ -127,10 +127,19 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
   });
 
   it('runs the embedded default with the host root shared read-only', async () => {
-    const r = await sb.rt(['run', '--isolation', 'microvm', '--', 'sh', '-c', 'uname -r; test -x /usr/bin/busybox && echo host-root; echo x > /etc/moat-vm-write && cat /etc/moat-vm-write'], { timeoutMs: VM_TIMEOUT });
+    // a working directory the guest lacks is made, as runc makes a missing process.cwd
+    const r = await sb.rt(['run', '--isolation', 'microvm', '--cwd', '/tmp/moat-vm-cwd/sub', '--', 'sh', '-c', 'uname -r; pwd; test -x /usr/bin/busybox && echo host-root; echo x > /etc/moat-vm-write && cat /etc/moat-vm-write'], { timeoutMs: VM_TIMEOUT });
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, `${guestRelease}\nhost-root\nx\n`);
+    assert.equal(r.stdout, `${guestRelease}\n/tmp/moat-vm-cwd/sub\nhost-root\nx\n`);
     assert.equal(existsSync('/etc/moat-vm-write'), false, 'a write in the guest reached the host');
+  });
+
+  it('fails start at once, with the reason, when the program cannot run', async () => {
+    const t0 = Date.now();
+    const r = await run(['/no/such/program']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /exec \/no\/such\/program: No such file or directory/);
+    assert.ok(Date.now() - t0 < 60_000, 'start waited for its timeout instead of the agent\'s answer');
   });
 
   it('rejects malformed and oversized agent messages without crashing the host side', async () => {

@@ -200,10 +200,11 @@ describe('moat-agent --test-fd', { skip: SKIP }, () => {
       rmSync(dir, { recursive: true, force: true });
     }
 
-    agent.run(2, spec(['true'], { cwd: '/nonexistent-dir' }));
+    // a missing cwd is created (as runc does); one under a regular file cannot be
+    agent.run(2, spec(['true'], { cwd: '/etc/hostname/sub' }));
     frames = await agent.untilExit(2);
-    assert.equal(frames[0]!.payload.toString(), 'chdir /nonexistent-dir: No such file or directory');
-    assert.equal(decodeExit(frames[1]!.payload), 127);
+    assert.equal(frames[0]!.payload.toString(), 'chdir /etc/hostname/sub: Not a directory');
+    assert.equal(decodeExit(frames[1]!.payload), 126);
   });
 
   it('splits large output into frames of at most 64 KiB and sends all of it before EXIT', async () => {

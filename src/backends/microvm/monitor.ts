@@ -236,6 +236,10 @@ export function monitorMain(argv: string[]): Promise<number> {
       switch (cmd.op) {
         case 'start':
           s0.started.push((pid) => reply(conn, { pid }));
+          // a process that cannot start (exec or chdir failed) gets FAILURE and EXIT, no STARTED
+          s0.waiters.push((status) => {
+            if (s0.pid === undefined) reply(conn, { error: `the container process did not start (${s0.failures.join('; ') || `status ${status}`})` });
+          });
           try {
             send({ type: MSG.RUN, stream: 0, payload: encodeRun(cfg.process) });
           } catch (e) {
