@@ -97,3 +97,38 @@ export const interrupt = {
     return new Promise((resolve) => setImmediate(resolve)).then(interrupt.check);
   },
 };
+
+/**
+ * Reads a bench's command-line flags in order: `next()` gives the next flag; `value()` and
+ * `count(min)` take its argument (an integer >= min for count), or print the problem and
+ * `usage(2)` (which exits).
+ */
+export function flagReader(argv, usage) {
+  let i = -1;
+  const reader = {
+    next() {
+      i += 1;
+      return argv[i];
+    },
+    value() {
+      const flag = argv[i];
+      const v = argv[++i];
+      if (v === undefined) {
+        console.error(`${flag} needs a value`);
+        usage(2);
+      }
+      return v;
+    },
+    count(min) {
+      const flag = argv[i];
+      const raw = reader.value();
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < min) {
+        console.error(`${flag}: expected an integer >= ${min}, got "${raw}"`);
+        usage(2);
+      }
+      return n;
+    },
+  };
+  return reader;
+}

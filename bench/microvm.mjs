@@ -57,7 +57,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { RuntimeFailure, interrupt, ratio, runtime, stats, tail, which } from './lib.mjs';
+import { flagReader, interrupt, ratio, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000; // delete, state, guest build
@@ -86,25 +86,9 @@ function usage(code) {
 
 function parseArgs(argv) {
   const opts = { iterations: undefined, quick: false, bootTimeoutMs: 20_000, moat: path.join(repo, 'bin/moat.cjs'), qemu: 'qemu-system-x86_64', append: '' };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) {
-        console.error(`${flag} needs a value`);
-        usage(2);
-      }
-      return v;
-    };
-    const count = (min) => {
-      const raw = value();
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < min) {
-        console.error(`${flag}: expected an integer >= ${min}, got "${raw}"`);
-        usage(2);
-      }
-      return n;
-    };
+  const flags = flagReader(argv, usage);
+  for (let flag = flags.next(); flag !== undefined; flag = flags.next()) {
+    const { value, count } = flags;
     if (flag === '--iterations') opts.iterations = count(1);
     else if (flag === '--quick') opts.quick = true;
     else if (flag === '--boot-timeout') opts.bootTimeoutMs = count(1) * 1000;

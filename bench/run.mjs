@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { RuntimeFailure, interrupt, ratio, runtime, stats, tail, which } from './lib.mjs';
+import { flagReader, interrupt, ratio, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000;
@@ -29,25 +29,9 @@ function usage(code) {
 
 function parseArgs(argv) {
   const opts = { iterations: 20, warmup: 1, containers: 5, moat: path.join(repo, 'bin/moat.cjs'), runc: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) {
-        console.error(`${flag} needs a value`);
-        usage(2);
-      }
-      return v;
-    };
-    const count = (min) => {
-      const raw = value();
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < min) {
-        console.error(`${flag}: expected an integer >= ${min}, got "${raw}"`);
-        usage(2);
-      }
-      return n;
-    };
+  const flags = flagReader(argv, usage);
+  for (let flag = flags.next(); flag !== undefined; flag = flags.next()) {
+    const { value, count } = flags;
     if (flag === '--iterations') opts.iterations = count(1);
     else if (flag === '--warmup') opts.warmup = count(0);
     else if (flag === '--containers') opts.containers = count(1);

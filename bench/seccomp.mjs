@@ -24,7 +24,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { C_PRELUDE, RuntimeFailure, interrupt, ratio, runtime, tail, which } from './lib.mjs';
+import { C_PRELUDE, flagReader, interrupt, ratio, runtime, RuntimeFailure, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 120_000;
@@ -68,25 +68,9 @@ function usage(code) {
 
 function parseArgs(argv) {
   const opts = { iterations: 10, baseline: 1, moat: path.join(repo, 'bin/moat.cjs'), runc: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) {
-        console.error(`${flag} needs a value`);
-        usage(2);
-      }
-      return v;
-    };
-    const count = (min) => {
-      const raw = value();
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < min) {
-        console.error(`${flag}: expected an integer >= ${min}, got "${raw}"`);
-        usage(2);
-      }
-      return n;
-    };
+  const flags = flagReader(argv, usage);
+  for (let flag = flags.next(); flag !== undefined; flag = flags.next()) {
+    const { value, count } = flags;
     if (flag === '--iterations') opts.iterations = count(1);
     else if (flag === '--baseline') opts.baseline = count(1);
     else if (flag === '--moat') opts.moat = path.resolve(value());

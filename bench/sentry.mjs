@@ -57,7 +57,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { C_PRELUDE, RuntimeFailure, interrupt, ratio, runtime, stats, tail, which } from './lib.mjs';
+import { C_PRELUDE, flagReader, interrupt, ratio, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 30_000;
@@ -146,25 +146,11 @@ function parseArgs(argv) {
     runsc: undefined,
     floor: path.resolve(repo, '../shared/reference/notify-floor.c'),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) {
-        console.error(`${flag} needs a value`);
-        usage(2);
-      }
-      return v;
-    };
-    if (flag === '--iterations') {
-      const raw = value();
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < 1) {
-        console.error(`${flag}: expected an integer >= 1, got "${raw}"`);
-        usage(2);
-      }
-      opts.iterations = n;
-    } else if (flag === '--quick') opts.quick = true;
+  const flags = flagReader(argv, usage);
+  for (let flag = flags.next(); flag !== undefined; flag = flags.next()) {
+    const { value, count } = flags;
+    if (flag === '--iterations') opts.iterations = count(1);
+    else if (flag === '--quick') opts.quick = true;
     else if (flag === '--moat') opts.moat = path.resolve(value());
     else if (flag === '--runc') opts.runc = value();
     else if (flag === '--runsc') opts.runsc = value();
