@@ -132,3 +132,20 @@ export function flagReader(argv, usage) {
   };
   return reader;
 }
+
+/** Prints why a bench run failed (a runtime's error, Ctrl-C, or a bug of the bench) and returns exit code 1. */
+export function reportFailure(err) {
+  if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
+  else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
+  else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  return 1;
+}
+
+/** Removes a bench's temporary directory, saying so (and carrying on) if it cannot. */
+export function removeTemp(dir) {
+  try {
+    fs.rmSync(dir, { recursive: true, force: true });
+  } catch (err) {
+    console.error(`cleanup: cannot remove ${dir}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}

@@ -57,7 +57,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { flagReader, interrupt, ratio, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
+import { flagReader, interrupt, ratio, removeTemp, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000; // delete, state, guest build
@@ -920,11 +920,7 @@ async function main() {
     if (moat) for (const id of [...ids]) forceDelete(id);
     const left = sweep(tmp); // anything else still naming the bench's directory
     if (left.length) console.error(`cleanup: killed leftover processes: ${left.join(', ')}`);
-    try {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    } catch (err) {
-      console.error(`cleanup: cannot remove ${tmp}: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    removeTemp(tmp);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

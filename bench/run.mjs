@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { flagReader, interrupt, ratio, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
+import { flagReader, interrupt, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000;
@@ -389,10 +389,7 @@ async function main() {
     else for (const l of lines) console.log(`  ${l}`);
     return 0;
   } catch (err) {
-    if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
-    else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
-    else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-    return 1;
+    return reportFailure(err);
   } finally {
     interrupt.stopped = false; // cleanup must run even after Ctrl-C
     for (const rt of runtimes) {
@@ -405,11 +402,7 @@ async function main() {
         }
       }
     }
-    try {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    } catch (err) {
-      console.error(`cleanup: cannot remove ${tmp}: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    removeTemp(tmp);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -24,7 +24,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { C_PRELUDE, flagReader, interrupt, ratio, runtime, RuntimeFailure, tail, which } from './lib.mjs';
+import { C_PRELUDE, flagReader, interrupt, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 120_000;
@@ -253,10 +253,7 @@ async function main() {
     console.log(`ratio moat/runc of the filter overhead on personality (the BPF program runs): ${ratio(f.moat.personality - p.moat.personality, f.runc.personality - p.runc.personality)}`);
     return 0;
   } catch (err) {
-    if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
-    else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
-    else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-    return 1;
+    return reportFailure(err);
   } finally {
     interrupt.stopped = false; // cleanup must run even after Ctrl-C
     for (const rt of runtimes) {
@@ -269,11 +266,7 @@ async function main() {
         }
       }
     }
-    try {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    } catch (err) {
-      console.error(`cleanup: cannot remove ${tmp}: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    removeTemp(tmp);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
