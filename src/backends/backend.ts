@@ -107,6 +107,8 @@ export interface ExecRequest {
   foreground: boolean;
   /** Set by the sentry backend: the exec'd process runs under the sentry too. */
   sentryJail?: SentryJail;
+  /** Fds for the process's stdin, stdout and stderr (default: the runtime's own). */
+  stdio?: readonly [number, number, number];
 }
 
 /** One isolation backend. */

@@ -4,52 +4,29 @@
  * own, receives the pty master from the container, and relays it to its own stdio, in raw mode
  * when stdin is a terminal, forwarding window size changes.
  */
-import { closeSync, mkdtempSync, read, rmSync, write } from 'node:fs';
-import { createServer } from 'node:net';
-import type { Server, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { recvFd, setWindowSize } from '../sys/libc.js';
+import { closeSync, read, write } from 'node:fs';
+import { setWindowSize } from '../sys/libc.js';
+import { ConsoleSocket } from '../util/consolesocket.js';
 
 /** A console socket Moat serves itself, then the relay between the pty and Moat's stdio. */
 export class ConsoleRelay {
   readonly path: string;
-  private readonly dir: string;
-  private readonly server: Server;
-  private conn: Promise<Socket>;
   private master = -1;
   private done: Promise<void> = Promise.resolve();
   private restore: () => void = () => {};
 
-  private constructor(dir: string, server: Server, conn: Promise<Socket>) {
-    this.dir = dir;
-    this.path = join(dir, 'console.sock');
-    this.server = server;
-    this.conn = conn;
+  private constructor(private readonly socket: ConsoleSocket) {
+    this.path = socket.path;
   }
 
   /** Starts listening on a fresh private socket. */
   static async listen(): Promise<ConsoleRelay> {
-    const dir = mkdtempSync(join(tmpdir(), 'moat-console-'));
-    let accept: (s: Socket) => void = () => {};
-    const conn = new Promise<Socket>((r) => (accept = r));
-    const server = createServer({ pauseOnConnect: true }, (s) => accept(s));
-    const relay = new ConsoleRelay(dir, server, conn);
-    await new Promise<void>((res, rej) => {
-      server.once('error', rej);
-      server.listen(relay.path, () => res());
-    });
-    return relay;
+    return new ConsoleRelay(await ConsoleSocket.listen('moat-console-'));
   }
 
   /** Receives the pty master (the container sent it during create) and starts relaying. */
   async attach(): Promise<void> {
-    const sock = await this.conn;
-    // `_handle` is Node's internal wrapper; its fd is the only way to reach recvmsg from here
-    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
-    this.master = recvFd(fd).fd;
-    sock.destroy();
-    this.server.close();
+    this.master = await this.socket.receive();
     const master = this.master;
     const stdin = process.stdin;
     const stdout = process.stdout;
@@ -90,13 +67,11 @@ export class ConsoleRelay {
     process.stdin.pause();
     process.stdin.unref?.();
     if (this.master >= 0) closeSync(this.master);
-    this.server.close();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.socket.close();
   }
 
   /** Removes the socket after a failed create. */
   dispose(): void {
-    this.server.close();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.socket.close();
   }
 }

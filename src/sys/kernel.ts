@@ -166,6 +166,9 @@ interface Bound {
   processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   processVmWritev(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   listen(fd: number, backlog: number): number;
+  mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
+  umount2(target: string, flags: number): number;
+  pipe2(fds: Buffer, flags: number): number;
   accept4(fd: number, addr: null, len: null, flags: number): number;
   // --- sockets (sys_socket.ts)
   getsockname(fd: number, addr: Buffer, len: Buffer): number;
@@ -243,6 +246,9 @@ function b(): Bound {
       };
     })(),
     listen: f('int listen(int fd, int backlog)'),
+    mount: f('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+    umount2: f('int umount2(const char *target, int flags)'),
+    pipe2: f('int pipe2(_Out_ uint8_t *fds, int flags)'),
     accept4: f('int accept4(int fd, void *addr, void *len, int flags)'),
     // --- sockets (sys_socket.ts)
     getsockname: f('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint8_t *len)'),
@@ -278,6 +284,20 @@ function ri(call: () => number | bigint): number {
     const n = r(call());
     if (n !== -E.EINTR) return n;
   }
+}
+
+/** mount(2); returns 0 or -errno. */
+export const mount = (source: string | null, target: string, fstype: string | null, flags: number, data: string | null): number =>
+  r(b().mount(source, target, fstype, flags, data));
+
+/** umount2(2); returns 0 or -errno. */
+export const umount2 = (target: string, flags: number): number => r(b().umount2(target, flags));
+
+/** pipe2(2): the read and write ends, or -errno. */
+export function pipe2(flags: number): [number, number] | number {
+  const fds = Buffer.alloc(8);
+  const n = r(b().pipe2(fds, flags));
+  return n < 0 ? n : [fds.readInt32LE(0), fds.readInt32LE(4)];
 }
 
 /** ioctl(2) with a buffer argument. */

@@ -12,6 +12,8 @@ export type Level = 'debug' | 'info' | 'warning' | 'error';
 /** Where and how to log. */
 export interface LogOptions {
   file?: string;
+  /** An open fd to write log lines to instead of a file (the shim's log FIFO). */
+  fd?: number;
   format: 'json' | 'text';
   debug: boolean;
 }
@@ -22,13 +24,14 @@ export class Logger {
 
   private emit(level: Level, msg: string, toStderr: boolean): void {
     if (level === 'debug' && !this.opts.debug) return;
-    if (this.opts.file) {
+    if (this.opts.file || this.opts.fd !== undefined) {
       const time = new Date().toISOString();
       const line = this.opts.format === 'json'
         ? JSON.stringify({ level, msg, time }) + '\n'
         : `time="${time}" level=${level} msg="${msg.replace(/"/g, '\\"')}"\n`;
       try {
-        appendFileSync(this.opts.file, line);
+        if (this.opts.fd !== undefined) writeSync(this.opts.fd, line);
+        else if (this.opts.file) appendFileSync(this.opts.file, line);
       } catch {
         // a broken log file must not hide the error itself: stderr still gets it below
         toStderr = toStderr || level === 'error';

@@ -255,6 +255,7 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
     plan,
     preserveFds: req.preserveFds,
     foreground: req.foreground,
+    ...(req.stdio ? { stdio: req.stdio } : {}),
     beforeGo: async (pid) => cgroups?.apply(pid),
     goState: (pid) => JSON.stringify({ ociVersion: rec.ociVersion, id: rec.id, status: 'running', pid, bundle: rec.bundle, annotations: rec.annotations }),
   });

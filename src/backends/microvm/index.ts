@@ -8,6 +8,7 @@
  * the VMM's.
  */
 import { spawn } from 'node:child_process';
+import type { StdioOptions } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -239,7 +240,8 @@ async function create(req: CreateRequest): Promise<Created> {
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
     detached: true,
-    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    // the monitor relays the guest process's stdio to these (the runtime's own by default)
+    stdio: [...((req.stdio ?? ['inherit', 'inherit', 'inherit']) as (number | 'inherit')[]), 'pipe'] as StdioOptions,
   });
   // recorded at once, so that delete finds the monitor even if this create is killed
   writeFileSync(join(vmDir, 'monitor.pid'), `${monitor.pid ?? 0} ${procStat(monitor.pid ?? 0)?.startTime ?? ''}\n`);
