@@ -93,6 +93,8 @@ export interface CreateOptions {
   sentry?: SentryChoice;
   /** MicroVM settings from the command line (used when the isolation is `microvm`). */
   microvm?: MicrovmChoice;
+  /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
+  stdio?: readonly [number, number, number];
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */
@@ -155,6 +157,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       ...(opts.network ? { network: opts.network } : {}),
       ...(opts.sentry ? { sentry: opts.sentry } : {}),
       ...(opts.microvm ? { microvm: opts.microvm } : {}),
+      ...(opts.stdio ? { stdio: opts.stdio } : {}),
     });
     rec.pid = created.pid;
     rec.pidStartTime = created.pidStartTime;
@@ -288,6 +291,8 @@ export interface ExecOptions {
   pidFile?: string;
   preserveFds: number;
   foreground: boolean;
+  /** Fds for the process's stdin, stdout and stderr (default: the runtime's own). */
+  stdio?: readonly [number, number, number];
 }
 
 /** Runs a new process in a created or running container; in the foreground, `waitExit` resolves with its status. */
@@ -307,6 +312,7 @@ export async function exec(ctx: Context, id: string, opts: ExecOptions): Promise
     preserveFds: opts.preserveFds,
     foreground: opts.foreground,
     ...(opts.consoleSocket ? { consoleSocket: opts.consoleSocket } : {}),
+    ...(opts.stdio ? { stdio: opts.stdio } : {}),
   });
   if (opts.pidFile) writePidFile(opts.pidFile, started.pid);
   return started.waitExit ? { pid: started.pid, waitExit: started.waitExit } : { pid: started.pid };
