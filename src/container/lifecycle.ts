@@ -222,7 +222,14 @@ export async function kill(ctx: Context, id: string, signal: number, all: boolea
     const status = liveStatus(rec, lock.dir, ctx.store, true);
     if (status === 'stopped' && all) return; // runc: kill --all of a stopped container is not an error
     check(id, 'kill', status);
-    await (await getBackend(rec.isolation)).kill(rec, signal, all);
+    const backend = await getBackend(rec.isolation);
+    await backend.kill(rec, signal, all);
+    if (status === 'paused' && signal === 9) {
+      // a frozen process takes SIGKILL only once thawed (runc thaws it too)
+      await backend.resume(rec);
+      rec.status = 'created';
+      ctx.store.write(rec);
+    }
   } finally {
     lock.unlock();
   }

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { RUNTIME, Sandbox, runtimeArgv, skipReason, waitFor } from '../helpers/runtime.js';
+import { RUNTIME, Sandbox, processAlive, runtimeArgv, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = skipReason();
 if (skip) console.log(`# skipping resources tests: ${skip}`);
@@ -109,5 +109,18 @@ describe(`resources (${RUNTIME})`, { skip }, () => {
     assert.equal((await sb.state(id)).status, 'running');
     assert.ok(await waitFor(() => count() > frozen + 3), 'the counter did not go on after resume');
     await sb.ok(['delete', '--force', id]);
+  });
+
+  it('kill -9 of a paused container stops it (the runtime thaws it)', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id();
+    await sb.ok(['run', '-d', '-b', b, id]);
+    const pid = (await sb.state(id)).pid;
+    await sb.ok(['pause', id]);
+    assert.equal((await sb.state(id)).status, 'paused');
+    await sb.ok(['kill', id, 'KILL']);
+    assert.ok(await waitFor(() => !processAlive(pid), 5000), 'the paused process survived SIGKILL');
+    assert.ok(await waitFor(async () => (await sb.state(id)).status === 'stopped', 5000), 'the container is not stopped');
+    await sb.ok(['delete', id]);
   });
 });
