@@ -10,24 +10,10 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { microvmSkipReason } from '../helpers/microvm.js';
 import { REPO, RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
 
-function why(): string | undefined {
-  if (RUNTIME !== 'moat') return 'the microvm isolation is Moat-only';
-  const base = skipReason();
-  if (base) return base;
-  try {
-    execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' });
-  } catch {
-    return 'qemu-system-x86_64 is not installed (Debian qemu-system-x86; .ci/run installs it)';
-  }
-  if (!existsSync('/boot') || !readdirSync('/boot').some((f) => f.startsWith('vmlinuz-'))) {
-    return 'no guest kernel in /boot (Debian linux-image-amd64; .ci/run installs it)';
-  }
-  return undefined;
-}
-
-const skip = why();
+const skip = microvmSkipReason();
 if (skip) console.log(`# skipping microvm tests: ${skip}`);
 
 const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');

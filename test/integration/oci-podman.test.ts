@@ -1,0 +1,135 @@
+/**
+ * The runtime under test as Podman's OCI runtime (`podman --runtime RUNTIME`): every container
+ * operation goes podman -> conmon -> RUNTIME create/start/exec, or podman -> RUNTIME
+ * state/pause/resume/kill/delete. A private store (test/helpers/podman.ts), images from the fixture
+ * archive only. Runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { makeOciImageArchive } from '../fixtures/ociimage.js';
+import { freezerState, leftoverProcesses, ptySkipReason, runtimeBinary } from '../helpers/harness.js';
+import { Podman, podmanSkipReason } from '../helpers/podman.js';
+import { RUNTIME, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
+
+const IMAGE = 'moat.test/busybox:latest';
+
+function runtimeMissing(): string | undefined {
+  try {
+    runtimeBinary();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+const skip = skipReason() ?? podmanSkipReason() ?? runtimeMissing();
+if (skip) console.log(`# skipping podman tests: ${skip}`);
+
+/**
+ * Where the runtime keeps a container's state when podman runs it: podman passes no --root, so
+ * the runtime's default root (runc: /run/runc; Moat, as root: /run/moat) holds ID/.
+ */
+const runtimeState = (id: string): string => join(RUNTIME === 'runc' ? '/run/runc' : '/run/moat', id);
+
+describe(`podman (${RUNTIME})`, { skip }, () => {
+  let pm: Podman | undefined;
+  const p = (): Podman => {
+    assert.ok(pm, 'podman store was not set up');
+    return pm;
+  };
+  const name = (tag: string): string => `moat-${RUNTIME}-${process.pid}-${tag}`;
+
+  before(async () => {
+    pm = await Podman.start();
+    const image = await makeOciImageArchive(join(pm.dir, 'busybox-oci.tar'), { ref: IMAGE });
+    await pm.load(image.path);
+  });
+  after(async () => {
+    await pm?.stop();
+  });
+
+  it('run --rm: output and exit code pass through; pid 1, the rlimits and the empty network namespace of the spec', async () => {
+    const r = await p().run(['--rm', IMAGE, 'sh', '-c', 'echo hello $$ $(ulimit -n); grep -c : /proc/net/dev; echo oops >&2; exit 6']);
+    assert.equal(r.status, 6, r.stderr);
+    // /proc/net/dev: one line per interface (each has a colon), lo only
+    assert.equal(r.stdout, 'hello 1 1024\n1\n');
+    assert.match(r.stderr, /oops/);
+  });
+
+  it('run -it: an interactive shell on a terminal; its exit code passes through', { skip: ptySkipReason() }, async () => {
+    const r = await p().tty(['run', '--rm', '-it', IMAGE, 'sh'], { input: 'tty; echo $((6*7)); exit 5\n' });
+    assert.equal(r.status, 5, `terminal showed:\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m, 'tty did not name a pseudo-terminal');
+    assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
+  });
+
+  describe('a detached container (run -d --name N ... sleep 1000)', () => {
+    const n = name('det');
+    let cid = '';
+    let pid = 0;
+    before(async () => {
+      cid = (await p().ok(['run', '-d', '--name', n, IMAGE, 'sleep', '1000'])).stdout.trim();
+      assert.match(cid, /^[0-9a-f]{64}$/);
+      pid = Number((await p().ok(['inspect', '-f', '{{.State.Pid}}', n])).stdout.trim());
+      assert.ok(pid > 0 && processAlive(pid), `State.Pid ${pid} is not a live process`);
+      assert.equal(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), 'sleep\u00001000\u0000');
+    });
+
+    it('exec: a process in the container (its pid namespace); output and exit code pass through', async () => {
+      const r = await p().podman(['exec', n, 'sh', '-c', 'echo in-exec; tr "\\0" " " </proc/1/cmdline; echo; exit 4']);
+      assert.equal(r.status, 4, r.stderr);
+      assert.equal(r.stdout, 'in-exec\nsleep 1000 \n');
+    });
+
+    it('exec -it: an interactive shell on a terminal in the container', { skip: ptySkipReason() }, async () => {
+      const r = await p().tty(['exec', '-it', n, 'sh'], { input: 'tty; echo $((7*8)); exit 7\n' });
+      assert.equal(r.status, 7, `terminal showed:\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m);
+      assert.match(r.stdout, /^56\r*$/m);
+    });
+
+    it('top and ps show the running container', async () => {
+      const top = await p().ok(['top', n, 'pid', 'args']);
+      assert.match(top.stdout, /^\s*1\s+sleep 1000\s*$/m, `podman top printed:\n${top.stdout}`);
+      const ps = await p().ok(['ps', '--filter', 'status=running', '--no-trunc', '--format', '{{.ID}} {{.Names}}']);
+      assert.ok(ps.stdout.split('\n').includes(`${cid} ${n}`), `podman ps --filter status=running printed:\n${ps.stdout}`);
+    });
+
+    it('pause freezes it (paused), unpause thaws it (running)', async () => {
+      const status = async (): Promise<string> => (await p().ok(['inspect', '-f', '{{.State.Status}}', n])).stdout.trim();
+      await p().ok(['pause', n]);
+      assert.equal(await status(), 'paused');
+      const frozen = freezerState(pid);
+      if (frozen !== undefined) assert.equal(frozen, 'FROZEN', 'the container is paused but its cgroup is not frozen');
+      await p().ok(['unpause', n]);
+      assert.equal(await status(), 'running');
+      if (frozen !== undefined) assert.equal(freezerState(pid), 'THAWED');
+      assert.ok(processAlive(pid));
+    });
+
+    it('kill: wait prints 137; rm removes the container and the runtime state', async () => {
+      const state = runtimeState(cid);
+      assert.ok(existsSync(state), `the runtime's state ${state} is missing while the container runs`);
+      await p().ok(['kill', n]);
+      const w = await p().ok(['wait', n]);
+      assert.equal(w.stdout.trim(), '137');
+      assert.ok(await waitFor(() => !processAlive(pid), 5000), 'the container exited but its process lives');
+      await p().ok(['rm', n]);
+      assert.equal((await p().podman(['inspect', n])).status === 0, false, 'rm left the container');
+      assert.equal(existsSync(state), false, `rm left the runtime's state ${state}`);
+    });
+  });
+
+  it('leaves no container, runtime state or process behind', async () => {
+    assert.equal((await p().ok(['ps', '-a', '-q'])).stdout.trim(), '');
+    const ids = await p().containerIds();
+    assert.ok(ids.length >= 3, `the events log names ${ids.length} containers, not the 3 the tests made`);
+    for (const id of ids) assert.equal(existsSync(runtimeState(id)), false, `${runtimeState(id)} is left`);
+    // conmon and its `podman container cleanup` outlive the container briefly: give them a moment
+    const match = { paths: [p().dir], ids };
+    await waitFor(() => leftoverProcesses(match).length === 0, 10_000);
+    assert.deepEqual(leftoverProcesses(match), []);
+  });
+});
