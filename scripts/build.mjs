@@ -50,6 +50,9 @@ await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/cli/main.t
 // The sentry process (one per sandbox under --isolation sentry) is a bundle of its own: it
 // never loads the CLI, the spec schema or zod.
 await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/backends/sentry/entry.ts')], outfile: join(dist, 'sentry.cjs') });
+// `containerd-shim-moat-v1 start` runs once per sandbox while containerd waits: a bundle of Node's
+// core modules and the flag parser only (src/shim/start.ts).
+await esbuild.build({ ...bundleOptions, entryPoints: [join(root, 'src/shim/start.ts')], outfile: join(dist, 'shim-start.cjs') });
 
 // Record V8's compiled code for the paths every container (and sentry) start takes (see bin/moat.cjs).
 const require = createRequire(import.meta.url);

@@ -75,6 +75,12 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
+/** Runs `containerd-shim-moat-v1` (see src/shim/main.ts); resolves with its exit code. */
+export async function shim(argv: readonly string[]): Promise<number> {
+  const { shimMain } = await import('../shim/main.js');
+  return shimMain(argv);
+}
+
 /** Runs a microVM's monitor (see src/backends/microvm/monitor.ts); resolves with its exit code. */
 export async function vmMonitor(argv: string[]): Promise<number> {
   const { monitorMain } = await import('../backends/microvm/monitor.js');

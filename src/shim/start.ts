@@ -1,0 +1,170 @@
+/**
+ * `containerd-shim-moat-v1 ... start`: the short-lived process containerd runs (cwd: the bundle)
+ * to get the ttrpc address of the sandbox's shim. If the sandbox's shim runs, its address is the
+ * answer. Otherwise this process binds the socket, starts the shim daemon with the listening
+ * socket as fd 3, writes containerd's runtime options (read from stdin) into the bundle for it,
+ * prints the address and exits without waiting: containerd's first request waits in the
+ * socket's backlog while the daemon loads, so the two start-ups overlap.
+ *
+ * This is its own small bundle (dist/shim-start.cjs): only Node's core and flags.ts, so the
+ * process containerd waits for starts as fast as Node can.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import type { Server } from 'node:net';
+import { GROUP_ANNOTATIONS, parseShimFlags, ShimUsageError, SOCKET_DIR, socketAddress, socketPath } from './flags.js';
+import type { ShimFlags } from './flags.js';
+
+/** The file in the bundle that hands containerd's runtime options to the daemon. */
+export const OPTIONS_FILE = 'moat-shim-options';
+
+/** A start that failed, with the reason containerd shows the user. */
+export class ShimStartError extends Error {
+  constructor(message: string) {
+    super(`start: ${message}`);
+    this.name = 'ShimStartError';
+  }
+}
+
+/** Whether something accepts connections on a unix socket. */
+function canConnect(path: string): Promise<boolean> {
+  return new Promise((res) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
+}
+
+/** Writes the `address` file of the bundle atomically, as the runc shim does. */
+function writeAddress(address: string): void {
+  writeFileSync('address.tmp', address);
+  renameSync('address.tmp', 'address');
+}
+
+/** Reads stdin to its end (containerd writes the runtime options there, or nothing). */
+function readStdin(): Buffer {
+  const chunks: Buffer[] = [];
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    let n: number;
+    try {
+      n = readFileSyncChunk(buf);
+    } catch {
+      break; // no stdin at all
+    }
+    if (n <= 0) break;
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+  }
+  return Buffer.concat(chunks);
+}
+
+function readFileSyncChunk(buf: Buffer): number {
+  // containerd gives a pipe or /dev/null: both end
+  return readSync(0, buf, 0, buf.length, null);
+}
+
+/** Binds and listens on `path`; resolves with the server. */
+function listen(path: string): Promise<Server> {
+  return new Promise((res, rej) => {
+    const server = createServer();
+    server.once('error', rej);
+    server.listen({ path, backlog: 128 }, () => res(server));
+  });
+}
+
+/** The sandbox group of the bundle in the cwd: the CRI sandbox id, or the container id. */
+function group(id: string): string {
+  let spec: { annotations?: Record<string, string> };
+  try {
+    spec = JSON.parse(readFileSync('config.json', 'utf8')) as typeof spec;
+  } catch (e) {
+    throw new ShimStartError(`cannot read config.json of the bundle: ${(e as Error).message}`);
+  }
+  for (const a of GROUP_ANNOTATIONS) {
+    const g = spec.annotations?.[a];
+    if (g) return g;
+  }
+  return id;
+}
+
+/** The start action; resolves with the exit code after printing the address. */
+async function start(f: ShimFlags, daemon: string): Promise<number> {
+  if (!f.id) throw new ShimUsageError('-id is required');
+  if (!f.namespace) throw new ShimUsageError('-namespace is required');
+  const address = socketAddress(f.address, f.namespace, group(f.id));
+  const path = socketPath(address);
+  const opts = readStdin();
+  if (existsSync(path)) {
+    if (await canConnect(path)) {
+      writeAddress(address);
+      writeSync(1, address);
+      return 0;
+    }
+    unlinkSync(path); // left by a shim that died
+  }
+  mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
+  writeFileSync(OPTIONS_FILE, opts);
+  const server = await listen(path);
+  try {
+    // `_handle.fd` is Node's internal handle; it is how a listening socket is passed to a child
+    const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+    const args = [daemon, '-namespace', f.namespace, '-id', f.id, '-address', f.address, '-publish-binary', f.publishBinary, '-socket', path,
+      ...(f.debug ? ['-debug'] : [])];
+    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore', fd], env: process.env });
+    await new Promise<void>((res, rej) => {
+      child.once('spawn', () => res());
+      child.once('error', (e) => rej(new ShimStartError(`cannot run the shim daemon: ${e.message}`)));
+    });
+    child.unref();
+    adjustOom(child.pid ?? 0);
+  } catch (e) {
+    server.close();
+    try {
+      unlinkSync(path);
+    } catch {
+      // gone
+    }
+    throw e;
+  }
+  // not server.close(): Node would unlink the socket path; the daemon holds its own copy of the
+  // listening socket, and this process's copy goes when it exits right after this
+  server.unref();
+  writeAddress(address);
+  writeSync(1, address);
+  return 0;
+}
+
+/** The shim's OOM score: containerd's plus one (the OOM killer takes containers first, then the shim). */
+function adjustOom(pid: number): void {
+  try {
+    const parent = Number(readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim());
+    writeFileSync(`/proc/${pid}/oom_score_adj`, String(Math.min(1000, parent + 1)));
+  } catch {
+    // not allowed to lower it (rootless): the default is fine
+  }
+}
+
+/**
+ * Entry point of the binary: handles `start` here and hands every other action to `full`
+ * (the daemon and `delete`, in the main bundle). Resolves with the exit code.
+ */
+export async function main(argv: readonly string[], daemon: string, full: () => (argv: readonly string[]) => Promise<number>): Promise<number> {
+  let f: ShimFlags;
+  try {
+    f = parseShimFlags(argv);
+  } catch (e) {
+    writeSync(2, `containerd-shim-moat-v1: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (f.action !== 'start') return full()(argv);
+  try {
+    return await start(f, daemon);
+  } catch (e) {
+    writeSync(2, `containerd-shim-moat-v1: ${(e as Error).message}\n`);
+    return 1;
+  }
+}

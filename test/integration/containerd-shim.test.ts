@@ -1,0 +1,187 @@
+/**
+ * Moat's own containerd shim v2 (containerd-shim-moat-v1, runtime io.containerd.moat.v1) under a
+ * real containerd: the same cases as the runc shim (test/helpers/containerd-cases.ts), then what
+ * only this shim does: each isolation backend chosen per container (annotation) or per runtime
+ * (config file), one shim process per sandbox, task events, and a clean `delete` after a shim
+ * was killed. Moat only: runc has no shim of its own to compare with.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { makeOciImageArchive } from '../fixtures/ociimage.js';
+import { containerdCases, IMAGE } from '../helpers/containerd-cases.js';
+import { Containerd, containerdSkipReason, NAMESPACE } from '../helpers/containerd.js';
+import { REPO, skipReason, waitFor } from '../helpers/runtime.js';
+import { microvmSkipReason } from '../helpers/microvm.js';
+
+const RUNTIME_ARGS = ['--runtime', 'io.containerd.moat.v1'];
+/** Moat's state root under the shim for the test namespace. */
+const STATE = join('/run/containerd/moat', NAMESPACE);
+
+/** A directory with `containerd-shim-moat-v1` in it, for containerd's PATH (as `npm install -g` would link it). */
+function shimPathDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'moat-shim-bin-'));
+  symlinkSync(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'), join(dir, 'containerd-shim-moat-v1'));
+  return dir;
+}
+
+const binDir = skipReason() === undefined ? shimPathDir() : '';
+const env = { PATH: `${binDir}:${process.env.PATH ?? ''}` };
+
+containerdCases({
+  label: 'moat-shim',
+  runArgs: RUNTIME_ARGS,
+  runtimeState: (id) => join(STATE, id),
+  containerd: { env },
+  ...(process.env.MOAT_TEST_RUNTIME === 'runc' ? { skip: 'the Moat shim has no runc counterpart' } : {}),
+});
+
+/** Live shim daemons (not the short-lived `start` processes). */
+function shimDaemons(): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+      if (argv[0] === 'containerd-shim-moat-v1') out.push(Number(e)); // the daemon's process.title
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+const skip = skipReason() ?? containerdSkipReason() ?? (process.env.MOAT_TEST_RUNTIME === 'runc' ? 'Moat only' : undefined);
+
+describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
+  let ctd: Containerd | undefined;
+  const c = (): Containerd => {
+    assert.ok(ctd, 'containerd did not start');
+    return ctd;
+  };
+  let n = 0;
+  const newId = (tag: string): string => `shim-${process.pid}-${tag}-${++n}`;
+
+  before(async () => {
+    ctd = await Containerd.start(undefined, { env });
+    const image = await makeOciImageArchive(join(ctd.dir, 'busybox-oci.tar'), { ref: IMAGE });
+    await ctd.importImage(image.path);
+  });
+  after(async () => {
+    await ctd?.stop();
+    if (binDir) rmSync(binDir, { recursive: true, force: true });
+  });
+
+  it('io.moat.isolation=sentry: the task runs under the sentry (synthesized /proc), output and exit code pass through', async () => {
+    const id = newId('sentry');
+    const r = await c().ctr(['run', '--rm', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=sentry', IMAGE, id,
+      'sh', '-c', 'echo hi; cat /proc/version; exit 7'], { timeoutMs: 60_000 });
+    assert.equal(r.status, 7, `${r.stderr}\n${c().logTail()}`);
+    const lines = r.stdout.split('\n');
+    assert.equal(lines[0], 'hi');
+    // the sentry answers /proc/version itself, with its own kernel identity (docs/syscalls.md)
+    assert.notEqual(lines[1], readFileSync('/proc/version', 'utf8').trim(), 'the host /proc/version leaked: not under the sentry');
+  });
+
+  it('a runtime config file (--runtime-config-path) sets the isolation for every container of the runtime', async () => {
+    const cfg = join(c().dir, 'sentry.toml');
+    writeFileSync(cfg, '# Moat shim config\nisolation = "sentry"\nsentry_level = "strict"\n');
+    const id = newId('cfg');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, '--runtime-config-path', cfg, IMAGE, id, 'sleep', '1000'], { timeoutMs: 60_000 });
+    try {
+      const rec = JSON.parse(readFileSync(join(STATE, id, 'state.json'), 'utf8')) as { isolation: string };
+      assert.equal(rec.isolation, 'sentry');
+      const exec = await c().ctr(['task', 'exec', '--exec-id', 'x', id, 'sh', '-c', 'echo from-exec; exit 3']);
+      assert.equal(exec.status, 3, exec.stderr);
+      assert.equal(exec.stdout, 'from-exec\n');
+    } finally {
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+    }
+  });
+
+  it('a bad runtime config file fails the task with a message naming the file and key', async () => {
+    const cfg = join(c().dir, 'bad.toml');
+    writeFileSync(cfg, 'isolation = "sentry"\nsentry_levle = "strict"\n');
+    const id = newId('bad');
+    const r = await c().ctr(['run', '--rm', ...RUNTIME_ARGS, '--runtime-config-path', cfg, IMAGE, id, 'true']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /bad\.toml: unknown key sentry_levle/);
+    await c().ctr(['container', 'delete', id]);
+    assert.equal(existsSync(join(STATE, id)), false, 'a failed create left Moat state');
+  });
+
+  it('io.moat.isolation=microvm: the task runs in a guest kernel', { skip: microvmSkipReason(), timeout: 240_000 }, async () => {
+    const id = newId('vm');
+    const r = await c().ctr(['run', '--rm', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id,
+      'sh', '-c', 'echo hi-vm; uname -r; exit 4'], { timeoutMs: 200_000 });
+    assert.equal(r.status, 4, `${r.stderr}\n${c().logTail()}`);
+    const [first, release] = r.stdout.split('\n');
+    assert.equal(first, 'hi-vm');
+    assert.notEqual(release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), 'uname -r printed the host kernel');
+  });
+
+  it('containers of one sandbox (io.kubernetes.cri.sandbox-id) share one shim process', async () => {
+    const sandbox = `sb-${process.pid}`;
+    const a = newId('sa');
+    const b = newId('sb');
+    const before = new Set(shimDaemons());
+    const ann = ['--annotation', `io.kubernetes.cri.sandbox-id=${sandbox}`];
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, ...ann, IMAGE, a, 'sleep', '1000']);
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, ...ann, IMAGE, b, 'sleep', '1000']);
+    const other = newId('sc');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, other, 'sleep', '1000']);
+    try {
+      const added = shimDaemons().filter((p) => !before.has(p));
+      assert.equal(added.length, 2, `expected one shim for the sandbox and one for the other container, found ${added.length}`);
+      const addr = (id: string): string => readFileSync(join(c().state, 'io.containerd.runtime.v2.task', NAMESPACE, id, 'address'), 'utf8');
+      assert.equal(addr(a), addr(b));
+      assert.notEqual(addr(a), addr(other));
+    } finally {
+      for (const id of [a, b, other]) {
+        await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+        await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+        await c().ctr(['task', 'delete', id]);
+        await c().ctr(['container', 'delete', id]);
+      }
+    }
+    assert.ok(await waitFor(() => shimDaemons().every((p) => before.has(p)), 5000), 'a shim stayed after its last task was deleted');
+  });
+
+  it('publishes task events to containerd (create, start, exec-added, exec-started, exit, delete)', async () => {
+    const id = newId('ev');
+    const events = c().spawnCtr(['events']);
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // subscribed
+      await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
+      await c().ok(['task', 'exec', '--exec-id', 'ev1', id, 'true']);
+      await c().ok(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+      const want = ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit', '/tasks/delete'];
+      assert.ok(await waitFor(() => want.every((t) => events.output().includes(t)), 5000), `ctr events showed:\n${events.output()}`);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('a shim killed with SIGKILL: containerd cleans up through `containerd-shim-moat-v1 delete`, nothing is left', async () => {
+    const id = newId('dead');
+    const before = new Set(shimDaemons());
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
+    const pid = (await c().tasks()).get(id)?.pid ?? 0;
+    const shim = shimDaemons().filter((p) => !before.has(p));
+    assert.equal(shim.length, 1);
+    process.kill(shim[0]!, 'SIGKILL');
+    assert.ok(await waitFor(() => !existsSync(join(STATE, id)), 10_000), `Moat state ${join(STATE, id)} is left after the shim died`);
+    assert.ok(await waitFor(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '), 10_000),
+      'the container process outlived its dead shim');
+    await c().ctr(['task', 'delete', id]);
+    await c().ctr(['container', 'delete', id]);
+  });
+});
