@@ -13,7 +13,9 @@
  *   ProcessDetails (the runtime options containerd sends in CreateTaskRequest.options);
  * - `runtimeoptions.v1` (pkg/runtimeoptions/v1/api.proto): Options, CRI's generic runtime options
  *   (a config file path, or since containerd 1.7 the TOML body itself);
- * - `io.containerd.cgroups.v2` (containerd/cgroups v2/stats/metrics.proto): Metrics, for Stats;
+ * - `io.containerd.cgroups.v1` (containerd/cgroups stats/v1/metrics.proto) and
+ *   `io.containerd.cgroups.v2` (containerd/cgroups v2/stats/metrics.proto): Metrics, what Stats
+ *   returns on cgroup v1 / hybrid and on unified cgroup v2 hosts;
  * - `google.protobuf` Any, Timestamp, Empty and `google.rpc.Status`;
  * - `ttrpc` Request, Response, KeyValue, StringList (github.com/containerd/ttrpc types.go;
  *   ttrpc declares them as Go structs, the package name here is ours and never on the wire).
@@ -22,7 +24,9 @@
  * carries field numbers. {@link decode} returns plain objects with every field present:
  * scalars default to 0 / "" / false, repeated fields to [], maps to {}, absent message fields
  * to null; 64-bit integers come out as JS numbers (exact up to 2^53, which pids, exit statuses,
- * timestamps and cgroup counters stay below), bytes as Buffers, enums as numbers.
+ * timestamps and cgroup counters stay below; `decode(..., String)` gives exact decimal strings
+ * instead), bytes as Buffers, enums as numbers. To encode a uint64 above 2^53 exactly (cgroup
+ * "no limit" values), pass {@link uint64}'s result rather than a number.
  */
 import protobuf from 'protobufjs/light.js';
 import { MoatError } from '../errors.js';
@@ -56,6 +60,29 @@ const MOUNT = '.containerd.types.Mount';
 const idExec = (): FieldsJson => ({ id: f('string', 1), execId: f('string', 2) });
 const idOnly = (): FieldsJson => ({ id: f('string', 1) });
 const containerOnly = (): FieldsJson => ({ containerId: f('string', 1) });
+
+/**
+ * The uint64 fields 1..32 of io.containerd.cgroups.v1.MemoryStat, in field-number order (33..36
+ * are the MemoryEntry fields usage, swap, kernel, kernel_tcp).
+ */
+export const V1_MEMORY_STAT_FIELDS = [
+  'cache', 'rss', 'rssHuge', 'mappedFile', 'dirty', 'writeback', 'pgPgIn', 'pgPgOut', 'pgFault',
+  'pgMajFault', 'inactiveAnon', 'activeAnon', 'inactiveFile', 'activeFile', 'unevictable',
+  'hierarchicalMemoryLimit', 'hierarchicalSwapLimit', 'totalCache', 'totalRss', 'totalRssHuge',
+  'totalMappedFile', 'totalDirty', 'totalWriteback', 'totalPgPgIn', 'totalPgPgOut', 'totalPgFault',
+  'totalPgMajFault', 'totalInactiveAnon', 'totalActiveAnon', 'totalInactiveFile', 'totalActiveFile',
+  'totalUnevictable',
+] as const;
+
+/** The fields of io.containerd.cgroups.v2.MemoryStat (all uint64), in field-number order from 1. */
+export const V2_MEMORY_STAT_FIELDS = [
+  'anon', 'file', 'kernelStack', 'slab', 'sock', 'shmem', 'fileMapped', 'fileDirty',
+  'fileWriteback', 'anonThp', 'inactiveAnon', 'activeAnon', 'inactiveFile', 'activeFile',
+  'unevictable', 'slabReclaimable', 'slabUnreclaimable', 'pgfault', 'pgmajfault',
+  'workingsetRefault', 'workingsetActivate', 'workingsetNodereclaim', 'pgrefill', 'pgscan',
+  'pgsteal', 'pgactivate', 'pgdeactivate', 'pglazyfree', 'pglazyfreed', 'thpFaultAlloc',
+  'thpCollapseAlloc', 'usage', 'usageLimit', 'swapUsage', 'swapLimit',
+] as const;
 
 const DESCRIPTOR = {
   nested: {
@@ -318,6 +345,100 @@ const DESCRIPTOR = {
           nested: {
             cgroups: {
               nested: {
+                v1: {
+                  nested: {
+                    Metrics: msg({
+                      hugetlb: rep('HugetlbStat', 1),
+                      pids: f('PidsStat', 2),
+                      cpu: f('CPUStat', 3),
+                      memory: f('MemoryStat', 4),
+                      blkio: f('BlkIOStat', 5),
+                      rdma: f('RdmaStat', 6),
+                      network: rep('NetworkStat', 7),
+                      cgroupStats: f('CgroupStats', 8),
+                      memoryOomControl: f('MemoryOomControl', 9),
+                    }),
+                    HugetlbStat: msg({
+                      usage: f('uint64', 1),
+                      max: f('uint64', 2),
+                      failcnt: f('uint64', 3),
+                      pagesize: f('string', 4),
+                    }),
+                    PidsStat: msg({ current: f('uint64', 1), limit: f('uint64', 2) }),
+                    CPUStat: msg({ usage: f('CPUUsage', 1), throttling: f('Throttle', 2) }),
+                    // nanoseconds
+                    CPUUsage: msg({
+                      total: f('uint64', 1),
+                      kernel: f('uint64', 2),
+                      user: f('uint64', 3),
+                      perCpu: rep('uint64', 4),
+                    }),
+                    Throttle: msg({
+                      periods: f('uint64', 1),
+                      throttledPeriods: f('uint64', 2),
+                      throttledTime: f('uint64', 3),
+                    }),
+                    MemoryStat: msg({
+                      ...Object.fromEntries(V1_MEMORY_STAT_FIELDS.map((name, i) => [name, f('uint64', i + 1)])),
+                      usage: f('MemoryEntry', 33),
+                      swap: f('MemoryEntry', 34),
+                      kernel: f('MemoryEntry', 35),
+                      kernelTcp: f('MemoryEntry', 36),
+                    }),
+                    MemoryEntry: msg({
+                      limit: f('uint64', 1),
+                      usage: f('uint64', 2),
+                      max: f('uint64', 3),
+                      failcnt: f('uint64', 4),
+                    }),
+                    MemoryOomControl: msg({
+                      oomKillDisable: f('uint64', 1),
+                      underOom: f('uint64', 2),
+                      oomKill: f('uint64', 3),
+                    }),
+                    BlkIOStat: msg({
+                      ioServiceBytesRecursive: rep('BlkIOEntry', 1),
+                      ioServicedRecursive: rep('BlkIOEntry', 2),
+                      ioQueuedRecursive: rep('BlkIOEntry', 3),
+                      ioServiceTimeRecursive: rep('BlkIOEntry', 4),
+                      ioWaitTimeRecursive: rep('BlkIOEntry', 5),
+                      ioMergedRecursive: rep('BlkIOEntry', 6),
+                      ioTimeRecursive: rep('BlkIOEntry', 7),
+                      sectorsRecursive: rep('BlkIOEntry', 8),
+                    }),
+                    BlkIOEntry: msg({
+                      op: f('string', 1),
+                      device: f('string', 2),
+                      major: f('uint64', 3),
+                      minor: f('uint64', 4),
+                      value: f('uint64', 5),
+                    }),
+                    RdmaStat: msg({ current: rep('RdmaEntry', 1), limit: rep('RdmaEntry', 2) }),
+                    RdmaEntry: msg({
+                      device: f('string', 1),
+                      hcaHandles: f('uint32', 2),
+                      hcaObjects: f('uint32', 3),
+                    }),
+                    NetworkStat: msg({
+                      name: f('string', 1),
+                      rxBytes: f('uint64', 2),
+                      rxPackets: f('uint64', 3),
+                      rxErrors: f('uint64', 4),
+                      rxDropped: f('uint64', 5),
+                      txBytes: f('uint64', 6),
+                      txPackets: f('uint64', 7),
+                      txErrors: f('uint64', 8),
+                      txDropped: f('uint64', 9),
+                    }),
+                    CgroupStats: msg({
+                      nrSleeping: f('uint64', 1),
+                      nrRunning: f('uint64', 2),
+                      nrStopped: f('uint64', 3),
+                      nrUninterruptible: f('uint64', 4),
+                      nrIoWait: f('uint64', 5),
+                    }),
+                  },
+                },
                 v2: {
                   nested: {
                     Metrics: msg({
@@ -338,20 +459,7 @@ const DESCRIPTOR = {
                       nrThrottled: f('uint64', 5),
                       throttledUsec: f('uint64', 6),
                     }),
-                    MemoryStat: msg(
-                      Object.fromEntries(
-                        [
-                          'anon', 'file', 'kernelStack', 'slab', 'sock', 'shmem', 'fileMapped',
-                          'fileDirty', 'fileWriteback', 'anonThp', 'inactiveAnon', 'activeAnon',
-                          'inactiveFile', 'activeFile', 'unevictable', 'slabReclaimable',
-                          'slabUnreclaimable', 'pgfault', 'pgmajfault', 'workingsetRefault',
-                          'workingsetActivate', 'workingsetNodereclaim', 'pgrefill', 'pgscan',
-                          'pgsteal', 'pgactivate', 'pgdeactivate', 'pglazyfree', 'pglazyfreed',
-                          'thpFaultAlloc', 'thpCollapseAlloc', 'usage', 'usageLimit', 'swapUsage',
-                          'swapLimit',
-                        ].map((name, i) => [name, f('uint64', i + 1)]),
-                      ),
-                    ),
+                    MemoryStat: msg(Object.fromEntries(V2_MEMORY_STAT_FIELDS.map((name, i) => [name, f('uint64', i + 1)]))),
                     MemoryEvents: msg({
                       low: f('uint64', 1),
                       high: f('uint64', 2),
@@ -390,7 +498,7 @@ const DESCRIPTOR = {
 const root: protobuf.Root = protobuf.Root.fromJSON(DESCRIPTOR);
 
 /** How decode turns messages into plain objects (see the module comment). */
-const TO_OBJECT: protobuf.IConversionOptions = {
+const TO_OBJECT: protobuf.IConversionOptions & { longs: NumberConstructor | StringConstructor } = {
   longs: Number,
   enums: Number,
   bytes: Buffer,
@@ -452,17 +560,48 @@ export function encode(typeName: string, obj: object): Buffer {
  * Parses `buf` as message `typeName` into a plain object with every field present (see the
  * module comment for the shapes). Throws ShimProtocolError for bytes that are not a valid
  * encoding; never anything else. `T` is the caller's claim about the shape, e.g.
- * `decode<CreateTaskRequest>('containerd.task.v2.CreateTaskRequest', payload)`.
+ * `decode<CreateTaskRequest>('containerd.task.v2.CreateTaskRequest', payload)`. With `longs`
+ * String, 64-bit integers come out as exact decimal strings rather than numbers.
  */
-export function decode<T>(typeName: string, buf: Uint8Array): T {
+export function decode<T>(typeName: string, buf: Uint8Array, longs: NumberConstructor | StringConstructor = Number): T {
   const t = typeOf(typeName);
   if (!(buf instanceof Uint8Array)) throw new ShimProtocolError(`cannot decode ${typeName}: input is not bytes`);
   try {
     const m = t.decode(buf);
-    return t.toObject(m, TO_OBJECT) as T;
+    return t.toObject(m, longs === Number ? TO_OBJECT : { ...TO_OBJECT, longs }) as T;
   } catch (e) {
     throw new ShimProtocolError(`cannot decode ${typeName}: ${reason(e)}`, { cause: e });
   }
+}
+
+/** A 64-bit value as protobufjs takes it exactly: two's-complement halves (long.js's Long shape). */
+export interface LongBits {
+  low: number;
+  high: number;
+  unsigned: boolean;
+}
+
+const TWO_64 = 2n ** 64n;
+
+/**
+ * A uint64 field value that encodes exactly. Numbers up to 2^53 stay numbers; larger ones
+ * (including bigints) become {@link LongBits}, since a JS number above 2^53 is not an integer
+ * protobufjs can always write exactly (without long.js it writes 2^64 as 0). Anything at or
+ * above 2^64 — such as the number 2 ** 64 - 1, which rounds to 2^64 — is 2^64-1 (Go's
+ * math.MaxUint64, what containerd reports for "max"); negative, fractional or non-finite
+ * numbers are truncated toward 0, NaN is 0.
+ */
+export function uint64(n: number | bigint): number | LongBits {
+  if (typeof n === 'number') {
+    if (Number.isNaN(n) || n <= 0) return 0;
+    if (n <= Number.MAX_SAFE_INTEGER) return Math.trunc(n);
+    if (n === Infinity) n = TWO_64;
+  }
+  let b = typeof n === 'bigint' ? n : BigInt(Math.trunc(n));
+  if (b < 0n) return 0;
+  if (b >= TWO_64) b = TWO_64 - 1n;
+  if (b <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(b);
+  return { low: Number(BigInt.asIntN(32, b)), high: Number(BigInt.asIntN(32, b >> 32n)), unsigned: true };
 }
 
 /**
@@ -528,7 +667,13 @@ export const TypeUrl = {
   RUNC_OPTIONS: 'containerd.runc.v1.Options',
   /** runtimeoptions.v1.Options: what CRI sends in CreateTaskRequest.options for other runtimes. */
   RUNTIME_OPTIONS: 'runtimeoptions.v1.Options',
-  /** cgroup v2 metrics, what a StatsResponse.stats holds on a cgroup v2 host. */
+  /**
+   * cgroup v1 metrics, what a StatsResponse.stats holds on a cgroup v1 or hybrid host
+   * (containerd/cgroups stats/v1: the proto message name, which containerd's typeurl falls back
+   * to for gogo-registered messages; no `type.googleapis.com/` prefix).
+   */
+  CGROUPS_V1_METRICS: 'io.containerd.cgroups.v1.Metrics',
+  /** cgroup v2 metrics, what a StatsResponse.stats holds on a unified cgroup v2 host. */
   CGROUPS_V2_METRICS: 'io.containerd.cgroups.v2.Metrics',
 } as const;
 
@@ -941,15 +1086,7 @@ export interface CgroupsV2Metrics {
     nrThrottled: number;
     throttledUsec: number;
   } | null;
-  memory: Record<
-    | 'anon' | 'file' | 'kernelStack' | 'slab' | 'sock' | 'shmem' | 'fileMapped' | 'fileDirty'
-    | 'fileWriteback' | 'anonThp' | 'inactiveAnon' | 'activeAnon' | 'inactiveFile' | 'activeFile'
-    | 'unevictable' | 'slabReclaimable' | 'slabUnreclaimable' | 'pgfault' | 'pgmajfault'
-    | 'workingsetRefault' | 'workingsetActivate' | 'workingsetNodereclaim' | 'pgrefill' | 'pgscan'
-    | 'pgsteal' | 'pgactivate' | 'pgdeactivate' | 'pglazyfree' | 'pglazyfreed' | 'thpFaultAlloc'
-    | 'thpCollapseAlloc' | 'usage' | 'usageLimit' | 'swapUsage' | 'swapLimit',
-    number
-  > | null;
+  memory: Record<(typeof V2_MEMORY_STAT_FIELDS)[number], number> | null;
   rdma: {
     current: { device: string; hcaHandles: number; hcaObjects: number }[];
     limit: { device: string; hcaHandles: number; hcaObjects: number }[];
@@ -959,4 +1096,71 @@ export interface CgroupsV2Metrics {
   } | null;
   hugetlb: { current: number; max: number; pagesize: string }[];
   memoryEvents: { low: number; high: number; max: number; oom: number; oomKill: number } | null;
+}
+
+/** io.containerd.cgroups.v1.MemoryEntry: one v1 memory counter family (memory, memsw, kmem, kmem.tcp). */
+export interface CgroupsV1MemoryEntry {
+  limit: number;
+  usage: number;
+  max: number;
+  failcnt: number;
+}
+
+/** io.containerd.cgroups.v1.BlkIOEntry. */
+export interface CgroupsV1BlkIOEntry {
+  op: string;
+  device: string;
+  major: number;
+  minor: number;
+  value: number;
+}
+
+/** io.containerd.cgroups.v1.RdmaEntry. */
+export interface CgroupsRdmaEntry {
+  device: string;
+  hcaHandles: number;
+  hcaObjects: number;
+}
+
+/** io.containerd.cgroups.v1.Metrics: StatsResponse.stats on a cgroup v1 or hybrid host. */
+export interface CgroupsV1Metrics {
+  hugetlb: { usage: number; max: number; failcnt: number; pagesize: string }[];
+  pids: { current: number; limit: number } | null;
+  cpu: {
+    usage: { total: number; kernel: number; user: number; perCpu: number[] } | null;
+    throttling: { periods: number; throttledPeriods: number; throttledTime: number } | null;
+  } | null;
+  memory:
+    | (Record<(typeof V1_MEMORY_STAT_FIELDS)[number], number> & {
+        usage: CgroupsV1MemoryEntry | null;
+        swap: CgroupsV1MemoryEntry | null;
+        kernel: CgroupsV1MemoryEntry | null;
+        kernelTcp: CgroupsV1MemoryEntry | null;
+      })
+    | null;
+  blkio: Record<
+    | 'ioServiceBytesRecursive' | 'ioServicedRecursive' | 'ioQueuedRecursive' | 'ioServiceTimeRecursive'
+    | 'ioWaitTimeRecursive' | 'ioMergedRecursive' | 'ioTimeRecursive' | 'sectorsRecursive',
+    CgroupsV1BlkIOEntry[]
+  > | null;
+  rdma: { current: CgroupsRdmaEntry[]; limit: CgroupsRdmaEntry[] } | null;
+  network: {
+    name: string;
+    rxBytes: number;
+    rxPackets: number;
+    rxErrors: number;
+    rxDropped: number;
+    txBytes: number;
+    txPackets: number;
+    txErrors: number;
+    txDropped: number;
+  }[];
+  cgroupStats: {
+    nrSleeping: number;
+    nrRunning: number;
+    nrStopped: number;
+    nrUninterruptible: number;
+    nrIoWait: number;
+  } | null;
+  memoryOomControl: { oomKillDisable: number; underOom: number; oomKill: number } | null;
 }

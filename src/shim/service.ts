@@ -18,6 +18,7 @@ import { loadSpec, parseProcess } from '../spec/validate.js';
 import type { Resources } from '../cgroups/index.js';
 import { Logger } from '../util/log.js';
 import type { MicrovmChoice, SentryChoice } from '../backends/backend.js';
+import { metricsAny, unifiedCgroups } from './metrics.js';
 import { mountRootfs, unmountRootfs } from './mount.js';
 import { ProcessIO } from './stdio.js';
 import { Code, TtrpcStatusError } from './ttrpc.js';
@@ -212,8 +213,9 @@ export class TaskService {
     });
     add('Stats', T('StatsRequest'), T('StatsResponse'), async (r: IdReq) => {
       const s = await lifecycle.stats(this.ctx, this.task(r.id).id);
-      // Moat's stats are runc's `events --stats` JSON; containerd's metric types are not mapped yet
-      return { stats: { typeUrl: 'moat.stats.v1+json', value: Buffer.from(JSON.stringify(s.stats ?? {})) } };
+      // io.containerd.cgroups.v1.Metrics (v1 and hybrid hosts) or .v2.Metrics (unified hosts), as
+      // containerd's runc shim returns; empty for a stopped container (no cgroup to read)
+      return { stats: metricsAny(s.stats, s.oomKills, unifiedCgroups()) };
     });
     add('Connect', T('ConnectRequest'), T('ConnectResponse'), async (r: IdReq) => {
       const t = this.tasks.get(r.id);
