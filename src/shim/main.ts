@@ -12,7 +12,7 @@
  * groups them, as containerd's runc shim does); events go back over containerd's ttrpc socket
  * (TTRPC_ADDRESS) through containerd.services.events.ttrpc.v1.Events/Forward.
  */
-import { constants, existsSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { MoatError, UsageError } from '../errors.js';
@@ -174,14 +174,8 @@ class Publisher {
 /** The daemon: serves the task service on the socket `start` chose. */
 async function serve(f: ShimFlags): Promise<number> {
   process.title = 'containerd-shim-moat-v1';
-  let logFd = -1;
-  try {
-    // containerd holds the read end of this FIFO in the bundle and copies it to its own log
-    logFd = openSync('log', constants.O_WRONLY | constants.O_NONBLOCK);
-  } catch {
-    // run by hand: no log pipe
-  }
-  const log = new Logger({ ...(logFd >= 0 ? { fd: logFd } : {}), format: 'text', debug: f.debug });
+  // `start` made stderr containerd's log FIFO of the bundle
+  const log = new Logger({ fd: 2, format: 'text', debug: f.debug });
   try {
     let raw = Buffer.alloc(0);
     try {

@@ -10,8 +10,9 @@
  * process containerd waits for starts as fast as Node can.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
 import type { Server } from 'node:net';
 import { GROUP_ANNOTATIONS, parseShimFlags, ShimUsageError, SOCKET_DIR, socketAddress, socketPath } from './flags.js';
 import type { ShimFlags } from './flags.js';
@@ -114,7 +115,16 @@ async function start(f: ShimFlags, daemon: string): Promise<number> {
     const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
     const args = [daemon, '-namespace', f.namespace, '-id', f.id, '-address', f.address, '-publish-binary', f.publishBinary, '-socket', path,
       ...(f.debug ? ['-debug'] : [])];
-    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore', fd], env: process.env });
+    // the daemon's stderr is containerd's log FIFO of the bundle (containerd holds its read end):
+    // whatever the daemon prints, a crash included, shows in containerd's log
+    let logFd: number | 'ignore' = 'ignore';
+    try {
+      logFd = openSync('log', constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch {
+      // run by hand, without containerd: no log
+    }
+    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', logFd, fd], env: process.env });
+    if (typeof logFd === 'number') closeSync(logFd);
     await new Promise<void>((res, rej) => {
       child.once('spawn', () => res());
       child.once('error', (e) => rej(new ShimStartError(`cannot run the shim daemon: ${e.message}`)));
@@ -148,6 +158,54 @@ function adjustOom(pid: number): void {
   }
 }
 
+/** A protobuf varint (non-negative integers up to 2^53). */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  let v = n;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+  return out;
+}
+
+/**
+ * containerd.task.v2.DeleteResponse{pid: 0, exit_status: 137, exited_at: now} in protobuf, written
+ * by hand so that this small bundle needs no protobuf library: field 1 (pid) is 0 and so absent,
+ * field 2 (varint), field 3 (a google.protobuf.Timestamp: seconds = 1, nanos = 2).
+ */
+export function killedDeleteResponse(now: Date): Buffer {
+  const ms = now.getTime();
+  const ts = [0x08, ...varint(Math.floor(ms / 1000)), 0x10, ...varint((ms % 1000) * 1_000_000)];
+  return Buffer.from([0x10, ...varint(128 + 9), 0x1a, ...varint(ts.length), ...ts]);
+}
+
+/** Whether anything is mounted on `path` (mountinfo escapes space, tab, newline and backslash in octal). */
+function mounted(path: string): boolean {
+  const escaped = path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === escaped);
+}
+
+/**
+ * `delete` when the shim already cleaned up (its normal end: containerd 1.6 runs `delete` after
+ * every shim exits): no Moat state for the id and no rootfs mount, so there is nothing to do but
+ * answer. Anything else goes to the full `delete` in the main bundle. Returns undefined then.
+ */
+function quickDelete(f: ShimFlags): number | undefined {
+  const bundle = f.bundle || process.cwd();
+  let root = join('/run/containerd/moat', f.namespace);
+  try {
+    const rec = JSON.parse(readFileSync(join(bundle, 'moat-shim.json'), 'utf8')) as { root?: unknown };
+    if (typeof rec.root === 'string') root = rec.root;
+  } catch {
+    // no record: the default root
+  }
+  if (!f.id || !f.namespace || existsSync(join(root, f.id)) || mounted(join(bundle, 'rootfs'))) return undefined;
+  writeSync(1, killedDeleteResponse(new Date()));
+  return 0;
+}
+
 /**
  * Entry point of the binary: handles `start` here and hands every other action to `full`
  * (the daemon and `delete`, in the main bundle). Resolves with the exit code.
@@ -159,6 +217,10 @@ export async function main(argv: readonly string[], daemon: string, full: () => 
   } catch (e) {
     writeSync(2, `containerd-shim-moat-v1: ${(e as Error).message}\n`);
     return 2;
+  }
+  if (f.action === 'delete') {
+    const quick = quickDelete(f);
+    if (quick !== undefined) return quick;
   }
   if (f.action !== 'start') return full()(argv);
   try {

@@ -261,41 +261,58 @@ class ConsoleRelay {
     this.input?.destroy();
     this.reader?.destroy(); // closes the master
     this.master = -1;
+    // the last output may still be on its way to the FIFO: closing now would lose it
+    if (this.out >= 0) await Promise.race([drained(this.out), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
     if (this.out >= 0) closeQuietly(this.out);
     this.out = -1;
     this.socket.close();
   }
 }
 
+/** Writes pending per fd, in order; `idle` resolves when the fd's queue is empty. */
+interface WriteQueue {
+  bufs: Buffer[];
+  idle: Promise<void>;
+  settle: () => void;
+}
+const queues = new Map<number, WriteQueue>();
+
 /** Writes all of `data` to a (possibly non-blocking) fd, in order, retrying on EAGAIN. */
-const queues = new Map<number, Buffer[]>();
 function writeAll(fd: number, data: Buffer): void {
   const q = queues.get(fd);
   if (q) {
-    q.push(data);
+    q.bufs.push(data);
     return;
   }
-  const queue = [data];
+  let settle: () => void = () => {};
+  const idle = new Promise<void>((r) => (settle = r));
+  const queue: WriteQueue = { bufs: [data], idle, settle };
   queues.set(fd, queue);
+  const finish = (): void => {
+    queues.delete(fd);
+    queue.settle();
+  };
   const next = (): void => {
-    const buf = queue[0];
-    if (!buf) {
-      queues.delete(fd);
-      return;
-    }
+    const buf = queue.bufs[0];
+    if (!buf) return finish();
     fsWrite(fd, buf, (err, n) => {
       if (err) {
         if (err.code === 'EAGAIN') {
           setTimeout(next, 5);
           return;
         }
-        queues.delete(fd); // the reader is gone: drop the rest
-        return;
+        return finish(); // the reader is gone: drop the rest
       }
-      if (n < buf.length) queue[0] = buf.subarray(n);
-      else queue.shift();
+      if (n < buf.length) queue.bufs[0] = buf.subarray(n);
+      else queue.bufs.shift();
       next();
     });
   };
   next();
+}
+
+/** Resolves once everything queued for `fd` is written (or dropped). */
+function drained(fd: number): Promise<void> {
+  return queues.get(fd)?.idle ?? Promise.resolve();
 }

@@ -37,7 +37,8 @@ export class Logger {
         toStderr = toStderr || level === 'error';
       }
     }
-    if (toStderr) writeErr(`${level === 'error' ? '' : level + ': '}${msg}\n`);
+    // a logger writing to an fd already wrote the line where it belongs (the shim's stderr is its log)
+    if (toStderr && this.opts.fd === undefined) writeErr(`${level === 'error' ? '' : level + ': '}${msg}\n`);
   }
 
   /** Logs a debug line (only with --debug). */

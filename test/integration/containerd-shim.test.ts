@@ -170,6 +170,33 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     }
   });
 
+  it('ctr task metrics: Stats returns containerd\'s cgroups Metrics (v1 on v1/hybrid hosts, v2 on unified ones)', async () => {
+    const id = newId('metrics');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
+    try {
+      // ctr prints json.MarshalIndent of the unpacked *v1.Metrics or *v2.Metrics (zero fields omitted)
+      const r = await c().ok(['task', 'metrics', '--format', 'json', id]);
+      const m = JSON.parse(r.stdout) as {
+        pids?: { current?: number; limit?: number };
+        memory?: { usage?: number | { usage?: number; limit?: number } };
+        cpu?: { usage?: { total?: number }; usage_usec?: number };
+      };
+      const memUsage = typeof m.memory?.usage === 'object' ? m.memory.usage.usage : m.memory?.usage;
+      assert.ok((memUsage ?? 0) > 0, `memory usage is not > 0 in:\n${r.stdout}`);
+      assert.ok((m.pids?.current ?? 0) >= 1, `pids current is not >= 1 in:\n${r.stdout}`);
+      if (typeof m.memory?.usage === 'object') assert.ok((m.memory.usage.limit ?? 0) > 0, 'v1 memory limit missing');
+      // the table form too: ctr only prints its rows once it could unpack the Any
+      const table = await c().ok(['task', 'metrics', id]);
+      assert.match(table.stdout, /pids\.current\s+[1-9]/, table.stdout);
+      assert.match(table.stdout, /memory\.usage(_in_bytes)?\s+[1-9]/, table.stdout);
+    } finally {
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+    }
+  });
+
   it('a shim killed with SIGKILL: containerd cleans up through `containerd-shim-moat-v1 delete`, nothing is left', async () => {
     const id = newId('dead');
     const before = new Set(shimDaemons());

@@ -79,3 +79,16 @@ describe('shim runtime options', () => {
     assert.throws(() => parseConfig('isolation = ', 'c.toml'), /^UsageError: c\.toml: /);
   });
 });
+
+describe('shim delete fast path', () => {
+  it("answers a DeleteResponse containerd decodes: exit status 137 and the time, no pid", async () => {
+    const { killedDeleteResponse } = await import('../../src/shim/start.js');
+    const { decode } = await import('../../src/shim/proto.js');
+    const at = new Date('2026-11-29T02:34:56.789Z');
+    const r = decode<{ pid: number; exitStatus: number; exitedAt: { seconds: number; nanos: number } }>('containerd.task.v2.DeleteResponse', killedDeleteResponse(at));
+    assert.equal(r.pid, 0);
+    assert.equal(r.exitStatus, 137);
+    assert.equal(r.exitedAt.seconds, Math.floor(at.getTime() / 1000));
+    assert.equal(r.exitedAt.nanos, 789_000_000);
+  });
+});
