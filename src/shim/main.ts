@@ -12,7 +12,7 @@
  * groups them, as containerd's runc shim does); events go back over containerd's ttrpc socket
  * (TTRPC_ADDRESS) through containerd.services.events.ttrpc.v1.Events/Forward.
  */
-import { existsSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { MoatError, UsageError } from '../errors.js';
@@ -25,10 +25,13 @@ import { unmountRootfs } from './mount.js';
 import { anyOf, decode, encode, timestamp } from './proto.js';
 import { recordedRoot, TaskService } from './service.js';
 import type { ShimSettings } from './service.js';
+import { awaitClaim, ensureStandby, standbyLock } from './standby.js';
 import { OPTIONS_FILE } from './start.js';
 import { TtrpcClient, TtrpcServer } from './ttrpc.js';
 
 const VERSION = '0.1.0';
+/** How long a shim with no task and no containerd connection lives on. */
+const ORPHAN_MS = 60_000;
 
 /** Runtime options containerd passes (runc's Options, or CRI's config-path options). */
 interface RuntimeOptions {
@@ -171,11 +174,12 @@ class Publisher {
   }
 }
 
-/** The daemon: serves the task service on the socket `start` chose. */
-async function serve(f: ShimFlags): Promise<number> {
+/** Binds the daemon's ttrpc server: the socket `start` passed as fd 3, or (a claimed standby) the path. */
+type Bind = (server: TtrpcServer) => Promise<void>;
+
+/** The daemon: serves the task service until containerd shuts it down. */
+async function serve(f: ShimFlags, log: Logger, bind: Bind): Promise<number> {
   process.title = 'containerd-shim-moat-v1';
-  // `start` made stderr containerd's log FIFO of the bundle
-  const log = new Logger({ fd: 2, format: 'text', debug: f.debug });
   try {
     let raw = Buffer.alloc(0);
     try {
@@ -205,12 +209,25 @@ async function serve(f: ShimFlags): Promise<number> {
     const publisher = new Publisher(process.env['TTRPC_ADDRESS'] ?? '', f.namespace, log);
     const service = new TaskService(settings, (topic, type, ev) => publisher.publish(topic, type, ev));
     const server = new TtrpcServer(service.handlers());
-    // `start` bound the socket and passed it as fd 3; containerd may be waiting on it already
-    await server.serveFd(3);
+    await bind(server);
     const done = new Promise<void>((res) => {
       service.onShutdown = () => res();
+      // a shim nobody talks to and that runs nothing (containerd died before its first request,
+      // or never connected) must not stay forever: after ORPHAN_MS of that, it exits
+      let quietSince = Date.now();
+      const check = setInterval(() => {
+        if (service.size > 0 || server.connections > 0) quietSince = Date.now();
+        else if (Date.now() - quietSince >= ORPHAN_MS) {
+          log.warn(`no tasks and no connection from containerd for ${ORPHAN_MS / 1000} s: exiting`);
+          res();
+        }
+      }, 5000);
+      check.unref();
     });
-    log.debug(`serving on ${f.socket}, ${(performance.now()).toFixed(0)} ms after the process started`);
+    log.debug(`serving on ${f.socket}, ${performance.now().toFixed(0)} ms after the process started`);
+    // the next sandbox's shim: a standby, started once this one is past its own start-up
+    const daemon = process.argv[1] ?? '';
+    setTimeout(() => void ensureStandby(daemon), 1000).unref();
     await done;
     await server.close();
     try {
@@ -218,6 +235,7 @@ async function serve(f: ShimFlags): Promise<number> {
     } catch {
       // removed already
     }
+    await ensureStandby(daemon); // a quick container never reached the timer above
     return 0;
   } catch (e) {
     log.error((e as Error).message);
@@ -230,6 +248,56 @@ async function serve(f: ShimFlags): Promise<number> {
   }
 }
 
+/** Loads and runs once what a Create needs, so that a claimed standby answers at full speed. */
+async function warmUp(): Promise<void> {
+  await import('../container/lifecycle.js');
+  await import('../spec/validate.js');
+  const { getBackend } = await import('../backends/registry.js');
+  await getBackend('container');
+  const { fcntl } = await import('../sys/kernel.js');
+  fcntl(0, 1 /* F_GETFD */); // binds libc through koffi
+  const { warmTypes } = await import('./proto.js');
+  warmTypes();
+}
+
+/** `standby`: boot, warm up, wait for a claim, then serve as the claimed sandbox's shim. */
+async function standbyMain(): Promise<number> {
+  process.title = 'containerd-shim-moat-v1-standby';
+  const daemon = process.argv[1] ?? '';
+  const lock = standbyLock(daemon);
+  if (lock === undefined) return 0; // another standby boots or waits
+  await warmUp();
+  const got = await awaitClaim(daemon);
+  closeSync(lock); // claimed or leaving: the next standby may start
+  if (!got) return 0;
+  const { claim, reply } = got;
+  try {
+    process.chdir(claim.cwd);
+    for (const k of Object.keys(process.env)) if (!(k in claim.env)) delete process.env[k];
+    Object.assign(process.env, claim.env);
+  } catch (e) {
+    reply({ error: (e as Error).message });
+    return 1;
+  }
+  let logFd = -1;
+  try {
+    // containerd holds the read end of the bundle's log FIFO
+    logFd = openSync('log', constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    // no containerd log: nothing is logged
+  }
+  const log = new Logger({ fd: logFd >= 0 ? logFd : 2, format: 'text', debug: claim.flags.debug });
+  return serve(claim.flags, log, async (server) => {
+    try {
+      await server.listen(claim.flags.socket);
+    } catch (e) {
+      reply({ error: (e as Error).message });
+      throw e;
+    }
+    reply({ pid: process.pid });
+  });
+}
+
 /** Entry point of `containerd-shim-moat-v1`; resolves with the exit code. */
 export async function shimMain(argv: readonly string[]): Promise<number> {
   try {
@@ -238,12 +306,14 @@ export async function shimMain(argv: readonly string[]): Promise<number> {
       writeSync(1, `containerd-shim-moat-v1:\n  Version: ${VERSION}\n  Runtime: io.containerd.moat.v1\n`);
       return 0;
     }
+    if (f.action === 'standby') return await standbyMain();
     if (!f.id && f.action !== '') throw new UsageError('-id is required');
     if (f.action === 'delete') return await deleteAction(f);
-    if (f.action !== '') throw new UsageError(`unknown action ${JSON.stringify(f.action)} (start or delete)`);
+    if (f.action !== '') throw new UsageError(`unknown action ${JSON.stringify(f.action)} (start, delete or standby)`);
     // containerd runs "start" (start.ts), which starts the daemon with these flags
     if (!f.socket) throw new UsageError('-socket is required to serve (containerd runs "start", which passes it)');
-    return await serve(f);
+    // `start` made stderr containerd's log FIFO of the bundle and passed the bound socket as fd 3
+    return await serve(f, new Logger({ fd: 2, format: 'text', debug: f.debug }), (server) => server.serveFd(3));
   } catch (e) {
     writeSync(2, `containerd-shim-moat-v1: ${(e as Error).message}\n`);
     return 1;

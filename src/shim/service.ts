@@ -16,7 +16,7 @@ import type { Context } from '../container/lifecycle.js';
 import { StateStore } from '../container/store.js';
 import { loadSpec, parseProcess } from '../spec/validate.js';
 import type { Resources } from '../cgroups/index.js';
-import { Logger } from '../util/log.js';
+import { Logger, trace } from '../util/log.js';
 import type { MicrovmChoice, SentryChoice } from '../backends/backend.js';
 import { metricsAny, unifiedCgroups } from './metrics.js';
 import { mountRootfs, unmountRootfs } from './mount.js';
@@ -246,13 +246,17 @@ export class TaskService {
     const rootfs = join(bundle, 'rootfs');
     let io: ProcessIO | undefined;
     try {
+      trace('shim create');
       if (r.rootfs.length > 0) {
         mountRootfs(r.rootfs, rootfs);
         task.mounted = true;
       }
+      trace('rootfs mounted');
       const spec = loadSpec(bundle);
+      trace('spec loaded');
       if (r.terminal && spec.process) spec.process.terminal = true;
       io = await ProcessIO.open(stdio);
+      trace('stdio open');
       task.init.io = io;
       writeFileSync(join(bundle, 'moat-shim.json'), JSON.stringify({ root: this.settings.root }));
       const created = await lifecycle.create(this.ctx, {

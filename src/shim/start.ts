@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:net';
 import { GROUP_ANNOTATIONS, parseShimFlags, ShimUsageError, SOCKET_DIR, socketAddress, socketPath } from './flags.js';
 import type { ShimFlags } from './flags.js';
+import { claimStandby, standbyEnabled } from './standby.js';
 
 /** The file in the bundle that hands containerd's runtime options to the daemon. */
 export const OPTIONS_FILE = 'moat-shim-options';
@@ -109,6 +110,18 @@ async function start(f: ShimFlags, daemon: string): Promise<number> {
   }
   mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
   writeFileSync(OPTIONS_FILE, opts);
+  if (standbyEnabled()) {
+    // a warm standby becomes this sandbox's shim without booting (standby.ts)
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+    const pid = await claimStandby(daemon, { flags: { ...f, socket: path }, cwd: process.cwd(), env });
+    if (pid !== undefined) {
+      adjustOom(pid);
+      writeAddress(address);
+      writeSync(1, address);
+      return 0;
+    }
+  }
   const server = await listen(path);
   try {
     // `_handle.fd` is Node's internal handle; it is how a listening socket is passed to a child

@@ -6,7 +6,7 @@
  * was killed. Moat only: runc has no shim of its own to compare with.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -53,6 +53,20 @@ function shimDaemons(): number[] {
   return out;
 }
 
+/** Pids of warm standbys (src/shim/standby.ts): titled apart from serving shims. */
+function standbys(): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0')[0] === 'containerd-shim-moat-v1-standby') out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
 const skip = skipReason() ?? containerdSkipReason() ?? (process.env.MOAT_TEST_RUNTIME === 'runc' ? 'Moat only' : undefined);
 
 describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
@@ -72,6 +86,33 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
   after(async () => {
     await ctd?.stop();
     if (binDir) rmSync(binDir, { recursive: true, force: true });
+    // the standby would otherwise wait out its idle timeout
+    for (const pid of standbys()) process.kill(pid, 'SIGTERM');
+  });
+
+  it('a warm standby shim becomes the next sandbox\'s shim (no daemon boot on the critical path)', async () => {
+    const warm = newId('warm');
+    await c().ok(['run', '--rm', ...RUNTIME_ARGS, IMAGE, warm, 'true']);
+    // the shim that served it left a standby behind when it exited
+    assert.ok(await waitFor(() => standbys().length === 1, 10_000), `standbys: ${JSON.stringify(standbys())}`);
+    const [standby] = standbys();
+    // booted and listening: its control socket is there
+    assert.ok(await waitFor(() => readdirSync('/run/containerd/s').some((f) => f.startsWith('moat-standby-')), 10_000));
+    const id = newId('claimed');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
+    try {
+      assert.ok(shimDaemons().includes(standby!), `the standby ${standby} did not become ${id}'s shim (shims: ${shimDaemons().join(', ')})`);
+      const exec = await c().ctr(['task', 'exec', '--exec-id', 'w', id, 'sh', '-c', 'echo served; exit 2']);
+      assert.equal(exec.status, 2, exec.stderr);
+      assert.equal(exec.stdout, 'served\n');
+      // it serves from the bundle, with containerd's environment
+      assert.equal(readlinkSync(`/proc/${standby}/cwd`), join(c().state, 'io.containerd.runtime.v2.task', NAMESPACE, id));
+    } finally {
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+    }
   });
 
   it('io.moat.isolation=sentry: the task runs under the sentry (synthesized /proc), output and exit code pass through', async () => {
