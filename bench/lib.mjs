@@ -1,4 +1,5 @@
 // Helpers shared by the benches in this folder (plain JS ESM, like them).
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -46,6 +47,32 @@ export function stats(ms) {
 
 /** a/b as a ratio such as 1.23x. */
 export const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+
+/** Pads the cells of a table to the widest of each column; the first column is left-aligned. */
+export function printTable(rows) {
+  const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => String(r[j] ?? '').length)));
+  for (const r of rows) {
+    console.log(r.map((c, j) => (j === 0 ? String(c ?? '').padEnd(widths[j]) : String(c ?? '').padStart(widths[j]))).join('  ').trimEnd());
+  }
+}
+
+/** A "Key:   N kB" field of a /proc file's text, in KiB. */
+export function kbField(text, key) {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** VmRSS (status) and Pss (smaps_rollup) of a process, KiB; undefined where it is gone or the kernel lacks the file. */
+export function procMemory(pid) {
+  const read = (file, key) => {
+    try {
+      return kbField(fs.readFileSync(`/proc/${pid}/${file}`, 'utf8'), key);
+    } catch {
+      return undefined;
+    }
+  };
+  return { rss: read('status', 'VmRSS'), pss: read('smaps_rollup', 'Pss') };
+}
 
 /**
  * C source every timed program starts with: the headers they use, now() in nanoseconds from
@@ -135,10 +162,39 @@ export function flagReader(argv, usage) {
 
 /** Prints why a bench run failed (a runtime's error, Ctrl-C, or a bug of the bench) and returns exit code 1. */
 export function reportFailure(err) {
-  if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
-  else if (interrupt.stopped) console.error('\nbench interrupted; cleaning up');
+  if (interrupt.stopped) console.error('\nbench interrupted; cleaning up'); // first: Ctrl-C also fails the runtime it reached
+  else if (err instanceof RuntimeFailure) console.error(`\nbench failed: runtime error\n${err.message}`);
   else console.error(`\nbench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
   return 1;
+}
+
+/** Mount points at or under `dir` in this mount namespace (/proc/self/mountinfo), deepest first. */
+export function mountsUnder(dir) {
+  const unescape = (s) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+  const points = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => unescape(l.split(' ')[4] ?? ''))
+    .filter((p) => p === dir || p.startsWith(`${dir}/`));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Lazily unmounts (umount -l) whatever is left mounted at or under `dir` (by an engine the bench
+ * started), before the directory is removed; returns the mount points it found.
+ */
+export function unmountUnder(dir) {
+  const found = new Set();
+  for (let round = 0; round < 5; round++) {
+    const points = mountsUnder(dir);
+    if (points.length === 0) break;
+    for (const p of points) {
+      found.add(p);
+      spawnSync('umount', ['-l', p], { stdio: 'ignore' });
+    }
+  }
+  return [...found];
 }
 
 /** Removes a bench's temporary directory, saying so (and carrying on) if it cannot. */

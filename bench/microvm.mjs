@@ -57,7 +57,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { flagReader, interrupt, ratio, removeTemp, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
+import { flagReader, interrupt, kbField, printTable, procMemory, ratio, removeTemp, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 60_000; // delete, state, guest build
@@ -125,14 +125,6 @@ function lastLine(text) {
 function shortReason(err) {
   const s = err?.cause?.short ?? (err instanceof Error ? err.message.split('\n')[0] : String(err));
   return clip(s, 70);
-}
-
-/** Pads the cells of a table to the widest of each column; the first column is left-aligned. */
-function printTable(rows) {
-  const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => String(r[j] ?? '').length)));
-  for (const r of rows) {
-    console.log(r.map((c, j) => (j === 0 ? String(c ?? '').padEnd(widths[j]) : String(c ?? '').padStart(widths[j]))).join('  ').trimEnd());
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,12 +357,6 @@ function keyOptions(argv) {
 // ---------------------------------------------------------------------------------------------
 // Memory: /proc/PID/status, smaps_rollup and smaps
 
-/** A "Key:   N kB" field of a /proc file's text, in KiB. */
-function kbField(text, key) {
-  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
-  return m ? Number(m[1]) : undefined;
-}
-
 /** The mappings of /proc/PID/smaps: range, perms, inode, path, Size, Rss, Pss (KiB). */
 function smaps(pid) {
   const maps = [];
@@ -431,18 +417,6 @@ function vmmMemory(pid, memoryMiB) {
     fileRss,
     anonRss,
   };
-}
-
-/** VmRSS and Pss of a process, KiB. */
-function procMemory(pid) {
-  const read = (file, key) => {
-    try {
-      return kbField(fs.readFileSync(`/proc/${pid}/${file}`, 'utf8'), key);
-    } catch {
-      return undefined;
-    }
-  };
-  return { rss: read('status', 'VmRSS'), pss: read('smaps_rollup', 'Pss') };
 }
 
 // ---------------------------------------------------------------------------------------------

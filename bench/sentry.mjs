@@ -57,7 +57,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { C_PRELUDE, flagReader, interrupt, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
+import { C_PRELUDE, flagReader, interrupt, printTable, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 30_000;
@@ -376,14 +376,6 @@ function printReasons(items) {
 function whyNA(cols, ...names) {
   const c = cols.find((x) => names.includes(x.name) && x.error !== undefined);
   return c ? `${c.name}: ${clip(c.cell ?? c.error, 70)}` : 'not measured';
-}
-
-/** Pads the cells of a table to the widest of each column; the first column is left-aligned. */
-function printTable(rows) {
-  const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => String(r[j] ?? '').length)));
-  for (const r of rows) {
-    console.log(r.map((c, j) => (j === 0 ? String(c ?? '').padEnd(widths[j]) : String(c ?? '').padStart(widths[j]))).join('  ').trimEnd());
-  }
 }
 
 /** µs with a sensible number of digits. */
