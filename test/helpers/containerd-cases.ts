@@ -71,6 +71,13 @@ export function containerdCases(mode: ContainerdMode): void {
       assert.ok(!lines((await c().ok(['container', 'ls', '-q'])).stdout).includes(id), 'run --rm left the container');
     });
 
+    it('run with stdin: the process reads it to its end (EOF reaches it) and exits', async () => {
+      const id = newId('in');
+      const r = await c().ctrDelayedInput(['run', '--rm', ...mode.runArgs, IMAGE, id, 'sh', '-c', 'cat; echo done'], 'line one\nline two\n');
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'line one\nline two\ndone\n');
+    });
+
     it('run -t: an interactive shell on a terminal; its exit code passes through', { skip: ptySkipReason() }, async () => {
       const id = newId('tty');
       const r = await c().ctrTty(['run', '--rm', '-t', ...mode.runArgs, IMAGE, id, 'sh'], {

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { killAll, leftoverProcesses, runCommand, runInPty, unmountUnder, which, type CommandOptions } from './harness.js';
+import { killAll, leftoverProcesses, runCommand, runInPty, shellQuote, unmountUnder, which, type CommandOptions } from './harness.js';
 import type { Result } from './runtime.js';
 
 /** The containerd namespace the tests' images, containers and tasks live in. */
@@ -135,6 +135,17 @@ export class Containerd {
     const r = await this.ctr(args, opts);
     if (r.status !== 0) throw new Error(`ctr ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr}${r.stdout}`);
     return r;
+  }
+
+  /**
+   * Runs ctr with `input` written to its stdin only after `delayMs`, then stdin closed: ctr 1.6
+   * sends CloseIO only once its task exists, so input that ends before the runtime finished
+   * create would race ctr itself (its stdin closer is not set yet) and never reach EOF.
+   */
+  ctrDelayedInput(args: string[], input: string, delayMs = 1000, opts: CommandOptions = {}): Promise<Result> {
+    const ctr = ['ctr', '-a', this.address, '-n', NAMESPACE, ...args].map(shellQuote).join(' ');
+    const feed = `sleep ${(delayMs / 1000).toFixed(3)}; printf %s ${shellQuote(input)}`;
+    return runCommand(this.scratch, ['sh', '-c', `(${feed}) | ${ctr}`], opts);
   }
 
   /** Starts a long-running ctr (e.g. `events`); its output so far and a stop(). */

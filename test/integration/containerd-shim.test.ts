@@ -15,6 +15,8 @@ import { containerdCases, IMAGE } from '../helpers/containerd-cases.js';
 import { Containerd, containerdSkipReason, NAMESPACE } from '../helpers/containerd.js';
 import { REPO, skipReason, waitFor } from '../helpers/runtime.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
+import { anyOf, decode, encode } from '../../src/shim/proto.js';
+import { TtrpcClient } from '../../src/shim/ttrpc.js';
 
 const RUNTIME_ARGS = ['--runtime', 'io.containerd.moat.v1'];
 /** Moat's state root under the shim for the test namespace. */
@@ -138,6 +140,36 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
       assert.equal(exec.status, 3, exec.stderr);
       assert.equal(exec.stdout, 'from-exec\n');
     } finally {
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+    }
+  });
+
+  it('Update (as the CRI plugin sends it) changes the limits of a running task; Pids lists it', async () => {
+    const id = newId('upd');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
+    const pid = (await c().tasks()).get(id)?.pid ?? 0;
+    const bundle = join(c().state, 'io.containerd.runtime.v2.task', NAMESPACE, id);
+    const client = await TtrpcClient.connect(readFileSync(join(bundle, 'address'), 'utf8').replace(/^unix:\/\//, ''));
+    try {
+      const limit = 48 * 1024 * 1024;
+      const resources = anyOf('google.protobuf.Empty', {});
+      resources.typeUrl = 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources';
+      resources.value = Buffer.from(JSON.stringify({ memory: { limit }, pids: { limit: 77 } }));
+      await client.call('containerd.task.v2.Task', 'Update', encode('containerd.task.v2.UpdateTaskRequest', { id, resources }));
+      const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      const memPath = /^\d+:memory:(.*)$/m.exec(cg)?.[1];
+      const pidsPath = /^\d+:pids:(.*)$/m.exec(cg)?.[1];
+      if (memPath !== undefined) assert.equal(Number(readFileSync(`/sys/fs/cgroup/memory${memPath}/memory.limit_in_bytes`, 'utf8')), limit);
+      if (pidsPath !== undefined) assert.equal(readFileSync(`/sys/fs/cgroup/pids${pidsPath}/pids.max`, 'utf8').trim(), '77');
+      assert.ok(memPath !== undefined || pidsPath !== undefined, `no v1 memory or pids cgroup in:\n${cg}`);
+      const pids = decode<{ processes: { pid: number }[] }>('containerd.task.v2.PidsResponse',
+        await client.call('containerd.task.v2.Task', 'Pids', encode('containerd.task.v2.PidsRequest', { id })));
+      assert.deepEqual(pids.processes.map((p) => p.pid), [pid]);
+    } finally {
+      await client.close();
       await c().ctr(['task', 'kill', '-s', 'KILL', id]);
       await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 10_000);
       await c().ctr(['task', 'delete', id]);
