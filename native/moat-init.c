@@ -8,6 +8,7 @@
  *      -o dist/moat-init native/moat-init.c
  *
  * Invocation: moat-init PLAN_FD SYNC_FD
+ *   It first re-executes itself from a sealed memfd copy (run_from_sealed_copy: CVE-2019-5736).
  *   PLAN_FD  a pipe carrying the whole plan; read to EOF.
  *   SYNC_FD  a unix stream socket to the runtime (both directions).
  *   Fds 3 .. 3+N-1 (N from the PRESERVE_FDS record) are handed to the container unchanged;
@@ -71,7 +72,9 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1131,7 +1134,42 @@ static void write_map(pid_t pid, const char *file, const char *data) {
   close(fd);
 }
 
+/*
+ * CVE-2019-5736: a container process can reach the binary that execs it through /proc/self/exe
+ * (an interpreter line "#!/proc/self/exe" in the program it is told to run makes the kernel run
+ * this very binary again, inside the container) and then write to it through the fd it gets.
+ * So this stage never runs from the host file: on entry it copies itself into a memfd, seals it
+ * against every write, and re-executes from the copy (as runc's cloned binary does). A process
+ * already running from such a copy (the seals show it) goes on. Errors here have no sync socket
+ * yet: they go to stderr and exit 1.
+ */
+#define MOAT_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+extern char **environ;
+static void run_from_sealed_copy(char **argv) {
+  int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (self < 0) { dprintf(2, "moat-init: open /proc/self/exe: %s\n", strerror(errno)); exit(1); }
+  int seals = fcntl(self, F_GET_SEALS);
+  if (seals >= 0 && (seals & MOAT_SEALS) == MOAT_SEALS) { close(self); return; }
+  struct stat st;
+  int copy = memfd_create("moat-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (copy < 0 || fstat(self, &st) != 0) { dprintf(2, "moat-init: memfd: %s\n", strerror(errno)); exit(1); }
+  for (off_t done = 0; done < st.st_size;) {
+    ssize_t n = sendfile(copy, self, NULL, (size_t)(st.st_size - done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { dprintf(2, "moat-init: copying itself: %s\n", n < 0 ? strerror(errno) : "short read"); exit(1); }
+    done += n;
+  }
+  close(self);
+  if (fcntl(copy, F_ADD_SEALS, MOAT_SEALS) != 0) { dprintf(2, "moat-init: sealing its copy: %s\n", strerror(errno)); exit(1); }
+  fexecve(copy, argv, environ);
+  dprintf(2, "moat-init: re-executing its sealed copy: %s\n", strerror(errno));
+  exit(1);
+}
+
 int main(int argc, char **argv) {
+  /* before anything else, and before the argument check: a run through #!/proc/self/exe has odd argv */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  run_from_sealed_copy(argv);
   if (argc != 3) { dprintf(2, "usage: moat-init PLAN_FD SYNC_FD (run by moat, not by hand)\n"); return 2; }
   int plan_fd = atoi(argv[1]);
   sync_fd = atoi(argv[2]);
