@@ -8,12 +8,13 @@ import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, 
 import { dirname, join, resolve } from 'node:path';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { HostError, MoatError, StageError } from '../../errors.js';
+import { HostError, InvalidStateError, MoatError, StageError } from '../../errors.js';
 import { runHooks } from '../../container/hooks.js';
 import { isAlive, procStat, sleepSync } from '../../container/proc.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
+import { CgroupError } from '../../cgroups/index.js';
 import type { CgroupManager } from '../../cgroups/index.js';
 import { createResources, newManager, recordManager } from './cgroups.js';
 import { buildExecPlan, buildPlan } from './plan.js';
@@ -288,6 +289,11 @@ async function start(rec: ContainerRecord, dir: string): Promise<void> {
       if (got === 1) break;
       // 0 bytes: the init has not opened its end yet (or died); EAGAIN: it opened but not written
       if (!isAlive(rec.pid, rec.pidStartTime)) throw new MoatError(`container "${rec.id}": the container process died before it was started`);
+      if (got === 0 && !stillTheStage(rec.pid)) {
+        // a start killed between taking the byte and removing the fifo let the program go already
+        unlinkSync(fifo);
+        throw new InvalidStateError(rec.id, 'start', 'running');
+      }
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       else sleepSync(0);
     }
@@ -305,6 +311,15 @@ async function start(rec: ContainerRecord, dir: string): Promise<void> {
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Whether `pid` still runs the native stage (its sealed copy of moat-init), not the program yet. */
+function stillTheStage(pid: number): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`).startsWith('/memfd:moat-init');
+  } catch {
+    return true; // cannot tell (it is exiting): the caller's liveness check decides
   }
 }
 
@@ -344,7 +359,16 @@ async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise
   const cgroups = recordManager(rec);
   if (all && cgroups) {
     // as runc: freeze first, so nothing forks away between listing and signalling
-    await cgroups.freeze();
+    try {
+      await cgroups.freeze();
+    } catch (e) {
+      // No freezer cgroup: a create killed after it recorded the cgroups but before it made
+      // them (or a delete killed after it removed some). The init joins only once all exist,
+      // so nothing can fork away: signal whatever the remaining cgroups still hold.
+      if (!(e instanceof CgroupError && e.code === 'ENOENT')) throw e;
+      signalAll(cgroups.pids(), signal);
+      return;
+    }
     try {
       signalAll(cgroups.pids(), signal);
     } finally {
