@@ -3,7 +3,7 @@
  * atomically: temp file + rename) and the exec fifo. Every command that changes a container
  * holds an flock on its directory, so concurrent commands on one id cannot corrupt it.
  */
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, constants } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { ContainerExistsError, ContainerNotFoundError, StateCorruptError, UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
@@ -77,6 +77,20 @@ export class StateStore {
       throw e;
     }
     flock(fd, LOCK_EX, `container "${id}"`);
+    // the directory may have been removed (a delete of a half-made container) or replaced while
+    // this waited for the lock: a lock on a directory no longer at the path guards nothing
+    let current: { dev: number; ino: number } | undefined;
+    try {
+      current = statSync(dir);
+    } catch {
+      // gone
+    }
+    const mine = fstatSync(fd);
+    if (!current || current.ino !== mine.ino || current.dev !== mine.dev) {
+      flock(fd, LOCK_UN, `container "${id}"`);
+      closeSync(fd);
+      throw new ContainerNotFoundError(id);
+    }
     let held = true;
     return {
       id,
@@ -101,7 +115,12 @@ export class StateStore {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new ContainerExistsError(id);
       throw e;
     }
-    return this.lockDir(id, dir);
+    try {
+      return this.lockDir(id, dir);
+    } catch (e) {
+      if (e instanceof ContainerNotFoundError) throw new ContainerExistsError(id); // a racing command on the same id took it
+      throw e;
+    }
   }
 
   /**

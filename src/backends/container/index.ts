@@ -288,9 +288,19 @@ async function start(rec: ContainerRecord, dir: string): Promise<void> {
       }
       if (got === 1) break;
       // 0 bytes: the init has not opened its end yet (or died); EAGAIN: it opened but not written
-      if (!isAlive(rec.pid, rec.pidStartTime)) throw new MoatError(`container "${rec.id}": the container process died before it was started`);
-      if (got === 0 && !stillTheStage(rec.pid)) {
-        // a start killed between taking the byte and removing the fifo let the program go already
+      const dead = !isAlive(rec.pid, rec.pidStartTime);
+      if (dead || !stillTheStage(rec.pid)) {
+        // it may have written its byte, exec'd (and even exited) since the read above: the byte
+        // is still there then. Otherwise it died before its start, or a start killed between
+        // taking the byte and removing the fifo let its program go already.
+        let late = 0;
+        try {
+          late = readSync(fd, buf, 0, 1, null);
+        } catch {
+          // EAGAIN: no byte
+        }
+        if (late === 1) break;
+        if (dead) throw new MoatError(`container "${rec.id}": the container process died before it was started`);
         unlinkSync(fifo);
         throw new InvalidStateError(rec.id, 'start', 'running');
       }
