@@ -35,6 +35,12 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
   const run = (args: string[], input?: string) =>
     sb.rt(['run', '--isolation', 'sentry', ...args], { timeoutMs: 120_000, ...(input !== undefined ? { input } : {}) });
 
+  it('runs a workload of a non-root user (the sentry reaches the memory and fds of another uid)', async () => {
+    const r = await run(['--user', '1000:1000', '--', 'sh', '-c', 'id -u; echo written > /tmp/f.$$; cat /tmp/f.$$; rm /tmp/f.$$']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '1000\nwritten\n');
+  });
+
   it('runs busybox shell scripts: pipes, redirections, subshells, find, tar, sed, sort', { skip: need('busybox') }, async () => {
     const script = [
       'set -e',

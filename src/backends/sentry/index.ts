@@ -134,9 +134,11 @@ function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec): St
   let cmd = node;
   let argv = args;
   if (process.geteuid?.() === 0) {
-    // the sentry holds no capability the workload does not: setpriv limits its bounding set
-    // (root's permitted set after exec) before Node starts, for every thread
-    const caps = workloadCaps(spec).map((c) => `,+${c}`).join('');
+    // the sentry holds no capability the workload does not, but CAP_SYS_PTRACE: pidfd_getfd and
+    // process_vm_readv/writev on a workload of another uid need it (its own seccomp allowlist
+    // keeps ptrace(2) itself out of reach). setpriv limits the bounding set (root's permitted
+    // set after exec) before Node starts, for every thread.
+    const caps = [...new Set([...workloadCaps(spec), 'sys_ptrace'])].map((c) => `,+${c}`).join('');
     cmd = 'setpriv';
     argv = ['--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
   }
