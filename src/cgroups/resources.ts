@@ -42,18 +42,30 @@ const blkioWeight = () => intIn(0, 1000, 'a weight from 10 to 1000 (or 0 for uns
   error: (iss) => `expected a weight from 10 to 1000 (or 0 for unset), got ${describeValue(iss.input)}`,
 });
 
-/** Parses a cpuset list ("0-3,5,7-8") into its members; undefined if the syntax is wrong. */
+/**
+ * Parses a cpuset list ("0-3,5,7-8") into its members, ascending and each once; undefined if the
+ * syntax is wrong. The ranges are merged before they are expanded, so the work and the result
+ * are bounded by the 65536 possible members however often a list repeats a range: expanding
+ * "0-65535,0-65535,..." range by range let a 25 KB config.json exhaust memory and abort Node.
+ */
 export function parseCpuList(list: string): number[] | undefined {
   const trimmed = list.trim();
   if (trimmed === '') return [];
-  const out: number[] = [];
+  const ranges: [number, number][] = [];
   for (const part of trimmed.split(',')) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (m === null) return undefined;
     const lo = Number(m[1]);
     const hi = m[2] === undefined ? lo : Number(m[2]);
     if (lo > hi || hi > UINT16_MAX) return undefined;
-    for (let i = lo; i <= hi; i++) out.push(i);
+    ranges.push([lo, hi]);
+  }
+  ranges.sort((a, b) => a[0] - b[0]);
+  const out: number[] = [];
+  let next = 0; // the smallest member not yet in `out`
+  for (const [lo, hi] of ranges) {
+    for (let i = Math.max(lo, next); i <= hi; i++) out.push(i);
+    next = Math.max(next, hi + 1);
   }
   return out;
 }

@@ -196,6 +196,15 @@ const IPC_OPS: Readonly<Record<string, number>> = {
   shmat: 21, shmdt: 22, shmget: 23, shmctl: 24,
 };
 
+/**
+ * `table[name]` for the table's own names only. A plain object also answers for Object.prototype
+ * names ("constructor", "toString", "__proto__"), which a profile could use as an action,
+ * operator, architecture, flag or system call name and so reach the compiler as a function.
+ */
+function own<T>(table: Readonly<Record<string, T>>, name: string): T | undefined {
+  return Object.hasOwn(table, name) ? table[name] : undefined;
+}
+
 /** runc's reading of an empty profile: no default action and no rules means "no seccomp at all". */
 export function isSeccompDisabled(profile: SeccompSpec): boolean {
   return profile.defaultAction === '' && (profile.syscalls?.length ?? 0) === 0;
@@ -203,7 +212,7 @@ export function isSeccompDisabled(profile: SeccompSpec): boolean {
 
 /** The SECCOMP_RET_* value of an action name plus its errno/trace data; throws ConfigError on an unknown name. */
 function actionValue(name: string, errnoRet: number | undefined, path: string, errnoPath: string): number {
-  const base = ACTIONS[name];
+  const base = own(ACTIONS, name);
   if (base === undefined) {
     throw new ConfigError(path, `unknown seccomp action ${JSON.stringify(name)}; expected one of ${Object.keys(ACTIONS).join(', ')}`);
   }
@@ -236,7 +245,7 @@ function readRules(profile: SeccompSpec, defaultAction: number, warn: (msg: stri
     const action = actionValue(sc.action, sc.errnoRet, `${path}.action`, `${path}.errnoRet`);
     const conds = (sc.args ?? []).map((arg, j) => {
       const argPath = `${path}.args[${j}]`;
-      const op = OPS[arg.op];
+      const op = own(OPS, arg.op);
       if (op === undefined) {
         throw new ConfigError(`${argPath}.op`, `unknown seccomp operator ${JSON.stringify(arg.op)}; expected one of ${Object.keys(OPS).join(', ')}`);
       }
@@ -264,7 +273,7 @@ function readRules(profile: SeccompSpec, defaultAction: number, warn: (msg: stri
     }
     const rules: ProfileRule[] = split ? conds.map((c) => ({ action, conds: [c] })) : [{ action, conds }];
     sc.names.forEach((name, j) => {
-      if (!isKnownSyscall(name) && SOCKETCALL_OPS[name] === undefined && IPC_OPS[name] === undefined) {
+      if (!isKnownSyscall(name) && own(SOCKETCALL_OPS, name) === undefined && own(IPC_OPS, name) === undefined) {
         warn(`${path}.names[${j}]: unknown system call ${JSON.stringify(name)} is skipped`);
         return;
       }
@@ -697,7 +706,7 @@ export function compileSeccomp(profile: SeccompSpec, opts: CompileSeccompOptions
 
   const arches = new Set<SeccompArch>(['x86_64']);
   (profile.architectures ?? []).forEach((name, i) => {
-    const arch = OCI_ARCHITECTURES[name];
+    const arch = own(OCI_ARCHITECTURES, name);
     if (arch === undefined) {
       throw new ConfigError(`${ROOT}.architectures[${i}]`, `unknown seccomp architecture ${JSON.stringify(name)}; expected one of ${Object.keys(OCI_ARCHITECTURES).join(', ')}`);
     }
@@ -706,7 +715,7 @@ export function compileSeccomp(profile: SeccompSpec, opts: CompileSeccompOptions
 
   let flags = 0;
   (profile.flags ?? []).forEach((name, i) => {
-    const bit = FLAGS[name];
+    const bit = own(FLAGS, name);
     if (bit === undefined) {
       throw new ConfigError(`${ROOT}.flags[${i}]`, `unknown seccomp flag ${JSON.stringify(name)}; expected one of ${Object.keys(FLAGS).join(', ')}`);
     }
@@ -735,11 +744,11 @@ export function compileSeccomp(profile: SeccompSpec, opts: CompileSeccompOptions
     for (const arch of arches) {
       const target = perArch[arch];
       const nr = syscallNumber(arch, name);
-      const muxOp = arch === 'x86' ? (SOCKETCALL_OPS[name] ?? IPC_OPS[name]) : undefined;
+      const muxOp = arch === 'x86' ? (own(SOCKETCALL_OPS, name) ?? own(IPC_OPS, name)) : undefined;
       for (const rule of rules) {
         if (muxOp !== undefined) {
           // socketcall(op, args)/ipc(op, ...): argument 0 selects the call.
-          const muxNr = SOCKETCALL_OPS[name] !== undefined ? SOCKETCALL_NR : IPC_NR;
+          const muxNr = own(SOCKETCALL_OPS, name) !== undefined ? SOCKETCALL_NR : IPC_NR;
           const rest = rule.conds.filter((c) => c.arg !== 0);
           const muxed: ProfileRule = { action: rule.action, conds: [{ arg: 0, op: 'EQ', value: BigInt(muxOp), valueTwo: 0n }, ...rest] };
           target.add(muxNr, { action: rule.action, conds: specialise(muxed, 32) });

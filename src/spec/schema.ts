@@ -162,9 +162,19 @@ function uint64() {
     .refine((n) => Number.isInteger(n) && n >= 0, { error: (iss) => message(iss.input) });
 }
 
+/**
+ * A string that reaches the kernel (or execve) as a C string: a NUL byte would end it early, so
+ * the plan encoder and child_process refuse it; it is refused here, with the field's path.
+ */
+function cstring() {
+  return z.string().refine((s) => !s.includes('\0'), {
+    error: (iss) => `must not contain a NUL byte (found at offset ${String(iss.input).indexOf('\0')})`,
+  });
+}
+
 /** A string that must start with `/`. */
 function absolutePath() {
-  return z.string().refine((p) => p.startsWith('/'), {
+  return cstring().refine((p) => p.startsWith('/'), {
     error: (iss) => `expected an absolute path, got ${JSON.stringify(iss.input)}`,
   });
 }
@@ -180,7 +190,7 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T, label:
 
 /** An environment entry of the form `KEY=value` with a non-empty KEY. */
 function envEntry() {
-  return z.string().refine((e) => e.indexOf('=') > 0, {
+  return cstring().refine((e) => e.indexOf('=') > 0, {
     error: (iss) => `expected "KEY=value", got ${JSON.stringify(iss.input)}`,
   });
 }
@@ -202,9 +212,9 @@ export type IdMapping = z.output<typeof idMappingSchema>;
 /** Schema of one entry of `mounts`. */
 export const mountSchema = z.looseObject({
   destination: absolutePath(),
-  type: z.string().optional(),
-  source: z.string().optional(),
-  options: z.array(z.string()).optional(),
+  type: cstring().optional(),
+  source: cstring().optional(),
+  options: z.array(cstring()).optional(),
   uidMappings: z.array(idMappingSchema).optional(),
   gidMappings: z.array(idMappingSchema).optional(),
 });
@@ -215,7 +225,7 @@ export type MountSpec = z.output<typeof mountSchema>;
 /** Schema of one hook program (`hooks.prestart[]` and the other hook lists). */
 export const hookSchema = z.looseObject({
   path: absolutePath(),
-  args: z.array(z.string()).optional(),
+  args: z.array(cstring()).optional(),
   env: z.array(envEntry()).optional(),
   timeout: integer().min(1).optional(),
 });
@@ -250,6 +260,8 @@ const rlimitSchema = z
     hard: uint64(),
   })
   .superRefine((r, ctx) => {
+    // zod runs this even when soft or hard failed its own check (0.5, NaN): compare valid values only
+    if (!Number.isInteger(r.soft) || !Number.isInteger(r.hard)) return;
     if (rlimitValue(r.soft) > rlimitValue(r.hard)) {
       ctx.addIssue({
         code: 'custom',
@@ -274,7 +286,7 @@ export const processSchema = z
     consoleSize: z.looseObject({ height: uint32(), width: uint32() }).optional(),
     // runc reads a missing user as uid 0, gid 0; the default makes that explicit.
     user: userSchema.default({ uid: 0, gid: 0 }),
-    args: z.array(z.string()).min(1),
+    args: z.array(cstring()).min(1),
     commandLine: z.string().optional(),
     env: z.array(envEntry()).optional(),
     cwd: absolutePath(),
@@ -365,8 +377,8 @@ export const seccompSchema = z.looseObject({
   defaultErrnoRet: uint32().optional(),
   architectures: z.array(z.string()).optional(),
   flags: z.array(z.string()).optional(),
-  listenerPath: z.string().optional(),
-  listenerMetadata: z.string().optional(),
+  listenerPath: cstring().optional(),
+  listenerMetadata: cstring().optional(),
   syscalls: z
     .array(
       z.looseObject({
@@ -387,9 +399,9 @@ const linuxSchema = z.looseObject({
   uidMappings: z.array(idMappingSchema).optional(),
   gidMappings: z.array(idMappingSchema).optional(),
   devices: z.array(deviceSchema).optional(),
-  cgroupsPath: z.string().optional(),
+  cgroupsPath: cstring().optional(),
   resources: resourcesSchema.optional(),
-  sysctl: z.record(z.string(), z.string()).optional(),
+  sysctl: z.record(z.string(), cstring()).optional(),
   seccomp: seccompSchema.optional(),
   rootfsPropagation: oneOf(PROPAGATIONS, 'rootfs propagation').optional(),
   maskedPaths: z.array(absolutePath()).optional(),
@@ -464,8 +476,8 @@ function checkCrossFields(spec: z.output<typeof specObject>, ctx: z.RefinementCt
 
   for (const key of Object.keys(linux.sysctl ?? {})) {
     const path = ['linux', 'sysctl', key];
-    if (key.includes('/') || key.includes('..')) {
-      fail(path, `sysctl name ${JSON.stringify(key)} must not contain "/" or ".."`);
+    if (key.includes('/') || key.includes('..') || key.includes('\0')) {
+      fail(path, `sysctl name ${JSON.stringify(key)} must not contain "/", ".." or a NUL byte`);
       continue;
     }
     const ns = sysctlNamespace(key);
@@ -479,11 +491,11 @@ function checkCrossFields(spec: z.output<typeof specObject>, ctx: z.RefinementCt
 
 const specObject = z.looseObject({
   ociVersion: z.string(),
-  root: z.looseObject({ path: z.string().min(1), readonly: z.boolean().optional() }),
+  root: z.looseObject({ path: cstring().min(1), readonly: z.boolean().optional() }),
   mounts: z.array(mountSchema).optional(),
   process: processSchema.optional(),
-  hostname: z.string().optional(),
-  domainname: z.string().optional(),
+  hostname: cstring().optional(),
+  domainname: cstring().optional(),
   annotations: z.record(z.string(), z.string()).optional(),
   hooks: hooksSchema.optional(),
   linux: linuxSchema.optional(),

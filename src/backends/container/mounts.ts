@@ -91,9 +91,10 @@ export function parseMountOptions(options: readonly string[], path: string): Par
   let propagation = 0;
   const data: string[] = [];
   options.forEach((opt, i) => {
-    if (opt in setFlags) flags |= setFlags[opt]!;
-    else if (opt in clearFlags) flags &= ~clearFlags[opt]!;
-    else if (opt in PROPAGATION) propagation = PROPAGATION[opt]!;
+    // own keys only: `in` would also match Object.prototype names ("constructor") and drop them
+    if (Object.hasOwn(setFlags, opt)) flags |= setFlags[opt]!;
+    else if (Object.hasOwn(clearFlags, opt)) flags &= ~clearFlags[opt]!;
+    else if (Object.hasOwn(PROPAGATION, opt)) propagation = PROPAGATION[opt]!;
     else if (opt === 'idmap' || opt === 'ridmap') {
       throw new ConfigError(`${path}[${i}]`, `mount option "${opt}" (id-mapped mounts) is not supported yet`);
     } else if (opt === 'tmpcopyup') {

@@ -10,6 +10,7 @@ import { CAPABILITIES, RLIMITS, rlimitValue } from '../../spec/schema.js';
 import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from '../../spec/schema.js';
 import type { CreateRequest, SentryJail } from '../backend.js';
 import { parseCgroupMounts, UNIFIED } from '../../cgroups/index.js';
+import type { CgroupMounts } from '../../cgroups/index.js';
 import { compileSeccomp, isSeccompDisabled } from '../../seccomp/index.js';
 import type { Logger } from '../../util/log.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
@@ -135,11 +136,14 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   const mounts = spec.mounts ?? [];
   let devBound = false;
   let devpts = false;
+  // the host's cgroup mounts, read once for the whole plan (not once per cgroup mount of the spec)
+  let cgroupMounts: CgroupMounts | undefined;
+  const hostCgroups = (): CgroupMounts => (cgroupMounts ??= parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8')));
   mounts.forEach((m, i) => {
     const norm = posix.normalize(m.destination);
     if (norm === '/') throw new ConfigError(`mounts[${i}].destination`, 'cannot mount over the container root');
     if (m.type === 'devpts' && norm === '/dev/pts') devpts = true;
-    emitMount(w, req, m, i, norm, userns, created.has('network'), created.has('cgroup'));
+    emitMount(w, req, m, i, norm, userns, created.has('network'), created.has('cgroup'), hostCgroups);
     if (norm === '/dev' && (m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind'))) devBound = true;
   });
 
@@ -297,7 +301,8 @@ export function buildExecPlan(input: ExecPlanInput): Buffer {
   return w.encode();
 }
 
-function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, dest: string, userns: boolean, newNet: boolean, newCgroupNs: boolean): void {
+function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, dest: string, userns: boolean, newNet: boolean, newCgroupNs: boolean,
+  hostCgroups: () => CgroupMounts): void {
   const opts = parseMountOptions(m.options ?? [], `mounts[${i}].options`);
   const isBind = m.type === 'bind' || (opts.flags & MS.BIND) !== 0;
   let source = m.source ?? '';
@@ -309,7 +314,7 @@ function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, d
   }
   const type = isBind ? '' : (m.type ?? '');
   if (!isBind && !type) throw new ConfigError(`mounts[${i}].type`, 'required for a mount that is not a bind mount');
-  if (type === 'cgroup') return emitCgroupMount(w, dest, opts.flags, newCgroupNs, req.cgroupPaths ?? {});
+  if (type === 'cgroup') return emitCgroupMount(w, dest, opts.flags, newCgroupNs, req.cgroupPaths ?? {}, hostCgroups());
   const mflags = type === 'sysfs' && userns && !newNet ? 2 : 0;
   w.add(Tag.MOUNT, { str: source || type }, { str: dest }, { str: type }, { u64: BigInt(opts.flags) }, { u64: BigInt(opts.propagation) },
     { str: opts.data.join(',') }, { u32: mflags });
@@ -322,8 +327,7 @@ function emitMount(w: PlanWriter, req: CreateRequest, m: MountSpec, i: number, d
  * namespace's root, the container's cgroup); without one, the container's own cgroup
  * directory is bound there, as runc does.
  */
-function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs: boolean, cgroupPaths: Record<string, string>): void {
-  const mounts = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
+function emitCgroupMount(w: PlanWriter, dest: string, flags: number, newCgroupNs: boolean, cgroupPaths: Record<string, string>, mounts: CgroupMounts): void {
   const mountFlags = flags & ~(MS.BIND | MS.REC);
   const mount = (source: string, target: string, type: string, data: string, extra = 0) =>
     w.add(Tag.MOUNT, { str: source }, { str: target }, { str: type }, { u64: BigInt(mountFlags | extra) }, { u64: 0n }, { str: data }, { u32: 0 });

@@ -605,8 +605,12 @@ function checkControl(t: Task, sb: Sandbox, ctl: Buffer): { control: Buffer; fds
   return { control: out, fds };
 }
 
-/** Copies a struct msghdr's name, data and control (see gather and checkControl), or -errno. */
-function readMsg(t: Task, sb: Sandbox, hdr: Buffer, stream: boolean): OutMsg | number {
+/**
+ * Copies a struct msghdr's name, data and control (see gather and checkControl), or -errno.
+ * Exported for the fuzz tests: it parses workload memory and reaches the host only through
+ * `t.getFd` (SCM_RIGHTS) and closing what that returned.
+ */
+export function readMsg(t: Task, sb: Sandbox, hdr: Buffer, stream: boolean): OutMsg | number {
   let name: Buffer | null = null;
   if (hasName(hdr)) {
     const namelen = hdr.readInt32LE(8);
