@@ -56,7 +56,15 @@ export function runtimeOptions(raw: Buffer): RuntimeOptions {
   }
   if (type === 'runtimeoptions.v1.Options') {
     const o = decode<{ configPath: string; configBody: Buffer }>('runtimeoptions.v1.Options', any.value);
-    const text = o.configBody?.length ? o.configBody.toString('utf8') : o.configPath ? readFileSync(o.configPath, 'utf8') : '';
+    let text = '';
+    if (o.configBody?.length) text = o.configBody.toString('utf8');
+    else if (o.configPath) {
+      try {
+        text = readFileSync(o.configPath, 'utf8');
+      } catch (e) {
+        throw new UsageError(`runtime config ${o.configPath}: cannot read it: ${(e as Error).message}`);
+      }
+    }
     return parseConfig(text, o.configPath || 'ConfigBody');
   }
   throw new UsageError(`runtime options of type ${any.typeUrl} are not Moat's (expected containerd.runc.v1.Options or runtimeoptions.v1.Options)`);

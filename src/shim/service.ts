@@ -15,7 +15,7 @@ import * as lifecycle from '../container/lifecycle.js';
 import type { Context } from '../container/lifecycle.js';
 import { StateStore } from '../container/store.js';
 import { loadSpec, parseProcess } from '../spec/validate.js';
-import type { Resources } from '../cgroups/index.js';
+import { parseResources } from '../cgroups/index.js';
 import { Logger, trace } from '../util/log.js';
 import type { MicrovmChoice, SentryChoice } from '../backends/backend.js';
 import { metricsAny, unifiedCgroups } from './metrics.js';
@@ -202,8 +202,16 @@ export class TaskService {
       return {};
     });
     add('Update', T('UpdateTaskRequest'), EMPTY, async (r: UpdateReq) => {
-      const resources = r.resources?.value?.length ? (JSON.parse(r.resources.value.toString('utf8')) as Resources) : {};
-      await lifecycle.update(this.ctx, this.task(r.id).id, resources);
+      let input: unknown = {};
+      if (r.resources?.value?.length) {
+        try {
+          input = JSON.parse(r.resources.value.toString('utf8'));
+        } catch (e) {
+          throw new TtrpcStatusError(Code.INVALID_ARGUMENT, `update of ${r.id}: resources are not LinuxResources JSON: ${(e as Error).message}: invalid argument`);
+        }
+      }
+      // validated as `moat update` validates its input: a ConfigError names the field
+      await lifecycle.update(this.ctx, this.task(r.id).id, parseResources(input, 'resources'));
       return {};
     });
     add('Wait', T('WaitRequest'), T('WaitResponse'), async (r: IdReq) => {

@@ -178,17 +178,21 @@ export class FrameDecoder {
       this.buffered -= n;
       return out;
     }
+    // one pass over the chunks and one splice: shifting chunk by chunk would make a frame that
+    // arrives in k pieces cost O(k^2) (found by the fuzz tests)
     const out = Buffer.allocUnsafe(n);
     let off = 0;
+    let i = 0;
     while (off < n) {
-      const c = this.chunks[0];
+      const c = this.chunks[i];
       if (c === undefined) throw new Error('FrameDecoder: take beyond buffered bytes'); // a bug, not input
       const k = Math.min(c.length, n - off);
       c.copy(out, off, 0, k);
       off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      if (k === c.length) i++;
+      else this.chunks[i] = c.subarray(k);
     }
+    this.chunks.splice(0, i);
     this.buffered -= n;
     return out;
   }
@@ -196,17 +200,19 @@ export class FrameDecoder {
   /** Discards the first `n` buffered bytes and returns n. */
   private drop(n: number): number {
     let left = n;
+    let i = 0;
     while (left > 0) {
-      const c = this.chunks[0];
+      const c = this.chunks[i];
       if (c === undefined) break;
       if (c.length <= left) {
-        this.chunks.shift();
+        i++;
         left -= c.length;
       } else {
-        this.chunks[0] = c.subarray(left);
+        this.chunks[i] = c.subarray(left);
         left = 0;
       }
     }
+    this.chunks.splice(0, i);
     this.buffered -= n - left;
     return n - left;
   }
