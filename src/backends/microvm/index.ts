@@ -194,6 +194,11 @@ function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
 async function create(req: CreateRequest): Promise<Created> {
   const stateRoot = dirname(req.dir);
   const process0 = agentProcess(req.spec);
+  // the guest sees one block device (or the host root over 9p): host paths are not shared yet
+  const binds = (req.spec.mounts ?? []).filter((m) => m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind'));
+  if (binds.length > 0) {
+    req.log.warn(`container "${req.id}": the microvm isolation does not share host paths yet; not mounted: ${binds.map((m) => m.destination).join(', ')}`);
+  }
   const { vmm, accel: forced } = choices(req);
   // the guest's progress is worth printing only when it is really built (the first time)
   const steps: string[] = [];
