@@ -203,17 +203,20 @@ test('i386, x32 and unknown numbers get ERRNO(ENOSYS)', () => {
   }
 });
 
-test('clone: threads are fast, processes and new namespaces are served', () => {
+test('clone: threads and processes are fast, new namespaces and tracing are served', () => {
   const clone = syscallNumber('x86_64', 'clone')!;
   // CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|PARENT_SETTID|CHILD_CLEARTID, as glibc's pthread_create
   const thread = 0x3d0f00n;
   for (const level of LEVELS) {
     assert.equal(run(level, clone, [thread]), SECCOMP_RET_ALLOW);
     assert.equal(run(level, clone, [thread | (1n << 40n)]), SECCOMP_RET_ALLOW, 'high bits are ignored by the kernel');
-    assert.equal(run(level, clone, [17n]), SECCOMP_RET_USER_NOTIF, 'fork: SIGCHLD only');
+    // served, a fork interrupted by a signal while the sentry answered returned EINTR
+    assert.equal(run(level, clone, [0x01200011n]), SECCOMP_RET_ALLOW, 'fork: CHILD_SETTID|CHILD_CLEARTID|SIGCHLD, as glibc\'s fork');
+    assert.equal(run(level, clone, [0x4111n]), SECCOMP_RET_ALLOW, 'posix_spawn: CLONE_VM|CLONE_VFORK|SIGCHLD');
     assert.equal(run(level, clone, [thread | 0x10000000n]), SECCOMP_RET_USER_NOTIF, 'CLONE_NEWUSER');
-    assert.equal(run(level, clone, [thread | 0x40000000n]), SECCOMP_RET_USER_NOTIF, 'CLONE_NEWNET');
-    assert.equal(run(level, clone, [0x100n]), SECCOMP_RET_USER_NOTIF, 'CLONE_VM without CLONE_THREAD');
+    assert.equal(run(level, clone, [17n | 0x40000000n]), SECCOMP_RET_USER_NOTIF, 'CLONE_NEWNET');
+    assert.equal(run(level, clone, [17n | 0x2000n]), SECCOMP_RET_USER_NOTIF, 'CLONE_PTRACE');
+    assert.equal(run(level, clone, [17n | 0x00800000n]), SECCOMP_RET_USER_NOTIF, 'CLONE_UNTRACED');
   }
 });
 

@@ -91,13 +91,18 @@ const masked = (arg: number, mask: number, value: number): ArgFilter => ({
   values: [BigInt(value)],
 });
 
-const CLONE_VM = 0x100;
-const CLONE_THREAD = 0x10000;
 /** CLONE_NEWTIME | CLONE_NEWNS | CLONE_NEWCGROUP | UTS | IPC | USER | PID | NET. */
 const CLONE_NEW_ANY = 0x80 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
 
-/** clone: a new thread (shared memory, same thread group) that creates no namespace. */
-const CLONE_FAST = [[masked(0, CLONE_THREAD | CLONE_VM | CLONE_NEW_ANY, CLONE_THREAD | CLONE_VM)]];
+/** CLONE_PTRACE | CLONE_UNTRACED: tracing flags the sentry refuses. */
+const CLONE_TRACE = 0x2000 | 0x00800000;
+
+/**
+ * clone: a new thread or process that creates no namespace and asks for no tracing. The flags
+ * are a register value, so the filter checks them as well as the sentry would; served, a fork
+ * could also fail with EINTR when a signal came while the sentry answered (fork never does).
+ */
+const CLONE_FAST = [[masked(0, CLONE_NEW_ANY | CLONE_TRACE, 0)]];
 
 /** fcntl: descriptor flags, status flags, record and OFD locks, dup, pipe size query, seals. */
 const FCNTL_FAST = [[oneOf(1, 0, 1, 2, 3, 4, 5, 6, 7, 1030, 36, 37, 38, 1032, 1033, 1034)]];
@@ -202,7 +207,7 @@ const ROWS: SyscallEntry[] = [
   served(53, 'socketpair', 'socket', 'creates a connected pair (unix domain only)'),
   served(54, 'setsockopt', 'socket', 'the sentry refuses options that bypass the policy (e.g. SO_BINDTODEVICE, filters)'),
   served(55, 'getsockopt', 'socket', 'reads socket options of a sandbox socket'),
-  fast(56, 'clone', 'a new thread without namespaces runs directly; processes and namespace flags are served', {
+  fast(56, 'clone', 'a new thread or process without namespaces or tracing runs directly; namespace and tracing flags are served (refused)', {
     family: 'process',
     fastWhen: CLONE_FAST,
   }),
