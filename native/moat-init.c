@@ -924,6 +924,9 @@ static void load_sentry_filter(void) {
   int len = snprintf(msg, sizeof msg, "{\"pid\":%d,\"fd\":%ld}\n", host_pid ? host_pid : getpid(), rc);
   char ack = 0;
   if (write(listener_fd, msg, (size_t)len) != len || read(listener_fd, &ack, 1) != 1 || ack != 'K') {
+    /* Nobody will answer this filter's notifications: close the notify fd first (served calls
+       then fail with ENOSYS instead of waiting forever, dprintf's among them), then give up. */
+    close((int)rc);
     dprintf(2, "moat-init: handing the notify fd to the sentry failed\n");
     _exit(1);
   }
