@@ -10,17 +10,8 @@ import { join } from 'node:path';
 import { runtimeArgv } from './runtime.js';
 import type { Result } from './runtime.js';
 
-/** mulberry32: a small seeded PRNG, so that a failing run can be replayed. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, shared with the seccomp model tests: a seeded PRNG, so a failing run can be replayed. */
+export { prng } from '../seccomp/model.js';
 
 /** The seed of this run: MOAT_CHAOS_SEED=<n> replays a run, else a fresh one. */
 export function chaosSeed(): number {
