@@ -74,7 +74,13 @@ const NOTES = `## Known limits and notes
   mounts) and extra tmpfs mounts of the config are not given to a microVM yet, so the
   attempts that need them are n/a there.
 - runsc's \`exhaust-fork-bomb\` error: the whole gVisor sandbox shares the pids limit, and the
-  sandbox itself fails when the bomb hits it.`;
+  sandbox itself fails when the bomb hits it. Its \`exhaust-overlay-fill\` escape: runsc lets the
+  workload write to its read-only root and keeps the data in the sandbox's memory, which this
+  config does not limit.
+- \`exhaust-overlay-fill\` with Moat's default spec finds a read-only root: only the 64 MiB tmpfs
+  mounts take data. With a writable root, the sentry's copy-on-write upper directory for bundles
+  lives in the state directory with no size limit yet, and the container backend writes a
+  bundle's rootfs in place (no quota; runc the same).`;
 
 /** docs/security.md: the date, the table, and one line per attempt on what it shows. */
 export function securityDoc(table: Table, runtimes: readonly RuntimeName[], attempts: readonly Attempt[], missing: Map<RuntimeName, string>, date: Date): string {

@@ -42,6 +42,9 @@ static void print_boot(void) {
 }
 `;
 
+/** The shell's line reporting the kernel's boot id (absent under the sentry, gVisor's own under runsc). */
+const BOOT_SH = 'echo BOOT=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)';
+
 /** Whether the workload ran on another kernel than the host's (a microVM's guest). */
 function inGuest(t: Trial, out: RunOutput): boolean {
   const boot = report(out).get('BOOT') ?? '';
@@ -331,6 +334,26 @@ export const attempts: Attempt[] = [
       if (ranToEnd(out) && !/^\d+$/.test(report(out).get('KB') ?? '')) return trialError(`no KB in the report: ${excerpt(out)}`);
       if (ranToEnd(out) && Number(report(out).get('KB')) < 1024) return trialError(`the tmpfs took less than 1 MiB: ${excerpt(out)}`);
       return judgeCount(t, out, 'KB', TMPFS_MIB * 1024, 0, 'KiB in the tmpfs');
+    },
+  },
+  {
+    id: 'exhaust-overlay-fill',
+    category: 'exhaustion',
+    title: 'fills its root filesystem and every writable mount of the default config (/, /tmp, /dev, /dev/shm, /run) with up to 256 MiB each',
+    shows: 'the root is read-only (no copy-on-write layer to fill on the host) and each writable tmpfs stops at its size',
+    sh: [
+      BOOT_SH,
+      'total=0',
+      'for d in / /tmp /dev /dev/shm /run; do',
+      '  f=$d/.moat-fill; dd if=/dev/zero of=$f bs=1M count=256 2>/dev/null',
+      '  set -- $(du -sk $f 2>/dev/null || echo 0); total=$((total + $1)); echo "KB_$(echo $d | tr / _)=$1"; rm -f $f',
+      'done',
+      'echo KB=$total',
+      'echo DONE=1',
+    ].join('\n'),
+    judge: (t, out) => {
+      // the default config's writable tmpfs mounts: /dev and /dev/shm at 64 MiB each; nothing else
+      return judgeCount(t, out, 'KB', 2 * 64 * 1024, 1024, 'KiB written in all');
     },
   },
   {
