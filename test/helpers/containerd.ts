@@ -43,7 +43,6 @@ export class Containerd {
   readonly root: string;
   /** containerd's state directory (task bundles, rootfs mounts). */
   readonly state: string;
-  private readonly logFile: string;
   private readonly scratch: string;
   private exited = false;
 
@@ -51,7 +50,6 @@ export class Containerd {
     this.address = join(dir, 'containerd.sock');
     this.root = join(dir, 'root');
     this.state = join(dir, 'state');
-    this.logFile = join(dir, 'containerd.log');
     this.scratch = join(dir, 'io');
     child.on('exit', () => (this.exited = true));
   }

@@ -3,7 +3,7 @@
  * (./containerd.ts, ./podman.ts): the runtime binary handed to the engine, commands run with their
  * output in files, commands run under a pseudo-terminal, leftover-process scans and unmounting.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { REPO, RUNTIME, type Result } from './runtime.js';
@@ -77,13 +77,23 @@ export function runCommand(scratch: string, argv: string[], opts: CommandOptions
     inFd = openSync(inFile, 'r');
   }
   const [cmd, ...args] = argv;
+  const child = spawn(cmd!, args, { stdio: [inFd, outFd, errFd], env: { ...process.env, ...opts.env } });
+  return settle(child, out, err, opts.timeoutMs, () => {
+    for (const fd of [outFd, errFd]) closeSync(fd);
+    if (typeof inFd === 'number') closeSync(inFd);
+  });
+}
+
+/**
+ * Waits for `child` (SIGKILLed after `timeoutMs`, default 30 s), runs `cleanup`, and resolves with
+ * its status and the output files `out` and `err`.
+ */
+function settle(child: ChildProcess, out: string, err: string, timeoutMs: number | undefined, cleanup: () => void): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd!, args, { stdio: [inFd, outFd, errFd], env: { ...process.env, ...opts.env } });
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs ?? 30_000);
     const done = (): void => {
       clearTimeout(timer);
-      for (const fd of [outFd, errFd]) closeSync(fd);
-      if (typeof inFd === 'number') closeSync(inFd);
+      cleanup();
     };
     child.on('error', (e) => {
       done();
@@ -109,25 +119,13 @@ export function runInPty(scratch: string, argv: string[], opts: CommandOptions =
   const outFd = openSync(out, 'w');
   const errFd = openSync(err, 'w');
   const line = argv.map(shellQuote).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qec', line, '/dev/null'], { stdio: ['pipe', outFd, errFd], env: { ...process.env, ...opts.env } });
-    const stdin = child.stdin!; // stdio[0] is 'pipe'
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    stdin.on('error', () => {}); // EPIPE if script is gone before the input is written
-    if (opts.input !== undefined) stdin.write(opts.input);
-    const done = (): void => {
-      clearTimeout(timer);
-      stdin.destroy();
-      for (const fd of [outFd, errFd]) closeSync(fd);
-    };
-    child.on('error', (e) => {
-      done();
-      reject(e);
-    });
-    child.on('exit', (status, signal) => {
-      done();
-      resolve({ status, signal, stdout: readFileSync(out, 'utf8'), stderr: readFileSync(err, 'utf8') });
-    });
+  const child = spawn('script', ['-qec', line, '/dev/null'], { stdio: ['pipe', outFd, errFd], env: { ...process.env, ...opts.env } });
+  const stdin = child.stdin!; // stdio[0] is 'pipe'
+  stdin.on('error', () => {}); // EPIPE if script is gone before the input is written
+  if (opts.input !== undefined) stdin.write(opts.input);
+  return settle(child, out, err, opts.timeoutMs, () => {
+    stdin.destroy();
+    for (const fd of [outFd, errFd]) closeSync(fd);
   });
 }
 

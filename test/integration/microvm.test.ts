@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { microvmSkipReason } from '../helpers/microvm.js';
-import { REPO, RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
+import { REPO, Sandbox, waitFor } from '../helpers/runtime.js';
 
 const skip = microvmSkipReason();
 if (skip) console.log(`# skipping microvm tests: ${skip}`);
