@@ -34,7 +34,7 @@
 //
 // containerd runs with its own root, state, sockets and log in a temporary directory (CRI off, log
 // level info: debug would make the shims log more, and time that), from a PATH that starts with a
-// directory holding the link containerd-shim-moat-v1 -> bin/containerd-shim-moat-v1.cjs. At the
+// directory holding the link containerd-shim-moat-v1 -> dist/containerd-shim-moat-v1. At the
 // end, and on a failure or Ctrl-C: every task and container is deleted, containerd stopped
 // (SIGTERM, then SIGKILL after 10 s), shims it left behind killed by pid, mounts left under the
 // directory unmounted and the directory removed. A failure prints the end of containerd's log.
@@ -409,7 +409,7 @@ async function main() {
     // containerd finds `containerd-shim-moat-v1` on its PATH, as after `npm install -g`
     const bin = path.join(tmp, 'bin');
     fs.mkdirSync(bin);
-    fs.symlinkSync(path.join(repo, 'bin/containerd-shim-moat-v1.cjs'), path.join(bin, SHIM_TITLE));
+    fs.symlinkSync(path.join(repo, 'dist/containerd-shim-moat-v1'), path.join(bin, SHIM_TITLE)); // the launcher (package.json bin)
     await startContainerd(tmp, { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, MOAT_SHIM_STANDBY: opts.standby ? '1' : '0' });
     const archive = await makeOciImageArchive(path.join(tmp, 'busybox-oci.tar'), { ref: IMAGE });
     ctr(['image', 'import', archive.path]);

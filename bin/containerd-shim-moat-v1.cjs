@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 'use strict';
-// Entry point of `containerd-shim-moat-v1`, Moat's containerd shim v2 (runtime type
-// io.containerd.moat.v1; see src/shim/ and docs/containerd.md). `start` runs from a small bundle
+// The TypeScript `containerd-shim-moat-v1`, Moat's containerd shim v2 (runtime type
+// io.containerd.moat.v1; see src/shim/ and docs/containerd.md). The installed binary is the C
+// launcher dist/containerd-shim-moat-v1 (native/containerd-shim-moat-v1.c), which executes this
+// file for whatever it does not answer itself; this file also works on its own. `start` runs from a small bundle
 // of its own (dist/shim-start.cjs) while containerd waits for it; the daemon it starts (this file
 // again) and `delete` run from the same bundle and V8 code cache as `moat` (bin/moat.cjs).
 const { load } = require('./moat.cjs');

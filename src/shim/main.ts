@@ -23,10 +23,12 @@ import { parseShimFlags, socketPath } from './flags.js';
 import type { ShimFlags } from './flags.js';
 import { unmountRootfs } from './mount.js';
 import { anyOf, decode, encode, timestamp } from './proto.js';
-import { recordedRoot, TaskService } from './service.js';
+import { forgetRoot, recordedRoot, TaskService } from './service.js';
 import type { ShimSettings } from './service.js';
+import type { ClaimRequest } from './claim.js';
 import { awaitClaim, ensureStandby, standbyLock } from './standby.js';
-import { OPTIONS_FILE } from './start.js';
+import type { Decision } from './standby.js';
+import { OPTIONS_FILE, planStart, writeAddress } from './start.js';
 import { TtrpcClient, TtrpcServer } from './ttrpc.js';
 
 const VERSION = '0.1.0';
@@ -146,6 +148,7 @@ async function deleteAction(f: ShimFlags): Promise<number> {
   }
   await lifecycle.remove(ctx, f.id, true);
   unmountRootfs(join(bundle, 'rootfs'));
+  forgetRoot(bundle);
   writeSync(1, encode('containerd.task.v2.DeleteResponse', { pid, exitStatus: 128 + 9, exitedAt: timestamp(new Date()) }));
   return 0;
 }
@@ -268,6 +271,28 @@ async function warmUp(): Promise<void> {
   warmTypes();
 }
 
+/**
+ * How a standby answers a start request: with the running sandbox shim's address (it stays a
+ * standby), or by becoming the sandbox's shim (a claim). Errors are the start's own: containerd
+ * shows them.
+ */
+async function decideStart(request: ClaimRequest): Promise<Decision> {
+  let f: ShimFlags;
+  try {
+    f = parseShimFlags(request.argv);
+  } catch (e) {
+    return { reply: { kind: 'pass', reason: (e as Error).message } }; // the slow start reports it
+  }
+  if (f.action !== 'start' || f.version) return { reply: { kind: 'pass', reason: `not a start: ${JSON.stringify(f.action)}` } };
+  try {
+    const plan = await planStart(f, request.cwd, request.stdin);
+    if (plan.running) return { reply: { kind: 'ok', pid: 0, address: plan.address } };
+    return { claim: { flags: { ...f, socket: plan.path }, cwd: request.cwd, env: request.env, address: plan.address } };
+  } catch (e) {
+    return { reply: { kind: 'error', message: (e as Error).message } };
+  }
+}
+
 /** `standby`: boot, warm up, wait for a claim, then serve as the claimed sandbox's shim. */
 async function standbyMain(): Promise<number> {
   process.title = 'containerd-shim-moat-v1-standby';
@@ -275,7 +300,7 @@ async function standbyMain(): Promise<number> {
   const lock = standbyLock(daemon);
   if (lock === undefined) return 0; // another standby boots or waits
   await warmUp();
-  const got = await awaitClaim(daemon);
+  const got = await awaitClaim(daemon, decideStart);
   closeSync(lock); // claimed or leaving: the next standby may start
   if (!got) return 0;
   const { claim, reply } = got;
@@ -284,7 +309,7 @@ async function standbyMain(): Promise<number> {
     for (const k of Object.keys(process.env)) if (!(k in claim.env)) delete process.env[k];
     Object.assign(process.env, claim.env);
   } catch (e) {
-    reply({ error: (e as Error).message });
+    reply({ kind: 'pass', reason: (e as Error).message });
     return 1;
   }
   let logFd = -1;
@@ -299,10 +324,12 @@ async function standbyMain(): Promise<number> {
     try {
       await server.listen(claim.flags.socket);
     } catch (e) {
-      reply({ error: (e as Error).message });
+      // e.g. a concurrent slow start bound it first: that start serves the sandbox
+      reply({ kind: 'pass', reason: (e as Error).message });
       throw e;
     }
-    reply({ pid: process.pid });
+    writeAddress(claim.cwd, claim.address);
+    reply({ kind: 'ok', pid: process.pid, address: claim.address });
   });
 }
 

@@ -8,7 +8,7 @@
  * Moat's small native stage stays their parent and reports the exit status, so the shim never
  * reaps processes that Node's child handling does not know.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ContainerExistsError, ContainerNotFoundError, ConfigError, InvalidStateError, MoatError, UsageError } from '../errors.js';
 import * as lifecycle from '../container/lifecycle.js';
@@ -295,6 +295,7 @@ export class TaskService {
       this.tasks.delete(r.id);
       await io?.close(0);
       if (task.mounted) unmountRootfs(rootfs);
+      forgetRoot(bundle);
       throw e;
     }
     this.publish('/tasks/create', 'containerd.events.TaskCreate', {
@@ -439,6 +440,7 @@ export class TaskService {
     }
     await p.io?.close(0);
     if (task.mounted) unmountRootfs(join(task.bundle, 'rootfs'));
+    forgetRoot(task.bundle); // nothing left: `containerd-shim-moat-v1 delete` may answer without looking further
     this.tasks.delete(r.id);
     const res = { pid: p.pid, exitStatus: p.exitStatus, exitedAt: timestamp(p.exitedAt ?? new Date()) };
     this.publish('/tasks/delete', 'containerd.events.TaskDelete', { containerId: r.id, id: r.id, ...res });
@@ -470,6 +472,19 @@ export class TaskService {
       ...(p.exitedAt ? { exitedAt: timestamp(p.exitedAt) } : {}),
       execId: p.execId,
     });
+  }
+}
+
+/**
+ * Removes the bundle's record of the state root once the container's state and mounts are gone:
+ * its absence tells the launcher's quick `delete` (native/containerd-shim-moat-v1.c) that the
+ * shim cleaned up.
+ */
+export function forgetRoot(bundle: string): void {
+  try {
+    unlinkSync(join(bundle, 'moat-shim.json'));
+  } catch {
+    // never written
   }
 }
 

@@ -3,103 +3,87 @@
  * Moat's bundle, protobuf types, the libc bindings), waiting on a root-only control socket for
  * a `start` to claim it. Claimed, it becomes the new sandbox's shim at once — it binds the
  * sandbox's ttrpc socket, takes the bundle as its working directory and containerd's
- * environment — so the sandbox skips the daemon's ~100 ms boot. Each shim keeps one standby
- * ready for the next sandbox (started a moment after it serves, off the critical path); an
- * unclaimed standby exits after STANDBY_IDLE_MS. MOAT_SHIM_STANDBY=0 in containerd's
- * environment turns it off.
- *
- * Control protocol (one exchange per standby): `start` sends one JSON line
- * {"flags": ShimFlags, "cwd": string, "env": {...}}; the standby answers {"pid": N} once it
- * listens on flags.socket, or {"error": "..."}; then it closes the control socket for good.
+ * environment — so the sandbox skips the daemon's ~100 ms boot. A `start` for a sandbox whose
+ * shim runs already gets that shim's address and leaves the standby waiting. Each shim keeps one
+ * standby ready for the next sandbox (started a moment after it serves, off the critical path);
+ * an unclaimed standby exits after STANDBY_IDLE_MS. MOAT_SHIM_STANDBY=0 in containerd's
+ * environment turns it off. The protocol is claim.ts's.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, openSync, unlinkSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { flock, LOCK_EX, LOCK_NB } from '../sys/libc.js';
-import { SOCKET_DIR } from './flags.js';
+import { decodeClaim, encodeClaim, formatReply, parseReply, standbyPath } from './claim.js';
+import type { ClaimReply, ClaimRequest } from './claim.js';
 import type { ShimFlags } from './flags.js';
 
 /** How long an unclaimed standby waits before it exits. */
 export const STANDBY_IDLE_MS = 10 * 60_000;
 
-/** What `start` hands a standby. */
+/** A standby's new identity once claimed: the sandbox shim's flags (socket included), bundle and environment. */
 export interface Claim {
   flags: ShimFlags;
   cwd: string;
   env: Record<string, string>;
+  address: string;
 }
+
+/** What the standby does with a request: answer it and wait on, or become the shim it describes. */
+export type Decision = { reply: ClaimReply } | { claim: Claim };
 
 /** Whether the standby is enabled in this environment. */
 export function standbyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env['MOAT_SHIM_STANDBY'] !== '0';
 }
 
-/** The control socket of the standby of the installation whose daemon script is `daemon`. */
-export function standbyPath(daemon: string): string {
-  return `${SOCKET_DIR}/moat-standby-${createHash('sha256').update(daemon).digest('hex').slice(0, 16)}`;
-}
-
 /**
- * Asks the installation's standby to become the shim described by `claim`; resolves with its
- * pid, or undefined when there is no standby or it did not answer in time (then `start` starts
- * a daemon the slow way).
+ * Hands `request` to the installation's standby; resolves with its reply, or undefined when
+ * there is no standby or it did not answer in time (then `start` does the work itself).
  */
-export function claimStandby(daemon: string, claim: Claim, timeoutMs = 2000): Promise<number | undefined> {
-  const path = standbyPath(daemon);
+export function claimStandby(daemon: string, request: ClaimRequest, timeoutMs = 2000): Promise<ClaimReply | undefined> {
+  let path: string;
+  try {
+    path = standbyPath(daemon);
+  } catch {
+    return Promise.resolve(undefined);
+  }
   if (!existsSync(path)) return Promise.resolve(undefined);
   return new Promise((resolve) => {
     const sock = connect(path);
     let buf = '';
-    const done = (pid: number | undefined): void => {
+    const done = (r: ClaimReply | undefined): void => {
       clearTimeout(timer);
       sock.destroy();
-      resolve(pid);
+      resolve(r);
     };
     const timer = setTimeout(() => done(undefined), timeoutMs);
-    sock.once('connect', () => sock.write(`${JSON.stringify(claim)}\n`));
+    sock.once('connect', () => sock.end(encodeClaim(request)));
     sock.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
       const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      try {
-        const r = JSON.parse(buf.slice(0, nl)) as { pid?: unknown };
-        done(typeof r.pid === 'number' && r.pid > 0 ? r.pid : undefined);
-      } catch {
-        done(undefined);
-      }
+      if (nl >= 0) done(parseReply(buf.slice(0, nl)));
     });
     sock.once('error', () => done(undefined));
     sock.once('close', () => done(undefined));
   });
 }
 
-/** Parses and checks a claim line from the control socket. */
-export function parseClaim(line: string): Claim {
-  const v = JSON.parse(line) as Partial<Claim>;
-  const f = v.flags as Partial<ShimFlags> | undefined;
-  const str = (x: unknown): x is string => typeof x === 'string';
-  if (!f || !str(f.namespace) || !str(f.id) || !str(f.address) || !str(f.publishBinary) || !str(f.socket) || typeof f.debug !== 'boolean') {
-    throw new Error('claim: flags must name namespace, id, address, publishBinary, socket and debug');
-  }
-  if (!str(v.cwd) || !v.cwd.startsWith('/')) throw new Error('claim: cwd must be an absolute path');
-  const env: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v.env ?? {})) if (str(val)) env[k] = val;
-  return { flags: f as ShimFlags, cwd: v.cwd, env };
-}
-
 /**
- * Waits on the control socket for one claim; resolves with it and the connection to answer on.
- * Resolves undefined when another standby already serves this installation, or after the idle
- * timeout.
+ * Waits on the control socket until `decide` turns a request into a claim; resolves with it
+ * and the function that sends the claimant its reply. Requests `decide` answers itself leave
+ * the standby waiting. Resolves undefined when another standby already serves this
+ * installation, or after the idle timeout.
  */
-export async function awaitClaim(daemon: string): Promise<{ claim: Claim; reply: (msg: object) => void } | undefined> {
+export async function awaitClaim(
+  daemon: string,
+  decide: (request: ClaimRequest) => Promise<Decision>,
+): Promise<{ claim: Claim; reply: (r: ClaimReply) => void } | undefined> {
   const path = standbyPath(daemon);
   if (existsSync(path)) {
     const alive = await new Promise<boolean>((res) => {
       const s = connect(path);
-      // a live standby would take this connection as a claim: close at once, without a line
+      // a live standby reads this connection as a request: close at once, with no bytes
       s.once('connect', () => {
         s.destroy();
         res(true);
@@ -115,29 +99,53 @@ export async function awaitClaim(daemon: string): Promise<{ claim: Claim; reply:
   }
   return new Promise((resolve) => {
     const server = createServer();
+    let busy = false; // deciding one request; others pass meanwhile
+    let claimed = false;
     const idle = setTimeout(() => {
       server.close();
       resolve(undefined);
     }, STANDBY_IDLE_MS);
+    const answer = (sock: Socket, r: ClaimReply): void => {
+      sock.end(formatReply(r));
+    };
     server.on('connection', (sock: Socket) => {
-      let buf = '';
+      let buf = Buffer.alloc(0);
+      let handled = false;
       sock.on('data', (d: Buffer) => {
-        buf += d.toString('utf8');
-        const nl = buf.indexOf('\n');
-        if (nl < 0) {
-          if (buf.length > 1 << 20) sock.destroy();
-          return;
-        }
-        let claim: Claim;
+        if (handled) return;
+        buf = Buffer.concat([buf, d]);
+        let request: ClaimRequest | undefined;
         try {
-          claim = parseClaim(buf.slice(0, nl));
+          request = decodeClaim(buf);
         } catch (e) {
-          sock.end(`${JSON.stringify({ error: (e as Error).message })}\n`);
+          handled = true;
+          answer(sock, { kind: 'pass', reason: (e as Error).message });
           return;
         }
-        clearTimeout(idle);
-        server.close(); // one claim per standby: the next start finds none, or the next standby
-        resolve({ claim, reply: (msg) => sock.end(`${JSON.stringify(msg)}\n`) });
+        if (!request) return;
+        handled = true;
+        if (busy || claimed) {
+          answer(sock, { kind: 'pass', reason: 'the standby is taken' });
+          return;
+        }
+        busy = true;
+        decide(request).then(
+          (d) => {
+            busy = false;
+            if ('reply' in d) {
+              answer(sock, d.reply);
+              return;
+            }
+            claimed = true;
+            clearTimeout(idle);
+            server.close(); // one claim per standby: the next start finds none, or the next standby
+            resolve({ claim: d.claim, reply: (r) => answer(sock, r) });
+          },
+          (e: unknown) => {
+            busy = false;
+            answer(sock, { kind: 'pass', reason: (e as Error).message });
+          },
+        );
       });
       sock.on('error', () => {});
     });
@@ -145,7 +153,13 @@ export async function awaitClaim(daemon: string): Promise<{ claim: Claim; reply:
       clearTimeout(idle);
       resolve(undefined); // another standby bound the path first
     });
-    server.listen(path, () => chmodSync(path, 0o600));
+    // root-only from the first moment (the umask covers bind; chmod is belt and braces)
+    const mask = process.umask(0o177);
+    try {
+      server.listen(path, () => chmodSync(path, 0o600));
+    } finally {
+      process.umask(mask);
+    }
   });
 }
 

@@ -1,13 +1,15 @@
 /**
  * `containerd-shim-moat-v1 ... start`: the short-lived process containerd runs (cwd: the bundle)
- * to get the ttrpc address of the sandbox's shim. If the sandbox's shim runs, its address is the
- * answer. Otherwise this process binds the socket, starts the shim daemon with the listening
+ * to get the ttrpc address of the sandbox's shim. The installation's warm standby answers it if
+ * there is one (standby.ts; the C launcher native/containerd-shim-moat-v1.c asks it first and
+ * runs this only when it cannot). Otherwise: if the sandbox's shim runs, its address is the
+ * answer; if not, this process binds the socket, starts the shim daemon with the listening
  * socket as fd 3, writes containerd's runtime options (read from stdin) into the bundle for it,
  * prints the address and exits without waiting: containerd's first request waits in the
  * socket's backlog while the daemon loads, so the two start-ups overlap.
  *
- * This is its own small bundle (dist/shim-start.cjs): only Node's core and flags.ts, so the
- * process containerd waits for starts as fast as Node can.
+ * This is its own small bundle (dist/shim-start.cjs): only Node's core, flags.ts and claim.ts,
+ * so the process containerd waits for starts as fast as Node can.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
@@ -42,9 +44,9 @@ function canConnect(path: string): Promise<boolean> {
 }
 
 /** Writes the `address` file of the bundle atomically, as the runc shim does. */
-function writeAddress(address: string): void {
-  writeFileSync('address.tmp', address);
-  renameSync('address.tmp', 'address');
+export function writeAddress(bundle: string, address: string): void {
+  writeFileSync(join(bundle, 'address.tmp'), address);
+  renameSync(join(bundle, 'address.tmp'), join(bundle, 'address'));
 }
 
 /** Reads stdin to its end (containerd writes the runtime options there, or nothing). */
@@ -54,7 +56,8 @@ function readStdin(): Buffer {
   for (;;) {
     let n: number;
     try {
-      n = readFileSyncChunk(buf);
+      // containerd gives a pipe or /dev/null (the launcher a memfd): each ends
+      n = readSync(0, buf, 0, buf.length, null);
     } catch {
       break; // no stdin at all
     }
@@ -62,11 +65,6 @@ function readStdin(): Buffer {
     chunks.push(Buffer.from(buf.subarray(0, n)));
   }
   return Buffer.concat(chunks);
-}
-
-function readFileSyncChunk(buf: Buffer): number {
-  // containerd gives a pipe or /dev/null: both end
-  return readSync(0, buf, 0, buf.length, null);
 }
 
 /** Binds and listens on `path`; resolves with the server. */
@@ -78,11 +76,11 @@ function listen(path: string): Promise<Server> {
   });
 }
 
-/** The sandbox group of the bundle in the cwd: the CRI sandbox id, or the container id. */
-function group(id: string): string {
+/** The sandbox group of `bundle`: the CRI sandbox id, or the container id. */
+function group(bundle: string, id: string): string {
   let spec: { annotations?: Record<string, string> };
   try {
-    spec = JSON.parse(readFileSync('config.json', 'utf8')) as typeof spec;
+    spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as typeof spec;
   } catch (e) {
     throw new ShimStartError(`cannot read config.json of the bundle: ${(e as Error).message}`);
   }
@@ -93,35 +91,58 @@ function group(id: string): string {
   return id;
 }
 
-/** The start action; resolves with the exit code after printing the address. */
-async function start(f: ShimFlags, daemon: string): Promise<number> {
+/** Where a start stands: the sandbox shim's address and socket, and whether that shim runs. */
+export interface StartPlan {
+  address: string;
+  path: string;
+  running: boolean;
+}
+
+/**
+ * The first half of every start (here and in the standby): the sandbox shim's address; if that
+ * shim runs, the bundle's address file too; if not, a clean socket path and the runtime options
+ * in the bundle for the daemon that will serve it.
+ */
+export async function planStart(f: ShimFlags, bundle: string, options: Buffer): Promise<StartPlan> {
   if (!f.id) throw new ShimUsageError('-id is required');
   if (!f.namespace) throw new ShimUsageError('-namespace is required');
-  const address = socketAddress(f.address, f.namespace, group(f.id));
+  const address = socketAddress(f.address, f.namespace, group(bundle, f.id));
   const path = socketPath(address);
-  const opts = readStdin();
   if (existsSync(path)) {
     if (await canConnect(path)) {
-      writeAddress(address);
-      writeSync(1, address);
-      return 0;
+      writeAddress(bundle, address);
+      return { address, path, running: true };
     }
     unlinkSync(path); // left by a shim that died
   }
   mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
-  writeFileSync(OPTIONS_FILE, opts);
+  writeFileSync(join(bundle, OPTIONS_FILE), options);
+  return { address, path, running: false };
+}
+
+/** The start action; resolves with the exit code after printing the address. */
+async function start(f: ShimFlags, argv: readonly string[], daemon: string): Promise<number> {
+  if (!f.id) throw new ShimUsageError('-id is required');
+  if (!f.namespace) throw new ShimUsageError('-namespace is required');
+  const opts = readStdin();
+  const cwd = process.cwd();
   if (standbyEnabled()) {
-    // a warm standby becomes this sandbox's shim without booting (standby.ts)
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-    const pid = await claimStandby(daemon, { flags: { ...f, socket: path }, cwd: process.cwd(), env });
-    if (pid !== undefined) {
-      adjustOom(pid);
-      writeAddress(address);
-      writeSync(1, address);
+    const r = await claimStandby(daemon, { argv: [...argv], env, cwd, stdin: opts });
+    if (r?.kind === 'ok') {
+      if (r.pid > 0) adjustOom(r.pid);
+      writeSync(1, r.address);
       return 0;
     }
+    if (r?.kind === 'error') throw new Error(r.message);
   }
+  const plan = await planStart(f, cwd, opts);
+  if (plan.running) {
+    writeSync(1, plan.address);
+    return 0;
+  }
+  const { address, path } = plan;
   const server = await listen(path);
   try {
     // `_handle.fd` is Node's internal handle; it is how a listening socket is passed to a child
@@ -156,7 +177,7 @@ async function start(f: ShimFlags, daemon: string): Promise<number> {
   // not server.close(): Node would unlink the socket path; the daemon holds its own copy of the
   // listening socket, and this process's copy goes when it exits right after this
   server.unref();
-  writeAddress(address);
+  writeAddress(cwd, address);
   writeSync(1, address);
   return 0;
 }
@@ -202,19 +223,18 @@ function mounted(path: string): boolean {
 
 /**
  * `delete` when the shim already cleaned up (its normal end: containerd 1.6 runs `delete` after
- * every shim exits): no Moat state for the id and no rootfs mount, so there is nothing to do but
- * answer. Anything else goes to the full `delete` in the main bundle. Returns undefined then.
+ * every shim exits): no record of a state root in the bundle (the shim removes moat-shim.json
+ * once the container's state and mounts are gone), no Moat state under the default root, and
+ * nothing mounted on rootfs — the C launcher's rule too. Anything else goes to the full
+ * `delete` in the main bundle; returns undefined then.
  */
 function quickDelete(f: ShimFlags): number | undefined {
   const bundle = f.bundle || process.cwd();
-  let root = join('/run/containerd/moat', f.namespace);
-  try {
-    const rec = JSON.parse(readFileSync(join(bundle, 'moat-shim.json'), 'utf8')) as { root?: unknown };
-    if (typeof rec.root === 'string') root = rec.root;
-  } catch {
-    // no record: the default root
+  const name = (s: string): boolean => s !== '' && s !== '.' && s !== '..' && !s.includes('/');
+  if (!name(f.id) || !name(f.namespace)) return undefined;
+  if (existsSync(join(bundle, 'moat-shim.json')) || existsSync(join('/run/containerd/moat', f.namespace, f.id)) || mounted(join(bundle, 'rootfs'))) {
+    return undefined;
   }
-  if (!f.id || !f.namespace || existsSync(join(root, f.id)) || mounted(join(bundle, 'rootfs'))) return undefined;
   writeSync(1, killedDeleteResponse(new Date()));
   return 0;
 }
@@ -237,7 +257,7 @@ export async function main(argv: readonly string[], daemon: string, full: () => 
   }
   if (f.action !== 'start') return full()(argv);
   try {
-    return await start(f, daemon);
+    return await start(f, argv, daemon);
   } catch (e) {
     writeSync(2, `containerd-shim-moat-v1: ${(e as Error).message}\n`);
     return 1;

@@ -25,7 +25,7 @@ const STATE = join('/run/containerd/moat', NAMESPACE);
 /** A directory with `containerd-shim-moat-v1` in it, for containerd's PATH (as `npm install -g` would link it). */
 function shimPathDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'moat-shim-bin-'));
-  symlinkSync(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'), join(dir, 'containerd-shim-moat-v1'));
+  symlinkSync(join(REPO, 'dist', 'containerd-shim-moat-v1'), join(dir, 'containerd-shim-moat-v1')); // the launcher (package.json bin)
   return dir;
 }
 
