@@ -24,14 +24,22 @@
  *        moat.root=9p:TAG      the virtio-9p share TAG mounted read-only at /lower
  *                              (trans=virtio,version=9p2000.L,msize=262144), a tmpfs at /upper
  *                              and an overlay of both as the rootfs: writes stay in guest memory
- *      The channel and the rootfs devices probe asynchronously: each is retried for 5 s.
- *      The control channel is opened first, so a rootfs failure reaches the host as
- *      FAILURE(0xffffffff, "boot: ...") before the power-off.
+ *        moat.net=none         (default) loopback only
+ *        moat.net=user         also the first Ethernet interface (/sys/class/net/X/type 1) as
+ *                              QEMU's `-netdev user` (libslirp) expects: 10.0.2.15/24, default
+ *                              route via 10.0.2.2 (DNS is 10.0.2.3); IPv6 autoconfigures from
+ *                              slirp's router advertisements
+ *      The channel, the rootfs and the network devices probe asynchronously: each is retried
+ *      for 5 s. The control channel is opened first, so a rootfs or network failure (or a bad
+ *      moat.root/moat.net value) reaches the host as FAILURE(0xffffffff, "boot: ...") before
+ *      the power-off.
  *   4. switches root (chdir /newroot, mount --move . /, chroot .), then mounts, inside the new
  *      root, proc (/proc), sysfs read-only (/sys), devtmpfs (/dev), devpts (/dev/pts), and
  *      tmpfs mode 1777 at /dev/shm and /tmp, creating missing mount points. (They are mounted
  *      after the chroot so that a symlink in the image resolves inside the image.)
- *   5. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
+ *   5. brings up the network with ioctls: lo always (the kernel gives it 127.0.0.1 and ::1),
+ *      and with moat.net=user the Ethernet interface (address, netmask, up, default route).
+ *   6. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
  *      reports EOF or an error, or a malformed frame arrives; then every process is killed,
  *      the disks are synced and the VM powers off (reboot(RB_POWER_OFF); QEMU runs with
  *      -no-reboot). A boot failure powers off too.
@@ -96,6 +104,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
@@ -108,6 +117,10 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <linux/vm_sockets.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,6 +144,11 @@
 #define MAX_PROCS 128
 #define STREAM_ALL 0xffffffffu
 #define WAIT_MS 5000
+/* moat.net=user: libslirp's defaults for QEMU's `-netdev user` (network 10.0.2.0/24, gateway
+ * and host 10.0.2.2, DNS 10.0.2.3); the host's qemu.ts relies on them and passes no address */
+#define NET_ADDR "10.0.2.15"
+#define NET_MASK "255.255.255.0"
+#define NET_GW "10.0.2.2"
 
 enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK };
 
@@ -357,7 +375,7 @@ static void load_modules(void) {
   }
 }
 
-static char opt_root[256], opt_ctl[64] = "serial";
+static char opt_root[256], opt_ctl[64] = "serial", opt_net[32] = "none";
 
 static void read_cmdline(void) {
   static char line[4096];
@@ -366,6 +384,7 @@ static void read_cmdline(void) {
   for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
     if (strncmp(w, "moat.root=", 10) == 0) snprintf(opt_root, sizeof opt_root, "%s", w + 10);
     else if (strncmp(w, "moat.ctl=", 9) == 0) snprintf(opt_ctl, sizeof opt_ctl, "%s", w + 9);
+    else if (strncmp(w, "moat.net=", 9) == 0) snprintf(opt_net, sizeof opt_net, "%s", w + 9);
   }
 }
 
@@ -470,6 +489,64 @@ static void switch_root(void) {
   do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666", 0755);
   do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
   do_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+}
+
+/* Sets `sa` (a struct sockaddr in an ifreq or rtentry) to the IPv4 address `ip`. */
+static void set_in(struct sockaddr *sa, const char *ip) {
+  struct sockaddr_in in;
+  memset(&in, 0, sizeof in);
+  in.sin_family = AF_INET;
+  if (inet_pton(AF_INET, ip, &in.sin_addr) != 1) boot_fail("network: bad address %s", ip);
+  memcpy(sa, &in, sizeof in);
+}
+
+/* ORs IFF_UP into the flags of interface `dev`; `s` is an AF_INET datagram socket. */
+static void if_up(int s, const char *dev) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) boot_fail("network: %s: get flags: %s", dev, strerror(errno));
+  ifr.ifr_flags |= IFF_UP; /* IFF_RUNNING is the kernel's to set (carrier), not ours */
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) boot_fail("network: %s: set up: %s", dev, strerror(errno));
+}
+
+/* Brings up lo (the kernel gives it 127.0.0.1/8 and ::1 once up) and, with moat.net=user, the
+ * first Ethernet interface (type 1 in sysfs, waited for like the other devices) with
+ * NET_ADDR/NET_MASK and a default route via NET_GW. IPv6 needs nothing: slirp sends router
+ * advertisements and the kernel configures itself. Runs after switch_root (sysfs is mounted
+ * read-only there, enough to read it), so the NIC probes while the rootfs mounts. */
+static void net_up(void) {
+  int user = strcmp(opt_net, "user") == 0;
+  if (!user && strcmp(opt_net, "none") != 0) boot_fail("moat.net=%s: expected none or user", opt_net);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) boot_fail("network: socket: %s", strerror(errno));
+  if_up(s, "lo");
+  if (user) {
+    char dev[IFNAMSIZ];
+    long deadline = now_ms() + WAIT_MS;
+    while (find_sysfs("/sys/class/net", "type", "1", dev, sizeof dev) != 0) { /* 1: ARPHRD_ETHER */
+      if (now_ms() > deadline) boot_fail("network: no Ethernet interface after %d ms", WAIT_MS);
+      nap();
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+    set_in(&ifr.ifr_addr, NET_ADDR);
+    if (ioctl(s, SIOCSIFADDR, &ifr) != 0) boot_fail("network: %s: set address %s: %s", dev, NET_ADDR, strerror(errno));
+    set_in(&ifr.ifr_netmask, NET_MASK);
+    if (ioctl(s, SIOCSIFNETMASK, &ifr) != 0) boot_fail("network: %s: set netmask %s: %s", dev, NET_MASK, strerror(errno));
+    if_up(s, dev); /* up first: the route needs the gateway reachable on dev's subnet */
+    struct rtentry rt;
+    memset(&rt, 0, sizeof rt);
+    set_in(&rt.rt_dst, "0.0.0.0");
+    set_in(&rt.rt_genmask, "0.0.0.0");
+    set_in(&rt.rt_gateway, NET_GW);
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    rt.rt_dev = dev;
+    if (ioctl(s, SIOCADDRT, &rt) != 0 && errno != EEXIST)
+      boot_fail("network: %s: default route via %s: %s", dev, NET_GW, strerror(errno));
+  }
+  close_fd(&s);
 }
 
 /* ---------- processes ---------- */
@@ -914,6 +991,7 @@ int main(int argc, char **argv) {
     open_ctl();
     mount_root();
     switch_root();
+    net_up();
   } else {
     std_fds();
   }
