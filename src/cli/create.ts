@@ -30,7 +30,7 @@ export function addCreateFlags(cmd: Command): Command {
     .option('--no-pivot', 'accepted for runc compatibility; Moat always uses pivot_root')
     .option('--isolation <name>', 'isolation backend: container, sentry or microvm (also set by the io.moat.isolation annotation)')
     .option('--sentry-level <level>', 'sentry: strict or balanced (default; see docs/syscalls.md)')
-    .option('--allow-egress <rule>', 'sentry: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable)', collect, [])
+    .option('--allow-egress <rule>', 'sentry and microvm: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable; microvm: gives the VM its network device)', collect, [])
     .option('--vmm <driver>', 'microvm: qemu or firecracker (default: the best available)')
     .option('--vmm-accel <accel>', 'microvm: kvm or tcg (default: KVM where it works)');
 }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -118,6 +119,54 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, `${guestRelease}\n/tmp/moat-vm-cwd/sub\nhost-root\nx\n`);
     assert.equal(existsSync('/etc/moat-vm-write'), false, 'a write in the guest reached the host');
+  });
+
+  it('with --allow-egress the VM gets one network device: an allowed host endpoint answers, others are unreachable', async () => {
+    // two host listeners on loopback; the guest reaches the host's 127.0.0.1 as 10.0.2.2 (slirp)
+    const seen: Record<string, string[]> = { allowed: [], denied: [] };
+    const listen = (name: string) =>
+      new Promise<Server>((res) => {
+        const srv = createServer((c) => {
+          let got = '';
+          c.on('data', (d: Buffer) => {
+            got += d.toString();
+            if (got.includes('\n')) c.end('pong\n');
+          });
+          c.on('close', () => seen[name]!.push(got));
+        });
+        srv.listen(0, '127.0.0.1', () => res(srv));
+      });
+    const [allowed, denied] = await Promise.all([listen('allowed'), listen('denied')]);
+    const port = (s: Server) => (s.address() as AddressInfo).port;
+    try {
+      const b = await sb.bundle(['sh', '-c', `cat /sys/class/net/eth0/address >/dev/null && echo has-eth0; echo ping | nc 10.0.2.2 ${port(allowed)}; nc -w 5 10.0.2.2 ${port(denied)} </dev/null; echo denied-rc=$?`]);
+      const id = sb.id('vm');
+      const r = await sb.rt(['run', '--isolation', 'microvm', '--allow-egress', `127.0.0.1:${port(allowed)}`, '-b', b, id], { timeoutMs: VM_TIMEOUT });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^has-eth0\npong\ndenied-rc=1\n$/, r.stdout);
+      assert.deepEqual(seen.allowed, ['ping\n']);
+      assert.deepEqual(seen.denied, [], 'a connection reached the endpoint no rule allows');
+    } finally {
+      allowed.close();
+      denied.close();
+    }
+  });
+
+  it('without egress rules the VM has no network device, and its loopback is up', async () => {
+    const r = await run(['sh', '-c', 'ls /sys/class/net; cat /sys/class/net/lo/flags']);
+    assert.equal(r.status, 0, r.stderr);
+    const [names, flags] = r.stdout.trim().split('\n');
+    assert.equal(names, 'lo');
+    assert.equal(Number(flags) & 1, 1, `lo flags ${flags}: not IFF_UP`);
+  });
+
+  it('a bad --allow-egress rule fails create with the rule named, and leaves nothing', async () => {
+    const b = await sb.bundle(['true']);
+    const id = sb.id('vm');
+    const r = await sb.rt(['create', '--isolation', 'microvm', '--allow-egress', '300.1.2.3:80', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--allow-egress "300\.1\.2\.3:80"/);
+    assert.equal(existsSync(join(sb.root, id)), false, 'create left a state directory');
   });
 
   it('fails start at once, with the reason, when the program cannot run', async () => {

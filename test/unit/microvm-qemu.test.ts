@@ -85,26 +85,17 @@ describe('qemuArgv', () => {
     assert.equal(valueOf(argv, '-M'), 'microvm,pit=off,pic=off,isa-serial=on,rtc=on');
   });
 
-  test('disk (writeback, readonly), 9p share and the restricted user network with one guestfwd per forward', () => {
+  test('disk (writeback, readonly), 9p share and the user network (its host sockets are the sentry\'s)', () => {
     const argv = qemuArgv(
       baseVm({
         disk: { path: '/run/moat/ctr-1/disk.qcow2', format: 'qcow2', readonly: true },
         share: { hostPath: '/srv/root', tag: 'hostroot' },
-        net: {
-          mode: 'user',
-          forwards: [
-            { guestPort: 443, host: '127.0.0.1', hostPort: 8443 },
-            { guestPort: 53, host: 'localhost', hostPort: 5353 },
-          ],
-        },
+        net: { mode: 'user' },
       }),
     );
     assert.equal(valueOf(argv, '-drive'), 'id=root,file=/run/moat/ctr-1/disk.qcow2,format=qcow2,if=none,cache=writeback,readonly=on');
     assert.equal(valueOf(argv, '-fsdev'), 'local,id=fs0,path=/srv/root,security_model=none,readonly=on');
-    assert.equal(
-      valueOf(argv, '-netdev'),
-      'user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:443-tcp:127.0.0.1:8443,guestfwd=tcp:10.0.2.100:53-tcp:localhost:5353',
-    );
+    assert.equal(valueOf(argv, '-netdev'), 'user,id=n0');
     assert.deepEqual(valuesOf(argv, '-device'), [
       'virtio-serial-device',
       'virtserialport,chardev=ctl,name=moat.ctl',
@@ -114,8 +105,7 @@ describe('qemuArgv', () => {
     ]);
     const rw = qemuArgv(baseVm({ disk: { path: '/d.raw', format: 'raw' } }));
     assert.equal(valueOf(rw, '-drive'), 'id=root,file=/d.raw,format=raw,if=none,cache=writeback');
-    const none = qemuArgv(baseVm({ net: { mode: 'user', forwards: [] } }));
-    assert.equal(valueOf(none, '-netdev'), 'user,id=n0,restrict=on');
+    assert.equal(valueOf(rw, '-netdev'), undefined, 'no network unless asked');
   });
 
   test("commas in paths are escaped for QEMU's option syntax; -serial file: takes its path literally", () => {
@@ -132,15 +122,7 @@ describe('qemuArgv', () => {
         (e: unknown) => e instanceof QemuConfigError && e.field === field,
       );
     };
-    const fwd = (host: string, guestPort = 80, hostPort = 8080): Partial<VmConfig> => ({ net: { mode: 'user', forwards: [{ guestPort, host, hostPort }] } });
-    refuses(fwd('127.0.0.1,server=on'), 'net.forwards[0].host');
-    refuses(fwd('::1'), 'net.forwards[0].host');
-    refuses(fwd('127.0.0.1', 0), 'net.forwards[0].guestPort');
-    refuses(fwd('127.0.0.1', 80, 70000), 'net.forwards[0].hostPort');
-    refuses(
-      { net: { mode: 'user', forwards: [{ guestPort: 80, host: 'a', hostPort: 1 }, { guestPort: 80, host: 'b', hostPort: 2 }] } },
-      'net.forwards[1].guestPort',
-    );
+    refuses({ net: { mode: 'tap' } as unknown as VmConfig['net'] }, 'net.mode');
     refuses({ share: { hostPath: '/srv', tag: 'a,b' } }, 'share.tag');
     refuses({ disk: { path: 'relative.raw', format: 'raw' } }, 'disk.path');
     refuses({ controlSocket: `/${'s'.repeat(120)}` }, 'controlSocket');

@@ -19,7 +19,7 @@ import type { ContainerRecord } from '../../container/store.js';
 import { defaultSeccompProfile } from '../../seccomp/index.js';
 import type { Spec } from '../../spec/schema.js';
 import { trace } from '../../util/log.js';
-import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
+import type { Backend, CreateRequest, Created, ExecRequest, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { baseImage, overlayDisk } from './disk.js';
 import { agentPath, buildGuest, guestCacheDir } from './guest.js';
@@ -29,6 +29,9 @@ import { chooseAccel, probeKvm } from './qemu.js';
 import type { Accel, GuestImage, VmConfig, VmmLaunch } from './types.js';
 import { chooseDriver } from './vmm.js';
 import { controlPath as firecrackerControlPath } from './firecracker.js';
+import { EGRESS_ANNOTATION, startNetworkSentry } from '../sentry/index.js';
+import type { StartedSentry } from '../sentry/index.js';
+import { parsePolicy } from '../sentry/netpolicy.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -83,16 +86,17 @@ const RLIMIT_NUMBERS: Record<string, number> = {
 
 /**
  * The OCI spec of the VMM's jail: a read-only root made of the host's /usr and the files the
- * driver named, its own namespaces, no capabilities, no_new_privs, Moat's default seccomp
- * allowlist and a memory limit of the guest's memory plus overhead.
+ * driver named, its own namespaces (an empty network namespace: a VM with a network gets its
+ * host sockets from a sentry), no capabilities, no_new_privs, Moat's default seccomp allowlist
+ * and a memory limit of the guest's memory plus overhead.
  */
-export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMiB: number, hostNetwork: boolean, share?: { source: string; jailPath: string }): Spec {
+export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMiB: number, share?: { source: string; jailPath: string }): Spec {
   const bind = (p: string, rw: boolean) => ({ destination: p, type: 'bind', source: p, options: ['rbind', rw ? 'rw' : 'ro', 'nosuid', 'nodev'] });
   // the shared host tree is bound without its submounts (as the embedded default's overlay)
   const shareMount = share ? [{ destination: share.jailPath, type: 'bind', source: share.source, options: ['bind', 'ro', 'nosuid', 'nodev'] }] : [];
   const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
   const extra = [...new Set(launch.paths)].filter((p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== share?.jailPath);
-  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, ...(hostNetwork ? [] : [{ type: 'network' }])];
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }];
   return {
     ociVersion: '1.0.2',
     root: { path: root, readonly: true },
@@ -200,6 +204,9 @@ async function create(req: CreateRequest): Promise<Created> {
     req.log.warn(`container "${req.id}": the microvm isolation does not share host paths yet; not mounted: ${binds.map((m) => m.destination).join(', ')}`);
   }
   const { vmm, accel: forced } = choices(req);
+  // egress rules give the VM its one network device (none without them, as runsc's --network=none)
+  const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
+  if (egress.length > 0) parsePolicy('egress', egress); // a bad rule fails before anything is made
   // the guest's progress is worth printing only when it is really built (the first time)
   const steps: string[] = [];
   const guest = ensureGuest(stateRoot, (m) => steps.push(m));
@@ -220,18 +227,20 @@ async function create(req: CreateRequest): Promise<Created> {
     accel,
     controlSocket: join(vmDir, 'ctl.sock'),
     consoleLog: join(vmDir, 'console.log'),
+    ...(egress.length > 0 ? { net: { mode: 'user' as const } } : {}),
   };
+  const netArg = egress.length > 0 ? ' moat.net=user' : '';
   let vm: VmConfig;
   if (req.embedded) {
     // the host root, read-only, with the guest's writes in a tmpfs overlay inside the guest
-    cmdline = 'moat.root=9p:hostroot';
+    cmdline = `moat.root=9p:hostroot${netArg}`;
     // QEMU sees the host tree at HOST_SHARE inside its jail
     vm = { ...cfgBase, cmdline, share: { hostPath: HOST_SHARE, tag: 'hostroot' } };
   } else {
     const base = baseImage(req.rootfs, stateRoot, (m: string) => trace(m));
     const overlay = join(vmDir, 'disk.qcow2');
     overlayDisk(base, overlay);
-    cmdline = 'moat.root=vda';
+    cmdline = `moat.root=vda${netArg}`;
     vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
   }
   const driver = chooseDriver(vmm, accel, vm);
@@ -293,8 +302,15 @@ async function create(req: CreateRequest): Promise<Created> {
   };
 
   let created: Created | undefined;
+  let netSentry: { sentry: StartedSentry; jail: SentryJail } | undefined;
   try {
     await until('listening', 20_000, 'the VM monitor listened');
+    // the VMM's network: QEMU's user-mode network, its host sockets made and checked by a sentry
+    if (vm.net !== undefined) {
+      netSentry = startNetworkSentry(req.id, vmDir, egress);
+      // recorded at once, as the monitor's: delete finds it even if this create is killed
+      writeFileSync(join(vmDir, 'vmm-sentry.pid'), `${netSentry.sentry.pid} ${procStat(netSentry.sentry.pid)?.startTime ?? ''}\n`);
+    }
     const root = join(vmDir, 'vmm-root');
     makeVmmRoot(root);
     const devnull = openSync('/dev/null', 'r+');
@@ -305,7 +321,8 @@ async function create(req: CreateRequest): Promise<Created> {
       created = await containerBackend.create({
         ...jailReq,
         rootfs: root,
-        spec: vmmSpec(launch, root, vmDir, memoryMiB, vm.net !== undefined, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined),
+        spec: vmmSpec(launch, root, vmDir, memoryMiB, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined),
+        ...(netSentry ? { sentryJail: netSentry.jail } : {}),
         foreground: false,
         preserveFds: 0,
         stdio: [devnull, vmmLog, vmmLog],
@@ -322,11 +339,13 @@ async function create(req: CreateRequest): Promise<Created> {
     trace('vmm started');
     await until('hello', BOOT_TIMEOUT_MS, 'the guest agent started');
     trace('guest agent up');
+    await netSentry?.sentry.ready;
     // the lifecycle reads "created" from the exec fifo's presence: the VMM's own one is gone
     // (its jail has started), so a marker stands for the guest process not yet started
     writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
   } catch (e) {
     killMonitor();
+    netSentry?.sentry.kill();
     // the VMM may run already (a guest that never came up): take it and its cgroups down, or
     // it would outlive the state directory the caller is about to remove
     const vmm = created;
@@ -428,10 +447,10 @@ function monitorAlive(rec: ContainerRecord): boolean {
   return pid > 0 && isAlive(pid, String(rec.backendState?.['monitorStartTime'] ?? ''));
 }
 
-/** The monitor's pid and start time from monitor.pid in the state dir (also for a create that died). */
-function recordedMonitor(dir: string): { pid: number; startTime: string } | undefined {
+/** A helper's pid and start time from `file` (monitor.pid, vmm-sentry.pid) in the state dir (also for a create that died). */
+function recordedPid(dir: string, file: string): { pid: number; startTime: string } | undefined {
   try {
-    const [pid, startTime = ''] = readFileSync(join(dir, 'monitor.pid'), 'utf8').trim().split(' ');
+    const [pid, startTime = ''] = readFileSync(join(dir, file), 'utf8').trim().split(' ');
     return Number(pid) > 0 ? { pid: Number(pid), startTime } : undefined;
   } catch {
     return undefined;
@@ -463,12 +482,14 @@ export const microvmBackend: Backend = {
     return Array.isArray(a.pids) ? (a.pids as number[]) : [];
   },
   async destroy(rec, dir) {
-    const m = recordedMonitor(dir);
-    if (m && isAlive(m.pid, m.startTime)) {
-      try {
-        process.kill(m.pid, 'SIGKILL');
-      } catch {
-        // it ended on its own
+    for (const file of ['monitor.pid', 'vmm-sentry.pid']) {
+      const m = recordedPid(dir, file);
+      if (m && isAlive(m.pid, m.startTime)) {
+        try {
+          process.kill(m.pid, 'SIGKILL');
+        } catch {
+          // it ended on its own
+        }
       }
     }
     await containerBackend.destroy(rec, dir);

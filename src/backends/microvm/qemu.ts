@@ -13,8 +13,13 @@
  * - At start QEMU opens `<bindir>/../share/qemu/{bios-microvm.bin,linuxboot_dma.bin}` and, for TCG,
  *   the accelerator module `<bindir>/../lib/<multiarch>/qemu/accel-tcg-x86_64.so`; no seabios or
  *   iPXE file (microvm has no PCI NIC, so no option ROM).
- * - Every `-chardev socket` client and every `guestfwd=...-tcp:` target is connected at start: QEMU
- *   refuses to start if nothing listens there.
+ * - Every `-chardev socket` client is connected at start: QEMU refuses to start if nothing listens
+ *   there.
+ * - `-netdev user` (libslirp 4.7) makes one host socket per guest TCP connection or UDP flow:
+ *   socket, fcntl O_NONBLOCK, setsockopt, connect (TCP) or sendto (UDP); DNS to 10.0.2.3 goes to
+ *   the first nameserver of the jail's /etc/resolv.conf; 10.0.2.2 becomes the host's 127.0.0.1.
+ *   A connect failing at once with ECONNREFUSED makes it free a packet twice and QEMU crash;
+ *   EHOSTUNREACH does not (the guest gets an ICMP error).
  * - The guest names a virtio-serial port `/dev/vport<virtio index>p<n>`, and the virtio index
  *   depends on the other devices: the agent must find its port by name
  *   (`/sys/class/virtio-ports/*\/name` = `moat.ctl`), not by a fixed device path.
@@ -36,8 +41,6 @@ export const QEMU_BINARY = 'qemu-system-x86_64';
 /** Name of the virtio-serial port of the agent's control channel (the guest looks it up by name). */
 export const CONTROL_PORT_NAME = 'moat.ctl';
 
-/** Guest address whose TCP ports the user-mode network forwards to the allowed host endpoints. */
-export const GUESTFWD_ADDRESS = '10.0.2.100';
 
 /** Size of TCG's translation block cache in MiB: bounds the VMM's memory beyond guest RAM. */
 export const TCG_TB_SIZE_MIB = 64;
@@ -119,9 +122,6 @@ function checkPath(field: string, p: string): void {
   if (/[\0\n]/.test(p)) throw new QemuConfigError(field, 'must not contain NUL or newline');
 }
 
-/** A host name or IPv4 address QEMU's guestfwd accepts as a `tcp:` target (it rejects IPv6 here). */
-const FORWARD_HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
-
 /** Checks every field of `cfg` this driver puts into QEMU's command line. */
 function validate(cfg: VmConfig): void {
   if (!Number.isInteger(cfg.memoryMiB) || cfg.memoryMiB < 16) throw new QemuConfigError('memoryMiB', `must be an integer of at least 16, got ${cfg.memoryMiB}`);
@@ -141,20 +141,7 @@ function validate(cfg: VmConfig): void {
     checkPath('share.hostPath', cfg.share.hostPath);
     if (!/^[A-Za-z0-9_.-]{1,31}$/.test(cfg.share.tag)) throw new QemuConfigError('share.tag', `must be 1 to 31 of [A-Za-z0-9_.-], got "${cfg.share.tag}"`);
   }
-  if (cfg.net !== undefined) {
-    if (cfg.net.mode !== 'user') throw new QemuConfigError('net.mode', `must be "user", got ${String(cfg.net.mode)}`);
-    const seen = new Set<number>();
-    cfg.net.forwards.forEach((f, i) => {
-      const port = (v: number, name: string): void => {
-        if (!Number.isInteger(v) || v < 1 || v > 65535) throw new QemuConfigError(`net.forwards[${i}].${name}`, `must be a port from 1 to 65535, got ${v}`);
-      };
-      port(f.guestPort, 'guestPort');
-      port(f.hostPort, 'hostPort');
-      if (!FORWARD_HOST.test(f.host)) throw new QemuConfigError(`net.forwards[${i}].host`, `must be an IPv4 address or a host name, got "${f.host}"`);
-      if (seen.has(f.guestPort)) throw new QemuConfigError(`net.forwards[${i}].guestPort`, `${f.guestPort} is forwarded twice`);
-      seen.add(f.guestPort);
-    });
-  }
+  if (cfg.net !== undefined && cfg.net.mode !== 'user') throw new QemuConfigError('net.mode', `must be "user", got ${String(cfg.net.mode)}`);
 }
 
 /** The qcow2 (or other) image metadata `qemu-img info --output=json --backing-chain` prints per layer. */
@@ -254,9 +241,9 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
     );
   }
   if (cfg.net !== undefined) {
-    // restrict=on drops every guest packet that no guestfwd rule takes: the forwards are the allowlist.
-    const fwds = cfg.net.forwards.map((f) => `,guestfwd=tcp:${GUESTFWD_ADDRESS}:${f.guestPort}-tcp:${f.host}:${f.hostPort}`);
-    argv.push('-netdev', `user,id=n0,restrict=on${fwds.join('')}`, '-device', 'virtio-net-device,netdev=n0');
+    // no allowlist here: the host sockets slirp makes come from the sentry, which checks every
+    // destination against the egress rules (the VMM runs at the sentry's network level)
+    argv.push('-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0');
   }
   return argv;
 }
@@ -266,15 +253,15 @@ function qemuPaths(cfg: VmConfig, binary: string, backing: string[]): string[] {
   const paths = [cfg.dir, cfg.guest.kernel, cfg.guest.initramfs];
   if (cfg.disk !== undefined) paths.push(cfg.disk.path, ...backing);
   if (cfg.share !== undefined) paths.push(cfg.share.hostPath);
+  // slirp's DNS forwarder reads the host's resolver from it
+  if (cfg.net !== undefined && existsSync('/etc/resolv.conf')) paths.push('/etc/resolv.conf');
   paths.push(dirname(cfg.controlSocket), dirname(cfg.consoleLog), ...qemuDataPaths(binary));
   return [...new Set(paths)];
 }
 
 /**
  * The QEMU driver. The caller must listen on `cfg.controlSocket` before starting the process (QEMU
- * connects to it as a client at start and exits if nobody listens), and so must every forward's
- * host endpoint: QEMU connects each guestfwd once at start and sends every guest connection to
- * that port through this one host connection, so the endpoint should be a proxy of Moat's.
+ * connects to it as a client at start and exits if nobody listens).
  */
 export const qemuDriver: VmmDriver = {
   name: 'qemu',

@@ -29,8 +29,12 @@ export interface VmConfig {
   disk?: { path: string; format: 'qcow2' | 'raw'; readonly?: boolean };
   /** A host directory shared read-only (virtio-9p, mount tag `tag`), for the embedded default. */
   share?: { hostPath: string; tag: string };
-  /** One virtio-net device behind a user-mode network (QEMU's slirp), or none. */
-  net?: { mode: 'user'; forwards: { guestPort: number; host: string; hostPort: number }[] };
+  /**
+   * One virtio-net device behind QEMU's user-mode network (libslirp: guest 10.0.2.15/24, gateway
+   * 10.0.2.2, DNS 10.0.2.3), or none. Its host sockets are the sentry's, under the egress rules
+   * (the VMM runs at the sentry's `network` level): the network itself has no allowlist.
+   */
+  net?: { mode: 'user' };
   /** Unix socket the VMM connects to (as a client) for the agent's control channel. */
   controlSocket: string;
   /** File the guest's console (kernel messages) goes to. */

@@ -14,7 +14,7 @@ import {
   SECCOMP_RET_USER_NOTIF,
 } from '../../seccomp/bpf.js';
 import { AUDIT_ARCH_X86_64, X32_SYSCALL_BIT } from '../../seccomp/syscalls.js';
-import { ENOSYS, SYSCALL_TABLE, entryByNr, type ArgFilter, type SyscallClass, type SyscallEntry } from './table.js';
+import { ENOSYS, SYSCALL_TABLE, entryByNr, fastWhenAt, type ArgFilter, type SyscallClass, type SyscallEntry } from './table.js';
 import type { SentryLevel } from './types.js';
 
 /** One instruction with resolved relative jumps. */
@@ -56,8 +56,9 @@ export function classify(level: SentryLevel, nr: number, args: readonly bigint[]
   const e = entryByNr(nr);
   if (e === undefined) return 'refused';
   const cls = e[level];
-  if (cls !== 'fast' || e.fastWhen === undefined) return cls;
-  return e.fastWhen.some((alt) => alt.every((f) => matches(f, args))) ? 'fast' : 'served';
+  const when = fastWhenAt(e, level);
+  if (cls !== 'fast' || when === undefined) return cls;
+  return when.some((alt) => alt.every((f) => matches(f, args))) ? 'fast' : 'served';
 }
 
 /** The SECCOMP_RET_* value the sentry filter returns for x86_64 syscall `nr` with `args` at `level`. */
@@ -164,7 +165,8 @@ interface Range {
 function leafOf(e: SyscallEntry | undefined, level: SentryLevel): Leaf {
   if (e === undefined) return { ret: RET_ENOSYS };
   const cls = e[level];
-  if (cls === 'fast' && e.fastWhen !== undefined) return { alts: e.fastWhen };
+  const when = fastWhenAt(e, level);
+  if (cls === 'fast' && when !== undefined) return { alts: when };
   return { ret: expectedAction(level, e.nr, []) };
 }
 

@@ -113,7 +113,7 @@ function workloadCaps(spec: Spec): string[] {
 }
 
 /** A sentry process that was started; `ready` settles once it serves (or failed to start). */
-interface StartedSentry {
+export interface StartedSentry {
   pid: number;
   ready: Promise<{ pid: number; startTime: string }>;
   kill(): void;
@@ -212,6 +212,30 @@ function listenOn(path: string): number {
     throw new HostError(`${path}: cannot listen for the sentry (errno ${-l})`);
   }
   return fd;
+}
+
+/**
+ * Starts a sentry at the internal `network` level for a microVM's VMM (container `id`, state
+ * directory `dir`): it will create the VMM's host sockets and check each destination against
+ * `egress` (validated here: a bad rule is a UsageError before anything starts). Returns the
+ * sentry and the jail settings that put the VMM under it.
+ */
+export function startNetworkSentry(id: string, dir: string, egress: string[]): { sentry: StartedSentry; jail: SentryJail } {
+  parsePolicy('egress', egress);
+  const socket = join(dir, 'vmm-sentry.sock');
+  const cfg: Omit<SentryProcessConfig, 'listenFd'> = {
+    id,
+    socket,
+    log: join(dir, 'vmm-sentry.log'),
+    level: 'network',
+    network: 'egress',
+    egress,
+    limits: { cpus: 1 },
+    hostname: 'moat-vmm',
+  };
+  // the VMM holds no capability, so neither does its sentry (but CAP_SYS_PTRACE, see startSentry)
+  const sentry = startSentry(cfg, { ociVersion: '1.0.2', process: { user: { uid: 0, gid: 0 }, args: ['vmm'], cwd: '/' } } as Spec);
+  return { sentry, jail: { filter: buildSentryFilter('network'), socket } };
 }
 
 /** What the container record keeps about its sentry (ContainerRecord.backendState). */

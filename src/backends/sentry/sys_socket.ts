@@ -244,7 +244,9 @@ function checkDestination(t: Task, sb: Sandbox, family: 4 | 6, addr: Buffer, por
       return -E.ENETUNREACH;
     case 'egress':
       note(sb, 'egress', `refused egress to ${dest} (${call} from tid ${t.tid}): no --allow-egress rule covers it`);
-      return -E.ECONNREFUSED;
+      // the VMM's libslirp (4.7) frees a packet twice when connect fails at once with
+      // ECONNREFUSED and QEMU crashes; EHOSTUNREACH makes it answer the guest with an ICMP error
+      return sb.level === 'network' ? -E.EHOSTUNREACH : -E.ECONNREFUSED;
   }
 }
 

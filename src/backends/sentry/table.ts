@@ -32,6 +32,10 @@ export interface SyscallEntry {
   nr: number;
   balanced: SyscallClass;
   strict: SyscallClass;
+  /** The class at the internal `network` level (derived: see NETWORK_SERVED). */
+  network: SyscallClass;
+  /** Argument filters of a call fast at the `network` level only under them. */
+  networkFastWhen?: ArgFilter[][];
   /** Who serves the call when it is served (also when a fast call's filters do not match). */
   family?: Family;
   /** Fast only when all filters of one alternative match (OR of ANDs); otherwise served. */
@@ -57,17 +61,17 @@ interface Extra {
 
 /** A row for a call that is fast at the balanced level (and at strict unless `x.strict` says). */
 function fast(nr: number, name: string, note: string, x: Extra = {}): SyscallEntry {
-  return { name, nr, balanced: 'fast', strict: x.strict ?? 'fast', ...pick(x), note };
+  return { name, nr, balanced: 'fast', strict: x.strict ?? 'fast', network: 'fast', ...pick(x), note };
 }
 
 /** A row for a call served by `family` (at strict too, unless `x.strict` says). */
 function served(nr: number, name: string, family: Family, note: string, x: Extra = {}): SyscallEntry {
-  return { name, nr, balanced: 'served', strict: x.strict ?? 'served', family, ...pick(x), note };
+  return { name, nr, balanced: 'served', strict: x.strict ?? 'served', network: 'fast', family, ...pick(x), note };
 }
 
 /** A row for a call refused at both levels with `errno`. */
 function refused(nr: number, name: string, errno: number, note: string): SyscallEntry {
-  return { name, nr, balanced: 'refused', strict: 'refused', errno, note };
+  return { name, nr, balanced: 'refused', strict: 'refused', network: 'fast', errno, note };
 }
 
 /** The optional fields of `x` that are set (so rows carry no `undefined` keys). */
@@ -569,16 +573,40 @@ function validate(rows: readonly SyscallEntry[]): void {
     last = e.nr;
     const canServe = e.balanced === 'served' || e.strict === 'served' || e.fastWhen !== undefined;
     if (canServe !== (e.family !== undefined)) throw new Error(`${at}: family must be set exactly when it can be served`);
+    if ((e.network === 'served' || e.networkFastWhen !== undefined) && e.family !== 'socket') throw new Error(`${at}: the network level serves socket calls only`);
     const refusedSomewhere = e.balanced === 'refused' || e.strict === 'refused';
     if (refusedSomewhere !== (e.errno !== undefined)) throw new Error(`${at}: errno must be set exactly when it is refused`);
+    if (e.network === 'refused' && e.errno === undefined) throw new Error(`${at}: refused at the network level without an errno`);
     if (e.fastWhen !== undefined && e.balanced !== 'fast' && e.strict !== 'fast') throw new Error(`${at}: fastWhen on a call never fast`);
-    for (const f of (e.fastWhen ?? []).flat()) {
+    if (e.networkFastWhen !== undefined && e.network !== 'fast') throw new Error(`${at}: networkFastWhen on a call not fast at the network level`);
+    for (const f of [...(e.fastWhen ?? []), ...(e.networkFastWhen ?? [])].flat()) {
       const mask = f.mask ?? (1n << 64n) - 1n;
       if (f.arg < 0 || f.arg > 5 || f.values.length === 0) throw new Error(`${at}: bad filter`);
       if ((f.op === 'masked_eq') !== (f.mask !== undefined)) throw new Error(`${at}: mask only with masked_eq`);
       if (f.op !== 'in' && f.values.length !== 1) throw new Error(`${at}: ${f.op} takes one value`);
       if (f.values.some((v) => v < 0n || v >= 1n << 64n || (v & ~mask) !== 0n)) throw new Error(`${at}: value outside the mask`);
     }
+  }
+}
+
+/**
+ * The internal `network` level: the microVM's VMM (QEMU and its user-mode network, libslirp)
+ * runs under it when the VM has egress rules. Everything is fast (the VMM's own jail and seccomp
+ * allowlist still apply underneath) except the calls that create host sockets or choose where
+ * they send — those are served by the socket family under the --allow-egress rules, exactly as
+ * for a sentry workload — and io_uring, which would reach them around the filter.
+ */
+const NETWORK_SERVED = new Set(['socket', 'connect', 'bind', 'listen', 'sendto', 'sendmsg', 'sendmmsg', 'setsockopt']);
+/** sendto without a destination (arg 4, dest_addr, is NULL) goes where the socket is connected: fast. */
+const NETWORK_FAST_WHEN: Readonly<Record<string, ArgFilter[][]>> = { sendto: [[{ arg: 4, op: 'eq', values: [0n] }]] };
+
+for (const e of ROWS) {
+  if (NETWORK_SERVED.has(e.name)) {
+    const when = NETWORK_FAST_WHEN[e.name];
+    e.network = when ? 'fast' : 'served';
+    if (when) e.networkFastWhen = when;
+  } else if (e.name.startsWith('io_uring_')) {
+    e.network = 'refused';
   }
 }
 
@@ -598,6 +626,11 @@ export function entryByName(name: string): SyscallEntry | undefined {
 /** The table entry of syscall number `nr` (x86_64 ABI), or undefined if it is unassigned. */
 export function entryByNr(nr: number): SyscallEntry | undefined {
   return BY_NR.get(nr);
+}
+
+/** The argument filters under which `e` is fast at `level` (undefined: unconditionally, if fast). */
+export function fastWhenAt(e: SyscallEntry, level: SentryLevel): ArgFilter[][] | undefined {
+  return level === 'network' ? e.networkFastWhen : e.fastWhen;
 }
 
 /** How many syscalls are fast (always or under argument filters) at `level`. */

@@ -136,8 +136,11 @@ export interface SandboxLimits {
   pids?: number;
 }
 
-/** The sentry isolation levels (docs/syscalls.md says what each serves). */
-export type SentryLevel = 'strict' | 'balanced';
+/**
+ * The sentry isolation levels (docs/syscalls.md says what each serves). `network` is internal:
+ * the microVM's VMM runs under it to have its sockets brokered by the egress rules.
+ */
+export type SentryLevel = 'strict' | 'balanced' | 'network';
 
 /** Everything a handler may need about the sandbox it serves. */
 export interface Sandbox {
