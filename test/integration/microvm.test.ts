@@ -152,6 +152,12 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
     }
   });
 
+  it('boots under a small memory limit (the guest kernel gets its own headroom)', async () => {
+    const r = await run(['sh', '-c', 'echo small'], { mutate: (s) => ((s.linux.resources ??= {}).memory = { limit: 48 * 1024 * 1024 }) });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'small\n');
+  });
+
   it('without egress rules the VM has no network device, and its loopback is up', async () => {
     const r = await run(['sh', '-c', 'ls /sys/class/net; cat /sys/class/net/lo/flags']);
     assert.equal(r.status, 0, r.stderr);

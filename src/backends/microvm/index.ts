@@ -41,6 +41,13 @@ export const ACCEL_ANNOTATION = 'io.moat.vmm.accel';
 const MiB = 1024 * 1024;
 /** Guest memory when the spec sets no limit. */
 const DEFAULT_MEMORY_MIB = 256;
+/**
+ * Guest memory beyond the container's memory limit: the guest kernel, its unpacked initramfs
+ * and page tables (measured: 128 MiB of guest RAM leaves 78 MiB free; with 64 MiB Debian's
+ * kernel dies before its console is up, with 96 it panics unpacking the initramfs). As Kata
+ * does, the VM gets the limit plus this, so a limit is what the workload can use.
+ */
+const GUEST_KERNEL_MIB = 64;
 /** What the VMM may use beyond the guest's memory (QEMU itself, TCG's translation cache). */
 const VMM_OVERHEAD_MIB = 256;
 /** Where the VMM's jail shows the host tree the embedded default shares with the guest. */
@@ -214,7 +221,7 @@ async function create(req: CreateRequest): Promise<Created> {
   trace('guest ready');
   const accel = await chooseAccel(forced, () => probeKvm(guest, 20_000), join(guestCacheDir(stateRoot), 'accel.json'));
   const mem = req.spec.linux?.resources?.memory?.limit;
-  const memoryMiB = typeof mem === 'number' && mem > 0 ? Math.max(64, Math.floor(mem / MiB)) : DEFAULT_MEMORY_MIB;
+  const memoryMiB = typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
 
   const vmDir = req.dir;
   let cmdline: string;
@@ -282,8 +289,9 @@ async function create(req: CreateRequest): Promise<Created> {
     for (;;) {
       const got = lines.find((l) => l.startsWith(prefix));
       if (got !== undefined) return got;
-      if (monitorExit !== undefined) throw new HostError(`container "${req.id}": the VM monitor exited (${monitorExit}) before ${what}${consoleTail(vm.consoleLog)}`);
-      if (Date.now() > deadline) throw new HostError(`container "${req.id}": ${what} did not happen within ${ms / 1000} s${consoleTail(vm.consoleLog)}`);
+      const logs = (): string => `${logTail(join(vmDir, 'vmm.log'), 'VMM')}${logTail(vm.consoleLog, 'guest console')}`;
+      if (monitorExit !== undefined) throw new HostError(`container "${req.id}": the VM monitor exited (${monitorExit}) before ${what}${logs()}`);
+      if (Date.now() > deadline) throw new HostError(`container "${req.id}": ${what} did not happen within ${ms / 1000} s${logs()}`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now())));
         waiters.push(() => {
@@ -378,11 +386,11 @@ async function create(req: CreateRequest): Promise<Created> {
   };
 }
 
-/** The last lines of the guest console, for an error message. */
-function consoleTail(path: string): string {
+/** The last lines of a log (the guest console, the VMM's stderr) for an error message, titled `what`. */
+function logTail(path: string, what: string): string {
   try {
     const tail = readFileSync(path, 'utf8').trim().split('\n').slice(-10).join('\n');
-    return tail ? `; guest console:\n${tail}` : '';
+    return tail ? `; ${what}:\n${tail}` : '';
   } catch {
     return '';
   }
