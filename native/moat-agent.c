@@ -56,13 +56,15 @@
  *                    5 GID (u32, default 0)           6 GROUP (u32, repeated)
  *                    7 HOSTNAME (string; stream 0 only)
  *                    8 RLIMIT (u32 resource, u64 soft, u64 hard; all-ones = infinity)
- *                    9 UMASK (u32)
+ *                    9 UMASK (u32)                   10 TERMINAL (u16 rows, u16 columns)
  *                  strings are raw bytes without NUL; at most 4096 ARG+ENV records, 64 GROUP,
- *                  16 RLIMIT, strings of at most 128 KiB; CWD, UID, GID, HOSTNAME and UMASK
- *                  at most once. The process: setsid, sethostname, umask, setrlimit, chdir,
- *                  setgroups, setgid, setuid, default signal mask and dispositions, pipes on
- *                  0/1/2, every other fd closed, execvpe(ARG[0], ARGs, ENVs) with PATH from
- *                  the ENVs. Answer: STARTED, or FAILURE ("exec ARG0: strerror", or the step
+ *                  16 RLIMIT, strings of at most 128 KiB; CWD, UID, GID, HOSTNAME, UMASK and
+ *                  TERMINAL at most once. The process: setsid, sethostname, umask, setrlimit,
+ *                  chdir, setgroups, setgid, setuid, default signal mask and dispositions, pipes
+ *                  on 0/1/2 (with TERMINAL: a new pty of that size in the guest's devpts as its
+ *                  controlling terminal on 0/1/2 instead; all its output comes as STDOUT, and an
+ *                  empty STDIN only stops the input), every other fd closed, execvpe(ARG[0],
+ *                  ARGs, ENVs) with PATH from the ENVs. Answer: STARTED, or FAILURE ("exec ARG0: strerror", or the step
  *                  that failed) followed by EXIT 127 (ENOENT) or 126 (any other errno). A RUN
  *                  for a stream that is running gets FAILURE only.
  *     'I' STDIN    bytes for the process's stdin; an empty payload closes it (EOF). Data is
@@ -73,6 +75,8 @@
  *                  kill(-1, signal), every process but the agent. Errors come back as FAILURE.
  *     'P' PS       (empty; stream echoed) answered by LIST
  *     'Q' SHUTDOWN (empty) kill every process, sync, power off
+ *     'T' RESIZE   u16 rows, u16 columns: the window size of the stream's terminal (a stream
+ *                  without one gets FAILURE)
  *   guest -> host
  *     'H' HELLO    the guest kernel's release (uname -r), once, first
  *     'S' STARTED  u32 pid
@@ -150,13 +154,14 @@
 #define NET_MASK "255.255.255.0"
 #define NET_GW "10.0.2.2"
 
-enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK };
+enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK, T_TERMINAL };
 
 /* steps of the child between fork and exec, reported through the error pipe */
 enum { ST_SETSID, ST_HOSTNAME, ST_RLIMIT, ST_CHDIR, ST_SETGROUPS, ST_SETGID, ST_SETUID,
-       ST_SIGNALS, ST_DUP, ST_CLOSE, ST_EXEC };
+       ST_SIGNALS, ST_DUP, ST_CLOSE, ST_TTY, ST_EXEC };
 static const char *const step_name[] = { "setsid", "sethostname", "setrlimit", "chdir", "setgroups",
-                                         "setgid", "setuid", "signals", "dup", "close_range", "exec" };
+                                         "setgid", "setuid", "signals", "dup", "close_range",
+                                         "controlling terminal", "exec" };
 
 static int test_mode;
 static int ctl = -1;           /* the control channel */
@@ -173,7 +178,8 @@ static struct spec {
   char *argv[MAX_STRV + 1]; uint32_t argc;
   char *envp[MAX_STRV + 1]; uint32_t envc;
   char *cwd, *hostname;
-  int has_uid, has_gid, has_umask;
+  int has_uid, has_gid, has_umask, has_tty;
+  uint16_t rows, cols;
   uint32_t uid, gid, umask_v;
   gid_t groups[MAX_GROUPS]; uint32_t ngroups;
   uint32_t nrl, rl_res[MAX_RLIMITS]; uint64_t rl_soft[MAX_RLIMITS], rl_hard[MAX_RLIMITS];
@@ -184,7 +190,9 @@ struct proc {
   int used;
   uint32_t stream;
   pid_t pid;
-  int out, err, in;           /* the agent's pipe ends; -1 once closed */
+  int out, err, in;           /* the agent's pipe ends (with a terminal: the pty master, and a
+                                 duplicate of it for input); -1 once closed */
+  int tty;                    /* runs on a terminal (out is its master) */
   uint8_t *q;                 /* stdin bytes not yet written (malloc'd, at most STDIN_CAP) */
   size_t qoff, qlen, qcap;
   int eof_pending;            /* close stdin once the queue is written */
@@ -588,7 +596,7 @@ static void stdin_flush(struct proc *p) {
 
 static void stdin_data(struct proc *p, const uint8_t *d, size_t n) {
   if (p->in < 0 || p->eof_pending) return; /* closed: discarded */
-  if (n == 0) { p->eof_pending = 1; stdin_flush(p); return; }
+  if (n == 0) { p->eof_pending = 1; stdin_flush(p); return; } /* on a terminal: closes only our input fd */
   if (p->qoff > 0) { memmove(p->q, p->q + p->qoff, p->qlen - p->qoff); p->qlen -= p->qoff; p->qoff = 0; }
   if (p->qlen + n > STDIN_CAP) {
     failure(p->stream, "stdin: more than %u bytes queued; stdin closed", STDIN_CAP);
@@ -616,6 +624,7 @@ static int pump(struct proc *p, int *fd, char type) {
     if (n == 0) { close_fd(fd); return 0; }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return -1;
+    if (errno == EIO && p->tty) { close_fd(fd); return 0; } /* every slave fd closed */
     failure(p->stream, "%s: %s", type == 'O' ? "stdout" : "stderr", strerror(errno));
     close_fd(fd);
     return 0;
@@ -676,8 +685,16 @@ static void make_dirs(const char *path) {
   }
 }
 
-static void __attribute__((noreturn)) child(uint32_t stream, int in, int out, int err, int ep) {
+/* The child of RUN: `tty` is the pty slave's path (in, out and err are then -1), or NULL. */
+static void __attribute__((noreturn)) child(uint32_t stream, const char *tty, int in, int out, int err, int ep) {
   if (setsid() < 0) child_fail(ep, ST_SETSID, 0);
+  if (tty) {
+    /* opened after setsid, without O_NOCTTY, it becomes the controlling terminal; TIOCSCTTY
+     * says so explicitly (the new session has no other) */
+    int t = open(tty, O_RDWR | O_CLOEXEC);
+    if (t < 0 || ioctl(t, TIOCSCTTY, 0) != 0) child_fail(ep, ST_TTY, 0);
+    in = out = err = t;
+  }
   if (stream == 0 && sp.hostname && sethostname(sp.hostname, strlen(sp.hostname)) != 0)
     child_fail(ep, ST_HOSTNAME, 0);
   if (sp.has_umask) umask((mode_t)(sp.umask_v & 0777));
@@ -766,6 +783,13 @@ static void parse_spec(const uint8_t *p, size_t n) {
       }
       break;
     }
+    case T_TERMINAL:
+      if (len != 4) protocol_error("RUN: TERMINAL record has %u bytes (want 4)", len);
+      if (sp.has_tty) protocol_error("RUN: TERMINAL given twice");
+      sp.has_tty = 1;
+      memcpy(&sp.rows, v, 2);
+      memcpy(&sp.cols, v + 2, 2);
+      break;
     case T_RLIMIT:
       if (len != 20) protocol_error("RUN: RLIMIT record has %u bytes (want 20)", len);
       if (sp.nrl >= MAX_RLIMITS) protocol_error("RUN: more than %u RLIMIT records", MAX_RLIMITS);
@@ -792,19 +816,30 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
   if (!p) { failure(stream, "run: too many processes (%d)", MAX_PROCS); return; }
 
   int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, ep[2] = { -1, -1 };
-  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
-      pipe2(ep, O_CLOEXEC) != 0) {
+  int tty = sp.has_tty;
+  char slave[64] = "";
+  if (pipe2(ep, O_CLOEXEC) != 0) { failure(stream, "run: pipe: %s", strerror(errno)); goto fail; }
+  if (tty) {
+    /* the agent keeps the master: out[0] reads the terminal, in[1] (a duplicate) writes it */
+    struct winsize ws = { .ws_row = sp.rows, .ws_col = sp.cols };
+    out[0] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (out[0] < 0 || grantpt(out[0]) != 0 || unlockpt(out[0]) != 0 || ptsname_r(out[0], slave, sizeof slave) != 0 ||
+        ioctl(out[0], TIOCSWINSZ, &ws) != 0 || (in[1] = fcntl(out[0], F_DUPFD_CLOEXEC, 3)) < 0) {
+      failure(stream, "run: terminal: %s", strerror(errno));
+      goto fail;
+    }
+  } else if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
     failure(stream, "run: pipe: %s", strerror(errno));
     goto fail;
   }
   if (fcntl(in[1], F_SETFL, O_NONBLOCK) != 0 || fcntl(out[0], F_SETFL, O_NONBLOCK) != 0 ||
-      fcntl(err[0], F_SETFL, O_NONBLOCK) != 0) {
+      (err[0] >= 0 && fcntl(err[0], F_SETFL, O_NONBLOCK) != 0)) {
     failure(stream, "run: fcntl: %s", strerror(errno));
     goto fail;
   }
   pid_t pid = fork();
   if (pid < 0) { failure(stream, "run: fork: %s", strerror(errno)); goto fail; }
-  if (pid == 0) child(stream, in[0], out[1], err[1], ep[1]);
+  if (pid == 0) child(stream, tty ? slave : NULL, in[0], out[1], err[1], ep[1]);
   close_fd(&in[0]); close_fd(&out[1]); close_fd(&err[1]); close_fd(&ep[1]);
 
   int32_t r[3];
@@ -826,7 +861,7 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
     goto fail;
   }
   p->used = 1; p->stream = stream; p->pid = pid;
-  p->in = in[1]; p->out = out[0]; p->err = err[0];
+  p->in = in[1]; p->out = out[0]; p->err = err[0]; p->tty = tty;
   p->q = NULL; p->qoff = p->qlen = p->qcap = 0; p->eof_pending = 0;
   send_u32('S', stream, (uint32_t)pid);
   return;
@@ -877,6 +912,17 @@ static void ps(uint32_t stream) {
   send_frame('L', stream, out, n);
 }
 
+/* RESIZE: sets the window size of the stream's terminal (the kernel signals its foreground group). */
+static void resize(uint32_t stream, const uint8_t *p) {
+  struct proc *pr = find_stream(stream);
+  if (!pr || !pr->tty || pr->out < 0) { failure(stream, "resize: stream %u has no terminal", stream); return; }
+  struct winsize ws;
+  memset(&ws, 0, sizeof ws);
+  memcpy(&ws.ws_row, p, 2);
+  memcpy(&ws.ws_col, p + 2, 2);
+  if (ioctl(pr->out, TIOCSWINSZ, &ws) != 0) failure(stream, "resize: %s", strerror(errno));
+}
+
 /* Checks a frame's header as soon as its first 5 bytes are in: nothing malformed is buffered. */
 static void check_header(uint32_t len, uint8_t type) {
   if (len < 5) protocol_error("frame length %u is below 5", len);
@@ -888,6 +934,7 @@ static void check_header(uint32_t len, uint8_t type) {
   case 'K': if (n != 4) protocol_error("KILL payload of %u bytes (want 4)", n); break;
   case 'P': if (n != 0) protocol_error("PS payload of %u bytes (want 0)", n); break;
   case 'Q': if (n != 0) protocol_error("SHUTDOWN payload of %u bytes (want 0)", n); break;
+  case 'T': if (n != 4) protocol_error("RESIZE payload of %u bytes (want 4)", n); break;
   default:
     if (type >= 0x20 && type < 0x7f) protocol_error("unknown frame type 0x%02x ('%c')", type, type);
     protocol_error("unknown frame type 0x%02x", type);
@@ -900,6 +947,7 @@ static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n) 
   case 'I': { struct proc *pr = find_stream(stream); if (pr) stdin_data(pr, p, n); break; }
   case 'K': { uint32_t sig; memcpy(&sig, p, 4); do_kill(stream, sig); break; }
   case 'P': ps(stream); break;
+  case 'T': resize(stream, p); break;
   case 'Q': power_off(0);
   default: break; /* check_header admitted nothing else */
   }

@@ -1,9 +1,10 @@
 /**
  * libc calls of the CLI (through koffi): Node's own APIs cover most of what Moat does; this
- * covers the rest: advisory locks and passing fds over unix sockets. The sentry's raw system
+ * covers the rest: advisory locks, passing fds over unix sockets and terminals. The sentry's raw system
  * calls are in kernel.ts.
  * koffi is loaded on first use so commands that need none of this pay nothing at start-up.
  */
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { loadKoffi } from './koffi.js';
 import { HostError } from '../errors.js';
 
@@ -24,6 +25,9 @@ interface Libc {
   flock(fd: number, op: number): number;
   recvmsg(fd: number, msg: unknown, flags: number): number;
   ioctlWinsize(fd: number, req: number, ws: Buffer): number;
+  tcgetattr(fd: number, t: Buffer): number;
+  tcsetattr(fd: number, when: number, t: Buffer): number;
+  cfmakeraw(t: Buffer): void;
   sendmsg(fd: number, msg: unknown, flags: number): number;
   errno(): number;
   strerror(errno: number): string;
@@ -63,6 +67,9 @@ function load(): Libc {
     recvmsg: lib.func('long recvmsg(int fd, _Inout_ moat_msghdr *msg, int flags)') as Libc['recvmsg'],
     sendmsg: lib.func('long sendmsg(int fd, const moat_msghdr *msg, int flags)') as Libc['sendmsg'],
     ioctlWinsize: lib.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *ws)') as Libc['ioctlWinsize'],
+    tcgetattr: lib.func('int tcgetattr(int fd, _Out_ uint8_t *t)') as Libc['tcgetattr'],
+    tcsetattr: lib.func('int tcsetattr(int fd, int when, const uint8_t *t)') as Libc['tcsetattr'],
+    cfmakeraw: lib.func('void cfmakeraw(_Inout_ uint8_t *t)') as Libc['cfmakeraw'],
     errno: () => koffi.errno(),
     strerror,
     koffi,
@@ -160,6 +167,55 @@ export function sendFd(sock: number, fd: number, data: string): void {
 }
 
 const TIOCSWINSZ = 0x5414;
+const TIOCGWINSZ = 0x5413;
+const TIOCSCTTY = 0x540e;
+const TIOCGPTN = 0x80045430;
+const TIOCSPTLCK = 0x40045431;
+
+/**
+ * Opens a new pseudo-terminal pair on the host: the master and the slave (both close-on-exec,
+ * neither becoming this process's controlling terminal) and the slave's path.
+ */
+export function openPty(): { master: number; slave: number; name: string } {
+  const l = load();
+  const master = openSync('/dev/ptmx', fsConstants.O_RDWR | fsConstants.O_NOCTTY);
+  try {
+    const n = Buffer.alloc(4);
+    if (l.ioctlWinsize(master, TIOCSPTLCK, n) !== 0) sysFail('ioctl(TIOCSPTLCK)', 'on /dev/ptmx');
+    if (l.ioctlWinsize(master, TIOCGPTN, n) !== 0) sysFail('ioctl(TIOCGPTN)', 'on /dev/ptmx');
+    const name = `/dev/pts/${n.readUInt32LE(0)}`;
+    const slave = openSync(name, fsConstants.O_RDWR | fsConstants.O_NOCTTY);
+    return { master, slave, name };
+  } catch (e) {
+    closeSync(master);
+    throw e;
+  }
+}
+
+/** Makes the terminal `fd` this process's controlling terminal (it must lead a session without one). */
+export function setControllingTerminal(fd: number): void {
+  if (load().ioctlWinsize(fd, TIOCSCTTY, null as unknown as Buffer) !== 0) sysFail('ioctl(TIOCSCTTY)', 'on the terminal');
+}
+
+/**
+ * Puts terminal `fd` in raw mode as cfmakeraw(3) does: no echo, no line editing, no signal
+ * keys and, unlike Node's setRawMode, no output processing (a relayed terminal's bytes pass
+ * unchanged: "\r\n" does not become "\r\r\n").
+ */
+export function makeRaw(fd: number): void {
+  const l = load();
+  const t = Buffer.alloc(64); // struct termios is 60 bytes on x86_64 and arm64
+  if (l.tcgetattr(fd, t) !== 0) sysFail('tcgetattr', 'on the terminal');
+  l.cfmakeraw(t);
+  if (l.tcsetattr(fd, 0 /* TCSANOW */, t) !== 0) sysFail('tcsetattr', 'on the terminal');
+}
+
+/** The window size of terminal `fd`: rows and columns. */
+export function getWindowSize(fd: number): { rows: number; cols: number } {
+  const ws = Buffer.alloc(8);
+  if (load().ioctlWinsize(fd, TIOCGWINSZ, ws) !== 0) sysFail('ioctl(TIOCGWINSZ)', 'on the terminal');
+  return { rows: ws.readUInt16LE(0), cols: ws.readUInt16LE(2) };
+}
 
 /** Sets the window size of a terminal (a pty master here) to rows x cols. */
 export function setWindowSize(fd: number, rows: number, cols: number): void {

@@ -15,6 +15,7 @@ import { containerdCases, IMAGE } from '../helpers/containerd-cases.js';
 import { Containerd, containerdSkipReason, NAMESPACE } from '../helpers/containerd.js';
 import { REPO, skipReason, waitFor } from '../helpers/runtime.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
+import { ptySkipReason } from '../helpers/harness.js';
 import { anyOf, decode, encode } from '../../src/shim/proto.js';
 import { TtrpcClient } from '../../src/shim/ttrpc.js';
 
@@ -196,6 +197,17 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     const [first, release] = r.stdout.split('\n');
     assert.equal(first, 'hi-vm');
     assert.notEqual(release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), 'uname -r printed the host kernel');
+  });
+
+  it('io.moat.isolation=microvm with run -t: a shell on a terminal in the guest', { skip: microvmSkipReason() ?? ptySkipReason(), timeout: 240_000 }, async () => {
+    const id = newId('vmtty');
+    const r = await c().ctrTty(['run', '--rm', '-t', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id, 'sh'], {
+      input: 'tty; echo $((6*7)); exit 5\n',
+      timeoutMs: 200_000,
+    });
+    assert.equal(r.status, 5, `terminal showed:\n${r.stdout}\n${r.stderr}\n${c().logTail()}`);
+    assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m, 'tty did not name a pseudo-terminal');
+    assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
   });
 
   it('containers of one sandbox (io.kubernetes.cri.sandbox-id) share one shim process', async () => {

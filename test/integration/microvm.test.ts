@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { microvmSkipReason } from '../helpers/microvm.js';
-import { REPO, Sandbox, waitFor } from '../helpers/runtime.js';
+import { REPO, runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
+import { ptySkipReason, runInPty } from '../helpers/harness.js';
 
 const skip = microvmSkipReason();
 if (skip) console.log(`# skipping microvm tests: ${skip}`);
@@ -150,6 +151,25 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
       allowed.close();
       denied.close();
     }
+  });
+
+  it('process.terminal: the process runs on a terminal in the guest; keys and the exit code pass through', { skip: ptySkipReason() }, async () => {
+    const b = await sb.bundle(['sh', '-c', 'tty; stty size; read x; echo "got:$x"; exit 3'], (s) => {
+      s.process.terminal = true;
+    });
+    const [cmd, pre] = runtimeArgv();
+    // `script` gives the runtime a terminal of 30x100; `moat run` relays it through the console socket
+    const r = await runInPty(sb.tmp, ['sh', '-c', `stty rows 30 cols 100; exec "$@"`, 'sh', cmd, ...pre, '--root', sb.root, 'run', '--isolation', 'microvm', '-b', b, sb.id('vm')], {
+      input: 'hello\n',
+      timeoutMs: VM_TIMEOUT,
+    });
+    assert.equal(r.status, 3, r.stdout + r.stderr);
+    // (the outer terminal of `script` turns each \n it is sent into \r\n once more)
+    assert.match(r.stdout, /\/dev\/pts\/\d+\r+\n30 100\r+\n/, 'the guest terminal and the host size');
+    assert.match(r.stdout, /got:hello\r+\n/);
+    // "hello" three times: echoed by script's terminal before moat's relay went raw, echoed by
+    // the guest's terminal, and read by the process; a fourth would be an echo by the host end
+    assert.equal(r.stdout.match(/hello/g)?.length, 3, JSON.stringify(r.stdout));
   });
 
   it('boots under a small memory limit (the guest kernel gets its own headroom)', async () => {

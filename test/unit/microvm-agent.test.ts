@@ -22,6 +22,7 @@ import {
   decodePids,
   encodeFrame,
   encodeRun,
+  encodeWinsize,
   u32Payload,
 } from '../../src/backends/microvm/protocol.js';
 import type { Frame, ProcessSpec } from '../../src/backends/microvm/protocol.js';
@@ -157,6 +158,25 @@ describe('moat-agent --test-fd', { skip: SKIP }, () => {
     assert.equal(text(frames, MSG.STDERR), 'err\n');
     assert.equal(decodeExit(frames.at(-1)!.payload), 3);
     assert.ok(!frames.some((f) => f.type === MSG.FAILURE));
+  });
+
+  it('TERMINAL: the process runs on a pty of that size as its controlling terminal; RESIZE changes the size', async () => {
+    agent.run(20, spec(['sh', '-c', 'tty; stty size; read x; stty size; echo "got:$x"; exit 4'], { terminal: { rows: 30, cols: 100 } }));
+    const started = await agent.next((f) => f.type === MSG.STARTED && f.stream === 20, 'STARTED');
+    // resized once the first size is out (the process then waits in read)
+    const first: Frame[] = [];
+    while (!text(first, MSG.STDOUT).includes('30 100')) first.push(await agent.next((f) => f.type === MSG.STDOUT && f.stream === 20, 'the first size'));
+    agent.send(MSG.RESIZE, 20, encodeWinsize(40, 120));
+    agent.send(MSG.STDIN, 20, Buffer.from('hi\n'));
+    const frames = [started, ...first, ...(await agent.untilExit(20))];
+    const out = text(frames, MSG.STDOUT);
+    // the terminal's line discipline: \n becomes \r\n, and "hi" is echoed
+    assert.match(out, /^\/dev\/pts\/\d+\r\n30 100\r\nhi\r\n40 120\r\ngot:hi\r\n$/);
+    assert.equal(text(frames, MSG.STDERR), '', 'a terminal has no separate stderr');
+    assert.equal(decodeExit(frames.at(-1)!.payload), 4);
+    agent.send(MSG.RESIZE, 20, encodeWinsize(1, 1));
+    const f = await agent.next((x) => x.type === MSG.FAILURE && x.stream === 20, 'FAILURE');
+    assert.match(f.payload.toString(), /stream 20 has no terminal/);
   });
 
   it('lists pids, refuses a second RUN of a running stream, and kills a stream (EXIT 128 + 9)', async () => {

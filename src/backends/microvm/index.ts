@@ -32,6 +32,8 @@ import { controlPath as firecrackerControlPath } from './firecracker.js';
 import { EGRESS_ANNOTATION, startNetworkSentry } from '../sentry/index.js';
 import type { StartedSentry } from '../sentry/index.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
+import * as k from '../../sys/kernel.js';
+import { openPty, sendFd, setWindowSize } from '../../sys/libc.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -71,7 +73,6 @@ export function ensureGuest(stateRoot: string, progress?: (m: string) => void): 
 export function agentProcess(spec: Spec): ProcessSpec {
   const p = spec.process;
   if (!p) throw new ConfigError('process', 'required to create a container');
-  if (p.terminal) throw new ConfigError('process.terminal', 'a terminal is not supported under the microvm isolation yet');
   return {
     args: p.args,
     env: p.env ?? [],
@@ -82,6 +83,7 @@ export function agentProcess(spec: Spec): ProcessSpec {
     ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
     ...(p.user.umask !== undefined ? { umask: p.user.umask } : {}),
     rlimits: (p.rlimits ?? []).map((r) => ({ resource: RLIMIT_NUMBERS[r.type] ?? -1, soft: BigInt(r.soft), hard: BigInt(r.hard) })).filter((r) => r.resource >= 0),
+    ...(p.terminal ? { terminal: { rows: p.consoleSize?.height ?? 24, cols: p.consoleSize?.width ?? 80 } } : {}),
   };
 }
 
@@ -257,13 +259,17 @@ async function create(req: CreateRequest): Promise<Created> {
 
   // the monitor listens before the VMM starts: the VMM connects to it as a client
   const monitorSocket = join(vmDir, 'monitor.sock');
+  // a terminal: the guest makes the container's pty; its host end is a pty pair here whose
+  // master goes to the console socket (as runc's) and whose slave is the monitor's stdio
+  const tty = process0.terminal ? hostTerminal(req.id, req.consoleSocket, process0.terminal) : undefined;
   const mcfg: MonitorConfig = { id: req.id, controlSocket: vm.controlSocket, monitorSocket, process: process0, log: join(vmDir, 'monitor.log') };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
     detached: true,
     // the monitor relays the guest process's stdio to these (the runtime's own by default)
-    stdio: [...((req.stdio ?? ['inherit', 'inherit', 'inherit']) as (number | 'inherit')[]), 'pipe'] as StdioOptions,
+    stdio: [...((tty !== undefined ? [tty, tty, tty] : req.stdio ?? ['inherit', 'inherit', 'inherit']) as (number | 'inherit')[]), 'pipe'] as StdioOptions,
   });
+  if (tty !== undefined) closeSync(tty);
   // recorded at once, so that delete finds the monitor even if this create is killed
   writeFileSync(join(vmDir, 'monitor.pid'), `${monitor.pid ?? 0} ${procStat(monitor.pid ?? 0)?.startTime ?? ''}\n`);
   const reports = monitor.stdio[3] as Readable;
@@ -386,6 +392,38 @@ async function create(req: CreateRequest): Promise<Created> {
   };
 }
 
+/**
+ * The host end of a microVM container's terminal: opens a pty pair, sends the master to
+ * `consoleSocket` (runc's protocol: SCM_RIGHTS, the pty's name as the message) and returns the
+ * slave, for the monitor's stdio.
+ */
+function hostTerminal(id: string, consoleSocket: string | undefined, size: { rows: number; cols: number }): number {
+  if (!consoleSocket) throw new ConfigError('process.terminal', `container "${id}": a terminal needs --console-socket (or a foreground run)`);
+  const pty = openPty();
+  try {
+    setWindowSize(pty.master, size.rows, size.cols);
+    const path = Buffer.from(consoleSocket);
+    const sock = k.socket(1 /* AF_UNIX */, 1 /* SOCK_STREAM */ | k.O.CLOEXEC, 0);
+    if (sock < 0) throw new HostError(`console socket ${consoleSocket}: socket: errno ${-sock}`);
+    try {
+      const addr = Buffer.alloc(2 + path.length + 1);
+      addr.writeUInt16LE(1, 0);
+      path.copy(addr, 2);
+      const r = k.connect(sock, addr);
+      if (r < 0) throw new HostError(`cannot connect to the console socket ${consoleSocket}: errno ${-r}`);
+      sendFd(sock, pty.master, pty.name);
+    } finally {
+      k.close(sock);
+    }
+  } catch (e) {
+    closeSync(pty.slave);
+    throw e;
+  } finally {
+    closeSync(pty.master);
+  }
+  return pty.slave;
+}
+
 /** The last lines of a log (the guest console, the VMM's stderr) for an error message, titled `what`. */
 function logTail(path: string, what: string): string {
   try {
@@ -398,6 +436,7 @@ function logTail(path: string, what: string): string {
 
 /** Runs a process in the guest through the monitor, relaying this process's stdio. */
 async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
+  if (req.process.terminal) throw new ConfigError('process.terminal', `container "${rec.id}": exec with a terminal is not supported under the microvm isolation yet`);
   const spec = agentProcess({ ...rec.spec, process: req.process });
   const path = rec.backendState?.['monitorSocket'];
   if (typeof path !== 'string') throw new HostError(`container "${rec.id}": its VM monitor is unknown`);

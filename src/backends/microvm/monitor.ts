@@ -18,9 +18,11 @@
  * It reports "hello RELEASE" on fd 3 once the agent is up, and exits when the VM is gone.
  */
 import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
+import { ReadStream as TtyReadStream } from 'node:tty';
+import { getWindowSize, makeRaw, setControllingTerminal } from '../../sys/libc.js';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import { decodeExit, decodePids, encodeFrame, encodeRun, FrameDecoder, MSG, u32Payload } from './protocol.js';
+import { decodeExit, decodePids, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
 import type { Frame, ProcessSpec } from './protocol.js';
 
 /** What `moat create` tells the monitor (JSON in argv). */
@@ -69,6 +71,37 @@ export function monitorMain(argv: string[]): Promise<number> {
     if (guest) guest.write(encodeFrame(f));
     else pending.push(f);
   };
+
+  /** The host terminal's size now (the runtime sets it on the master), or `fallback`. */
+  const terminalSize = (fallback: { rows: number; cols: number }): { rows: number; cols: number } => {
+    try {
+      const ws = getWindowSize(0);
+      return ws.rows > 0 && ws.cols > 0 ? ws : fallback;
+    } catch (e) {
+      log(`terminal size: ${(e as Error).message}`);
+      return fallback;
+    }
+  };
+  let ttyIn: TtyReadStream | undefined;
+  if (cfg.process.terminal) {
+    // raw from the start, so that the guest's terminal alone does echo, line editing and signal
+    // keys (input typed before the process starts waits unechoed); read once the process runs
+    makeRaw(0);
+    ttyIn = new TtyReadStream(0);
+    // stdio is the host end (pty slave) of the container's terminal, whose master the runtime
+    // sent to the console socket. As its session's controlling terminal, a resize of the master
+    // (TIOCSWINSZ: `moat run -t` on SIGWINCH, the shim's ResizePty) raises SIGWINCH here, and
+    // the new size goes to the guest's terminal.
+    setControllingTerminal(0);
+    // ... and the kernel hangs it up when the master's last holder closes it: not the VM's end
+    process.on('SIGHUP', () => log('the terminal was hung up'));
+    process.on('SIGWINCH', () => {
+      // before start, RUN carries the size of that moment
+      if (streams.get(0)?.pid === undefined) return;
+      const { rows, cols } = terminalSize(cfg.process.terminal ?? { rows: 24, cols: 80 });
+      send({ type: MSG.RESIZE, stream: 0, payload: encodeWinsize(rows, cols) });
+    });
+  }
 
   return new Promise((resolve) => {
     let control: Server | undefined;
@@ -136,6 +169,11 @@ export function monitorMain(argv: string[]): Promise<number> {
 
     /** Sends what arrives on `fd` to the guest as STDIN of `stream`, then EOF. */
     const pumpStdin = (stream: number, fd: number): void => {
+      if (stream === 0 && ttyIn) {
+        ttyIn.on('data', (chunk: Buffer) => send({ type: MSG.STDIN, stream, payload: chunk }));
+        ttyIn.on('error', () => {}); // the runtime closed the master: no more input
+        return;
+      }
       const rs = createReadStream('', { fd, autoClose: stream !== 0, highWaterMark: 64 * 1024 });
       rs.on('data', (chunk: Buffer | string) => send({ type: MSG.STDIN, stream, payload: Buffer.from(chunk) }));
       rs.on('end', () => send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) }));
@@ -241,7 +279,7 @@ export function monitorMain(argv: string[]): Promise<number> {
             if (s0.pid === undefined) reply(conn, { error: `the container process did not start (${s0.failures.join('; ') || `status ${status}`})` });
           });
           try {
-            send({ type: MSG.RUN, stream: 0, payload: encodeRun(cfg.process) });
+            send({ type: MSG.RUN, stream: 0, payload: encodeRun(cfg.process.terminal ? { ...cfg.process, terminal: terminalSize(cfg.process.terminal) } : cfg.process) });
           } catch (e) {
             reply(conn, { error: (e as Error).message });
           }

@@ -17,6 +17,7 @@ export const MSG = {
   KILL: 'K',
   PS: 'P',
   SHUTDOWN: 'Q',
+  RESIZE: 'T',
   // guest -> host
   HELLO: 'H',
   STARTED: 'S',
@@ -62,7 +63,7 @@ export class ProtocolError extends MoatError {
   }
 }
 
-const HOST_TYPES: ReadonlySet<string> = new Set([MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN]);
+const HOST_TYPES: ReadonlySet<string> = new Set([MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN, MSG.RESIZE]);
 const GUEST_TYPES: ReadonlySet<string> = new Set([MSG.HELLO, MSG.STARTED, MSG.STDOUT, MSG.STDERR, MSG.EXIT, MSG.FAILURE, MSG.LIST]);
 const NAMES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(MSG).map(([k, v]) => [v, k]));
 
@@ -199,6 +200,16 @@ export class FrameDecoder {
   }
 }
 
+/** A terminal size as RUN's TERMINAL record and RESIZE carry it: u16 rows, u16 columns. */
+export function encodeWinsize(rows: number, cols: number, field = 'size'): Buffer {
+  const u16 = (n: number): boolean => Number.isInteger(n) && n >= 0 && n <= 0xffff;
+  if (!u16(rows) || !u16(cols)) throw new ConfigError(field, `rows and columns must be integers from 0 to 65535, got ${rows}x${cols}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt16LE(rows, 0);
+  b.writeUInt16LE(cols, 2);
+  return b;
+}
+
 /** A process for the agent to run (RUN's payload). */
 export interface ProcessSpec {
   args: string[];
@@ -212,10 +223,12 @@ export interface ProcessSpec {
   umask?: number;
   /** `resource` is Linux's RLIMIT_* number; 2^64-1 means infinity. */
   rlimits: { resource: number; soft: bigint; hard: bigint }[];
+  /** Run on a new terminal in the guest of this size (its output all comes as STDOUT). */
+  terminal?: { rows: number; cols: number };
 }
 
 /** RUN's TLV tags. */
-export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9 } as const;
+export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9, TERMINAL: 10 } as const;
 /** Limits the agent enforces on RUN. */
 export const RUN_LIMITS = { strings: 4096, groups: 64, rlimits: 16, stringBytes: 128 * 1024, hostnameBytes: 64 } as const;
 /** All ones: RLIM_INFINITY. */
@@ -271,6 +284,7 @@ export function encodeRun(spec: ProcessSpec): Buffer {
     if (!isU32(spec.umask) || spec.umask > 0o777) throw new ConfigError('process.user.umask', 'must be an integer from 0 to 0o777');
     record(RUN_TAG.UMASK, u32Payload(spec.umask));
   }
+  if (spec.terminal !== undefined) record(RUN_TAG.TERMINAL, encodeWinsize(spec.terminal.rows, spec.terminal.cols, 'process.consoleSize'));
   if (!Array.isArray(spec.rlimits)) throw new ConfigError('process.rlimits', 'must be an array');
   if (spec.rlimits.length > RUN_LIMITS.rlimits) {
     throw new ConfigError('process.rlimits', `has ${spec.rlimits.length} entries (limit ${RUN_LIMITS.rlimits})`);
