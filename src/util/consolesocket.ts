@@ -1,14 +1,18 @@
 /**
- * A console socket that Moat serves itself (runc's --console-socket protocol): a unix socket in a
- * fresh private directory that accepts one connection and receives the pty master over it with
- * SCM_RIGHTS. Used by the CLI's foreground run/exec and by the containerd shim.
+ * Console sockets (runc's --console-socket protocol: the pty master passed with SCM_RIGHTS, the
+ * pty's name as the message). ConsoleSocket is one Moat serves itself: a unix socket in a fresh
+ * private directory that accepts one connection and receives the master (the CLI's foreground
+ * run/exec, the containerd shim). hostTerminal is the sending side for terminals Moat makes on
+ * the host (the microvm backend's).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { recvFd } from '../sys/libc.js';
+import { HostError } from '../errors.js';
+import * as k from '../sys/kernel.js';
+import { openPty, recvFd, sendFd, setWindowSize } from '../sys/libc.js';
 
 /** A listening console socket; `receive()` waits for the container and returns the pty master. */
 export class ConsoleSocket {
@@ -57,4 +61,36 @@ export class ConsoleSocket {
     this.server.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Opens a pty pair on the host of `size`, sends its master to the console socket at `path` and
+ * returns the slave (close-on-exec, not a controlling terminal). `what` names the container for
+ * errors.
+ */
+export function hostTerminal(what: string, path: string, size: { rows: number; cols: number }): number {
+  const pty = openPty();
+  try {
+    setWindowSize(pty.master, size.rows, size.cols);
+    const p = Buffer.from(path);
+    if (p.length > 107) throw new HostError(`${what}: the console socket path ${path} is longer than 107 bytes`);
+    const sock = k.socket(1 /* AF_UNIX */, 1 /* SOCK_STREAM */ | k.O.CLOEXEC, 0);
+    if (sock < 0) throw new HostError(`${what}: console socket ${path}: socket: errno ${-sock}`);
+    try {
+      const addr = Buffer.alloc(2 + p.length + 1);
+      addr.writeUInt16LE(1, 0);
+      p.copy(addr, 2);
+      const r = k.connect(sock, addr);
+      if (r < 0) throw new HostError(`${what}: cannot connect to the console socket ${path}: errno ${-r}`);
+      sendFd(sock, pty.master, pty.name);
+    } finally {
+      k.close(sock);
+    }
+  } catch (e) {
+    closeSync(pty.slave);
+    throw e;
+  } finally {
+    closeSync(pty.master);
+  }
+  return pty.slave;
 }

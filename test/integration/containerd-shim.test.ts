@@ -210,6 +210,22 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
   });
 
+  it('io.moat.isolation=microvm: task exec -t runs a shell on a terminal in the running guest', { skip: microvmSkipReason() ?? ptySkipReason(), timeout: 240_000 }, async () => {
+    const id = newId('vmexec');
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id, 'sleep', '1000'], { timeoutMs: 200_000 });
+    try {
+      const r = await c().ctrTty(['task', 'exec', '-t', '--exec-id', 'e1', id, 'sh'], { input: 'tty; echo $((7*8)); exit 7\n', timeoutMs: 60_000 });
+      assert.equal(r.status, 7, `terminal showed:\n${r.stdout}\n${r.stderr}\n${c().logTail()}`);
+      assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m);
+      assert.match(r.stdout, /^56\r*$/m);
+    } finally {
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 30_000);
+      await c().ctr(['task', 'delete', id]);
+      await c().ctr(['container', 'delete', id]);
+    }
+  });
+
   it('containers of one sandbox (io.kubernetes.cri.sandbox-id) share one shim process', async () => {
     const sandbox = `sb-${process.pid}`;
     const a = newId('sa');

@@ -172,6 +172,23 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
     assert.equal(r.stdout.match(/hello/g)?.length, 3, JSON.stringify(r.stdout));
   });
 
+  it('exec -t: a shell on a new terminal in the running guest; its exit code passes through', { skip: ptySkipReason() }, async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('vm');
+    const c = await sb.rt(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    assert.equal(c.status, 0, c.stderr);
+    try {
+      assert.equal((await sb.rt(['start', id])).status, 0);
+      const [cmd, pre] = runtimeArgv();
+      const r = await runInPty(sb.tmp, [cmd, ...pre, '--root', sb.root, 'exec', '-t', id, 'sh'], { input: 'tty; echo $((6*7)); exit 7\n', timeoutMs: 60_000 });
+      assert.equal(r.status, 7, r.stdout + r.stderr);
+      assert.match(r.stdout, /\/dev\/pts\/\d+\r+\n/);
+      assert.match(r.stdout, /^42\r*$/m);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
   it('boots under a small memory limit (the guest kernel gets its own headroom)', async () => {
     const r = await run(['sh', '-c', 'echo small'], { mutate: (s) => ((s.linux.resources ??= {}).memory = { limit: 48 * 1024 * 1024 }) });
     assert.equal(r.status, 0, r.stderr);

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import type { StdioOptions } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfigError, HostError, MoatError, UsageError } from '../../errors.js';
 import { isAlive, procStat } from '../../container/proc.js';
@@ -32,8 +32,7 @@ import { controlPath as firecrackerControlPath } from './firecracker.js';
 import { EGRESS_ANNOTATION, startNetworkSentry } from '../sentry/index.js';
 import type { StartedSentry } from '../sentry/index.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
-import * as k from '../../sys/kernel.js';
-import { openPty, sendFd, setWindowSize } from '../../sys/libc.js';
+import { hostTerminal } from '../../util/consolesocket.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -261,7 +260,8 @@ async function create(req: CreateRequest): Promise<Created> {
   const monitorSocket = join(vmDir, 'monitor.sock');
   // a terminal: the guest makes the container's pty; its host end is a pty pair here whose
   // master goes to the console socket (as runc's) and whose slave is the monitor's stdio
-  const tty = process0.terminal ? hostTerminal(req.id, req.consoleSocket, process0.terminal) : undefined;
+  if (process0.terminal && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${req.id}": a terminal needs --console-socket (or a foreground run)`);
+  const tty = process0.terminal && req.consoleSocket ? hostTerminal(`container "${req.id}"`, req.consoleSocket, process0.terminal) : undefined;
   const mcfg: MonitorConfig = { id: req.id, controlSocket: vm.controlSocket, monitorSocket, process: process0, log: join(vmDir, 'monitor.log') };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
@@ -392,38 +392,6 @@ async function create(req: CreateRequest): Promise<Created> {
   };
 }
 
-/**
- * The host end of a microVM container's terminal: opens a pty pair, sends the master to
- * `consoleSocket` (runc's protocol: SCM_RIGHTS, the pty's name as the message) and returns the
- * slave, for the monitor's stdio.
- */
-function hostTerminal(id: string, consoleSocket: string | undefined, size: { rows: number; cols: number }): number {
-  if (!consoleSocket) throw new ConfigError('process.terminal', `container "${id}": a terminal needs --console-socket (or a foreground run)`);
-  const pty = openPty();
-  try {
-    setWindowSize(pty.master, size.rows, size.cols);
-    const path = Buffer.from(consoleSocket);
-    const sock = k.socket(1 /* AF_UNIX */, 1 /* SOCK_STREAM */ | k.O.CLOEXEC, 0);
-    if (sock < 0) throw new HostError(`console socket ${consoleSocket}: socket: errno ${-sock}`);
-    try {
-      const addr = Buffer.alloc(2 + path.length + 1);
-      addr.writeUInt16LE(1, 0);
-      path.copy(addr, 2);
-      const r = k.connect(sock, addr);
-      if (r < 0) throw new HostError(`cannot connect to the console socket ${consoleSocket}: errno ${-r}`);
-      sendFd(sock, pty.master, pty.name);
-    } finally {
-      k.close(sock);
-    }
-  } catch (e) {
-    closeSync(pty.slave);
-    throw e;
-  } finally {
-    closeSync(pty.master);
-  }
-  return pty.slave;
-}
-
 /** The last lines of a log (the guest console, the VMM's stderr) for an error message, titled `what`. */
 function logTail(path: string, what: string): string {
   try {
@@ -436,8 +404,12 @@ function logTail(path: string, what: string): string {
 
 /** Runs a process in the guest through the monitor, relaying this process's stdio. */
 async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
-  if (req.process.terminal) throw new ConfigError('process.terminal', `container "${rec.id}": exec with a terminal is not supported under the microvm isolation yet`);
   const spec = agentProcess({ ...rec.spec, process: req.process });
+  // a terminal: the monitor makes the host end and sends its master to the console socket;
+  // this process relays nothing
+  const tty = spec.terminal !== undefined;
+  if (tty && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${rec.id}": exec with a terminal needs --console-socket (or a foreground exec)`);
+  const consoleSocket = tty ? resolve(req.consoleSocket ?? '') : undefined;
   const path = rec.backendState?.['monitorSocket'];
   if (typeof path !== 'string') throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
   const sock = connect(path);
@@ -450,7 +422,9 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
   });
   const waitExit = new Promise<number>((resolve, reject) => {
     sock.on('connect', () => {
-      sock.write(`${JSON.stringify({ op: 'exec', spec }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      const op = { op: 'exec', spec, ...(consoleSocket ? { consoleSocket } : {}) };
+      sock.write(`${JSON.stringify(op, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      if (tty) return;
       process.stdin.on('data', (d: Buffer) => sock.write(`${JSON.stringify({ in: d.toString('base64') })}\n`));
       process.stdin.on('end', () => sock.write('{"eof":true}\n'));
       process.stdin.on('error', () => sock.write('{"eof":true}\n'));
@@ -471,7 +445,7 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
         }
         if (typeof m.status === 'number') {
           pidResolve(-1);
-          process.stdin.pause();
+          if (!tty) process.stdin.pause();
           sock.destroy();
           resolve(m.status);
         }

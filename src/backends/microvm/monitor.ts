@@ -20,6 +20,7 @@
 import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { ReadStream as TtyReadStream } from 'node:tty';
 import { getWindowSize, makeRaw, setControllingTerminal } from '../../sys/libc.js';
+import { hostTerminal } from '../../util/consolesocket.js';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { decodeExit, decodePids, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
@@ -72,6 +73,15 @@ export function monitorMain(argv: string[]): Promise<number> {
     else pending.push(f);
   };
 
+  /** The size of terminal `fd`, or undefined if it cannot be read. */
+  const terminalSizeOf = (fd: number): { rows: number; cols: number } | undefined => {
+    try {
+      const ws = getWindowSize(fd);
+      return ws.rows > 0 && ws.cols > 0 ? ws : undefined;
+    } catch {
+      return undefined;
+    }
+  };
   /** The host terminal's size now (the runtime sets it on the master), or `fallback`. */
   const terminalSize = (fallback: { rows: number; cols: number }): { rows: number; cols: number } => {
     try {
@@ -263,7 +273,7 @@ export function monitorMain(argv: string[]): Promise<number> {
 
     /** Runs one command; returns the exec stream it started, or -1. */
     const handleCommand = (conn: Socket, line: string): number => {
-      let cmd: { op?: string; signal?: number; all?: boolean; spec?: ProcessSpec };
+      let cmd: { op?: string; signal?: number; all?: boolean; spec?: ProcessSpec; consoleSocket?: string };
       try {
         cmd = JSON.parse(line) as typeof cmd;
       } catch {
@@ -314,11 +324,46 @@ export function monitorMain(argv: string[]): Promise<number> {
             return -1;
           }
           const stream = nextStream++;
+          // a terminal: its host end is a pty pair made here, the master sent to the console
+          // socket, the slave (raw) relayed to and from the guest's terminal
+          let tty: { fd: number; input: TtyReadStream; size: string; timer: NodeJS.Timeout } | undefined;
+          if (cmd.spec.terminal && cmd.consoleSocket) {
+            try {
+              const fd = hostTerminal(`exec in container "${cfg.id}"`, cmd.consoleSocket, cmd.spec.terminal);
+              makeRaw(fd);
+              const input = new TtyReadStream(fd);
+              input.on('data', (chunk: Buffer) => send({ type: MSG.STDIN, stream, payload: chunk }));
+              input.on('error', () => {}); // the console's owner closed the master
+              // not this process's controlling terminal, so no SIGWINCH: the size is polled
+              const timer = setInterval(() => {
+                if (!tty || streams.get(stream)?.pid === undefined) return;
+                const now = terminalSizeOf(fd);
+                if (now && `${now.rows}x${now.cols}` !== tty.size) {
+                  tty.size = `${now.rows}x${now.cols}`;
+                  send({ type: MSG.RESIZE, stream, payload: encodeWinsize(now.rows, now.cols) });
+                }
+              }, 250);
+              tty = { fd, input, size: `${cmd.spec.terminal.rows}x${cmd.spec.terminal.cols}`, timer };
+            } catch (e) {
+              reply(conn, { error: (e as Error).message });
+              return -1;
+            }
+          }
+          const endTty = (): void => {
+            if (!tty) return;
+            clearInterval(tty.timer);
+            tty.input.destroy();
+            // libuv read from a reopened copy of the slave: this fd is still ours to close (the
+            // console's owner sees EIO once every slave fd is closed)
+            closeSync(tty.fd);
+            tty = undefined;
+          };
           const s: Stream = {
-            sink: (kind, data) => reply(conn, { [kind]: data.toString('base64') }),
+            sink: tty ? (_kind, data) => writeAll(tty?.fd ?? -1, data) : (kind, data) => reply(conn, { [kind]: data.toString('base64') }),
             input: -1,
             started: [(pid) => reply(conn, { pid })],
             waiters: [(status) => {
+              endTty();
               reply(conn, { status, failures: s.failures });
               streams.delete(stream);
             }],
@@ -326,7 +371,7 @@ export function monitorMain(argv: string[]): Promise<number> {
           };
           streams.set(stream, s);
           send({ type: MSG.RUN, stream, payload });
-          return stream;
+          return tty ? -1 : stream; // a terminal's input comes from the pty, not this connection
         }
         default:
           reply(conn, { error: `unknown op ${JSON.stringify(cmd.op)}` });
