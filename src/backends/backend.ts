@@ -50,6 +50,16 @@ export interface CreateRequest {
   stdio?: readonly [number, number, number];
   /** What the user chose for the microvm backend (flags of create/run). */
   microvm?: MicrovmChoice;
+  /** Restore the container from the checkpoint image in this directory (`moat restore`): it runs once created. */
+  restore?: { imagePath: string };
+}
+
+/** What `moat checkpoint` asks of a backend. */
+export interface CheckpointRequest {
+  /** Directory the image is written into (made if missing). */
+  imagePath: string;
+  /** Keep the container running afterwards (else it ends, as runc's checkpoint does). */
+  leaveRunning: boolean;
 }
 
 /** The user's microvm settings. */
@@ -136,4 +146,6 @@ export interface Backend {
   pids(rec: ContainerRecord): Promise<number[]>;
   /** Frees what the backend holds for a stopped container (the state dir is removed by the caller). */
   destroy(rec: ContainerRecord, dir: string): Promise<void>;
+  /** Writes a checkpoint image of the running container; absent where the backend cannot (yet). */
+  checkpoint?(rec: ContainerRecord, dir: string, req: CheckpointRequest): Promise<void>;
 }

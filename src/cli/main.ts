@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { MoatError } from '../errors.js';
 import { Logger, trace } from '../util/log.js';
+import * as checkpoint from './checkpoint.js';
 import * as create from './create.js';
 import * as del from './delete.js';
 import * as doctor from './doctor.js';
@@ -46,7 +47,7 @@ export function program(): Command {
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
-  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, features, doctor, guest]) m.register(p);
+  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, checkpoint, features, doctor, guest]) m.register(p);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

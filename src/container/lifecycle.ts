@@ -8,7 +8,7 @@ import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chooseIsolation, getBackend } from '../backends/registry.js';
 import type { EmbeddedRoot, MicrovmChoice, SentryChoice } from '../backends/backend.js';
-import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError } from '../errors.js';
+import { ConfigError, ContainerNotFoundError, MoatError, StateCorruptError, UsageError } from '../errors.js';
 import type { CgroupStats, Resources } from '../cgroups/index.js';
 import type { ProcessSpec, Spec } from '../spec/schema.js';
 import { trace } from '../util/log.js';
@@ -95,6 +95,8 @@ export interface CreateOptions {
   microvm?: MicrovmChoice;
   /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
   stdio?: readonly [number, number, number];
+  /** Restore from the checkpoint image in this directory (`moat restore`): running once created. */
+  restore?: { imagePath: string };
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */
@@ -107,6 +109,7 @@ export interface CreateResult {
 export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
   const isolation = chooseIsolation(opts.isolation, opts.spec);
   const backend = await getBackend(isolation);
+  if (opts.restore && !backend.checkpoint) throw new UsageError(`restore: the ${isolation} isolation has no checkpoint support yet (microvm has)`);
   const lock = ctx.store.createLocked(opts.id);
   let rec: ContainerRecord | undefined;
   try {
@@ -158,6 +161,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       ...(opts.sentry ? { sentry: opts.sentry } : {}),
       ...(opts.microvm ? { microvm: opts.microvm } : {}),
       ...(opts.stdio ? { stdio: opts.stdio } : {}),
+      ...(opts.restore ? { restore: opts.restore } : {}),
     });
     rec.pid = created.pid;
     rec.pidStartTime = created.pidStartTime;
@@ -203,6 +207,24 @@ export async function start(ctx: Context, id: string): Promise<void> {
       // the spec: a failing poststart hook is logged and the container keeps running
       ctx.log.warn((e as Error).message);
     }
+  } finally {
+    lock.unlock();
+  }
+}
+
+/**
+ * Writes a checkpoint image of a running container into `imagePath`; unless `leaveRunning`, the
+ * container then ends (it stays, stopped, until deleted), as with runc.
+ */
+export async function checkpoint(ctx: Context, id: string, opts: { imagePath: string; leaveRunning: boolean }): Promise<void> {
+  const lock = ctx.store.lock(id);
+  try {
+    const rec = ctx.store.read(id);
+    check(id, 'checkpoint', liveStatus(rec, lock.dir, ctx.store, true));
+    const backend = await getBackend(rec.isolation);
+    if (!backend.checkpoint) throw new UsageError(`container "${id}": checkpoint is not supported under the ${rec.isolation} isolation yet (microvm supports it)`);
+    await backend.checkpoint(rec, lock.dir, { imagePath: resolve(opts.imagePath), leaveRunning: opts.leaveRunning });
+    if (!opts.leaveRunning) await waitGone(rec.pid, rec.pidStartTime, 10_000);
   } finally {
     lock.unlock();
   }

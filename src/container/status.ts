@@ -8,7 +8,7 @@ import { InvalidStateError } from '../errors.js';
 export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
 
 /** The operations whose legality depends on the status. */
-export type Operation = 'start' | 'kill' | 'delete' | 'forceDelete' | 'pause' | 'resume' | 'exec' | 'update';
+export type Operation = 'start' | 'kill' | 'delete' | 'forceDelete' | 'pause' | 'resume' | 'exec' | 'update' | 'checkpoint';
 
 const allowed: Record<Operation, readonly Status[]> = {
   start: ['created'],
@@ -20,6 +20,7 @@ const allowed: Record<Operation, readonly Status[]> = {
   resume: ['paused'],
   exec: ['created', 'running'],
   update: ['created', 'running', 'paused'],
+  checkpoint: ['running'],
 };
 
 /** True if `op` may be applied to a container in `status`. */

@@ -108,6 +108,17 @@ describe('qemuArgv', () => {
     assert.equal(valueOf(rw, '-netdev'), undefined, 'no network unless asked');
   });
 
+  test('QMP socket and a restore (-S -incoming defer) only when asked', () => {
+    const plain = qemuArgv(baseVm());
+    assert.equal(valueOf(plain, '-qmp'), undefined);
+    assert.equal(plain.includes('-incoming'), false);
+    const r = qemuArgv(baseVm({ qmpSocket: '/run/moat/c,1/qmp.sock', incoming: true }));
+    assert.equal(valueOf(r, '-qmp'), 'unix:/run/moat/c,,1/qmp.sock,server=on,wait=off');
+    assert.equal(valueOf(r, '-incoming'), 'defer');
+    assert.ok(r.includes('-S'), 'a restored machine stays paused until cont');
+    assert.throws(() => qemuArgv(baseVm({ qmpSocket: 'relative.sock' })), (e: unknown) => e instanceof QemuConfigError && e.field === 'qmpSocket');
+  });
+
   test("commas in paths are escaped for QEMU's option syntax; -serial file: takes its path literally", () => {
     const argv = qemuArgv(baseVm({ disk: { path: '/a,b/disk.raw', format: 'raw' }, controlSocket: '/x,y/ctl.sock', consoleLog: '/c,d/console.log' }));
     assert.equal(valueOf(argv, '-drive'), 'id=root,file=/a,,b/disk.raw,format=raw,if=none,cache=writeback');

@@ -26,6 +26,9 @@ import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
 import type { ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
+import { checkpointVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
+import type { MicrovmManifest } from './checkpoint.js';
+import type { ImageReader } from '../../checkpoint/image.js';
 import type { Accel, GuestImage, VmConfig, VmmLaunch } from './types.js';
 import { chooseDriver } from './vmm.js';
 import { controlPath as firecrackerControlPath } from './firecracker.js';
@@ -221,8 +224,37 @@ async function create(req: CreateRequest): Promise<Created> {
   if (!steps.some((m) => m.startsWith('using cached'))) for (const m of steps) req.log.warn(`guest build: ${m}`);
   trace('guest ready');
   const accel = await chooseAccel(forced, () => probeKvm(guest, 20_000), join(guestCacheDir(stateRoot), 'accel.json'));
+  // a restore: the machine of the checkpoint (memory, command line, disk), its state streamed in
+  let restore: { reader: ImageReader; manifest: MicrovmManifest } | undefined;
+  if (req.restore) {
+    if (req.embedded) throw new MicrovmCheckpointError(req.id, 'the embedded default cannot be restored under microvm (its host share is not migratable); restore a bundle');
+    if (egress.length > 0) throw new MicrovmCheckpointError(req.id, 'a microVM with egress rules cannot be restored yet');
+    restore = await openVmImage(req.id, req.restore.imagePath, async () => accel);
+  }
   const mem = req.spec.linux?.resources?.memory?.limit;
-  const memoryMiB = typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
+  const memoryMiB = restore ? restore.manifest.vm.memoryMiB : typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
+  try {
+    return await createVm(req, { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, ...(restore ? { restore } : {}) });
+  } finally {
+    await restore?.reader.close();
+  }
+}
+
+/** What create decided before the VM is made. */
+interface VmPlan {
+  stateRoot: string;
+  process0: ProcessSpec;
+  vmm: string | undefined;
+  accel: Accel;
+  egress: string[];
+  guest: GuestImage;
+  memoryMiB: number;
+  restore?: { reader: ImageReader; manifest: MicrovmManifest };
+}
+
+/** Makes the VM of `req` (booted, or restored from its checkpoint) with its monitor and jailed VMM. */
+async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
+  const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, restore } = plan;
 
   const vmDir = req.dir;
   let cmdline: string;
@@ -235,19 +267,30 @@ async function create(req: CreateRequest): Promise<Created> {
     accel,
     controlSocket: join(vmDir, 'ctl.sock'),
     consoleLog: join(vmDir, 'console.log'),
+    qmpSocket: join(vmDir, 'qmp.sock'),
     ...(egress.length > 0 ? { net: { mode: 'user' as const } } : {}),
+    ...(restore ? { incoming: true } : {}),
   };
   const netArg = egress.length > 0 ? ' moat.net=user' : '';
   let vm: VmConfig;
+  let baseOf = '';
   if (req.embedded) {
     // the host root, read-only, with the guest's writes in a tmpfs overlay inside the guest
     cmdline = `moat.root=9p:hostroot${netArg}`;
     // QEMU sees the host tree at HOST_SHARE inside its jail
     vm = { ...cfgBase, cmdline, share: { hostPath: HOST_SHARE, tag: 'hostroot' } };
+  } else if (restore) {
+    // the checkpoint's overlay, backed by the base image it was made on
+    const overlay = join(vmDir, 'disk.qcow2');
+    await restoreDisk(restore.reader, overlay);
+    baseOf = restore.manifest.vm.baseImage;
+    cmdline = restore.manifest.vm.cmdline;
+    vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
   } else {
     const base = baseImage(req.rootfs, stateRoot, (m: string) => trace(m));
     const overlay = join(vmDir, 'disk.qcow2');
     overlayDisk(base, overlay);
+    baseOf = base;
     cmdline = `moat.root=vda${netArg}`;
     vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
   }
@@ -262,7 +305,14 @@ async function create(req: CreateRequest): Promise<Created> {
   // master goes to the console socket (as runc's) and whose slave is the monitor's stdio
   if (process0.terminal && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${req.id}": a terminal needs --console-socket (or a foreground run)`);
   const tty = process0.terminal && req.consoleSocket ? hostTerminal(`container "${req.id}"`, req.consoleSocket, process0.terminal) : undefined;
-  const mcfg: MonitorConfig = { id: req.id, controlSocket: vm.controlSocket, monitorSocket, process: process0, log: join(vmDir, 'monitor.log') };
+  const mcfg: MonitorConfig = {
+    id: req.id,
+    controlSocket: vm.controlSocket,
+    monitorSocket,
+    process: process0,
+    log: join(vmDir, 'monitor.log'),
+    ...(restore ? { restored: restore.manifest.monitor } : {}),
+  };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
     detached: true,
@@ -290,12 +340,12 @@ async function create(req: CreateRequest): Promise<Created> {
     monitorExit = sig ?? `status ${code}`;
     for (const w of waiters.splice(0)) w();
   });
+  const logs = (): string => `${logTail(join(vmDir, 'vmm.log'), 'VMM')}${logTail(vm.consoleLog, 'guest console')}`;
   const until = async (prefix: string, ms: number, what: string): Promise<string> => {
     const deadline = Date.now() + ms;
     for (;;) {
       const got = lines.find((l) => l.startsWith(prefix));
       if (got !== undefined) return got;
-      const logs = (): string => `${logTail(join(vmDir, 'vmm.log'), 'VMM')}${logTail(vm.consoleLog, 'guest console')}`;
       if (monitorExit !== undefined) throw new HostError(`container "${req.id}": the VM monitor exited (${monitorExit}) before ${what}${logs()}`);
       if (Date.now() > deadline) throw new HostError(`container "${req.id}": ${what} did not happen within ${ms / 1000} s${logs()}`);
       await new Promise<void>((r) => {
@@ -351,12 +401,21 @@ async function create(req: CreateRequest): Promise<Created> {
     await containerBackend.start(jailRec, vmDir);
     await launch.configure?.();
     trace('vmm started');
-    await until('hello', BOOT_TIMEOUT_MS, 'the guest agent started');
-    trace('guest agent up');
-    await netSentry?.sentry.ready;
-    // the lifecycle reads "created" from the exec fifo's presence: the VMM's own one is gone
-    // (its jail has started), so a marker stands for the guest process not yet started
-    writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
+    if (restore) {
+      // the guest's memory, checked against its hash before the VM goes on; the container
+      // process runs again at once (no exec-fifo marker: the state is "running")
+      await restoreMemory(req.id, restore.reader, vmDir, join(vmDir, 'qmp.sock'), BOOT_TIMEOUT_MS).catch((e: unknown) => {
+        throw e instanceof MoatError ? e : new MicrovmCheckpointError(req.id, `restoring the VM's memory: ${(e as Error).message}${logs()}`);
+      });
+      trace('vm restored');
+    } else {
+      await until('hello', BOOT_TIMEOUT_MS, 'the guest agent started');
+      trace('guest agent up');
+      await netSentry?.sentry.ready;
+      // the lifecycle reads "created" from the exec fifo's presence: the VMM's own one is gone
+      // (its jail has started), so a marker stands for the guest process not yet started
+      writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
+    }
   } catch (e) {
     killMonitor();
     netSentry?.sentry.kill();
@@ -376,7 +435,7 @@ async function create(req: CreateRequest): Promise<Created> {
   reports.destroy();
   monitor.removeAllListeners('exit');
   monitor.unref();
-  const release = lines.find((l) => l.startsWith('hello '))?.slice(6) ?? '';
+  const release = restore ? restore.manifest.vm.guestRelease : lines.find((l) => l.startsWith('hello '))?.slice(6) ?? '';
   const backendState = {
     monitorPid: monitor.pid ?? 0,
     monitorStartTime: procStat(monitor.pid ?? 0)?.startTime ?? '',
@@ -384,6 +443,12 @@ async function create(req: CreateRequest): Promise<Created> {
     vmm: driver.name,
     accel,
     guestRelease: release,
+    // what a checkpoint records of the machine
+    memoryMiB,
+    cmdline,
+    baseImage: baseOf,
+    embedded: req.embedded ? 1 : 0,
+    egress: egress.length,
   };
   return {
     ...created,
@@ -501,6 +566,35 @@ export const microvmBackend: Backend = {
     if (!monitorAlive(rec)) return [];
     const a = await monitorCall(rec, { op: 'ps' });
     return Array.isArray(a.pids) ? (a.pids as number[]) : [];
+  },
+  async checkpoint(rec, dir, opts) {
+    const b = rec.backendState ?? {};
+    if (b['vmm'] !== 'qemu') throw new MicrovmCheckpointError(rec.id, `checkpoint needs the QEMU driver (this VM runs under ${String(b['vmm'])})`);
+    if (b['embedded'] === 1) throw new MicrovmCheckpointError(rec.id, 'the embedded default cannot be checkpointed under microvm: QEMU cannot migrate a mounted 9p share');
+    if (Number(b['egress'] ?? 0) > 0) throw new MicrovmCheckpointError(rec.id, 'a microVM with egress rules cannot be checkpointed yet');
+    if (typeof b['baseImage'] !== 'string' || b['baseImage'] === '' || typeof b['cmdline'] !== 'string') {
+      throw new MicrovmCheckpointError(rec.id, 'its record predates checkpoint support (no machine settings recorded)');
+    }
+    await checkpointVm({
+      id: rec.id,
+      dir,
+      imagePath: opts.imagePath,
+      leaveRunning: opts.leaveRunning,
+      spec: rec.spec,
+      vm: {
+        driver: 'qemu',
+        accel: b['accel'] === 'kvm' ? 'kvm' : 'tcg',
+        memoryMiB: Number(b['memoryMiB']),
+        vcpus: 1,
+        cmdline: b['cmdline'],
+        guestRelease: String(b['guestRelease'] ?? ''),
+        baseImage: b['baseImage'],
+      },
+      monitorState: async () => {
+        const a = await monitorCall(rec, { op: 'checkpoint-state' });
+        return { pid: Number(a['pid'] ?? 0), pending: String(a['pending'] ?? ''), nextStream: Number(a['nextStream'] ?? 1) };
+      },
+    });
   },
   async destroy(rec, dir) {
     for (const file of ['monitor.pid', 'vmm-sentry.pid']) {

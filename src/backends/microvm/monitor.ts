@@ -36,6 +36,12 @@ export interface MonitorConfig {
   /** The container process (stream 0). */
   process: ProcessSpec;
   log: string;
+  /**
+   * A restored VM: its container process runs already (guest pid `pid`); `pending` (base64) is
+   * the start of a frame the checkpointed monitor had received, which the guest completes;
+   * exec streams go on from `nextStream`.
+   */
+  restored?: { pid: number; pending: string; nextStream: number };
 }
 
 /** One process in the guest the monitor relays: where its output goes, who waits for it. */
@@ -66,7 +72,9 @@ export function monitorMain(argv: string[]): Promise<number> {
   let release = '';
   const pending: Frame[] = [];
   const psWaiters: ((pids: number[]) => void)[] = [];
-  let nextStream = 1;
+  let nextStream = cfg.restored?.nextStream ?? 1;
+  /** The guest connection's frame decoder (checkpoint reads its partial frame). */
+  let decoder: FrameDecoder | undefined;
 
   const send = (f: Frame): void => {
     if (guest) guest.write(encodeFrame(f));
@@ -197,6 +205,20 @@ export function monitorMain(argv: string[]): Promise<number> {
       }
       guest = sock;
       const dec = new FrameDecoder();
+      decoder = dec;
+      if (cfg.restored) {
+        // the restored guest goes on mid-stream: first the part of a frame the old monitor had
+        const s0 = streams.get(0)!;
+        s0.pid = cfg.restored.pid;
+        try {
+          for (const f of dec.push(Buffer.from(cfg.restored.pending, 'base64'))) onFrame(f);
+        } catch (e) {
+          log(`the checkpoint's pending bytes: ${(e as Error).message}; ending the VM`);
+          finish(1);
+          return;
+        }
+        if (s0.input >= 0) pumpStdin(0, s0.input);
+      }
       sock.on('data', (chunk: Buffer) => {
         let frames: Frame[];
         try {
@@ -305,6 +327,15 @@ export function monitorMain(argv: string[]): Promise<number> {
         case 'ps':
           psWaiters.push((pids) => reply(conn, { pids }));
           send({ type: MSG.PS, stream: 0, payload: Buffer.alloc(0) });
+          return -1;
+        case 'checkpoint-state':
+          // asked once the VM is stopped: what a restored monitor must know to go on
+          reply(conn, {
+            pid: s0.pid ?? 0,
+            pending: (decoder?.pendingBytes() ?? Buffer.alloc(0)).toString('base64'),
+            nextStream,
+            execs: [...streams.keys()].filter((k) => k !== 0).length,
+          });
           return -1;
         case 'shutdown':
           send({ type: MSG.SHUTDOWN, stream: 0, payload: Buffer.alloc(0) });

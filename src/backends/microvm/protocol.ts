@@ -133,6 +133,12 @@ export class FrameDecoder {
     return this.headerHave + this.payloadHave;
   }
 
+  /** The bytes of the incomplete frame buffered now (a checkpoint carries them to the restored monitor). */
+  pendingBytes(): Buffer {
+    const head = Buffer.from(this.header.subarray(0, this.headerHave));
+    return this.payload === undefined ? head : Buffer.concat([head, this.payload.subarray(0, this.payloadHave)]);
+  }
+
   push(chunk: Buffer): Frame[] {
     if (this.failed) throw this.failed;
     try {

@@ -141,6 +141,10 @@ function validate(cfg: VmConfig): void {
     checkPath('share.hostPath', cfg.share.hostPath);
     if (!/^[A-Za-z0-9_.-]{1,31}$/.test(cfg.share.tag)) throw new QemuConfigError('share.tag', `must be 1 to 31 of [A-Za-z0-9_.-], got "${cfg.share.tag}"`);
   }
+  if (cfg.qmpSocket !== undefined) {
+    checkPath('qmpSocket', cfg.qmpSocket);
+    if (Buffer.byteLength(cfg.qmpSocket) > SUN_PATH_MAX) throw new QemuConfigError('qmpSocket', `is longer than a unix socket address allows (${SUN_PATH_MAX} bytes)`);
+  }
   if (cfg.net !== undefined && cfg.net.mode !== 'user') throw new QemuConfigError('net.mode', `must be "user", got ${String(cfg.net.mode)}`);
 }
 
@@ -240,6 +244,9 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
       '-device', `virtio-9p-device,fsdev=fs0,mount_tag=${cfg.share.tag}`,
     );
   }
+  if (cfg.qmpSocket !== undefined) argv.push('-qmp', `unix:${optValue(cfg.qmpSocket)},server=on,wait=off`);
+  // a restore: the machine waits, paused, for `migrate-incoming` over QMP
+  if (cfg.incoming === true) argv.push('-S', '-incoming', 'defer'); // -S: it stays paused until `cont`
   if (cfg.net !== undefined) {
     // no allowlist here: the host sockets slirp makes come from the sentry, which checks every
     // destination against the egress rules (the VMM runs at the sentry's network level)

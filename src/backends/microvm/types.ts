@@ -39,6 +39,10 @@ export interface VmConfig {
   controlSocket: string;
   /** File the guest's console (kernel messages) goes to. */
   consoleLog: string;
+  /** QEMU's machine-protocol socket (QEMU listens; checkpoint and restore use it). */
+  qmpSocket?: string;
+  /** Start paused, waiting for a migration stream (`-incoming defer`): a restore. */
+  incoming?: boolean;
 }
 
 /** How a driver starts a VM: the command, and what its jail must expose. */

@@ -1,0 +1,153 @@
+/**
+ * Checkpoint and restore under the microvm isolation (src/backends/microvm/checkpoint.ts): real
+ * VMs under TCG; a counter goes on from its value in a restored VM, the disk comes back with the
+ * memory, a damaged image is refused before anything runs, and what cannot be checkpointed says
+ * so.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
+import { microvmSkipReason } from '../helpers/microvm.js';
+import { runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
+
+const skip = microvmSkipReason();
+if (skip) console.log(`# skipping microvm checkpoint tests: ${skip}`);
+const VM_TIMEOUT = 180_000;
+
+/** The counter: prints 1, 2, 3 ... five times a second, and keeps the last value in /count. */
+const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i; echo $i > /count; sleep 0.2; done'];
+
+describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () => {
+  const sb = new Sandbox();
+  before(async () => {
+    const r = await sb.rt(['guest', 'build'], { timeoutMs: VM_TIMEOUT });
+    assert.equal(r.status, 0, r.stderr);
+  });
+  after(() => sb.cleanup());
+
+  /** Runs the runtime with stdout into `out` and waits for it (create/restore leave the VM's monitor writing there). */
+  const rtTo = (args: string[], out: string): Promise<{ status: number | null; stderr: string }> => {
+    const [cmd, pre] = runtimeArgv();
+    const fd = openSync(out, 'a');
+    const errPath = `${out}.err`;
+    const errFd = openSync(errPath, 'w');
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, [...pre, '--root', sb.root, ...args], { stdio: ['ignore', fd, errFd] });
+      child.on('error', reject);
+      child.on('exit', (status) => {
+        closeSync(fd);
+        closeSync(errFd);
+        resolve({ status, stderr: readFileSync(errPath, 'utf8') });
+      });
+    });
+  };
+  const numbers = (path: string): number[] => readFileSync(path, 'utf8').split('\n').filter(Boolean).map(Number);
+
+  it('a counter checkpointed and restored goes on from its value, with its disk', async () => {
+    const b = await sb.bundle(COUNTER);
+    const id = sb.id('ck');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
+    await sb.ok(['start', id]);
+    assert.ok(await waitFor(() => existsSync(out1) && numbers(out1).length >= 5, 60_000), 'the counter never counted');
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id], { timeoutMs: 120_000 });
+    assert.equal(c.status, 0, c.stderr);
+    // without --leave-running the container ends, as with runc
+    assert.match((await sb.ok(['state', id])).stdout, /"status": "stopped"/);
+    const last = Math.max(...numbers(out1));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(Math.max(...numbers(out1)), last, 'the counter went on after the checkpoint');
+    await sb.ok(['delete', id]);
+
+    const id2 = sb.id('rs');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      assert.match((await sb.ok(['state', id2])).stdout, /"status": "running"/);
+      assert.ok(await waitFor(() => existsSync(out2) && numbers(out2).length >= 3, 60_000), 'the restored counter printed nothing');
+      const got = numbers(out2);
+      assert.ok(got[0]! > last && got[0]! <= last + 2, `the restored counter started at ${got[0]}, the checkpoint was at ${last}`);
+      // the disk came back consistent with the memory: /count holds what the counter wrote last
+      const count = await sb.rt(['exec', id2, 'cat', '/count'], { timeoutMs: 60_000 });
+      assert.ok(Number(count.stdout) >= got[0]!, `/count is ${count.stdout.trim()} (${count.stderr})`);
+    } finally {
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('--leave-running: the container goes on; a damaged image is refused before anything runs', async () => {
+    const b = await sb.bundle(COUNTER);
+    const id = sb.id('lr');
+    const out = join(sb.tmp, `${id}.out`);
+    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out)).status, 0);
+    await sb.ok(['start', id]);
+    const image = join(sb.tmp, `${id}-image`);
+    try {
+      assert.ok(await waitFor(() => existsSync(out) && numbers(out).length >= 2, 60_000));
+      const c = await sb.rt(['checkpoint', '--leave-running', '--image-path', image, id], { timeoutMs: 120_000 });
+      assert.equal(c.status, 0, c.stderr);
+      const n = numbers(out).length;
+      assert.ok(await waitFor(() => numbers(out).length > n + 2, 30_000), 'the container did not go on after --leave-running');
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    // one flipped byte in the middle of the memory: the hash check stops the restore
+    const file = join(image, IMAGE_FILE);
+    const reader = await ImageReader.open(file);
+    const mem = reader.section(SECTION.VM_MIGRATION)!;
+    await reader.close();
+    const fd = openSync(file, 'r+');
+    const at = mem.offset + Math.floor(mem.length / 2);
+    const byte = Buffer.alloc(1);
+    readFileSync(file).copy(byte, 0, at, at + 1);
+    writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, at);
+    closeSync(fd);
+    const id2 = sb.id('bad');
+    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], join(sb.tmp, `${id2}.out`));
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /SHA-256|sha256|checksum/i);
+    assert.equal(existsSync(join(sb.root, id2)), false, 'a refused restore left its state directory');
+    assert.ok(!readdirSync('/proc').some((p) => /^\d+$/.test(p) && readCmdline(p).includes(join(sb.root, id2))), 'a refused restore left a process behind');
+  });
+
+  it('refuses what it cannot checkpoint, saying why', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('ctr');
+    await sb.ok(['create', '-b', b, id]);
+    try {
+      const r = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), id]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /created/, 'a created container is not running');
+      await sb.ok(['start', id]);
+      const r2 = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), id]);
+      assert.notEqual(r2.status, 0);
+      assert.match(r2.stderr, /not supported under the container isolation/);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    const vm = sb.id('emb');
+    const e = await sb.rt(['run', '-d', '--isolation', 'microvm', '--name', vm, '--', 'sleep', '1000'], { timeoutMs: VM_TIMEOUT });
+    assert.equal(e.status, 0, e.stderr);
+    try {
+      const r = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), vm]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /embedded default cannot be checkpointed/);
+      assert.equal(existsSync(join(sb.tmp, 'none', IMAGE_FILE)), false, 'a refused checkpoint left an image');
+    } finally {
+      await sb.rt(['delete', '--force', vm]);
+    }
+  });
+});
+
+function readCmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}
