@@ -50,8 +50,12 @@ export interface CreateRequest {
   stdio?: readonly [number, number, number];
   /** What the user chose for the microvm backend (flags of create/run). */
   microvm?: MicrovmChoice;
-  /** Restore the container from the checkpoint image in this directory (`moat restore`): it runs once created. */
-  restore?: { imagePath: string };
+  /**
+   * Restore the container from the checkpoint image in this directory: it runs once created
+   * (`moat restore`), or with `paused` waits, restored, for `start` (a container made from a
+   * snapshot by `create --from-snapshot`).
+   */
+  restore?: { imagePath: string; paused?: boolean };
 }
 
 /** What `moat checkpoint` asks of a backend. */

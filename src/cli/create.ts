@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import type { MicrovmChoice, SentryChoice } from '../backends/backend.js';
 import { resolve } from 'node:path';
-import { collect, context, nonNegativeInt } from './common.js';
+import type { Spec } from '../spec/schema.js';
+import { collect, context, globals, nonNegativeInt } from './common.js';
 
 /** Flags shared by `create` and `run`. */
 export interface CreateFlags {
@@ -17,6 +18,7 @@ export interface CreateFlags {
   allowEgress: string[];
   vmm?: string;
   vmmAccel?: string;
+  fromSnapshot?: string;
 }
 
 /** Adds the flags shared by `create` and `run` to a command. */
@@ -32,7 +34,8 @@ export function addCreateFlags(cmd: Command): Command {
     .option('--sentry-level <level>', 'sentry: strict or balanced (default; see docs/syscalls.md)')
     .option('--allow-egress <rule>', 'sentry and microvm: allow connections to HOST:PORT, CIDR or CIDR:PORT (repeatable; microvm: gives the VM its network device)', collect, [])
     .option('--vmm <driver>', 'microvm: qemu or firecracker (default: the best available)')
-    .option('--vmm-accel <accel>', 'microvm: kvm or tcg (default: KVM where it works)');
+    .option('--vmm-accel <accel>', 'microvm: kvm or tcg (default: KVM where it works)')
+    .option('--from-snapshot <name>', 'start from snapshot NAME (moat snapshot create): its spec, disk and memory; no bundle needed');
 }
 
 /** The sentry settings given on the command line. */
@@ -45,18 +48,30 @@ export function microvmChoice(flags: CreateFlags): MicrovmChoice {
   return { ...(flags.vmm ? { vmm: flags.vmm } : {}), ...(flags.vmmAccel ? { accel: flags.vmmAccel } : {}) };
 }
 
+/**
+ * What a container made from snapshot `name` starts with: the snapshot's spec and bundle, its
+ * isolation, and its image, restored paused until `start`.
+ */
+export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle: string; spec: Spec; isolation: string; restore: { imagePath: string; paused: boolean } }> {
+  const { openSnapshot } = await import('../checkpoint/snapshots.js');
+  const s = await openSnapshot(globals(cmd).root, name);
+  return { bundle: s.record.bundle, spec: s.spec, isolation: s.record.isolation, restore: { imagePath: s.imagePath, paused: true } };
+}
+
 /** Registers `create`. */
 export function register(program: Command): void {
   addCreateFlags(program.command('create').description('create a container').argument('<container-id>'))
     .action(async (id: string, flags: CreateFlags, cmd: Command) => {
       const { loadSpec } = await import('../spec/validate.js');
       const { create } = await import('../container/lifecycle.js');
-      const bundle = resolve(flags.bundle ?? '.');
-      const spec = loadSpec(bundle);
+      const snap = flags.fromSnapshot ? await fromSnapshot(cmd, flags.fromSnapshot) : undefined;
+      const bundle = snap?.bundle ?? resolve(flags.bundle ?? '.');
+      const spec = snap?.spec ?? loadSpec(bundle);
       await create(context(cmd), {
         id,
         bundle,
         spec,
+        ...(snap ? { isolation: snap.isolation, restore: snap.restore } : {}),
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
         sentry: sentryChoice(flags),
         microvm: microvmChoice(flags),

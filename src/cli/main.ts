@@ -19,6 +19,7 @@ import * as events from './events.js';
 import * as kill from './kill.js';
 import * as list from './list.js';
 import * as run from './run.js';
+import * as snapshot from './snapshot.js';
 import * as spec from './spec.js';
 import * as start from './start.js';
 import * as state from './state.js';
@@ -47,7 +48,7 @@ export function program(): Command {
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
-  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, checkpoint, features, doctor, guest]) m.register(p);
+  for (const m of [spec, create, start, state, kill, del, run, list, exec, ps, pause, update, events, checkpoint, snapshot, features, doctor, guest]) m.register(p);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

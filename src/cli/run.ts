@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { trace } from '../util/log.js';
 import { collect, context } from './common.js';
-import { addCreateFlags, microvmChoice, sentryChoice } from './create.js';
+import { addCreateFlags, fromSnapshot, microvmChoice, sentryChoice } from './create.js';
 import type { CreateFlags } from './create.js';
 
 interface RunFlags extends CreateFlags {
@@ -54,7 +54,13 @@ export function register(program: Command): void {
         noNewKeyring: flags.noNewKeyring === false,
         foreground: flags.detach !== true,
       };
-      if (embedded) {
+      if (flags.fromSnapshot) {
+        if (embedded || flags.bundle) throw new UsageError('run: --from-snapshot takes the snapshot\'s spec: no bundle and no command after "--"');
+        if (operands.length > 1) throw new UsageError('run: expected at most one container id with --from-snapshot');
+        id = operands[0] ?? `moat-${randomBytes(6).toString('hex')}`;
+        const snap = await fromSnapshot(cmd, flags.fromSnapshot);
+        opts = { id, bundle: snap.bundle, spec: snap.spec, ...common, isolation: flags.isolation ?? snap.isolation, restore: snap.restore };
+      } else if (embedded) {
         if (flags.bundle) throw new UsageError('run: --bundle cannot be combined with a command after "--"');
         if (!['none', 'loopback', 'host'].includes(flags.network)) throw new UsageError(`--network: expected none, loopback or host, got "${flags.network}"`);
         const { embeddedSpec } = await import('../container/embedded.js');

@@ -95,8 +95,8 @@ export interface CreateOptions {
   microvm?: MicrovmChoice;
   /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
   stdio?: readonly [number, number, number];
-  /** Restore from the checkpoint image in this directory (`moat restore`): running once created. */
-  restore?: { imagePath: string };
+  /** Restore from the checkpoint image in this directory: running once created (`moat restore`), or with `paused` created (a snapshot). */
+  restore?: { imagePath: string; paused?: boolean };
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */
@@ -114,7 +114,8 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
   let rec: ContainerRecord | undefined;
   try {
     const rootfs = opts.embedded ? join(lock.dir, 'rootfs') : resolve(opts.bundle, opts.spec.root.path);
-    if (!opts.embedded) {
+    // a restore brings its own disk: the bundle's rootfs need not exist
+    if (!opts.embedded && !opts.restore) {
       let isDir = false;
       try {
         isDir = statSync(rootfs).isDirectory();

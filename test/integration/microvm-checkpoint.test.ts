@@ -115,6 +115,58 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     assert.ok(!readdirSync('/proc').some((p) => /^\d+$/.test(p) && readCmdline(p).includes(join(sb.root, id2))), 'a refused restore left a process behind');
   });
 
+  it('a snapshot starts five independent containers; inspect lists its processes, files and memory without running it', async () => {
+    const b = await sb.bundle(COUNTER);
+    const id = sb.id('tpl');
+    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], join(sb.tmp, `${id}.out`))).status, 0);
+    await sb.ok(['start', id]);
+    const name = `warm-${process.pid}`;
+    const ids: string[] = [];
+    try {
+      assert.ok(await waitFor(() => numbers(join(sb.tmp, `${id}.out`)).length >= 3, 60_000));
+      const s = await sb.rt(['snapshot', 'create', '--from', id, name], { timeoutMs: 120_000 });
+      assert.equal(s.status, 0, s.stderr);
+      assert.match((await sb.ok(['state', id])).stdout, /"status": "running"/, 'a snapshot leaves its container running');
+      await sb.rt(['delete', '--force', id]);
+      const list = JSON.parse((await sb.ok(['snapshot', 'list', '--format', 'json'])).stdout) as { name: string; from: string }[];
+      assert.deepEqual(list.map((x) => [x.name, x.from]), [[name, id]]);
+
+      const insp = JSON.parse((await sb.ok(['snapshot', 'inspect', '--format', 'json', name])).stdout) as {
+        processes: { pid: number; args: string[] }[]; openFiles: { path: string }[]; memoryRegions: { name: string; bytes: number }[]; sections: { type: string; bytes: number }[];
+      };
+      assert.deepEqual(insp.processes[0]?.args, COUNTER);
+      assert.ok(insp.processes[0]!.pid > 1, 'the guest pid of the container process');
+      assert.ok(insp.openFiles.some((f) => f.path.endsWith('.ext4')), 'the base image is listed');
+      assert.ok(insp.memoryRegions.some((m) => m.bytes >= 64 * 1024 * 1024), `guest RAM among ${JSON.stringify(insp.memoryRegions)}`);
+      assert.deepEqual(insp.sections.map((x) => x.type).sort(), ['MANIFEST', 'VM_DISK', 'VM_MIGRATION']);
+
+      for (let i = 0; i < 5; i++) {
+        const c = sb.id(`from${i}`);
+        ids.push(c);
+        const r = await rtTo(['run', '-d', '--from-snapshot', name, c], join(sb.tmp, `${c}.out`));
+        assert.equal(r.status, 0, r.stderr);
+      }
+      // each starts from the template's value, and each has its own disk
+      const starts = new Set<number>();
+      for (const [i, c] of ids.entries()) {
+        assert.ok(await waitFor(() => numbers(join(sb.tmp, `${c}.out`)).length >= 1, 60_000), `${c} printed nothing`);
+        starts.add(numbers(join(sb.tmp, `${c}.out`))[0]!);
+        const w = await sb.rt(['exec', c, 'sh', '-c', `echo mine-${i} > /mine`], { timeoutMs: 60_000 });
+        assert.equal(w.status, 0, w.stderr);
+      }
+      assert.equal(starts.size, 1, `the clones started from different values: ${[...starts].join(', ')}`);
+      for (const [i, c] of ids.entries()) {
+        const r = await sb.rt(['exec', c, 'cat', '/mine'], { timeoutMs: 60_000 });
+        assert.equal(r.stdout, `mine-${i}\n`, `${c} sees another clone's write`);
+      }
+    } finally {
+      for (const c of ids) await sb.rt(['delete', '--force', c]);
+      await sb.rt(['delete', '--force', id]);
+      await sb.rt(['snapshot', 'delete', name]);
+    }
+    assert.equal((await sb.ok(['snapshot', 'list', '--format', 'json'])).stdout.trim(), '[]');
+  });
+
   it('refuses what it cannot checkpoint, saying why', async () => {
     const b = await sb.bundle(['sleep', '1000']);
     const id = sb.id('ctr');

@@ -204,7 +204,7 @@ export async function restoreDisk(reader: ImageReader, path: string): Promise<vo
  * the migration socket under `dir`) and continues the VM once the whole stream arrived and
  * matched its SHA-256.
  */
-export async function restoreMemory(id: string, reader: ImageReader, dir: string, qmpSocket: string, timeoutMs = 120_000): Promise<void> {
+export async function restoreMemory(id: string, reader: ImageReader, dir: string, qmpSocket: string, timeoutMs = 120_000, paused = false): Promise<void> {
   const s = reader.section(SECTION.VM_MIGRATION);
   if (!s) throw new MoatError(`${reader.path}: no VM_MIGRATION section`);
   const deadline = Date.now() + timeoutMs;
@@ -229,6 +229,16 @@ export async function restoreMemory(id: string, reader: ImageReader, dir: string
     // stream() throws at the end if the bytes differ from the recorded hash: the VM then never runs
     await pipeline(reader.stream(s), out);
     await migrationDone(qmp, id, Math.max(1000, deadline - Date.now()));
+    if (!paused) await qmp.execute('cont');
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Continues a VM restored paused (`start` of a container made from a snapshot). */
+export async function continueVm(dir: string): Promise<void> {
+  const qmp = await Qmp.connect(join(dir, 'qmp.sock'));
+  try {
     await qmp.execute('cont');
   } finally {
     qmp.close();

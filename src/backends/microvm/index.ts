@@ -26,7 +26,7 @@ import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
 import type { ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
-import { checkpointVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
+import { checkpointVm, continueVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
 import type { MicrovmManifest } from './checkpoint.js';
 import type { ImageReader } from '../../checkpoint/image.js';
 import type { Accel, GuestImage, VmConfig, VmmLaunch } from './types.js';
@@ -404,9 +404,11 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     if (restore) {
       // the guest's memory, checked against its hash before the VM goes on; the container
       // process runs again at once (no exec-fifo marker: the state is "running")
-      await restoreMemory(req.id, restore.reader, vmDir, join(vmDir, 'qmp.sock'), BOOT_TIMEOUT_MS).catch((e: unknown) => {
+      await restoreMemory(req.id, restore.reader, vmDir, join(vmDir, 'qmp.sock'), BOOT_TIMEOUT_MS, req.restore?.paused === true).catch((e: unknown) => {
         throw e instanceof MoatError ? e : new MicrovmCheckpointError(req.id, `restoring the VM's memory: ${(e as Error).message}${logs()}`);
       });
+      // paused (from a snapshot): "created" until start continues it
+      if (req.restore?.paused === true) writeFileSync(join(vmDir, 'exec.fifo'), '', { mode: 0o600 });
       trace('vm restored');
     } else {
       await until('hello', BOOT_TIMEOUT_MS, 'the guest agent started');
@@ -449,6 +451,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     baseImage: baseOf,
     embedded: req.embedded ? 1 : 0,
     egress: egress.length,
+    restoredPaused: req.restore?.paused === true ? 1 : 0,
   };
   return {
     ...created,
@@ -549,7 +552,9 @@ export const microvmBackend: Backend = {
   name: 'microvm',
   create,
   async start(rec, dir) {
-    await monitorCall(rec, { op: 'start' }, 60_000);
+    // a VM restored paused from a snapshot: its process runs already, only the vCPUs wait
+    if (rec.backendState?.['restoredPaused'] === 1) await continueVm(dir);
+    else await monitorCall(rec, { op: 'start' }, 60_000);
     rmSync(join(dir, 'exec.fifo'), { force: true });
   },
   exec,
