@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+// Cold start against restore from a warm snapshot, for Moat's backends and runsc, in one run.
+//
+// The workload: python3 importing a set of standard modules (json, decimal, email, http.client,
+// xml.dom.minidom, asyncio, argparse, unittest, logging, csv, sqlite3 when present), then printing
+// "ready" and a "tick N" line every 100 ms. It runs from a bundle whose rootfs is the busybox
+// fixture plus the host's python3, its libraries and /usr/lib/python3.X.
+//   cold     `run -d` of the bundle until "ready" is on the container's stdout (boot + imports)
+//   restore  from a snapshot taken once the workload was ready, until its first "tick" is out
+//            (Moat: `snapshot create --from` + `run -d --from-snapshot`; runsc: `checkpoint` +
+//            `restore --detach`)
+// Each timed run is a fresh container, deleted afterwards; runs alternate between cold and
+// restore. Targets (issue 7): microvm restore <= 0.25x its cold start; sentry restore faster than
+// runsc's (the sentry has no checkpointer yet: reported as such).
+//
+//   sudo node bench/checkpoint.mjs [--iterations N] [--no-runsc]
+//
+// Needs root, qemu-system-x86_64 (microvm), python3, busybox-static, runsc for the comparison,
+// and a compiled test tree (`npx tsc -p tsconfig.json`) for the busybox fixture.
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { printTable, ratio, stats, which } from './lib.mjs';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const iterations = Number(args[args.indexOf('--iterations') + 1] ?? 0) || 5;
+const useRunsc = !args.includes('--no-runsc') && which('runsc') !== undefined;
+const MOAT = [process.execPath, path.join(repo, 'bin/moat.cjs')];
+
+const SCRIPT = [
+  'import json, decimal, email.parser, http.client, xml.dom.minidom, asyncio, argparse, unittest, logging, csv, sys, time',
+  'try:\n    import sqlite3\nexcept ImportError:\n    pass',
+  "print('ready', flush=True)",
+  'n = 0',
+  "while True:\n    n += 1\n    print('tick', n, flush=True)\n    time.sleep(0.1)",
+].join('\n');
+
+function die(msg) {
+  console.error(`checkpoint bench: ${msg}`);
+  process.exit(1);
+}
+
+/** Copies `src` (a host file) to the same path under `root`, making directories. */
+function copyIn(root, src) {
+  const dst = path.join(root, src);
+  fs.mkdirSync(path.dirname(dst), { recursive: true });
+  fs.cpSync(fs.realpathSync(src), dst, { recursive: true, dereference: true });
+}
+
+/** The bundle: busybox fixture + python3 with its libraries and standard library. */
+async function pythonBundle(dir) {
+  const fixture = path.join(repo, 'build/test/fixtures/busybox.js');
+  if (!fs.existsSync(fixture)) die(`${fixture} is missing: run "npx tsc -p tsconfig.json" first`);
+  const { makeBundle } = await import(pathToFileURL(fixture).href);
+  const bundle = await makeBundle({ dir, args: ['python3', '-c', SCRIPT] });
+  const rootfs = path.join(bundle, 'rootfs');
+  // Debian's python3 (not a version manager's shim earlier on PATH)
+  if (!fs.existsSync('/usr/bin/python3')) die('/usr/bin/python3 is not installed (apt-get install python3)');
+  const py = fs.realpathSync('/usr/bin/python3');
+  copyIn(rootfs, py);
+  fs.mkdirSync(path.join(rootfs, 'usr/bin'), { recursive: true });
+  fs.rmSync(path.join(rootfs, 'usr/bin/python3'), { force: true });
+  fs.symlinkSync(py, path.join(rootfs, 'usr/bin/python3'));
+  const ldd = spawnSync('ldd', [py], { encoding: 'utf8' }).stdout;
+  for (const m of ldd.matchAll(/(\/\S+\.so[.\d]*)/g)) copyIn(rootfs, m[1]);
+  const stdlib = `/usr/lib/${path.basename(py)}`;
+  copyIn(rootfs, stdlib);
+  // sqlite3's extension module needs libsqlite3 (and lib-dynload's others theirs)
+  for (const so of fs.readdirSync(path.join(stdlib, 'lib-dynload')).filter((f) => f.endsWith('.so'))) {
+    const deps = spawnSync('ldd', [path.join(stdlib, 'lib-dynload', so)], { encoding: 'utf8' }).stdout;
+    for (const m of deps.matchAll(/=> (\/\S+)/g)) if (!fs.existsSync(path.join(rootfs, m[1]))) copyIn(rootfs, m[1]);
+  }
+  const cfg = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+  cfg.process.env = ['PATH=/usr/bin:/bin', 'PYTHONDONTWRITEBYTECODE=1', 'HOME=/tmp'];
+  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(cfg, null, 2));
+  return bundle;
+}
+
+/** Starts `cmd` detached from the bench, its stdout into `out`; resolves with its exit. */
+function launch(cmd, out) {
+  const fd = fs.openSync(out, 'w');
+  const errFile = `${out}.err`;
+  const errFd = fs.openSync(errFile, 'w');
+  const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', fd, errFd] });
+  fs.closeSync(fd);
+  fs.closeSync(errFd);
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, err: () => fs.readFileSync(errFile, 'utf8') })));
+}
+
+/** Resolves with the ms from `t0` until `re` matches the text of `file`; fails after `ms`. */
+async function until(file, re, t0, ms, what) {
+  for (;;) {
+    let text = '';
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      // not yet
+    }
+    if (re.test(text)) return performance.now() - t0;
+    if (performance.now() - t0 > ms) throw new Error(`${what}: no ${re} within ${ms} ms; stdout: ${text.slice(-300)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const run = (cmd) => spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8' });
+
+async function main() {
+  if (process.getuid() !== 0) die('needs root');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moat-ckpt-bench-'));
+  const root = path.join(tmp, 'moat');
+  const runscRoot = path.join(tmp, 'runsc');
+  const ids = [];
+  const rt = (...a) => [...MOAT, '--root', root, ...a];
+  try {
+    console.log(`checkpoint bench: python3 warm-up workload, ${iterations} timed runs per configuration`);
+    const bundle = await pythonBundle(path.join(tmp, 'bundle'));
+    console.log(`  bundle ${bundle} (busybox + ${fs.realpathSync('/usr/bin/python3')} and its standard library)`);
+    const g = run(rt('guest', 'build'));
+    if (g.status !== 0) die(`moat guest build failed: ${g.stderr}`);
+    const rows = [['configuration', 'cold ms (median)', 'restore ms (median)', 'restore / cold', 'target']];
+    const summary = [];
+
+    // --- moat microvm
+    {
+      const warm = 'warm-bench';
+      // the template: a warmed container, snapshotted while it runs
+      const tid = `tpl-${process.pid}`;
+      ids.push(tid);
+      const tout = path.join(tmp, 'tpl.out');
+      const t0 = performance.now();
+      const created = launch(rt('run', '-d', '--isolation', 'microvm', '-b', bundle, tid), tout);
+      const warmup = await until(tout, /^ready$/m, t0, 300_000, 'the template');
+      const c = await created;
+      if (c.code !== 0) die(`moat run -d failed: ${c.err()}`);
+      console.log(`  template warmed in ${warmup.toFixed(0)} ms (first boot of a new base image included)`);
+      const s = run(rt('snapshot', 'create', '--from', tid, warm));
+      if (s.status !== 0) die(`snapshot create failed: ${s.stderr}`);
+      run(rt('delete', '--force', tid));
+      const cold = [];
+      const restore = [];
+      for (let i = 0; i < iterations; i++) {
+        for (const kind of ['cold', 'restore']) {
+          const id = `${kind}-${i}-${process.pid}`;
+          ids.push(id);
+          const out = path.join(tmp, `${id}.out`);
+          const t = performance.now();
+          const cmd = kind === 'cold' ? rt('run', '-d', '--isolation', 'microvm', '-b', bundle, id) : rt('run', '-d', '--from-snapshot', warm, id);
+          const p = launch(cmd, out);
+          const ms = await until(out, kind === 'cold' ? /^ready$/m : /^tick \d+$/m, t, 300_000, `moat ${kind}`);
+          const r = await p;
+          if (r.code !== 0) die(`moat ${kind} failed: ${r.err()}`);
+          (kind === 'cold' ? cold : restore).push(ms);
+          run(rt('delete', '--force', id));
+        }
+      }
+      const c50 = stats(cold).median;
+      const r50 = stats(restore).median;
+      const img = fs.statSync(path.join(root, 'snapshots', warm, 'moat-checkpoint.img')).size;
+      rows.push(['moat microvm', c50.toFixed(0), r50.toFixed(0), ratio(r50, c50), '<= 0.25x']);
+      summary.push(`microvm restore / cold start: ${ratio(r50, c50)} (target <= 0.25x: ${r50 / c50 <= 0.25 ? 'met' : 'NOT met'}); snapshot image ${(img / 1048576).toFixed(0)} MiB`);
+      run(rt('snapshot', 'delete', warm));
+    }
+    rows.push(['moat sentry', '-', '-', '-', '< runsc restore']);
+    summary.push('sentry: no checkpointer yet (issue 7), so no restore to time');
+
+    // --- runsc
+    if (useRunsc) {
+      const rs = (...a) => ['runsc', '--root', runscRoot, '--network=none', ...a];
+      const cold = [];
+      const restore = [];
+      for (let i = 0; i < iterations; i++) {
+        const id = `rs-${i}-${process.pid}`;
+        const out = path.join(tmp, `${id}.out`);
+        const t = performance.now();
+        const p = launch(rs('run', '--detach', '--bundle', bundle, id), out);
+        cold.push(await until(out, /^ready$/m, t, 120_000, 'runsc cold'));
+        const r = await p;
+        if (r.code !== 0) die(`runsc run failed: ${r.err()}`);
+        const img = path.join(tmp, `${id}-img`);
+        const ck = run(rs('checkpoint', '--image-path', img, id));
+        if (ck.status !== 0) die(`runsc checkpoint failed: ${ck.stderr}`);
+        run(rs('delete', '--force', id));
+        const id2 = `${id}-r`;
+        const out2 = path.join(tmp, `${id2}.out`);
+        const t2 = performance.now();
+        const p2 = launch(rs('restore', '--detach', '--image-path', img, '--bundle', bundle, id2), out2);
+        restore.push(await until(out2, /^tick \d+$/m, t2, 120_000, 'runsc restore'));
+        const r2 = await p2;
+        if (r2.code !== 0) die(`runsc restore failed: ${r2.err()}`);
+        run(rs('delete', '--force', id2));
+        fs.rmSync(img, { recursive: true, force: true });
+      }
+      const c50 = stats(cold).median;
+      const r50 = stats(restore).median;
+      rows.push(['runsc (gVisor)', c50.toFixed(0), r50.toFixed(0), ratio(r50, c50), '(peer)']);
+    } else {
+      rows.push(['runsc (gVisor)', 'skipped', '', '', '']);
+    }
+    console.log('\ntime to a warmed workload, ms (cold: to "ready"; restore: to the first "tick")');
+    printTable(rows);
+    console.log('\nsummary:');
+    for (const l of summary) console.log(`  ${l}`);
+  } finally {
+    for (const id of ids) run(rt('delete', '--force', id));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => die(e.stack ?? String(e)));
