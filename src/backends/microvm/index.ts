@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { StdioOptions } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -36,6 +36,7 @@ import { EGRESS_ANNOTATION, startNetworkSentry } from '../sentry/index.js';
 import type { StartedSentry } from '../sentry/index.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
 import { hostTerminal } from '../../util/consolesocket.js';
+import * as k from '../../sys/kernel.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -478,8 +479,44 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
   const tty = spec.terminal !== undefined;
   if (tty && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${rec.id}": exec with a terminal needs --console-socket (or a foreground exec)`);
   const consoleSocket = tty ? resolve(req.consoleSocket ?? '') : undefined;
+  // the caller's stdio fds (the shim's FIFOs), else this process's own; duplicated, because this
+  // process relays them itself for as long as the exec runs (the caller closes its copies once
+  // exec returns, as a container backend's child holds its own)
+  const fds = tty ? undefined : req.stdio?.map((fd) => {
+    const d = k.fcntl(fd, 1030 /* F_DUPFD_CLOEXEC */, 3);
+    if (d < 0) throw new HostError(`container "${rec.id}": exec: cannot duplicate stdio fd ${fd} (errno ${-d})`);
+    return d;
+  });
+  const input: Readable = fds ? createReadStream('', { fd: fds[0]!, autoClose: true }) : process.stdin;
+  const output = (which: 1 | 2, data: Buffer): void => {
+    if (!fds) {
+      (which === 1 ? process.stdout : process.stderr).write(data);
+      return;
+    }
+    for (let off = 0; off < data.length;) {
+      try {
+        off += writeSync(fds[which]!, data, off);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return; // the reader went away
+      }
+    }
+  };
+  let released = false;
+  const release = (): void => {
+    if (released || tty) return;
+    released = true;
+    if (!fds) {
+      process.stdin.pause();
+      return;
+    }
+    input.destroy(); // closes fds[0]
+    for (const fd of fds.slice(1)) closeSync(fd);
+  };
   const path = rec.backendState?.['monitorSocket'];
-  if (typeof path !== 'string') throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
+  if (typeof path !== 'string') {
+    release();
+    throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
+  }
   const sock = connect(path);
   let buf = '';
   let pidResolve: (pid: number) => void = () => {};
@@ -493,9 +530,9 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
       const op = { op: 'exec', spec, ...(consoleSocket ? { consoleSocket } : {}) };
       sock.write(`${JSON.stringify(op, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
       if (tty) return;
-      process.stdin.on('data', (d: Buffer) => sock.write(`${JSON.stringify({ in: d.toString('base64') })}\n`));
-      process.stdin.on('end', () => sock.write('{"eof":true}\n'));
-      process.stdin.on('error', () => sock.write('{"eof":true}\n'));
+      input.on('data', (d: Buffer) => sock.write(`${JSON.stringify({ in: d.toString('base64') })}\n`));
+      input.on('end', () => sock.write('{"eof":true}\n'));
+      input.on('error', () => sock.write('{"eof":true}\n'));
     });
     sock.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
@@ -504,8 +541,8 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
         const m = JSON.parse(buf.slice(0, nl)) as { pid?: number; out?: string; err?: string; status?: number; error?: string };
         buf = buf.slice(nl + 1);
         if (typeof m.pid === 'number') pidResolve(m.pid);
-        if (typeof m.out === 'string') process.stdout.write(Buffer.from(m.out, 'base64'));
-        if (typeof m.err === 'string') process.stderr.write(Buffer.from(m.err, 'base64'));
+        if (typeof m.out === 'string') output(1, Buffer.from(m.out, 'base64'));
+        if (typeof m.err === 'string') output(2, Buffer.from(m.err, 'base64'));
         if (typeof m.error === 'string') {
           const e = new MoatError(`container "${rec.id}": exec: ${m.error}`);
           pidReject(e);
@@ -513,13 +550,14 @@ async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
         }
         if (typeof m.status === 'number') {
           pidResolve(-1);
-          if (!tty) process.stdin.pause();
+          release();
           sock.destroy();
           resolve(m.status);
         }
       }
     });
     sock.on('error', (e) => {
+      release();
       const err = new MoatError(`container "${rec.id}": cannot reach its VM monitor: ${e.message}`);
       pidReject(err);
       reject(err);
