@@ -221,10 +221,17 @@ export async function checkpoint(ctx: Context, id: string, opts: { imagePath: st
   const lock = ctx.store.lock(id);
   try {
     const rec = ctx.store.read(id);
-    check(id, 'checkpoint', liveStatus(rec, lock.dir, ctx.store, true));
+    const status = liveStatus(rec, lock.dir, ctx.store, true);
+    check(id, 'checkpoint', status);
     const backend = await getBackend(rec.isolation);
     if (!backend.checkpoint) throw new UsageError(`container "${id}": checkpoint is not supported under the ${rec.isolation} isolation yet (microvm supports it)`);
-    await backend.checkpoint(rec, lock.dir, { imagePath: resolve(opts.imagePath), leaveRunning: opts.leaveRunning });
+    // a paused container is thawed for the checkpoint (which stops it its own way), then frozen again
+    if (status === 'paused') await backend.resume(rec);
+    try {
+      await backend.checkpoint(rec, lock.dir, { imagePath: resolve(opts.imagePath), leaveRunning: opts.leaveRunning });
+    } finally {
+      if (status === 'paused' && opts.leaveRunning) await backend.pause(rec);
+    }
     if (!opts.leaveRunning) await waitGone(rec.pid, rec.pidStartTime, 10_000);
   } finally {
     lock.unlock();

@@ -20,7 +20,8 @@ const allowed: Record<Operation, readonly Status[]> = {
   resume: ['paused'],
   exec: ['created', 'running'],
   update: ['created', 'running', 'paused'],
-  checkpoint: ['running'],
+  // containerd pauses a task before it checkpoints it
+  checkpoint: ['running', 'paused'],
 };
 
 /** True if `op` may be applied to a container in `status`. */

@@ -210,6 +210,44 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
   });
 
+  it('io.moat.isolation=microvm: ctr containers checkpoint --task, then ctr containers restore --live, goes on from the checkpoint', { skip: microvmSkipReason(), timeout: 300_000 }, async () => {
+    const id = newId('vmck');
+    const id2 = newId('vmrs');
+    const ref = `moat.test/checkpoint-${id}:1`;
+    await c().ok(['run', '-d', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id,
+      // a token drawn once at start: only a restore of this very process has it
+      'sh', '-c', 't=$RANDOM$RANDOM; i=0; while true; do i=$((i+1)); echo $t:$i > /count; sleep 0.2; done'], { timeoutMs: 200_000 });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const ck = await c().ctr(['containers', 'checkpoint', '--task', id, ref], { timeoutMs: 120_000 });
+      assert.equal(ck.status, 0, `${ck.stderr}\n${c().logTail()}`);
+      assert.equal((await c().tasks()).get(id)?.status, 'RUNNING', 'the checkpointed task goes on');
+      const read = async (task: string, exec: string): Promise<[string, number]> => {
+        const r = await c().ctr(['task', 'exec', '--exec-id', exec, task, 'cat', '/count'], { timeoutMs: 60_000 });
+        const [token = '', n = '0'] = r.stdout.trim().split(':');
+        assert.ok(token !== '' && Number(n) > 0, `/count of ${task}: ${JSON.stringify(r)}`);
+        return [token, Number(n)];
+      };
+      const [token, at] = await read(id, 'c1');
+      await c().ctr(['task', 'kill', '-s', 'KILL', id]);
+      await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 30_000);
+      const rs = await c().ctr(['containers', 'restore', '--live', id2, ref], { timeoutMs: 200_000 });
+      assert.equal(rs.status, 0, `${rs.stderr}\n${c().logTail()}`);
+      assert.equal((await c().tasks()).get(id2)?.status, 'RUNNING', 'the restored task runs');
+      const [token2, now] = await read(id2, 'c2');
+      assert.equal(token2, token, 'the restored task is a new process, not the checkpointed one');
+      assert.ok(now + 25 >= at, `the restored counter is at ${now}; the checkpoint was taken just before ${at}`);
+    } finally {
+      for (const x of [id, id2]) {
+        await c().ctr(['task', 'kill', '-s', 'KILL', x]);
+        await waitFor(async () => (await c().tasks()).get(x)?.status !== 'RUNNING', 30_000);
+        await c().ctr(['task', 'delete', x]);
+        await c().ctr(['container', 'delete', x]);
+      }
+      await c().ctr(['image', 'rm', ref]);
+    }
+  });
+
   it('io.moat.isolation=microvm: task exec -t runs a shell on a terminal in the running guest', { skip: microvmSkipReason() ?? ptySkipReason(), timeout: 240_000 }, async () => {
     const id = newId('vmexec');
     await c().ok(['run', '-d', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id, 'sleep', '1000'], { timeoutMs: 200_000 });
