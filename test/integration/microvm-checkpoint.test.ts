@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
+import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../src/checkpoint/image.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
 import { runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
 
@@ -165,6 +165,54 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
       await sb.rt(['snapshot', 'delete', name]);
     }
     assert.equal((await sb.ok(['snapshot', 'list', '--format', 'json'])).stdout.trim(), '[]');
+  });
+
+  it('a hostile image naming a host file as the disk\'s backing file is refused, nothing left', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('src');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    await sb.ok(['start', id]);
+    const good = join(sb.tmp, `${id}-image`);
+    try {
+      const c = await sb.rt(['checkpoint', '--image-path', good, id], { timeoutMs: 120_000 });
+      assert.equal(c.status, 0, c.stderr);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    // rewrites the image with `edit` applied to a section's payload (hashes recomputed: a
+    // well-formed image whose content lies)
+    const rewrite = async (name: string, edit: (type: number, payload: Buffer) => Buffer): Promise<string> => {
+      const dir = join(sb.tmp, name);
+      mkdirSync(dir);
+      const reader = await ImageReader.open(join(good, IMAGE_FILE));
+      const writer = await ImageWriter.create(join(dir, IMAGE_FILE));
+      for (const x of reader.sections) await writer.addSection(x.type, edit(x.type, await reader.readAll(x)));
+      await writer.finish();
+      await reader.close();
+      return dir;
+    };
+    const shadowDisk = await rewrite('hostile-disk', (type, p) => {
+      if (type !== SECTION.VM_DISK) return p;
+      const q = Buffer.from(p);
+      const off = Number(q.readBigUInt64BE(8));
+      const name = Buffer.from('/etc/shadow');
+      name.copy(q, off);
+      q.writeUInt32BE(name.length, 16);
+      return q;
+    });
+    const shadowBase = await rewrite('hostile-base', (type, p) => {
+      if (type !== SECTION.MANIFEST) return p;
+      const m = JSON.parse(p.toString()) as { vm: { baseImage: string } };
+      m.vm.baseImage = '/etc/shadow';
+      return Buffer.from(JSON.stringify(m));
+    });
+    for (const [image, why] of [[shadowDisk, /backed by "\/etc\/shadow"/], [shadowBase, /\/etc\/shadow as its base image|is gone/]] as const) {
+      const id2 = sb.id('hostile');
+      const r = await sb.rt(['restore', '-d', '--image-path', image, '-b', b, id2], { timeoutMs: 120_000 });
+      assert.notEqual(r.status, 0, `restored ${image}`);
+      assert.match(r.stderr, why);
+      assert.equal(existsSync(join(sb.root, id2)), false, 'a refused restore left its state directory');
+    }
   });
 
   it('refuses what it cannot checkpoint, saying why', async () => {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, test } from 'node:test';
 
-import { baseImage, imageSizeMiB, overlayDisk } from '../../src/backends/microvm/disk.js';
+import { baseImage, imageSizeMiB, overlayDisk, qcow2BackingFile } from '../../src/backends/microvm/disk.js';
 import { UsageError } from '../../src/errors.js';
 
 const work = mkdtempSync(join(tmpdir(), 'moat-disk-test-'));
@@ -119,4 +119,30 @@ test('baseImage makes a cached read-only ext4 image; overlays share it and never
   }
   assert.equal(sha256(img), before, 'the base is unchanged');
   assert.throws(() => overlayDisk(join(work, 'missing.ext4'), join(work, 'x.qcow2')), /does not exist/);
+});
+
+test('qcow2BackingFile reads the backing name from the header itself, and refuses malformed headers', { skip: has('qemu-img') ? undefined : 'qemu-img is not installed (apt-get install qemu-utils)' }, () => {
+  const base = join(work, 'backing-base.raw');
+  writeFileSync(base, Buffer.alloc(1 << 20));
+  const overlay = join(work, 'backing-overlay.qcow2');
+  overlayDisk(base, overlay);
+  assert.equal(qcow2BackingFile(overlay), base);
+  const plain = join(work, 'plain.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', plain, '1M']);
+  assert.equal(qcow2BackingFile(plain), undefined);
+  const head = readFileSync(overlay);
+  const variant = (name: string, edit: (b: Buffer) => void): string => {
+    const b = Buffer.from(head);
+    edit(b);
+    const p = join(work, name);
+    writeFileSync(p, b);
+    return p;
+  };
+  assert.throws(() => qcow2BackingFile(variant('magic.qcow2', (b) => b.writeUInt32BE(0x12345678, 0))), UsageError);
+  assert.throws(() => qcow2BackingFile(variant('version.qcow2', (b) => b.writeUInt32BE(9, 4))), UsageError);
+  assert.throws(() => qcow2BackingFile(variant('far.qcow2', (b) => b.writeBigUInt64BE(1n << 40n, 8))), /implausible/);
+  assert.throws(() => qcow2BackingFile(variant('long.qcow2', (b) => b.writeUInt32BE(1 << 20, 16))), /implausible/);
+  assert.throws(() => qcow2BackingFile(variant('short.qcow2', (b) => b.fill(0, 0))), UsageError);
+  writeFileSync(join(work, 'tiny.qcow2'), head.subarray(0, 10));
+  assert.throws(() => qcow2BackingFile(join(work, 'tiny.qcow2')), UsageError);
 });

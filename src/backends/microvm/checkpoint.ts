@@ -8,14 +8,15 @@
  * paused on `-incoming defer`, copies the disk back, streams the memory in, checks every
  * section's SHA-256 and only then continues the VM (QMP `cont`); the guest agent never notices.
  */
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { MoatError } from '../../errors.js';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
 import type { Spec } from '../../spec/schema.js';
+import { qcow2BackingFile } from './disk.js';
 import { Qmp } from './qmp.js';
 import type { Accel } from './types.js';
 
@@ -170,7 +171,7 @@ export async function openVmImage(id: string, imagePath: string, accelHere: () =
       throw new MicrovmCheckpointError(id, `${reader.path} is not a microvm checkpoint (backend ${String(manifest.backend)})`);
     }
     const int = (n: unknown, lo: number, hi: number): boolean => typeof n === 'number' && Number.isInteger(n) && n >= lo && n <= hi;
-    if (!int(v.memoryMiB, 16, 1 << 20) || !int(v.vcpus, 1, 255) || (v.accel !== 'kvm' && v.accel !== 'tcg') || typeof v.cmdline !== 'string' || typeof v.baseImage !== 'string' ||
+    if (!int(v.memoryMiB, 16, 1 << 16) || !int(v.vcpus, 1, 255) || (v.accel !== 'kvm' && v.accel !== 'tcg') || typeof v.cmdline !== 'string' || typeof v.baseImage !== 'string' ||
       !int(mon.pid, 0, 0xffffffff) || typeof mon.pending !== 'string' || mon.pending.length > 2 * 1024 * 1024 || !int(mon.nextStream, 1, 0xffffffff)) {
       throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's vm or monitor settings are malformed`);
     }
@@ -192,11 +193,28 @@ export async function openVmImage(id: string, imagePath: string, accelHere: () =
   }
 }
 
-/** Writes the VM_DISK section to `path` (the new VM's qcow2 overlay), verified. */
-export async function restoreDisk(reader: ImageReader, path: string): Promise<void> {
+/**
+ * Writes the VM_DISK section to `path` (the new VM's qcow2 overlay), verified, and checks that
+ * the overlay is backed by exactly `base`, an image of the state root's cache (`imagesDir`): an
+ * image is untrusted, and a qcow2 naming another host file as its backing file would have the
+ * VMM's jail bind that file and the guest read it. Returns the checked backing chain.
+ */
+export async function restoreDisk(id: string, reader: ImageReader, path: string, base: string, imagesDir: string): Promise<string[]> {
   const s = reader.section(SECTION.VM_DISK);
   if (!s) throw new MoatError(`${reader.path}: no VM_DISK section`);
+  let real: string;
+  try {
+    real = realpathSync(base);
+  } catch {
+    throw new MicrovmCheckpointError(id, `the checkpoint's base image ${base} is gone`);
+  }
+  if (dirname(real) !== realpathSync(imagesDir) || !/^[0-9a-f]{64}\.ext4$/.test(basename(real))) {
+    throw new MicrovmCheckpointError(id, `the checkpoint names ${base} as its base image, which is not an image of ${imagesDir}`);
+  }
   await pipeline(reader.stream(s), createWriteStream(path, { flags: 'wx', mode: 0o600 }));
+  const backing = qcow2BackingFile(path);
+  if (backing !== base) throw new MicrovmCheckpointError(id, `the checkpoint's disk is backed by ${JSON.stringify(backing)}, not by its base image ${base}`);
+  return [real];
 }
 
 /**

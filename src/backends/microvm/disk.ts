@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import {
   accessSync, chmodSync, closeSync, constants, existsSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync,
-  readdirSync, realpathSync, rmSync, statSync,
+  readdirSync, readSync, realpathSync, rmSync, statSync,
 } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 import { HostError, UsageError } from '../../errors.js';
@@ -148,6 +148,31 @@ export function baseImage(rootfs: string, cacheDir: string, progress?: (msg: str
   }
   say(`image ready in ${Math.round(performance.now() - t0)} ms`);
   return image;
+}
+
+/**
+ * The backing file a qcow2 image names in its header (magic "QFI\xfb", version, u64 offset and
+ * u32 size of the name, big-endian), or undefined for none; read directly, because the image may
+ * be untrusted (a restored checkpoint's) and must not reach qemu-img or QEMU unchecked. Throws
+ * UsageError for anything that is not a well-formed qcow2 header.
+ */
+export function qcow2BackingFile(path: string): string | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) !== 20 || head.readUInt32BE(0) !== 0x514649fb) throw new UsageError(`${path} is not a qcow2 image`);
+    const version = head.readUInt32BE(4);
+    if (version !== 2 && version !== 3) throw new UsageError(`${path}: qcow2 version ${version} is not 2 or 3`);
+    const offset = head.readBigUInt64BE(8);
+    const size = head.readUInt32BE(16);
+    if (offset === 0n) return undefined;
+    if (size === 0 || size > 1023 || offset > 65536n) throw new UsageError(`${path}: implausible backing file name (${size} bytes at ${offset})`);
+    const name = Buffer.alloc(size);
+    if (readSync(fd, name, 0, size, Number(offset)) !== size) throw new UsageError(`${path}: truncated backing file name`);
+    return name.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Creates a qcow2 overlay at `path` backed by the raw image `base` (which it never writes). */

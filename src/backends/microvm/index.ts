@@ -283,10 +283,10 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   } else if (restore) {
     // the checkpoint's overlay, backed by the base image it was made on
     const overlay = join(vmDir, 'disk.qcow2');
-    await restoreDisk(restore.reader, overlay);
+    const backing = await restoreDisk(req.id, restore.reader, overlay, restore.manifest.vm.baseImage, join(stateRoot, 'images'));
     baseOf = restore.manifest.vm.baseImage;
     cmdline = restore.manifest.vm.cmdline;
-    vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
+    vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2', backing } };
   } else {
     const base = baseImage(req.rootfs, stateRoot, (m: string) => trace(m));
     const overlay = join(vmDir, 'disk.qcow2');

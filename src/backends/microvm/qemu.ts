@@ -283,7 +283,7 @@ export const qemuDriver: VmmDriver = {
   launch(cfg: VmConfig): VmmLaunch {
     const binary = findExecutable(QEMU_BINARY) ?? QEMU_BINARY;
     const argv = qemuArgv(cfg, binary);
-    const backing = cfg.disk === undefined ? [] : backingChain(cfg.disk.path, cfg.disk.format);
+    const backing = cfg.disk === undefined ? [] : cfg.disk.backing ?? backingChain(cfg.disk.path, cfg.disk.format);
     return { argv, paths: qemuPaths(cfg, binary, backing), devices: cfg.accel === 'kvm' ? ['/dev/kvm'] : [] };
   },
 };

@@ -26,7 +26,13 @@ export interface VmConfig {
   vcpus: number;
   accel: Accel;
   /** The container rootfs disk (virtio-blk, /dev/vda in the guest). */
-  disk?: { path: string; format: 'qcow2' | 'raw'; readonly?: boolean };
+  disk?: {
+    path: string;
+    format: 'qcow2' | 'raw';
+    readonly?: boolean;
+    /** The backing chain, when the caller checked it itself (a restored disk: qemu-img never reads it). */
+    backing?: string[];
+  };
   /** A host directory shared read-only (virtio-9p, mount tag `tag`), for the embedded default. */
   share?: { hostPath: string; tag: string };
   /**
