@@ -43,40 +43,14 @@ function die(msg) {
   process.exit(1);
 }
 
-/** Copies `src` (a host file) to the same path under `root`, making directories. */
-function copyIn(root, src) {
-  const dst = path.join(root, src);
-  fs.mkdirSync(path.dirname(dst), { recursive: true });
-  fs.cpSync(fs.realpathSync(src), dst, { recursive: true, dereference: true });
-}
-
-/** The bundle: busybox fixture + python3 with its libraries and standard library. */
+/** The bundle: busybox fixture + python3 with its libraries and standard library (test/fixtures/python.ts). */
 async function pythonBundle(dir) {
-  const fixture = path.join(repo, 'build/test/fixtures/busybox.js');
+  const fixture = path.join(repo, 'build/test/fixtures/python.js');
   if (!fs.existsSync(fixture)) die(`${fixture} is missing: run "npx tsc -p tsconfig.json" first`);
-  const { makeBundle } = await import(pathToFileURL(fixture).href);
-  const bundle = await makeBundle({ dir, args: ['python3', '-c', SCRIPT] });
-  const rootfs = path.join(bundle, 'rootfs');
-  // Debian's python3 (not a version manager's shim earlier on PATH)
-  if (!fs.existsSync('/usr/bin/python3')) die('/usr/bin/python3 is not installed (apt-get install python3)');
-  const py = fs.realpathSync('/usr/bin/python3');
-  copyIn(rootfs, py);
-  fs.mkdirSync(path.join(rootfs, 'usr/bin'), { recursive: true });
-  fs.rmSync(path.join(rootfs, 'usr/bin/python3'), { force: true });
-  fs.symlinkSync(py, path.join(rootfs, 'usr/bin/python3'));
-  const ldd = spawnSync('ldd', [py], { encoding: 'utf8' }).stdout;
-  for (const m of ldd.matchAll(/(\/\S+\.so[.\d]*)/g)) copyIn(rootfs, m[1]);
-  const stdlib = `/usr/lib/${path.basename(py)}`;
-  copyIn(rootfs, stdlib);
-  // sqlite3's extension module needs libsqlite3 (and lib-dynload's others theirs)
-  for (const so of fs.readdirSync(path.join(stdlib, 'lib-dynload')).filter((f) => f.endsWith('.so'))) {
-    const deps = spawnSync('ldd', [path.join(stdlib, 'lib-dynload', so)], { encoding: 'utf8' }).stdout;
-    for (const m of deps.matchAll(/=> (\/\S+)/g)) if (!fs.existsSync(path.join(rootfs, m[1]))) copyIn(rootfs, m[1]);
-  }
-  const cfg = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
-  cfg.process.env = ['PATH=/usr/bin:/bin', 'PYTHONDONTWRITEBYTECODE=1', 'HOME=/tmp'];
-  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(cfg, null, 2));
-  return bundle;
+  const { makePythonBundle, pythonSkipReason } = await import(pathToFileURL(fixture).href);
+  const why = pythonSkipReason();
+  if (why) die(why);
+  return makePythonBundle({ dir, args: ['python3', '-c', SCRIPT] });
 }
 
 /** Starts `cmd` detached from the bench, its stdout into `out`; resolves with its exit. */

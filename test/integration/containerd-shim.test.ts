@@ -18,6 +18,8 @@ import { microvmSkipReason } from '../helpers/microvm.js';
 import { ptySkipReason } from '../helpers/harness.js';
 import { anyOf, decode, encode } from '../../src/shim/proto.js';
 import { TtrpcClient } from '../../src/shim/ttrpc.js';
+import { standbyPath } from '../../src/shim/claim.js';
+import { connect } from 'node:net';
 
 const RUNTIME_ARGS = ['--runtime', 'io.containerd.moat.v1'];
 /** Moat's state root under the shim for the test namespace. */
@@ -54,6 +56,18 @@ function shimDaemons(): number[] {
     }
   }
   return out;
+}
+
+/** Whether a unix socket accepts a connection (closed at once: a standby ignores a connection that sends nothing). */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((res) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
 }
 
 /** Pids of warm standbys (src/shim/standby.ts): titled apart from serving shims. */
@@ -99,8 +113,10 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     // the shim that served it left a standby behind when it exited
     assert.ok(await waitFor(() => standbys().length === 1, 10_000), `standbys: ${JSON.stringify(standbys())}`);
     const [standby] = standbys();
-    // booted and listening: its control socket is there
-    assert.ok(await waitFor(() => readdirSync('/run/containerd/s').some((f) => f.startsWith('moat-standby-')), 10_000));
+    // booted and listening: its control socket (this installation's; another one's, or a stale
+    // file of a killed standby, may be there too) accepts a connection
+    const control = standbyPath(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'));
+    assert.ok(await waitFor(() => accepts(control), 10_000), `${control} does not accept connections`);
     const id = newId('claimed');
     await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
     try {

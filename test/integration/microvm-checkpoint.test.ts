@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../src/checkpoint/image.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
+import { makePythonBundle, pythonSkipReason } from '../fixtures/python.js';
 import { runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
 
 const skip = microvmSkipReason();
@@ -75,6 +76,42 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
       // the disk came back consistent with the memory: /count holds what the counter wrote last
       const count = await sb.rt(['exec', id2, 'cat', '/count'], { timeoutMs: 60_000 });
       assert.ok(Number(count.stdout) >= got[0]!, `/count is ${count.stdout.trim()} (${count.stderr})`);
+    } finally {
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('a python3 process that imported modules restores with them loaded', { skip: pythonSkipReason() }, async () => {
+    // it imports, then reports how many modules it holds and whether each name is importable
+    // without loading anything new, every 200 ms: the restored process must report the same
+    const script = [
+      'import sys, time, json, decimal, email.parser, http.client, xml.dom.minidom, argparse, csv',
+      'names = ["json", "decimal", "email.parser", "http.client", "xml.dom.minidom", "argparse", "csv"]',
+      'while True:',
+      '    print("modules", len(sys.modules), all(n in sys.modules for n in names), id(sys.modules["json"]), flush=True)',
+      '    time.sleep(0.2)',
+    ].join('\n');
+    const b = await makePythonBundle({ dir: join(sb.tmp, 'py-bundle'), args: ['python3', '-c', script] });
+    const id = sb.id('py');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    const lines = (f: string): string[] => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter((l) => l.startsWith('modules ')) : []);
+    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
+    await sb.ok(['start', id]);
+    assert.ok(await waitFor(() => lines(out1).length >= 2, 120_000), `python never reported: ${existsSync(out1) ? readFileSync(out1, 'utf8') : ''}`);
+    const before = lines(out1).at(-1)!;
+    assert.match(before, /^modules \d+ True \d+$/);
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id], { timeoutMs: 120_000 });
+    assert.equal(c.status, 0, c.stderr);
+    await sb.ok(['delete', id]);
+    const id2 = sb.id('pyr');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      assert.ok(await waitFor(() => lines(out2).length >= 1, 60_000), 'the restored interpreter printed nothing');
+      // the same module count and the very same json module object: nothing was imported again
+      assert.equal(lines(out2)[0], before);
     } finally {
       await sb.rt(['delete', '--force', id2]);
     }
