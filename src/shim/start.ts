@@ -31,8 +31,8 @@ export class ShimStartError extends Error {
   }
 }
 
-/** Whether something accepts connections on a unix socket. */
-function canConnect(path: string): Promise<boolean> {
+/** Whether something accepts connections on a unix socket (the connection is closed at once). */
+export function canConnect(path: string): Promise<boolean> {
   return new Promise((res) => {
     const s = connect(path);
     s.once('connect', () => {

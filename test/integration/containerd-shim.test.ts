@@ -19,7 +19,7 @@ import { ptySkipReason } from '../helpers/harness.js';
 import { anyOf, decode, encode } from '../../src/shim/proto.js';
 import { TtrpcClient } from '../../src/shim/ttrpc.js';
 import { standbyPath } from '../../src/shim/claim.js';
-import { connect } from 'node:net';
+import { canConnect } from '../../src/shim/start.js';
 
 const RUNTIME_ARGS = ['--runtime', 'io.containerd.moat.v1'];
 /** Moat's state root under the shim for the test namespace. */
@@ -56,18 +56,6 @@ function shimDaemons(): number[] {
     }
   }
   return out;
-}
-
-/** Whether a unix socket accepts a connection (closed at once: a standby ignores a connection that sends nothing). */
-function accepts(path: string): Promise<boolean> {
-  return new Promise((res) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      res(true);
-    });
-    s.once('error', () => res(false));
-  });
 }
 
 /** Pids of warm standbys (src/shim/standby.ts): titled apart from serving shims. */
@@ -116,7 +104,7 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     // booted and listening: its control socket (this installation's; another one's, or a stale
     // file of a killed standby, may be there too) accepts a connection
     const control = standbyPath(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'));
-    assert.ok(await waitFor(() => accepts(control), 10_000), `${control} does not accept connections`);
+    assert.ok(await waitFor(() => canConnect(control), 10_000), `${control} does not accept connections`);
     const id = newId('claimed');
     await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
     try {
