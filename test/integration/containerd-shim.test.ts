@@ -58,18 +58,33 @@ function shimDaemons(): number[] {
   return out;
 }
 
-/** Pids of warm standbys (src/shim/standby.ts): titled apart from serving shims. */
+/** This installation's standby control socket (another checkout's standby may run beside it). */
+const CONTROL = standbyPath(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'));
+
+/**
+ * Pids of this installation's warm standbys (src/shim/standby.ts): titled apart from serving
+ * shims, and holding this installation's standby lock while they wait.
+ */
 function standbys(): number[] {
   const out: number[] = [];
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      if (readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0')[0] === 'containerd-shim-moat-v1-standby') out.push(Number(e));
+      if (readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0')[0] !== 'containerd-shim-moat-v1-standby') continue;
+      if (readdirSync(`/proc/${e}/fd`).some((fd) => safeReadlink(`/proc/${e}/fd/${fd}`) === `${CONTROL}.lock`)) out.push(Number(e));
     } catch {
       // gone
     }
   }
   return out;
+}
+
+function safeReadlink(p: string): string {
+  try {
+    return readlinkSync(p);
+  } catch {
+    return '';
+  }
 }
 
 const skip = skipReason() ?? containerdSkipReason() ?? (process.env.MOAT_TEST_RUNTIME === 'runc' ? 'Moat only' : undefined);
@@ -103,8 +118,7 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     const [standby] = standbys();
     // booted and listening: its control socket (this installation's; another one's, or a stale
     // file of a killed standby, may be there too) accepts a connection
-    const control = standbyPath(join(REPO, 'bin', 'containerd-shim-moat-v1.cjs'));
-    assert.ok(await waitFor(() => canConnect(control), 10_000), `${control} does not accept connections`);
+    assert.ok(await waitFor(() => canConnect(CONTROL), 10_000), `${CONTROL} does not accept connections`);
     const id = newId('claimed');
     await c().ok(['run', '-d', ...RUNTIME_ARGS, IMAGE, id, 'sleep', '1000']);
     try {
