@@ -103,7 +103,6 @@ export async function checkpointVm(c: VmCheckpointInput): Promise<void> {
   const writer = await ImageWriter.create(join(c.imagePath, IMAGE_FILE));
   let qmp: Qmp | undefined;
   let stopped = false;
-  let migrated = false;
   try {
     qmp = await Qmp.connect(join(c.dir, 'qmp.sock'));
     await qmp.execute('stop');
@@ -118,7 +117,6 @@ export async function checkpointVm(c: VmCheckpointInput): Promise<void> {
       // (paused until the section's async iteration reads it: nothing is lost before)
       await writer.addSection(SECTION.VM_MIGRATION, await conn);
       await migrationDone(qmp, c.id, 60_000);
-      migrated = true;
     } finally {
       server.close();
     }
@@ -150,7 +148,6 @@ export async function checkpointVm(c: VmCheckpointInput): Promise<void> {
   } finally {
     qmp.close();
   }
-  void migrated;
 }
 
 /** Opens a checkpoint image and checks that it is a microVM checkpoint this host can restore. */
@@ -165,9 +162,12 @@ export async function openVmImage(id: string, imagePath: string, accelHere: () =
     } catch (e) {
       throw e instanceof MoatError ? e : new MicrovmCheckpointError(id, `${reader.path}: the manifest is not JSON`);
     }
+    const obj = (x: unknown): boolean => typeof x === 'object' && x !== null && !Array.isArray(x);
+    if (!obj(manifest)) throw new MicrovmCheckpointError(id, `${reader.path}: the manifest is not a JSON object`);
     const v = manifest.vm;
     const mon = manifest.monitor;
-    if (manifest.kind !== 'moat-checkpoint' || manifest.version !== 1 || manifest.backend !== 'microvm' || typeof v !== 'object' || v === null || typeof mon !== 'object' || mon === null) {
+    if (manifest.kind !== 'moat-checkpoint' || manifest.version !== 1 || manifest.backend !== 'microvm' || !obj(v) || !obj(mon) || !obj(manifest.host) ||
+      typeof manifest.host.cpu !== 'string' || typeof v.guestRelease !== 'string') {
       throw new MicrovmCheckpointError(id, `${reader.path} is not a microvm checkpoint (backend ${String(manifest.backend)})`);
     }
     const int = (n: unknown, lo: number, hi: number): boolean => typeof n === 'number' && Number.isInteger(n) && n >= lo && n <= hi;

@@ -334,7 +334,6 @@ export function monitorMain(argv: string[]): Promise<number> {
             pid: s0.pid ?? 0,
             pending: (decoder?.pendingBytes() ?? Buffer.alloc(0)).toString('base64'),
             nextStream,
-            execs: [...streams.keys()].filter((k) => k !== 0).length,
           });
           return -1;
         case 'shutdown':
