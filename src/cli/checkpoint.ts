@@ -42,22 +42,10 @@ function criuFlags(cmd: Command): Command {
 
 /** The isolation a checkpoint image was taken under (its MANIFEST's `backend`). */
 async function imageBackend(imagePath: string): Promise<string> {
-  const { IMAGE_FILE, ImageReader, SECTION } = await import('../checkpoint/image.js');
-  const reader = await ImageReader.open(resolve(imagePath, IMAGE_FILE));
-  try {
-    const m = reader.section(SECTION.MANIFEST);
-    if (!m) throw new UsageError(`restore: ${reader.path} has no MANIFEST section`);
-    let backend: unknown;
-    try {
-      backend = (JSON.parse((await reader.readAll(m)).toString('utf8')) as { backend?: unknown }).backend;
-    } catch {
-      throw new UsageError(`restore: the manifest of ${reader.path} is not JSON`);
-    }
-    if (backend !== 'microvm' && backend !== 'sentry' && backend !== 'container') throw new UsageError(`restore: ${reader.path} names no known isolation (${String(backend)})`);
-    return backend;
-  } finally {
-    await reader.close();
-  }
+  const { readManifest } = await import('../checkpoint/snapshots.js');
+  const backend = (await readManifest(imagePath))['backend'];
+  if (backend !== 'microvm' && backend !== 'sentry' && backend !== 'container') throw new UsageError(`restore: the image in ${imagePath} names no known isolation (${String(backend)})`);
+  return backend;
 }
 
 /** Registers `checkpoint` and `restore`. */

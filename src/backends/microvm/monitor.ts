@@ -91,15 +91,7 @@ export function monitorMain(argv: string[]): Promise<number> {
     }
   };
   /** The host terminal's size now (the runtime sets it on the master), or `fallback`. */
-  const terminalSize = (fallback: { rows: number; cols: number }): { rows: number; cols: number } => {
-    try {
-      const ws = getWindowSize(0);
-      return ws.rows > 0 && ws.cols > 0 ? ws : fallback;
-    } catch (e) {
-      log(`terminal size: ${(e as Error).message}`);
-      return fallback;
-    }
-  };
+  const terminalSize = (fallback: { rows: number; cols: number }): { rows: number; cols: number } => terminalSizeOf(0) ?? fallback;
   let ttyIn: TtyReadStream | undefined;
   if (cfg.process.terminal) {
     // raw from the start, so that the guest's terminal alone does echo, line editing and signal
