@@ -372,11 +372,19 @@ async function kill(rec: ContainerRecord, signal: number, all: boolean): Promise
     try {
       await cgroups.freeze();
     } catch (e) {
+      if (!(e instanceof CgroupError)) throw e;
       // No freezer cgroup: a create killed after it recorded the cgroups but before it made
-      // them (or a delete killed after it removed some). The init joins only once all exist,
-      // so nothing can fork away: signal whatever the remaining cgroups still hold.
-      if (!(e instanceof CgroupError && e.code === 'ENOENT')) throw e;
-      signalAll(cgroups.pids(), signal);
+      // them (or a delete killed after it removed some); the init joins only once all exist.
+      // Or a task that cannot freeze (v1 leaves a task in reclaim or an OOM kill FREEZING;
+      // runc warns and goes on too). Signal unfrozen, and list again until a pass finds no
+      // new process, so a child forked between listing and signalling is not missed.
+      const seen = new Set<number>();
+      for (let pass = 0; pass < 100; pass++) {
+        const fresh = cgroups.pids().filter((p) => !seen.has(p));
+        if (fresh.length === 0) break;
+        for (const p of fresh) seen.add(p);
+        signalAll(fresh, signal);
+      }
       return;
     }
     try {
