@@ -2,7 +2,7 @@
  * Process identity from /proc: a pid is only trusted together with its start time, so a pid that
  * the kernel recycled for another process is never signalled by mistake (as crun does).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** The fields of /proc/PID/stat that Moat uses. */
 export interface ProcStat {
@@ -52,4 +52,30 @@ export async function waitGone(pid: number, startTime: string, timeoutMs: number
     delay = Math.min(delay * 2, 50);
   }
   return true;
+}
+
+/** Host pids of `root` and all its descendants (through /proc/PID/task/TID/children). */
+export function descendants(root: number): number[] {
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').split(' ')) {
+          if (c.trim()) queue.push(Number(c));
+        }
+      } catch {
+        // the thread ended while we looked
+      }
+    }
+  }
+  return out;
 }

@@ -5,14 +5,14 @@
  * so.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../src/checkpoint/image.js';
+import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
+import { moduleLines, numbers, processMentions, PYTHON_MODULES, rewriteImage, runtimeTo } from '../helpers/checkpoint.js';
 import { makePythonBundle, pythonSkipReason } from '../fixtures/python.js';
-import { runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
+import { Sandbox, waitFor } from '../helpers/runtime.js';
 
 const skip = microvmSkipReason();
 if (skip) console.log(`# skipping microvm checkpoint tests: ${skip}`);
@@ -29,29 +29,12 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
   });
   after(() => sb.cleanup());
 
-  /** Runs the runtime with stdout into `out` and waits for it (create/restore leave the VM's monitor writing there). */
-  const rtTo = (args: string[], out: string): Promise<{ status: number | null; stderr: string }> => {
-    const [cmd, pre] = runtimeArgv();
-    const fd = openSync(out, 'a');
-    const errPath = `${out}.err`;
-    const errFd = openSync(errPath, 'w');
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, [...pre, '--root', sb.root, ...args], { stdio: ['ignore', fd, errFd] });
-      child.on('error', reject);
-      child.on('exit', (status) => {
-        closeSync(fd);
-        closeSync(errFd);
-        resolve({ status, stderr: readFileSync(errPath, 'utf8') });
-      });
-    });
-  };
-  const numbers = (path: string): number[] => readFileSync(path, 'utf8').split('\n').filter(Boolean).map(Number);
 
   it('a counter checkpointed and restored goes on from its value, with its disk', async () => {
     const b = await sb.bundle(COUNTER);
     const id = sb.id('ck');
     const out1 = join(sb.tmp, `${id}.out1`);
-    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
+    assert.equal((await runtimeTo(sb, ['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
     await sb.ok(['start', id]);
     assert.ok(await waitFor(() => existsSync(out1) && numbers(out1).length >= 5, 60_000), 'the counter never counted');
     const image = join(sb.tmp, `${id}-image`);
@@ -66,7 +49,7 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
 
     const id2 = sb.id('rs');
     const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
     assert.equal(r.status, 0, r.stderr);
     try {
       assert.match((await sb.ok(['state', id2])).stdout, /"status": "running"/);
@@ -84,21 +67,13 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
   it('a python3 process that imported modules restores with them loaded', { skip: pythonSkipReason() }, async () => {
     // it imports, then reports how many modules it holds and whether each name is importable
     // without loading anything new, every 200 ms: the restored process must report the same
-    const script = [
-      'import sys, time, json, decimal, email.parser, http.client, xml.dom.minidom, argparse, csv',
-      'names = ["json", "decimal", "email.parser", "http.client", "xml.dom.minidom", "argparse", "csv"]',
-      'while True:',
-      '    print("modules", len(sys.modules), all(n in sys.modules for n in names), id(sys.modules["json"]), flush=True)',
-      '    time.sleep(0.2)',
-    ].join('\n');
-    const b = await makePythonBundle({ dir: join(sb.tmp, 'py-bundle'), args: ['python3', '-c', script] });
+    const b = await makePythonBundle({ dir: join(sb.tmp, 'py-bundle'), args: ['python3', '-c', PYTHON_MODULES] });
     const id = sb.id('py');
     const out1 = join(sb.tmp, `${id}.out1`);
-    const lines = (f: string): string[] => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter((l) => l.startsWith('modules ')) : []);
-    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
+    assert.equal((await runtimeTo(sb, ['create', '--isolation', 'microvm', '-b', b, id], out1)).status, 0);
     await sb.ok(['start', id]);
-    assert.ok(await waitFor(() => lines(out1).length >= 2, 120_000), `python never reported: ${existsSync(out1) ? readFileSync(out1, 'utf8') : ''}`);
-    const before = lines(out1).at(-1)!;
+    assert.ok(await waitFor(() => moduleLines(out1).length >= 2, 120_000), `python never reported: ${existsSync(out1) ? readFileSync(out1, 'utf8') : ''}`);
+    const before = moduleLines(out1).at(-1)!;
     assert.match(before, /^modules \d+ True \d+$/);
     const image = join(sb.tmp, `${id}-image`);
     const c = await sb.rt(['checkpoint', '--image-path', image, id], { timeoutMs: 120_000 });
@@ -106,12 +81,12 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     await sb.ok(['delete', id]);
     const id2 = sb.id('pyr');
     const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
     assert.equal(r.status, 0, r.stderr);
     try {
-      assert.ok(await waitFor(() => lines(out2).length >= 1, 60_000), 'the restored interpreter printed nothing');
+      assert.ok(await waitFor(() => moduleLines(out2).length >= 1, 60_000), 'the restored interpreter printed nothing');
       // the same module count and the very same json module object: nothing was imported again
-      assert.equal(lines(out2)[0], before);
+      assert.equal(moduleLines(out2)[0], before);
     } finally {
       await sb.rt(['delete', '--force', id2]);
     }
@@ -121,7 +96,7 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     const b = await sb.bundle(COUNTER);
     const id = sb.id('lr');
     const out = join(sb.tmp, `${id}.out`);
-    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], out)).status, 0);
+    assert.equal((await runtimeTo(sb, ['create', '--isolation', 'microvm', '-b', b, id], out)).status, 0);
     await sb.ok(['start', id]);
     const image = join(sb.tmp, `${id}-image`);
     try {
@@ -145,17 +120,17 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, at);
     closeSync(fd);
     const id2 = sb.id('bad');
-    const r = await rtTo(['restore', '-d', '--image-path', image, '-b', b, id2], join(sb.tmp, `${id2}.out`));
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], join(sb.tmp, `${id2}.out`));
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /SHA-256|sha256|checksum/i);
     assert.equal(existsSync(join(sb.root, id2)), false, 'a refused restore left its state directory');
-    assert.ok(!readdirSync('/proc').some((p) => /^\d+$/.test(p) && readCmdline(p).includes(join(sb.root, id2))), 'a refused restore left a process behind');
+    assert.ok(!processMentions(join(sb.root, id2)), 'a refused restore left a process behind');
   });
 
   it('a snapshot starts five independent containers; inspect lists its processes, files and memory without running it', async () => {
     const b = await sb.bundle(COUNTER);
     const id = sb.id('tpl');
-    assert.equal((await rtTo(['create', '--isolation', 'microvm', '-b', b, id], join(sb.tmp, `${id}.out`))).status, 0);
+    assert.equal((await runtimeTo(sb, ['create', '--isolation', 'microvm', '-b', b, id], join(sb.tmp, `${id}.out`))).status, 0);
     await sb.ok(['start', id]);
     const name = `warm-${process.pid}`;
     const ids: string[] = [];
@@ -180,7 +155,7 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
       for (let i = 0; i < 5; i++) {
         const c = sb.id(`from${i}`);
         ids.push(c);
-        const r = await rtTo(['run', '-d', '--from-snapshot', name, c], join(sb.tmp, `${c}.out`));
+        const r = await runtimeTo(sb, ['run', '-d', '--from-snapshot', name, c], join(sb.tmp, `${c}.out`));
         assert.equal(r.status, 0, r.stderr);
       }
       // each starts from the template's value, and each has its own disk
@@ -216,19 +191,7 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     } finally {
       await sb.rt(['delete', '--force', id]);
     }
-    // rewrites the image with `edit` applied to a section's payload (hashes recomputed: a
-    // well-formed image whose content lies)
-    const rewrite = async (name: string, edit: (type: number, payload: Buffer) => Buffer): Promise<string> => {
-      const dir = join(sb.tmp, name);
-      mkdirSync(dir);
-      const reader = await ImageReader.open(join(good, IMAGE_FILE));
-      const writer = await ImageWriter.create(join(dir, IMAGE_FILE));
-      for (const x of reader.sections) await writer.addSection(x.type, edit(x.type, await reader.readAll(x)));
-      await writer.finish();
-      await reader.close();
-      return dir;
-    };
-    const shadowDisk = await rewrite('hostile-disk', (type, p) => {
+    const shadowDisk = await rewriteImage(good, join(sb.tmp, 'hostile-disk'), (type, p) => {
       if (type !== SECTION.VM_DISK) return p;
       const q = Buffer.from(p);
       const off = Number(q.readBigUInt64BE(8));
@@ -237,7 +200,7 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
       q.writeUInt32BE(name.length, 16);
       return q;
     });
-    const shadowBase = await rewrite('hostile-base', (type, p) => {
+    const shadowBase = await rewriteImage(good, join(sb.tmp, 'hostile-base'), (type, p) => {
       if (type !== SECTION.MANIFEST) return p;
       const m = JSON.parse(p.toString()) as { vm: { baseImage: string } };
       m.vm.baseImage = '/etc/shadow';
@@ -280,11 +243,3 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     }
   });
 });
-
-function readCmdline(pid: string): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return '';
-  }
-}

@@ -4,9 +4,10 @@
  * fds of the init and of every `exec`, then serves the workload's system calls until no task
  * of the sandbox is left. It reports "ready" on fd 3 once it listens.
  */
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import * as k from '../../sys/kernel.js';
+import { descendants } from '../../container/proc.js';
 import { answer, SentryLoop } from './core.js';
 import type { Families } from './core.js';
 import { confineSentry } from './confine.js';
@@ -46,32 +47,6 @@ export const FAMILIES: Families = {
   tables: { file: fileHandlers, socket: socketHandlers, process: processHandlers, info: infoHandlers, misc: miscHandlers },
   mayBlock: (name, t, sb) => fileMayBlock(name, t, sb) || socketMayBlock(name, t, sb),
 };
-
-/** Host pids of `root` and all its descendants (through /proc/PID/task/TID/children). */
-export function descendants(root: number): number[] {
-  const out: number[] = [];
-  const queue = [root];
-  while (queue.length > 0) {
-    const pid = queue.shift()!;
-    out.push(pid);
-    let tasks: string[];
-    try {
-      tasks = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of tasks) {
-      try {
-        for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').split(' ')) {
-          if (c.trim()) queue.push(Number(c));
-        }
-      } catch {
-        // the thread ended while we looked
-      }
-    }
-  }
-  return out;
-}
 
 /** Whether a process exists (it may be a zombie); the sentry may not signal, so /proc tells. */
 function isAlivePid(pid: number): boolean {
