@@ -141,6 +141,7 @@ enum tag {
   T_SETSID = 53,         /* (empty) start a new session even without a terminal */
   T_SECCOMP_LISTENER = 54, /* str listenerPath, str listenerMetadata: where the notify fd goes */
   T_SENTRY_FILTER = 55,  /* u32 flags, bytes filter: the sentry's filter, loaded right before execve (see below) */
+  T_RESTORE_STOP = 56,   /* (empty) a restore: S2 waits for the checkpointer instead of exec (see below) */
 };
 
 /* mflags of T_MOUNT */
@@ -167,7 +168,7 @@ static struct plan {
   int nnp; char *console; uint32_t rows, cols; int host_ops;
   uint32_t seccomp_flags; uint8_t *seccomp; uint32_t seccomp_len;
   uint32_t sentry_flags; uint8_t *sentry; uint32_t sentry_len;
-  uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid;
+  uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid; int restore;
   char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
 } pl;
@@ -306,6 +307,7 @@ static void read_setting(uint32_t tag, struct rd *r) {
   case T_NEW_KEYRING: pl.keyring = rd_str(r); break;
   case T_OOM_SCORE_ADJ: pl.has_oom = 1; pl.oom = (int32_t)rd_u32(r); break;
   case T_SETSID: pl.setsid = 1; break;
+  case T_RESTORE_STOP: pl.restore = 1; break;
   case T_SECCOMP_LISTENER: pl.listener = rd_str(r); pl.listener_meta = rd_str(r); break;
   case T_HOST_MKDIR: case T_HOST_MOUNT: pl.host_ops = 1; break;
   case T_HOOK: {
@@ -1028,8 +1030,8 @@ static void __attribute__((noreturn)) container_init(void) {
   if (pl.cwd && chdir(pl.cwd) != 0) fail("cwd", pl.cwd, errno, "chdir to %s: %s", pl.cwd, strerror(errno));
   char cwd[PATH_MAX];
   if (!getcwd(cwd, sizeof cwd) || cwd[0] != '/') fail("cwd", pl.cwd ? pl.cwd : "", EPERM, "working directory is outside the container");
-  if (pl.args.n == 0) fail("exec", "process.args", EINVAL, "no program to run");
-  char *prog = find_program();
+  if (pl.args.n == 0 && !pl.restore) fail("exec", "process.args", EINVAL, "no program to run");
+  char *prog = pl.restore ? NULL : find_program();
 
   /*
    * With no_new_privs the filter is loaded as late as possible while the runtime still listens
@@ -1051,6 +1053,7 @@ static void __attribute__((noreturn)) container_init(void) {
     /* w stays open (close-on-exec): `moat start` reads until EOF, which comes with the exec, so
        its poststart hooks run after the program started, as the runtime spec orders them */
     close(fifo_fd); close(proc_fd);
+    if (pl.restore) close(w); /* no exec will close it: `moat start` returns, the checkpointer takes over */
   }
 
   for (uint32_t i = 0; i < pl.nstart; i++) {
@@ -1062,6 +1065,21 @@ static void __attribute__((noreturn)) container_init(void) {
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
   for (int s = 1; s < NSIG; s++) if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  if (pl.restore) {
+    /*
+     * A restore (T_RESTORE_STOP): this process, jailed exactly as the checkpointed one was, is
+     * the shell the sentry checkpointer (src/checkpoint/sentry/restore.ts) fills. It seizes it
+     * here with ptrace, replaces its memory, registers, fds and signal state by injected system
+     * calls, loads the sentry's filter in it and hands the notify fd over itself. Until then the
+     * process only waits; if nobody comes, `moat delete` kills it. Its signal actions are the
+     * kernel's defaults after exec (no flags, no restorer), so only the checkpointed process's
+     * own handlers need setting.
+     */
+    struct { uint64_t handler, flags, restorer, mask; } dfl = { 0, 0, 0, 0 };
+    for (int s = 1; s <= 64; s++)
+      if (s != SIGKILL && s != SIGSTOP) syscall(SYS_rt_sigaction, s, &dfl, NULL, (size_t)8);
+    for (;;) pause();
+  }
   load_sentry_filter();
   for (uint32_t fd = 3; fd < 3 + pl.preserve; fd++) fcntl((int)fd, F_SETFD, 0);
   if (syscall(SYS_close_range, 3 + pl.preserve, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {

@@ -92,6 +92,8 @@ export interface SentryJail {
   socket: string;
   /** Bundle rootfs only: the overlay (upper and work dirs, merged mount point) under the state dir. */
   overlay?: { upper: string; work: string; merged: string };
+  /** A restore: the init waits, jailed, for the sentry checkpointer instead of loading the filter and exec'ing. */
+  restoreStop?: boolean;
 }
 
 /** How the embedded default builds its root: the host root read-only under a private overlay. */

@@ -250,6 +250,7 @@ function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: stri
   if (jail) {
     w.add(Tag.SECCOMP_LISTENER, { str: jail.socket }, { str: '' });
     w.add(Tag.SENTRY_FILTER, { u32: 0 }, { bytes: jail.filter });
+    if (jail.restoreStop) w.add(Tag.RESTORE_STOP);
   }
   const profile = spec.linux?.seccomp;
   if (!profile || isSeccompDisabled(profile)) return;

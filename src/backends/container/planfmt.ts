@@ -46,6 +46,7 @@ export const Tag = {
   SETSID: 53,
   SECCOMP_LISTENER: 54,
   SENTRY_FILTER: 55,
+  RESTORE_STOP: 56,
 } as const;
 
 /** One field of a record payload. */
