@@ -11,9 +11,9 @@
 //            `restore --detach`)
 // Each timed run is a fresh container, deleted afterwards; runs alternate between cold and
 // restore. Targets (issue 7): microvm restore <= 0.25x its cold start; sentry restore faster than
-// runsc's (the sentry has no checkpointer yet: reported as such).
+// runsc's restore of the same workload.
 //
-//   sudo node bench/checkpoint.mjs [--iterations N] [--no-runsc]
+//   sudo node bench/checkpoint.mjs [--iterations N] [--no-runsc] [--no-microvm]
 //
 // Needs root, qemu-system-x86_64 (microvm), python3, busybox-static, runsc for the comparison,
 // and a compiled test tree (`npx tsc -p tsconfig.json`) for the busybox fixture.
@@ -28,6 +28,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const iterations = Number(args[args.indexOf('--iterations') + 1] ?? 0) || 5;
 const useRunsc = !args.includes('--no-runsc') && which('runsc') !== undefined;
+const useMicrovm = !args.includes('--no-microvm');
 const MOAT = [process.execPath, path.join(repo, 'bin/moat.cjs')];
 
 const SCRIPT = [
@@ -97,19 +98,19 @@ async function main() {
     const rows = [['configuration', 'cold ms (median)', 'restore ms (median)', 'restore / cold', 'target']];
     const summary = [];
 
-    // --- moat microvm
-    {
-      const warm = 'warm-bench';
+    /** Cold start and restore-from-snapshot medians of Moat under `isolation`. */
+    const moat = async (isolation) => {
+      const warm = `warm-${isolation}`;
       // the template: a warmed container, snapshotted while it runs
-      const tid = `tpl-${process.pid}`;
+      const tid = `tpl-${isolation}-${process.pid}`;
       ids.push(tid);
-      const tout = path.join(tmp, 'tpl.out');
+      const tout = path.join(tmp, `${tid}.out`);
       const t0 = performance.now();
-      const created = launch(rt('run', '-d', '--isolation', 'microvm', '-b', bundle, tid), tout);
-      const warmup = await until(tout, /^ready$/m, t0, 300_000, 'the template');
+      const created = launch(rt('run', '-d', '--isolation', isolation, '-b', bundle, tid), tout);
+      const warmup = await until(tout, /^ready$/m, t0, 300_000, `the ${isolation} template`);
       const c = await created;
       if (c.code !== 0) die(`moat run -d failed: ${c.err()}`);
-      console.log(`  template warmed in ${warmup.toFixed(0)} ms (first boot of a new base image included)`);
+      console.log(`  ${isolation} template warmed in ${warmup.toFixed(0)} ms${isolation === 'microvm' ? ' (first boot of a new base image included)' : ''}`);
       const s = run(rt('snapshot', 'create', '--from', tid, warm));
       if (s.status !== 0) die(`snapshot create failed: ${s.stderr}`);
       run(rt('delete', '--force', tid));
@@ -117,28 +118,35 @@ async function main() {
       const restore = [];
       for (let i = 0; i < iterations; i++) {
         for (const kind of ['cold', 'restore']) {
-          const id = `${kind}-${i}-${process.pid}`;
+          const id = `${isolation}-${kind}-${i}-${process.pid}`;
           ids.push(id);
           const out = path.join(tmp, `${id}.out`);
           const t = performance.now();
-          const cmd = kind === 'cold' ? rt('run', '-d', '--isolation', 'microvm', '-b', bundle, id) : rt('run', '-d', '--from-snapshot', warm, id);
+          const cmd = kind === 'cold' ? rt('run', '-d', '--isolation', isolation, '-b', bundle, id) : rt('run', '-d', '--from-snapshot', warm, id);
           const p = launch(cmd, out);
-          const ms = await until(out, kind === 'cold' ? /^ready$/m : /^tick \d+$/m, t, 300_000, `moat ${kind}`);
+          const ms = await until(out, kind === 'cold' ? /^ready$/m : /^tick \d+$/m, t, 300_000, `moat ${isolation} ${kind}`);
           const r = await p;
           if (r.code !== 0) die(`moat ${kind} failed: ${r.err()}`);
           (kind === 'cold' ? cold : restore).push(ms);
           run(rt('delete', '--force', id));
         }
       }
-      const c50 = stats(cold).median;
-      const r50 = stats(restore).median;
       const img = fs.statSync(path.join(root, 'snapshots', warm, 'moat-checkpoint.img')).size;
-      rows.push(['moat microvm', c50.toFixed(0), r50.toFixed(0), ratio(r50, c50), '<= 0.25x']);
-      summary.push(`microvm restore / cold start: ${ratio(r50, c50)} (target <= 0.25x: ${r50 / c50 <= 0.25 ? 'met' : 'NOT met'}); snapshot image ${(img / 1048576).toFixed(0)} MiB`);
       run(rt('snapshot', 'delete', warm));
+      return { cold: stats(cold).median, restore: stats(restore).median, imageMiB: img / 1048576 };
+    };
+
+    // --- moat microvm
+    if (useMicrovm) {
+      const m = await moat('microvm');
+      rows.push(['moat microvm', m.cold.toFixed(0), m.restore.toFixed(0), ratio(m.restore, m.cold), '<= 0.25x']);
+      summary.push(`microvm restore / cold start: ${ratio(m.restore, m.cold)} (target <= 0.25x: ${m.restore / m.cold <= 0.25 ? 'met' : 'NOT met'}); snapshot image ${m.imageMiB.toFixed(0)} MiB`);
+    } else {
+      rows.push(['moat microvm', 'skipped', '', '', '']);
     }
-    rows.push(['moat sentry', '-', '-', '-', '< runsc restore']);
-    summary.push('sentry: no checkpointer yet (issue 7), so no restore to time');
+    // --- moat sentry
+    const sentry = await moat('sentry');
+    rows.push(['moat sentry', sentry.cold.toFixed(0), sentry.restore.toFixed(0), ratio(sentry.restore, sentry.cold), '< runsc restore']);
 
     // --- runsc
     if (useRunsc) {
@@ -170,8 +178,10 @@ async function main() {
       const c50 = stats(cold).median;
       const r50 = stats(restore).median;
       rows.push(['runsc (gVisor)', c50.toFixed(0), r50.toFixed(0), ratio(r50, c50), '(peer)']);
+      summary.push(`sentry restore / runsc restore: ${ratio(sentry.restore, r50)} (target < 1x: ${sentry.restore < r50 ? 'met' : 'NOT met'}); sentry cold / runsc cold: ${ratio(sentry.cold, c50)}; sentry snapshot image ${sentry.imageMiB.toFixed(0)} MiB`);
     } else {
       rows.push(['runsc (gVisor)', 'skipped', '', '', '']);
+      summary.push(`sentry restore ${sentry.restore.toFixed(0)} ms, image ${sentry.imageMiB.toFixed(0)} MiB (runsc skipped: no comparison)`);
     }
     console.log('\ntime to a warmed workload, ms (cold: to "ready"; restore: to the first "tick")');
     printTable(rows);

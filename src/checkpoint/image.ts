@@ -28,12 +28,14 @@ export const IMAGE_FILE = 'moat-checkpoint.img';
 /** The format version this code writes and reads. */
 export const IMAGE_VERSION = 1;
 /** Section types. */
-export const SECTION = { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3 } as const;
-/** Largest payload per section type (bytes): MANIFEST 1 MiB, VM_MIGRATION 64 GiB, VM_DISK 1 TiB. */
+export const SECTION = { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5 } as const;
+/** Largest payload per section type (bytes): MANIFEST 1 MiB, VM_MIGRATION 64 GiB, VM_DISK 1 TiB, SENTRY_PAGES 64 GiB, SENTRY_FS 1 TiB. */
 export const SECTION_CAPS: Readonly<Record<number, number>> = Object.freeze({
   [SECTION.MANIFEST]: 2 ** 20,
   [SECTION.VM_MIGRATION]: 64 * 2 ** 30,
   [SECTION.VM_DISK]: 2 ** 40,
+  [SECTION.SENTRY_PAGES]: 64 * 2 ** 30,
+  [SECTION.SENTRY_FS]: 2 ** 40,
 });
 /** Most sections one image holds. */
 export const MAX_SECTIONS = 64;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { MoatError, UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
 import { IMAGE_FILE, ImageReader, SECTION } from './image.js';
+import { PAGE, parseSentryManifest } from './sentry/manifest.js';
 
 /** What a snapshot name may be. */
 export const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -137,7 +138,8 @@ export interface SnapshotReport {
   sections: { type: string; bytes: number; sha256: string }[];
   processes: { pid: number; args: string[]; uid: number; where: string }[];
   openFiles: { path: string; role: string; bytes?: number }[];
-  memoryRegions: { name: string; bytes: number }[];
+  /** `saved`: bytes of the region the image holds (the rest is untouched or comes from its file). */
+  memoryRegions: { name: string; bytes: number; saved?: number }[];
   machine: Record<string, unknown>;
 }
 
@@ -194,6 +196,7 @@ export async function inspectSnapshot(root: string, name: string): Promise<Snaps
   try {
     const sections = reader.sections.map((s) => ({ type: SECTION_NAMES[s.type] ?? String(s.type), bytes: s.length, sha256: s.sha256.toString('hex') }));
     const manifest = await readManifest(imagePath);
+    if (manifest['backend'] === 'sentry') return { record, sections, ...sentryReport(manifest) };
     const spec = manifest['spec'] as Spec | undefined;
     const vm = (manifest['vm'] ?? {}) as Record<string, unknown>;
     const monitor = (manifest['monitor'] ?? {}) as Record<string, unknown>;
@@ -215,4 +218,27 @@ export async function inspectSnapshot(root: string, name: string): Promise<Snaps
   } finally {
     await reader.close();
   }
+}
+
+/** The processes, files and memory of a sentry checkpoint's manifest (checked first: it is untrusted). */
+function sentryReport(raw: Record<string, unknown>): Omit<SnapshotReport, 'record' | 'sections'> {
+  const m = parseSentryManifest(raw);
+  const spec = m.spec as unknown as Spec;
+  const processes = m.processes.map((p) => ({ pid: p.pid, args: spec.process?.args ?? [], uid: p.creds.uid, where: `sandbox pid (${p.comm})` }));
+  const openFiles: SnapshotReport['openFiles'] = [];
+  for (const p of m.processes) {
+    for (const f of p.fds) {
+      openFiles.push(f.kind === 'external'
+        ? { path: `fd ${f.fd}`, role: 'stdio from outside the container (the restoring runtime\'s own)' }
+        : { path: f.path!, role: `fd ${f.fd}, offset ${f.pos}, flags 0${f.flags.toString(8)}${f.cloexec ? ', close-on-exec' : ''}` });
+    }
+    for (const path of new Set(p.regions.filter((r) => r.kind === 'file').map((r) => r.name!))) openFiles.push({ path, role: 'mapped (pages not written come from this file)' });
+  }
+  const memoryRegions = m.processes.flatMap((p) => p.regions.map((r) => ({
+    name: `${r.start}-${r.end} ${r.perms} ${r.name ?? `[${r.kind}]`}`,
+    bytes: Number(BigInt(r.end) - BigInt(r.start)),
+    saved: r.runs.reduce((n, [, c]) => n + c * PAGE, 0),
+  })));
+  const machine = { backend: m.backend, level: m.level, kernel: m.host.kernel, xfeatures: m.host.xfeatures, cpuFlags: m.host.cpuFlags.length, files: m.fs ? 'the root\'s upper layer (SENTRY_FS)' : 'none' };
+  return { processes, openFiles, memoryRegions, machine };
 }

@@ -54,7 +54,7 @@ export function register(program: Command): void {
         'open files:',
         ...r.openFiles.map((f) => `  ${f.path}${f.bytes !== undefined ? ` (${mib(f.bytes)})` : ''}: ${f.role}`),
         'memory regions:',
-        ...r.memoryRegions.map((m) => `  ${m.name}: ${mib(m.bytes)}`),
+        ...r.memoryRegions.map((m) => `  ${m.name}: ${mib(m.bytes)}${m.saved !== undefined ? ` (${mib(m.saved)} saved)` : ""}`),
         'image sections:',
         ...r.sections.map((s) => `  ${s.type}: ${mib(s.bytes)} sha256 ${s.sha256}`),
         `machine: ${JSON.stringify(r.machine)}`,

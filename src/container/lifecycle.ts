@@ -109,7 +109,7 @@ export interface CreateResult {
 export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
   const isolation = chooseIsolation(opts.isolation, opts.spec);
   const backend = await getBackend(isolation);
-  if (opts.restore && !backend.checkpoint) throw new UsageError(`restore: the ${isolation} isolation has no checkpoint support yet (microvm has)`);
+  if (opts.restore && !backend.checkpoint) throw new UsageError(`restore: the ${isolation} isolation has no checkpoint support yet (microvm and sentry have)`);
   const lock = ctx.store.createLocked(opts.id);
   let rec: ContainerRecord | undefined;
   try {
@@ -224,7 +224,7 @@ export async function checkpoint(ctx: Context, id: string, opts: { imagePath: st
     const status = liveStatus(rec, lock.dir, ctx.store, true);
     check(id, 'checkpoint', status);
     const backend = await getBackend(rec.isolation);
-    if (!backend.checkpoint) throw new UsageError(`container "${id}": checkpoint is not supported under the ${rec.isolation} isolation yet (microvm supports it)`);
+    if (!backend.checkpoint) throw new UsageError(`container "${id}": checkpoint is not supported under the ${rec.isolation} isolation yet (microvm and sentry support it)`);
     // a paused container is thawed for the checkpoint (which stops it its own way), then frozen again
     if (status === 'paused') await backend.resume(rec);
     try {

@@ -136,10 +136,12 @@ describe('constants', () => {
   it('match the format', () => {
     assert.equal(IMAGE_FILE, 'moat-checkpoint.img');
     assert.equal(IMAGE_VERSION, 1);
-    assert.deepEqual({ ...SECTION }, { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3 });
+    assert.deepEqual({ ...SECTION }, { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5 });
     assert.equal(SECTION_CAPS[SECTION.MANIFEST], 1024 * 1024);
     assert.equal(SECTION_CAPS[SECTION.VM_MIGRATION], 64 * 1024 ** 3);
     assert.equal(SECTION_CAPS[SECTION.VM_DISK], 1024 ** 4);
+    assert.equal(SECTION_CAPS[SECTION.SENTRY_PAGES], 64 * 1024 ** 3);
+    assert.equal(SECTION_CAPS[SECTION.SENTRY_FS], 1024 ** 4);
     assert.equal(MAX_SECTIONS, 64);
     assert.ok(Object.isFrozen(SECTION_CAPS));
     assert.ok(new ImageError('/x', 'y') instanceof MoatError);
@@ -249,7 +251,7 @@ describe('ImageWriter', () => {
   it('refuses unknown and duplicate types, and payloads over the cap, and stays usable', async () => {
     const path = fresh();
     const w = await ImageWriter.create(path);
-    for (const t of [0, 4, 1.5, -1, 0xffffffff]) await rejects(w.addSection(t, Buffer.alloc(1)), /unknown type/);
+    for (const t of [0, 6, 1.5, -1, 0xffffffff]) await rejects(w.addSection(t, Buffer.alloc(1)), /unknown type/);
     await rejects(w.addSection(SECTION.MANIFEST, Buffer.alloc(MiB + 1)), /MANIFEST payload of 1048577 bytes exceeds the MANIFEST cap of 1048576/);
     // a streamed payload is cut off at the cap and its partial bytes are removed again
     await rejects(w.addSection(SECTION.MANIFEST, chunked(Buffer.alloc(MiB + 1), [600 * 1024])), /exceeds the MANIFEST cap/);

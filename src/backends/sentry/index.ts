@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,10 @@ import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
+import { checkpointSentry, openSentryImage, restoreUpper } from './checkpoint.js';
+import { SECTION } from '../../checkpoint/image.js';
+import { CheckpointRefused } from '../../checkpoint/sentry/dump.js';
+import { restoreProcess } from '../../checkpoint/sentry/restore.js';
 import { parsePolicy } from './netpolicy.js';
 import type { SentryProcessConfig } from './main.js';
 import type { SandboxLimits, SentryLevel } from './types.js';
@@ -254,6 +258,42 @@ function stateDirOf(rec: ContainerRecord): string {
 }
 
 async function create(req: CreateRequest): Promise<Created> {
+  if (!req.restore) return createFresh(req);
+  // a restore: the image is checked before anything is made
+  const img = await openSentryImage(req.restore.imagePath);
+  trace('restore: image checked');
+  try {
+    if (req.spec.process?.terminal) throw new CheckpointRefused(req.id, 'a container with a terminal cannot be restored yet');
+    const level = img.manifest.level;
+    const upper = join(req.dir, 'upper');
+    if (img.manifest.fs) {
+      if (req.embedded) throw new UsageError('restore: this image holds a bundle\'s files; restore it with a bundle, not the embedded default');
+      await restoreUpper(img, upper);
+      trace('restore: files unpacked');
+    }
+    const paused = req.restore.paused === true;
+    // the process is restored while the sentry still starts: the notify fd waits in its backlog
+    const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, async (c) => {
+      await containerBackend.start({ id: req.id, pid: c.pid, pidStartTime: c.pidStartTime } as ContainerRecord, req.dir);
+      trace('restore: the new init is at its restore point');
+      const p = img.manifest.processes[0]!;
+      await restoreProcess(img.manifest, p, img.reader, img.reader.section(SECTION.SENTRY_PAGES)!, { pid: c.pid, filter: buildSentryFilter(level), socket: join(req.dir, 'sentry.sock') }, paused);
+      // a snapshot's container is restored but stopped: it looks created until `start` (SIGCONT)
+      if (paused) writeFileSync(join(req.dir, 'exec.fifo'), '', { mode: 0o600 });
+      trace('restore: process restored');
+    });
+    return { ...created, backendState: { ...created.backendState, ...(paused ? { restoredStopped: 1 } : {}) } };
+  } finally {
+    await img.reader.close();
+  }
+}
+
+/**
+ * Creates a sentry container. With `restore`, the init stops for the checkpointer instead of
+ * exec'ing, and `restore` runs once it is created, before the sentry is waited for.
+ */
+async function createFresh(req: CreateRequest, restore?: (created: Created) => Promise<void>): Promise<Created> {
+  const restoreStop = restore !== undefined;
   const spec = sentrySpec(req.spec);
   const level = chooseLevel(req.sentry?.level, req.spec);
   const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
@@ -277,6 +317,7 @@ async function create(req: CreateRequest): Promise<Created> {
   const jail: SentryJail = {
     filter: buildSentryFilter(level),
     socket,
+    ...(restoreStop ? { restoreStop } : {}),
     ...(req.embedded ? {} : { overlay: { upper: join(req.dir, 'upper'), work: join(req.dir, 'work'), merged: join(req.dir, 'merged') } }),
   };
   let created: Created;
@@ -292,12 +333,14 @@ async function create(req: CreateRequest): Promise<Created> {
     throw e;
   }
   try {
+    if (restore) await restore(created);
     const s = await sentry.ready;
     trace('sentry ready');
     const record: SentryRecord = { pid: s.pid, startTime: s.startTime, level, socket };
     return { ...created, backendState: { ...record } };
   } catch (e) {
-    // the container exists but nobody would serve it: take it down again
+    // the container exists but nobody would serve it (or its restore failed): take it down again
+    sentry.kill();
     try {
       process.kill(created.pid, 'SIGKILL');
     } catch {
@@ -317,6 +360,16 @@ export const sentryBackend: Backend = {
     const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';
     const socket = join(stateDirOf(rec), 'sentry.sock');
     return containerBackend.exec(rec, { ...req, sentryJail: { filter: buildSentryFilter(level), socket } });
+  },
+  async start(rec, dir) {
+    if (rec.backendState?.['restoredStopped'] !== 1) return containerBackend.start(rec, dir);
+    // restored from a snapshot and stopped since: it goes on where the snapshot was taken
+    rmSync(join(dir, 'exec.fifo'), { force: true });
+    process.kill(rec.pid, 'SIGCONT');
+  },
+  async checkpoint(rec, dir, req) {
+    const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';
+    await checkpointSentry(rec, dir, req, level);
   },
   async destroy(rec, dir) {
     const s = rec.backendState as Partial<SentryRecord> | undefined;

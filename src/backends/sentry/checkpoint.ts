@@ -1,0 +1,138 @@
+/**
+ * Checkpoint and restore for the sentry backend, with Moat's own checkpointer
+ * (src/checkpoint/sentry/): the image holds the workload's process (SENTRY_PAGES and the
+ * MANIFEST) and, for a bundle, the upper layer of the sentry's copy-on-write root as a tar
+ * stream (SENTRY_FS), so files the workload wrote and holds open exist again on restore.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
+import { CheckpointRefused, captureProcess, hostInfo, pagesOf } from '../../checkpoint/sentry/dump.js';
+import { checkLayout, PAGE, parseSentryManifest, SentryImageError } from '../../checkpoint/sentry/manifest.js';
+import type { SentryManifest } from '../../checkpoint/sentry/manifest.js';
+import { Tracee } from '../../checkpoint/sentry/ptrace.js';
+import { descendants } from '../../container/proc.js';
+import type { ContainerRecord } from '../../container/store.js';
+import type { CheckpointRequest } from '../backend.js';
+
+/** tar's options for an overlay upper layer: whiteouts are devices, opaque dirs xattrs. */
+const TAR_OPTS = ['--xattrs', '--xattrs-include=trusted.overlay.*', '--numeric-owner'];
+
+/** Runs tar with `args`; resolves when it exits 0. */
+function tar(args: string[], stdin: 'pipe' | 'ignore'): { proc: ReturnType<typeof spawn>; done: Promise<void> } {
+  const proc = spawn('tar', [...TAR_OPTS, ...args], { stdio: [stdin, stdin === 'pipe' ? 'ignore' : 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const done = new Promise<void>((resolve, reject) => {
+    proc.on('error', (e) => reject(new SentryImageError('SENTRY_FS', `cannot run tar: ${e.message}`)));
+    proc.on('close', (code) => (code === 0 ? resolve() : reject(new SentryImageError('SENTRY_FS', `tar failed (status ${code}): ${err.trim().slice(0, 500)}`))));
+  });
+  return { proc, done };
+}
+
+/** Writes the checkpoint of sentry container `rec` (state dir `dir`) into `req.imagePath`. */
+export async function checkpointSentry(rec: ContainerRecord, dir: string, req: CheckpointRequest, level: string): Promise<void> {
+  if (rec.spec.process?.terminal) throw new CheckpointRefused(rec.id, 'a container with a terminal is not checkpointed yet');
+  if (level !== 'strict' && level !== 'balanced') throw new CheckpointRefused(rec.id, `sentry level ${level} is not checkpointed`);
+  const pids = descendants(rec.pid);
+  if (pids.length > 1) throw new CheckpointRefused(rec.id, `it runs ${pids.length} processes: the sentry checkpointer restores a single process for now`);
+  const upper = join(dir, 'upper');
+  const fs = existsSync(upper);
+  mkdirSync(req.imagePath, { recursive: true, mode: 0o700 });
+  const t = Tracee.seize(rec.pid);
+  const regs = t.getRegs();
+  let writer: ImageWriter | undefined;
+  try {
+    const proc = captureProcess(rec.id, rec.pid, 1, t, regs);
+    const manifest: SentryManifest = {
+      kind: 'moat-checkpoint',
+      version: 1,
+      backend: 'sentry',
+      id: rec.id,
+      created: new Date().toISOString(),
+      host: hostInfo(Buffer.from(proc.xstate, 'base64')),
+      level,
+      fs,
+      processes: [proc],
+      spec: rec.spec as unknown as Record<string, unknown>,
+    };
+    writer = await ImageWriter.create(join(req.imagePath, IMAGE_FILE));
+    await writer.addSection(SECTION.SENTRY_PAGES, pagesOf(t, proc));
+    if (fs) {
+      // the process is stopped: the files it wrote are as it left them
+      const { proc: p, done } = tar(['-C', upper, '-cf', '-', '.'], 'ignore');
+      const failed = done.then(() => undefined, (e: unknown) => e);
+      await writer.addSection(SECTION.SENTRY_FS, p.stdout as Readable);
+      const e = await failed;
+      if (e) throw e;
+    }
+    await writer.addSection(SECTION.MANIFEST, Buffer.from(JSON.stringify(manifest)));
+    await writer.finish();
+  } catch (e) {
+    await writer?.abort();
+    t.setRegs(regs);
+    t.detach();
+    throw e;
+  }
+  if (req.leaveRunning) {
+    t.setRegs(regs);
+    t.detach();
+  } else {
+    t.kill();
+  }
+}
+
+/** An opened sentry checkpoint: its manifest (checked) and where its sections are. */
+export interface SentryImage {
+  reader: ImageReader;
+  manifest: SentryManifest;
+}
+
+/** Opens and checks a sentry checkpoint image in `imagePath` (layout, page count, sections present). */
+export async function openSentryImage(imagePath: string): Promise<SentryImage> {
+  const reader = await ImageReader.open(join(imagePath, IMAGE_FILE));
+  try {
+    const ms = reader.section(SECTION.MANIFEST);
+    if (!ms) throw new SentryImageError('image', 'no MANIFEST section');
+    let raw: unknown;
+    try {
+      raw = JSON.parse((await reader.readAll(ms)).toString('utf8'));
+    } catch (e) {
+      if (e instanceof SyntaxError) throw new SentryImageError('manifest', 'not JSON');
+      throw e;
+    }
+    const manifest = parseSentryManifest(raw);
+    const pages = checkLayout(manifest.processes[0]!, 'manifest.processes[0]');
+    const ps = reader.section(SECTION.SENTRY_PAGES);
+    if (!ps) throw new SentryImageError('image', 'no SENTRY_PAGES section');
+    if (ps.length !== pages * PAGE) throw new SentryImageError('SENTRY_PAGES', `${ps.length} bytes, but the manifest lists ${pages} pages (${pages * PAGE} bytes)`);
+    if (manifest.fs !== (reader.section(SECTION.SENTRY_FS) !== undefined)) throw new SentryImageError('manifest.fs', 'does not match whether the image has a SENTRY_FS section');
+    return { reader, manifest };
+  } catch (e) {
+    await reader.close();
+    throw e;
+  }
+}
+
+/** Unpacks the image's upper layer into `upper` (an empty directory of a new container), checking its SHA-256. */
+export async function restoreUpper(img: SentryImage, upper: string): Promise<void> {
+  const s = img.reader.section(SECTION.SENTRY_FS);
+  if (!s) return;
+  mkdirSync(upper, { recursive: true, mode: 0o755 });
+  // GNU tar keeps members inside -C (no absolute names, no "..", symlinks extracted last)
+  const { proc, done } = tar(['-C', upper, '-xpf', '-'], 'pipe');
+  const failed = done.then(() => undefined, (e: unknown) => e);
+  const stdin = proc.stdin!;
+  stdin.on('error', () => undefined); // tar's own failure is the one reported
+  try {
+    for await (const chunk of img.reader.stream(s, 1 << 20)) {
+      if (!stdin.write(chunk)) await new Promise((r) => stdin.once('drain', r));
+    }
+  } finally {
+    stdin.end();
+  }
+  const e = await failed;
+  if (e) throw e;
+}

@@ -1,0 +1,243 @@
+/**
+ * The dump half of the sentry checkpointer: it seizes a workload process with ptrace and records
+ * what a restore needs — registers and FPU state, every private memory mapping with its saved
+ * pages (all touched pages of anonymous memory, only the copied-on-write pages of file
+ * mappings: the rest comes back from the file), the fds, signal handlers and mask, rseq and
+ * robust-futex registrations, the mm's layout fields, rlimits, cwd and umask. The handlers and
+ * the exact brk are read by system calls injected into the process (ptrace.ts). Whatever it
+ * cannot restore it refuses up front, naming it (CheckpointRefused).
+ */
+import { openSync, closeSync, readFileSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import { MoatError } from '../../errors.js';
+import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
+import { PAGE, SPECIAL, toHex } from './manifest.js';
+import type { FdImage, ProcessImage, RegionImage, SentryManifest } from './manifest.js';
+
+/** The checkpointer cannot checkpoint this container (as it is now), and says why. */
+export class CheckpointRefused extends MoatError {
+  constructor(id: string, detail: string) {
+    super(`container "${id}": cannot checkpoint: ${detail}`);
+  }
+}
+
+const NR = { rt_sigaction: 13, brk: 12 } as const;
+const PM_PRESENT = 1n << 63n;
+const PM_SWAP = 1n << 62n;
+const PM_FILE = 1n << 61n;
+const O_CLOEXEC = 0o2000000;
+
+/** What the host offers a restore: kernel release, CPU flags and the XSAVE features of `xstate`. */
+export function hostInfo(xstate: Buffer): SentryManifest['host'] {
+  const flags = /^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/) ?? [];
+  return { kernel: release(), cpuFlags: flags, xfeatures: toHex(xfeaturesOf(xstate)) };
+}
+
+/** XCR0, which the kernel reports at offset 464 of the ptrace XSAVE area (where gdb reads it too). */
+export function xfeaturesOf(xstate: Buffer): bigint {
+  return xstate.length >= 472 ? xstate.readBigUInt64LE(464) : 0n;
+}
+
+/** One line of /proc/PID/maps. */
+export interface MapsLine {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  offset: bigint;
+  inode: number;
+  name: string;
+}
+
+/** Parses /proc/PID/maps. */
+export function parseMaps(text: string): MapsLine[] {
+  const out: MapsLine[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, offset: BigInt(`0x${m[4]}`), inode: Number(m[5]), name: m[6] ?? '' });
+  }
+  return out;
+}
+
+/** Reads pagemap entries of `count` pages from `start`. */
+function pagemap(fd: number, start: bigint, count: number): BigUint64Array {
+  const buf = Buffer.alloc(count * 8);
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, Number((start / BigInt(PAGE)) * 8n) + done);
+    if (n <= 0) break;
+    done += n;
+  }
+  return new BigUint64Array(buf.buffer, buf.byteOffset, count);
+}
+
+/** Runs of pages to save: [first, count] where `keep(entry)` holds. */
+function runsOf(entries: BigUint64Array, keep: (e: bigint) => boolean): [number, number][] {
+  const runs: [number, number][] = [];
+  for (let i = 0; i < entries.length; i++) {
+    if (!keep(entries[i]!)) continue;
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === i) last[1]++;
+    else runs.push([i, 1]);
+  }
+  return runs;
+}
+
+/** The memory regions of `pid` with the pages to save, or a refusal naming the first mapping it cannot restore. */
+function captureRegions(id: string, pid: number): RegionImage[] {
+  const maps = parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+  const pm = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    const out: RegionImage[] = [];
+    for (const m of maps) {
+      const where = `the mapping ${toHex(m.start)}-${toHex(m.end)} ${m.name}`.trim();
+      if (m.name === '[vsyscall]') continue;
+      if (m.perms[3] !== 'p') throw new CheckpointRefused(id, `${where} is shared (MAP_SHARED): shared memory is not checkpointed yet`);
+      if (m.name.endsWith(' (deleted)')) throw new CheckpointRefused(id, `${where} maps a deleted file`);
+      const base = { start: toHex(m.start), end: toHex(m.end), perms: m.perms };
+      if ((SPECIAL as readonly string[]).includes(m.name)) {
+        out.push({ ...base, kind: 'special', name: m.name, runs: [] });
+        continue;
+      }
+      const n = Number((m.end - m.start) / BigInt(PAGE));
+      const entries = pagemap(pm, m.start, n);
+      if (m.inode === 0 && (m.name === '' || m.name === '[heap]' || m.name === '[stack]' || m.name.startsWith('[anon:'))) {
+        const runs = runsOf(entries, (e) => (e & (PM_PRESENT | PM_SWAP)) !== 0n);
+        out.push({ ...base, kind: m.name === '[stack]' ? 'stack' : 'anon', runs });
+        continue;
+      }
+      if (m.inode === 0 || !m.name.startsWith('/')) throw new CheckpointRefused(id, `${where} is a kind of mapping the checkpointer does not know`);
+      // the file as the process maps it (map_files), not a path that may name another file now
+      const st = statSync(`/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`, { bigint: true });
+      const runs = runsOf(entries, (e) => ((e & PM_PRESENT) !== 0n && (e & PM_FILE) === 0n) || (e & PM_SWAP) !== 0n);
+      out.push({ ...base, kind: 'file', name: m.name, offset: toHex(m.offset), file: { size: Number(st.size), mtimeNs: st.mtimeNs.toString() }, runs });
+    }
+    return out;
+  } finally {
+    closeSync(pm);
+  }
+}
+
+/** Mount ids of the process's mount namespace (to tell its own files from ones handed in from outside). */
+function mountIds(pid: number): Set<number> {
+  return new Set(readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split(' ')[0])));
+}
+
+/** The fds of `pid`: files inside the container by path; stdio from outside as `external`; anything else refused. */
+function captureFds(id: string, pid: number): FdImage[] {
+  const own = mountIds(pid);
+  const out: FdImage[] = [];
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    const fd = Number(name);
+    let link: string;
+    let info: string;
+    try {
+      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // closed meanwhile (the process is stopped: only by a racing delete)
+    }
+    const field = (k: string): string => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(info)?.[1] ?? '0';
+    const rawFlags = parseInt(field('flags'), 8);
+    const mnt = Number(field('mnt_id'));
+    const inside = link.startsWith('/') && own.has(mnt);
+    if (!inside) {
+      if (fd <= 2) {
+        out.push({ fd, kind: 'external', flags: rawFlags & ~O_CLOEXEC, cloexec: (rawFlags & O_CLOEXEC) !== 0, pos: 0 });
+        continue;
+      }
+      throw new CheckpointRefused(id, `fd ${fd} (${link}) is not a file inside the container: pipes, sockets and other kernel objects are not checkpointed yet`);
+    }
+    if (link.endsWith(' (deleted)')) throw new CheckpointRefused(id, `fd ${fd} is a deleted file (${link})`);
+    const st = statSync(`/proc/${pid}/fd/${fd}`);
+    if (!st.isFile() && !st.isDirectory() && !st.isCharacterDevice()) throw new CheckpointRefused(id, `fd ${fd} (${link}) is neither a file, a directory nor a device`);
+    out.push({ fd, kind: 'file', path: link, flags: rawFlags & ~O_CLOEXEC, cloexec: (rawFlags & O_CLOEXEC) !== 0, pos: st.isFile() ? Number(field('pos')) : 0 });
+  }
+  return out.sort((a, b) => a.fd - b.fd);
+}
+
+/** The fields of /proc/PID/stat after the command name (index 0 is field 3, the state). */
+function statFields(pid: number): string[] {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2).trim().split(' ');
+}
+
+/** The process `pid` (seized as `t`): everything a restore needs but its pages. */
+export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee, regs: Regs): ProcessImage {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const line = (k: string): string => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
+  if (Number(line('Threads')) !== 1) throw new CheckpointRefused(id, `process ${nsPid} has ${line('Threads')} threads: multi-threaded processes are not checkpointed yet`);
+  if (BigInt(`0x${line('SigPnd')}`) !== 0n || BigInt(`0x${line('ShdPnd')}`) !== 0n) throw new CheckpointRefused(id, `process ${nsPid} has signals pending; try again`);
+  let timers = '';
+  try {
+    timers = readFileSync(`/proc/${pid}/timers`, 'utf8');
+  } catch {
+    // no CONFIG_CHECKPOINT_RESTORE: nothing to check
+  }
+  if (timers.trim() !== '') throw new CheckpointRefused(id, `process ${nsPid} has POSIX timers: they are not checkpointed yet`);
+  const fds = captureFds(id, pid);
+
+  // calls injected on the vDSO's own syscall instruction; their scratch memory is below the
+  // stack's red zone, where nothing live can be
+  const vdso = parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8')).find((m) => m.name === '[vdso]');
+  if (!vdso) throw new CheckpointRefused(id, `process ${nsPid} has no vDSO to run calls on`);
+  t.useSyscallAt(findSyscallInsn(t.read(vdso.start, Number(vdso.end - vdso.start)), vdso.start));
+  const scratch = ((regs.get('rsp') - 4096n - 256n) / 16n) * 16n;
+  const sigactions: ProcessImage['sigactions'] = [];
+  for (let sig = 1; sig <= 64; sig++) {
+    if (sig === 9 || sig === 19) continue;
+    t.call(`rt_sigaction(${sig})`, NR.rt_sigaction, [sig, 0, scratch, 8]);
+    const a = t.read(scratch, 32);
+    const [handler, flags, restorer, mask] = [0, 8, 16, 24].map((o) => a.readBigUInt64LE(o)) as [bigint, bigint, bigint, bigint];
+    if (handler !== 0n || flags !== 0n || mask !== 0n) sigactions.push({ sig, handler: toHex(handler), flags: toHex(flags), restorer: toHex(restorer), mask: toHex(mask) });
+  }
+  const brk = t.call('brk(0)', NR.brk, [0]);
+  t.setRegs(regs);
+
+  const f = statFields(pid);
+  const at = (n: number): string => toHex(BigInt(f[n - 3] ?? '0'));
+  const xstate = t.getXstate();
+  const rseq = t.rseq();
+  const robust = t.robustList();
+  const rlimits = [];
+  for (let r = 0; r < 16; r++) {
+    const l = t.getRlimit(r);
+    rlimits.push({ resource: r, soft: toHex(l.soft), hard: toHex(l.hard) });
+  }
+  return {
+    pid: nsPid,
+    comm: line('Name').slice(0, 64),
+    regs: regs.buf.toString('hex'),
+    xstate: xstate.toString('base64'),
+    sigmask: toHex(t.getSigmask()),
+    sigactions,
+    rseq: rseq ? { ptr: toHex(rseq.ptr), size: rseq.size, signature: rseq.signature } : null,
+    robust: { head: toHex(robust.head), len: robust.len },
+    mm: {
+      startCode: at(26), endCode: at(27), startStack: at(28), startData: at(45), endData: at(46), startBrk: at(47), brk: toHex(brk),
+      argStart: at(48), argEnd: at(49), envStart: at(50), envEnd: at(51),
+      auxv: readFileSync(`/proc/${pid}/auxv`).toString('base64'),
+    },
+    regions: captureRegions(id, pid),
+    fds,
+    cwd: readlinkSync(`/proc/${pid}/cwd`),
+    umask: parseInt(line('Umask') || '22', 8),
+    personality: parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
+    creds: { uid: Number(line('Uid').split(/\s+/)[0]), gid: Number(line('Gid').split(/\s+/)[0]) },
+    rlimits,
+  };
+}
+
+/** The saved pages of `p`, in manifest order, read from the stopped process. */
+export async function* pagesOf(t: Tracee, p: ProcessImage): AsyncIterable<Buffer> {
+  const CHUNK = 256; // pages per read
+  for (const r of p.regions) {
+    const start = BigInt(r.start);
+    for (const [first, count] of r.runs) {
+      for (let i = 0; i < count; i += CHUNK) {
+        const n = Math.min(CHUNK, count - i);
+        yield t.read(start + BigInt((first + i) * PAGE), n * PAGE);
+      }
+    }
+  }
+}

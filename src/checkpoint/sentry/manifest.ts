@@ -1,0 +1,159 @@
+/**
+ * The MANIFEST of a sentry checkpoint: what the checkpointer recorded of each process (registers,
+ * memory layout, fds, signal state) and of the host it ran on. The restore side trusts none of
+ * it: `parseSentryManifest` checks every field's shape and bounds, and `checkLayout` that the
+ * memory regions and page runs are sane and add up to the SENTRY_PAGES section's length.
+ */
+import { z } from 'zod';
+import { MoatError } from '../../errors.js';
+
+/** A sentry checkpoint image that is malformed or cannot be restored here. */
+export class SentryImageError extends MoatError {
+  constructor(readonly where: string, detail: string) {
+    super(`sentry checkpoint image: ${where}: ${detail}`);
+  }
+}
+
+/** Page size of x86_64. */
+export const PAGE = 4096;
+/** Highest user address of x86_64 with 4-level paging (TASK_SIZE). */
+export const TASK_SIZE = 0x7ffffffff000n;
+/** Special mappings the kernel makes; they are moved, never recreated. */
+export const SPECIAL = ['[vvar]', '[vvar_vclock]', '[vdso]'] as const;
+
+const hex = z.string().regex(/^0x[0-9a-f]{1,16}$/, 'a hex number like 0x7f00');
+const path = z.string().min(1).max(4096).regex(/^\/[^\0]*$/, 'an absolute path without NUL');
+
+const region = z.object({
+  start: hex,
+  end: hex,
+  /** "rwxp" as /proc/PID/maps writes it (only private mappings are checkpointed). */
+  perms: z.string().regex(/^[r-][w-][x-]p$/),
+  kind: z.enum(['anon', 'stack', 'file', 'special']),
+  /** special: its name; file: the path inside the container. */
+  name: z.string().max(4096).optional(),
+  offset: hex.optional(),
+  /** file: size and mtime (ns) when checkpointed, checked again on restore. */
+  file: z.object({ size: z.number().int().nonnegative(), mtimeNs: z.string().regex(/^\d{1,24}$/) }).optional(),
+  /** Runs of saved pages: [first page index in the region, page count]. */
+  runs: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().positive()])).max(1 << 20),
+}).strict();
+
+const fdEntry = z.object({
+  fd: z.number().int().min(0).max((1 << 20) - 1),
+  /** external: one of the container's stdio fds from outside (it gets the restoring runtime's). */
+  kind: z.enum(['file', 'external']),
+  path: path.optional(),
+  /** open(2) flags as fdinfo shows them (O_CLOEXEC apart). */
+  flags: z.number().int().nonnegative(),
+  cloexec: z.boolean(),
+  pos: z.number().int().nonnegative(),
+}).strict();
+
+const sigaction = z.object({
+  sig: z.number().int().min(1).max(64),
+  handler: hex,
+  flags: hex,
+  restorer: hex,
+  mask: hex,
+}).strict();
+
+const processImage = z.object({
+  pid: z.number().int().positive(),
+  comm: z.string().max(64),
+  /** struct user_regs_struct, hex. */
+  regs: z.string().regex(/^[0-9a-f]{432}$/),
+  /** The XSAVE area, base64. */
+  xstate: z.string().max(32768),
+  sigmask: hex,
+  sigactions: z.array(sigaction).max(64),
+  rseq: z.object({ ptr: hex, size: z.number().int().min(20).max(4096), signature: z.number().int().nonnegative() }).strict().nullable(),
+  robust: z.object({ head: hex, len: z.number().int().nonnegative().max(4096) }).strict(),
+  mm: z.object({
+    startCode: hex, endCode: hex, startData: hex, endData: hex, startBrk: hex, brk: hex, startStack: hex,
+    argStart: hex, argEnd: hex, envStart: hex, envEnd: hex,
+    /** The auxiliary vector, base64 (at most 64 pairs). */
+    auxv: z.string().max(1400),
+  }).strict(),
+  regions: z.array(region).max(65536),
+  fds: z.array(fdEntry).max(65536),
+  cwd: path,
+  umask: z.number().int().min(0).max(0o777),
+  personality: z.number().int().nonnegative(),
+  creds: z.object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }).strict(),
+  rlimits: z.array(z.object({ resource: z.number().int().min(0).max(15), soft: hex, hard: hex }).strict()).max(16),
+}).strict();
+
+const manifest = z.object({
+  kind: z.literal('moat-checkpoint'),
+  version: z.literal(1),
+  backend: z.literal('sentry'),
+  id: z.string().max(1024),
+  created: z.string().max(64),
+  host: z.object({
+    kernel: z.string().max(256),
+    /** /proc/cpuinfo flags of the host (a restore needs all of them). */
+    cpuFlags: z.array(z.string().max(64)).max(1024),
+    /** XCR0: the XSAVE features the saved FPU state uses. */
+    xfeatures: hex,
+  }).strict(),
+  level: z.enum(['strict', 'balanced']),
+  /** Whether a SENTRY_FS section holds the overlay's upper layer. */
+  fs: z.boolean(),
+  processes: z.array(processImage).min(1).max(1),
+  spec: z.record(z.string(), z.unknown()),
+}).strict();
+
+/** One memory region of a checkpointed process. */
+export type RegionImage = z.infer<typeof region>;
+/** One fd of a checkpointed process. */
+export type FdImage = z.infer<typeof fdEntry>;
+/** One checkpointed process. */
+export type ProcessImage = z.infer<typeof processImage>;
+/** The MANIFEST section of a sentry checkpoint. */
+export type SentryManifest = z.infer<typeof manifest>;
+
+/** `0x...` of a bigint. */
+export const toHex = (v: bigint): string => `0x${v.toString(16)}`;
+
+/** Parses and checks a sentry MANIFEST; every problem is a SentryImageError naming the field. */
+export function parseSentryManifest(raw: unknown): SentryManifest {
+  const r = manifest.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new SentryImageError(`manifest.${issue.path.join('.')}`, issue.message);
+  }
+  return r.data;
+}
+
+/**
+ * Checks one process's memory layout: regions page-aligned, ordered, disjoint and below
+ * TASK_SIZE; runs inside their region, ordered and disjoint. Returns the number of saved pages,
+ * which the SENTRY_PAGES section must hold exactly.
+ */
+export function checkLayout(p: ProcessImage, where: string): number {
+  let pages = 0;
+  let prevEnd = 0n;
+  p.regions.forEach((r, i) => {
+    const at = `${where}.regions[${i}]`;
+    const start = BigInt(r.start);
+    const end = BigInt(r.end);
+    if (start % BigInt(PAGE) !== 0n || end % BigInt(PAGE) !== 0n) throw new SentryImageError(at, 'not page-aligned');
+    if (start >= end || end > TASK_SIZE) throw new SentryImageError(at, `${r.start}-${r.end} is not a user address range`);
+    if (start < prevEnd) throw new SentryImageError(at, 'overlaps the region before it or is out of order');
+    prevEnd = end;
+    if (r.kind === 'file' && (r.name === undefined || !r.name.startsWith('/') || r.offset === undefined || r.file === undefined)) {
+      throw new SentryImageError(at, 'a file mapping needs an absolute path, an offset and the file\'s size and mtime');
+    }
+    if (r.kind === 'special' && !(SPECIAL as readonly string[]).includes(r.name ?? '')) throw new SentryImageError(at, `unknown special mapping ${String(r.name)}`);
+    if (r.kind === 'special' && r.runs.length > 0) throw new SentryImageError(at, 'a special mapping has no saved pages');
+    const npages = Number((end - start) / BigInt(PAGE));
+    let next = 0;
+    for (const [first, count] of r.runs) {
+      if (first < next || first + count > npages) throw new SentryImageError(at, `page run [${first}, ${count}] is outside the region or out of order`);
+      next = first + count;
+      pages += count;
+    }
+  });
+  return pages;
+}

@@ -1,0 +1,330 @@
+/**
+ * The restore half of the sentry checkpointer. A fresh container is created as for any start —
+ * same spec, namespaces, cgroups, capabilities, no_new_privs and the spec's own seccomp filter —
+ * but its init stops before the sentry's filter and exec (moat-init's T_RESTORE_STOP). This
+ * module seizes that process and turns it into the checkpointed one by injected system calls:
+ *
+ *   1. unregister the stage's rseq, map a scratch page, unmap everything of the stage but the
+ *      kernel's special mappings, and move those ([vvar], [vvar_vclock], [vdso]) to where the
+ *      checkpointed process had them (same kernel: same vDSO);
+ *   2. map every region again (files opened inside the container, by its own root), and write
+ *      the saved pages — only after the whole SENTRY_PAGES section matched its SHA-256 does the
+ *      process get to run;
+ *   3. the mm's layout (PR_SET_MM_MAP: brk, arg and env areas, auxv), signal handlers and mask,
+ *      rseq and robust-list registrations, fds (reopened inside the container, offsets set),
+ *      cwd, umask, personality and rlimits;
+ *   4. the sentry's filter, whose notify fd this module hands to the sentry itself, then the
+ *      registers and FPU state; a call the process was in is restarted as the kernel would.
+ *
+ * Any failure leaves the half-made process to be killed by the caller.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { release } from 'node:os';
+import type { ImageReader, SectionInfo } from '../image.js';
+import { hostInfo, parseMaps, xfeaturesOf } from './dump.js';
+import type { MapsLine } from './dump.js';
+import { PAGE, SentryImageError, SPECIAL, TASK_SIZE } from './manifest.js';
+import type { ProcessImage, SentryManifest } from './manifest.js';
+import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
+import { trace } from '../../util/log.js';
+
+const NR = {
+  mmap: 9, munmap: 11, mremap: 25, rt_sigaction: 13, close: 3, lseek: 8, dup3: 292, openat: 257, chdir: 80,
+  umask: 95, personality: 135, prctl: 157, rseq: 334, set_robust_list: 273, seccomp: 317,
+} as const;
+const PROT = { r: 1, w: 2, x: 4 } as const;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_GROWSDOWN = 0x100;
+const MAP_FIXED_NOREPLACE = 0x100000;
+const MREMAP_MAYMOVE = 1;
+const MREMAP_FIXED = 2;
+const O_CLOEXEC = 0o2000000;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+const O_TRUNC = 0o1000;
+const AT_FDCWD = -100;
+const PR_SET_MM = 35;
+const PR_SET_MM_MAP = 14;
+const PR_SET_DUMPABLE = 4;
+const PR_SET_NAME = 15;
+const SECCOMP_SET_MODE_FILTER = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER = 8;
+const SCRATCH_SIZE = 1 << 18;
+
+/** Checks that this host can run the checkpointed process: same kernel (vDSO), no CPU feature missing, same FPU state layout. */
+export function checkHost(m: SentryManifest, stubXstate: Buffer): void {
+  if (m.host.kernel !== release()) throw new SentryImageError('host.kernel', `taken on kernel ${m.host.kernel}, this host runs ${release()} (the vDSO and FPU layout must match)`);
+  const here = new Set(hostInfo(stubXstate).cpuFlags);
+  const missing = m.host.cpuFlags.filter((f) => !here.has(f));
+  if (missing.length > 0) throw new SentryImageError('host.cpuFlags', `this CPU lacks ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
+  if (BigInt(m.host.xfeatures) !== xfeaturesOf(stubXstate)) throw new SentryImageError('host.xfeatures', `the FPU state uses features ${m.host.xfeatures}, this host ${'0x' + xfeaturesOf(stubXstate).toString(16)}`);
+}
+
+/** A free address range of `size` bytes avoiding every range in `used`, at or above 64 KiB. */
+function freeRange(used: { start: bigint; end: bigint }[], size: bigint, from = 0x10000000n): bigint {
+  const sorted = [...used].sort((a, b) => (a.start < b.start ? -1 : 1));
+  let at = from;
+  for (const u of sorted) {
+    if (u.end <= at) continue;
+    if (u.start >= at + size) break;
+    at = u.end;
+  }
+  if (at + size > TASK_SIZE) throw new SentryImageError('processes[0].regions', 'no free address range for the restorer\'s scratch memory');
+  return at;
+}
+
+/** The mmap prot bits of "rwxp". */
+const protOf = (perms: string): number => (perms[0] === 'r' ? PROT.r : 0) | (perms[1] === 'w' ? PROT.w : 0) | (perms[2] === 'x' ? PROT.x : 0);
+
+/** Hands a notify fd of `pid` to the sentry listening at `socket`, as moat-init does: one line, one byte back. */
+async function handOver(socket: string, pid: number, fd: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const s = connect(socket);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new SentryImageError('restore', `the sentry at ${socket} did not take the notify fd within 10 s`));
+    }, 10_000);
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new SentryImageError('restore', `cannot reach the sentry at ${socket}: ${e.message}`));
+    });
+    s.once('connect', () => s.write(`{"pid":${pid},"fd":${fd}}\n`));
+    s.once('data', (d: Buffer) => {
+      clearTimeout(timer);
+      s.destroy();
+      if (d[0] === 0x4b) resolve();
+      else reject(new SentryImageError('restore', `the sentry refused the notify fd (answered ${JSON.stringify(d.toString())})`));
+    });
+  });
+}
+
+/** Where the restore gets the sentry's filter and socket from. */
+export interface RestoreTarget {
+  /** Host pid of the stopped init (moat-init under T_RESTORE_STOP). */
+  pid: number;
+  /** The sentry's seccomp filter (struct sock_filter[]). */
+  filter: Buffer;
+  /** The sentry's socket. */
+  socket: string;
+}
+
+/** Waits until the stage sits in its pause() loop, and seizes it there. */
+async function seizeStub(pid: number): Promise<Tracee> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const t = Tracee.seize(pid);
+    if (t.getRegs().signed('orig_rax') === 34n) return t; // pause
+    t.detach();
+    if (Date.now() > deadline) throw new SentryImageError('restore', `the new container's init (pid ${pid}) did not reach its restore point within 10 s`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
+ * Turns the stopped init `target.pid` into process `p` of manifest `m`, writing the saved
+ * pages from `pages` (a verified stream of the SENTRY_PAGES section), and lets it run (or, with
+ * `stopped`, leaves it in a group stop).
+ */
+export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader: ImageReader, pages: SectionInfo, target: RestoreTarget, stopped = false): Promise<void> {
+  const t = await seizeStub(target.pid);
+  trace('restore: seized');
+  let detached = false;
+  try {
+    const stubX = t.getXstate();
+    checkHost(m, stubX);
+    const savedX = Buffer.from(p.xstate, 'base64');
+    if (savedX.length !== stubX.length) throw new SentryImageError('processes[0].xstate', `${savedX.length} bytes, this host's FPU state has ${stubX.length}`);
+    const status = readFileSync(`/proc/${target.pid}/status`, 'utf8');
+    const id = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? -1);
+    if (id('Uid') !== p.creds.uid || id('Gid') !== p.creds.gid) {
+      throw new SentryImageError('processes[0].creds', `the process ran as ${p.creds.uid}:${p.creds.gid}, the spec's user is ${id('Uid')}:${id('Gid')}`);
+    }
+    const stubMaps = parseMaps(readFileSync(`/proc/${target.pid}/maps`, 'utf8'));
+    const vdso = stubMaps.find((x) => x.name === '[vdso]');
+    if (!vdso) throw new SentryImageError('restore', 'the new init has no vDSO');
+    let insn = findSyscallInsn(t.read(vdso.start, Number(vdso.end - vdso.start)), vdso.start);
+    t.useSyscallAt(insn);
+
+    // 1. the stage's rseq goes (the kernel would write into restored memory), a scratch area comes
+    const rseq = t.rseq();
+    if (rseq) t.call('rseq unregister', NR.rseq, [rseq.ptr, rseq.size, 1, rseq.signature]);
+    const wanted = p.regions.map((r) => ({ start: BigInt(r.start), end: BigInt(r.end) }));
+    const scratch = freeRange([...wanted, ...stubMaps], BigInt(SCRATCH_SIZE));
+    t.call('mmap scratch', NR.mmap, [scratch, SCRATCH_SIZE, PROT.r | PROT.w, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0]);
+    const keep = new Set<string>([...SPECIAL, '[vsyscall]']);
+    for (const r of stubMaps) if (!keep.has(r.name)) t.call(`munmap ${r.name || 'anon'}`, NR.munmap, [r.start, r.end - r.start]);
+    // the special mappings: first aside (a target may overlap one of them), then into place
+    const specials = stubMaps.filter((x) => (SPECIAL as readonly string[]).includes(x.name));
+    const moved = new Map<string, MapsLine>();
+    let aside = freeRange([...wanted, ...specials, { start: scratch, end: scratch + BigInt(SCRATCH_SIZE) }], 0x100000n, scratch);
+    for (const s of specials) {
+      const size = s.end - s.start;
+      t.call(`mremap ${s.name} aside`, NR.mremap, [s.start, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, aside]);
+      if (s.name === '[vdso]') t.useSyscallAt((insn = aside + (insn - s.start)));
+      moved.set(s.name, { ...s, start: aside, end: aside + size });
+      aside += size;
+    }
+    for (const r of p.regions.filter((x) => x.kind === 'special')) {
+      const s = moved.get(r.name!);
+      const size = BigInt(r.end) - BigInt(r.start);
+      if (!s || s.end - s.start !== size) throw new SentryImageError('processes[0].regions', `${r.name} of ${size} bytes has no match on this host`);
+      t.call(`mremap ${r.name}`, NR.mremap, [s.start, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, BigInt(r.start)]);
+      if (r.name === '[vdso]') t.useSyscallAt((insn = BigInt(r.start) + (insn - s.start)));
+      moved.delete(r.name!);
+    }
+    for (const [name, s] of moved) t.call(`munmap ${name}`, NR.munmap, [s.start, s.end - s.start]);
+
+    const putString = (s: string, at = 0): bigint => {
+      const b = Buffer.from(`${s}\0`);
+      if (b.length > 8192) throw new SentryImageError('restore', 'a path is too long');
+      t.write(scratch + BigInt(at), b);
+      return scratch + BigInt(at);
+    };
+
+    trace('restore: the stage is unmapped');
+    // 2. the regions (each mapped file opened once, checked against its size and mtime), then their pages
+    const opened = new Map<string, bigint>();
+    try {
+      for (const [i, r] of p.regions.entries()) {
+        if (r.kind === 'special') continue;
+        const start = BigInt(r.start);
+        const len = BigInt(r.end) - start;
+        const prot = protOf(r.perms);
+        if (r.kind !== 'file') {
+          t.call(`mmap ${r.start}`, NR.mmap, [start, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (r.kind === 'stack' ? MAP_GROWSDOWN : 0), -1, 0]);
+          continue;
+        }
+        let fd = opened.get(r.name!);
+        if (fd === undefined) {
+          fd = t.call(`open ${r.name}`, NR.openat, [AT_FDCWD, putString(r.name!), O_CLOEXEC, 0]);
+          opened.set(r.name!, fd);
+          const st = statSync(`/proc/${target.pid}/fd/${fd}`, { bigint: true });
+          if (Number(st.size) !== r.file!.size || st.mtimeNs.toString() !== r.file!.mtimeNs) {
+            throw new SentryImageError(`processes[0].regions[${i}]`, `${r.name} changed since the checkpoint (size or mtime differs)`);
+          }
+        }
+        t.call(`mmap ${r.name}`, NR.mmap, [start, len, prot, MAP_PRIVATE | MAP_FIXED, fd, BigInt(r.offset!)]);
+      }
+    } finally {
+      for (const fd of opened.values()) t.inject(NR.close, [fd]);
+    }
+    trace('restore: regions mapped');
+    await writePages(t, p, reader, pages);
+    trace('restore: pages written');
+
+    // 3. the rest of the process
+    const mm = p.mm;
+    const auxv = Buffer.from(mm.auxv, 'base64');
+    const map = Buffer.alloc(104);
+    [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack, mm.argStart, mm.argEnd, mm.envStart, mm.envEnd]
+      .forEach((v, i) => map.writeBigUInt64LE(BigInt(v), i * 8));
+    map.writeBigUInt64LE(scratch + 4096n, 88);
+    map.writeUInt32LE(auxv.length, 96);
+    map.writeUInt32LE(0xffffffff, 100); // exe_fd: keep
+    t.write(scratch + 4096n, auxv);
+    t.write(scratch, map);
+    t.call('prctl(PR_SET_MM_MAP)', NR.prctl, [PR_SET_MM, PR_SET_MM_MAP, scratch, 104, 0]);
+    // moat-init left every action at the kernel's default: only the process's own are set
+    for (const a of p.sigactions) {
+      const b = Buffer.alloc(32);
+      [a.handler, a.flags, a.restorer, a.mask].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
+      t.write(scratch, b);
+      t.call(`rt_sigaction(${a.sig})`, NR.rt_sigaction, [a.sig, scratch, 0, 8]);
+    }
+    t.call('prctl(PR_SET_NAME)', NR.prctl, [PR_SET_NAME, putString(p.comm), 0, 0, 0]);
+    if (p.rseq) t.call('rseq', NR.rseq, [BigInt(p.rseq.ptr), p.rseq.size, 0, p.rseq.signature]);
+    if (p.robust.head !== '0x0') t.call('set_robust_list', NR.set_robust_list, [BigInt(p.robust.head), p.robust.len]);
+    restoreFds(t, p, target.pid, putString);
+    t.call(`chdir ${p.cwd}`, NR.chdir, [putString(p.cwd)]);
+    t.inject(NR.umask, [p.umask]);
+    if (p.personality !== 0) t.inject(NR.personality, [p.personality]);
+    for (const l of p.rlimits) t.setRlimit({ resource: l.resource, soft: BigInt(l.soft), hard: BigInt(l.hard) });
+    t.setSigmask(BigInt(p.sigmask));
+
+    trace('restore: process state set');
+    // 4. under the sentry from here on: its filter, the notify fd handed over, the scratch gone
+    t.call('prctl(PR_SET_DUMPABLE)', NR.prctl, [PR_SET_DUMPABLE, 1, 0, 0, 0]);
+    if (target.filter.length % 8 !== 0 || target.filter.length > SCRATCH_SIZE - 8192) throw new SentryImageError('restore', 'the sentry filter does not fit');
+    const prog = Buffer.alloc(16);
+    prog.writeUInt16LE(target.filter.length / 8, 0);
+    prog.writeBigUInt64LE(scratch + 8192n, 8);
+    t.write(scratch + 8192n, target.filter);
+    t.write(scratch, prog);
+    const notify = t.call('seccomp (the sentry filter)', NR.seccomp, [SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch]);
+    await handOver(target.socket, target.pid, Number(notify));
+    t.call('close (notify fd)', NR.close, [notify]);
+    t.call('munmap scratch', NR.munmap, [scratch, SCRATCH_SIZE]);
+
+    const regs = new Regs(Buffer.from(p.regs, 'hex'));
+    restartCall(regs);
+    t.setRegs(regs);
+    t.setXstate(savedX);
+    detached = true;
+    t.detach(stopped ? 19 : 0); // SIGSTOP: a snapshot's container waits, restored, for `start` (SIGCONT)
+  } finally {
+    if (!detached) t.kill();
+  }
+}
+
+/**
+ * Makes a system call the process was stopped in run again, as the kernel's signal code would
+ * have: -ERESTARTSYS, -ERESTARTNOINTR and -ERESTARTNOHAND re-execute it; -ERESTART_RESTARTBLOCK
+ * (a sleep's remaining time lived in the old kernel task) returns EINTR, which callers retry.
+ */
+export function restartCall(regs: Regs): void {
+  const orig = regs.signed('orig_rax');
+  const rax = regs.signed('rax');
+  if (orig >= 0n) {
+    if (rax === -512n || rax === -513n || rax === -514n) {
+      regs.set('rax', orig);
+      regs.set('rip', regs.get('rip') - 2n);
+    } else if (rax === -516n) {
+      regs.set('rax', -4n);
+    }
+  }
+  regs.set('orig_rax', -1n);
+}
+
+/** Streams the SENTRY_PAGES section into the process's regions, in manifest order. */
+async function writePages(t: Tracee, p: ProcessImage, reader: ImageReader, pages: SectionInfo): Promise<void> {
+  const targets: { addr: bigint; len: number }[] = [];
+  for (const r of p.regions) for (const [first, count] of r.runs) targets.push({ addr: BigInt(r.start) + BigInt(first * PAGE), len: count * PAGE });
+  let ti = 0;
+  let into = 0;
+  for await (const chunk of reader.stream(pages, 1 << 20)) {
+    let off = 0;
+    while (off < chunk.length) {
+      const tg = targets[ti];
+      if (!tg) throw new SentryImageError('SENTRY_PAGES', 'more pages than the manifest lists');
+      const n = Math.min(tg.len - into, chunk.length - off);
+      t.write(tg.addr + BigInt(into), chunk.subarray(off, off + n));
+      off += n;
+      into += n;
+      if (into === tg.len) {
+        ti++;
+        into = 0;
+      }
+    }
+  }
+  if (ti !== targets.length) throw new SentryImageError('SENTRY_PAGES', 'fewer pages than the manifest lists');
+}
+
+/** Closes the stage's fds and opens the checkpointed ones at their numbers, offsets and flags. */
+function restoreFds(t: Tracee, p: ProcessImage, pid: number, putString: (s: string) => bigint): void {
+  const external = new Set(p.fds.filter((f) => f.kind === 'external').map((f) => f.fd));
+  const stubFds = readdirSync(`/proc/${pid}/fd`).map(Number);
+  for (const fd of stubFds) if (!external.has(fd)) t.inject(NR.close, [fd]);
+  for (const f of p.fds) {
+    if (f.kind === 'external') continue;
+    const flags = (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | (f.cloexec ? O_CLOEXEC : 0);
+    const got = Number(t.call(`open fd ${f.fd} (${f.path})`, NR.openat, [AT_FDCWD, putString(f.path!), flags, 0]));
+    if (got !== f.fd) {
+      t.call(`dup3 to fd ${f.fd}`, NR.dup3, [got, f.fd, f.cloexec ? O_CLOEXEC : 0]);
+      t.inject(NR.close, [got]);
+    }
+    if (f.pos > 0) t.call(`lseek fd ${f.fd}`, NR.lseek, [f.fd, f.pos, 0]);
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * Checkpoint and restore under the sentry isolation, with Moat's own checkpointer
+ * (src/checkpoint/sentry/): a counter goes on from its value with its open file where it was, a
+ * python3 process keeps the modules it imported, a snapshot starts five independent containers,
+ * a damaged or hostile image is refused before anything runs, and what cannot be checkpointed
+ * says so. Moat only (runc's checkpoint needs CRIU, which does not work on this kernel).
+ */
+import assert from 'node:assert/strict';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
+import { moduleLines, numbers, processMentions, PYTHON_MODULES, rewriteImage, runtimeTo } from '../helpers/checkpoint.js';
+import { makePythonBundle, pythonSkipReason } from '../fixtures/python.js';
+import { RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
+
+const skip = RUNTIME !== 'moat' ? 'the sentry is Moat-only' : skipReason() ?? pythonSkipReason();
+if (skip) console.log(`# skipping sentry checkpoint tests: ${skip}`);
+
+/**
+ * The counter: prints 1, 2, 3 ... five times a second, and keeps the last value in /count
+ * through one fd it holds open (rewritten in place), so the restored fd must be at its offset.
+ */
+const COUNTER = [
+  'import time',
+  'f = open("/count", "w")',
+  'i = 0',
+  'while True:',
+  '    i += 1',
+  '    print(i, flush=True)',
+  '    f.write(f"{i}\\n"); f.flush()',
+  '    time.sleep(0.2)',
+].join('\n');
+
+describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () => {
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
+  let bundle: string | undefined;
+  const counterBundle = async (): Promise<string> => (bundle ??= await makePythonBundle({ dir: join(sb.tmp, 'counter'), args: ['python3', '-c', COUNTER] }));
+
+  const start = async (b: string, id: string, out: string): Promise<void> => {
+    const c = await runtimeTo(sb, ['create', '--isolation', 'sentry', '-b', b, id], out);
+    assert.equal(c.status, 0, c.stderr);
+    await sb.ok(['start', id]);
+  };
+
+  it('a counter checkpointed and restored goes on from its value, its open file at its offset', async () => {
+    const b = await counterBundle();
+    const id = sb.id('ck');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    await start(b, id, out1);
+    assert.ok(await waitFor(() => numbers(out1).length >= 5, 30_000), 'the counter never counted');
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+    assert.equal(c.status, 0, c.stderr);
+    // without --leave-running the container ends, as with runc
+    assert.match((await sb.ok(['state', id])).stdout, /"status": "stopped"/);
+    const last = Math.max(...numbers(out1));
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(Math.max(...numbers(out1)), last, 'the counter went on after the checkpoint');
+    await sb.ok(['delete', id]);
+
+    const id2 = sb.id('rs');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      assert.match((await sb.ok(['state', id2])).stdout, /"status": "running"/);
+      assert.ok(await waitFor(() => numbers(out2).length >= 3, 30_000), 'the restored counter printed nothing');
+      const got = numbers(out2);
+      assert.equal(got[0], last + 1, `the restored counter started at ${got[0]}, the checkpoint was at ${last}`);
+      // the file it holds open came back with the container's files, its fd at the same offset:
+      // every value it ever wrote is there once, in order
+      const count = await sb.rt(['exec', id2, 'cat', '/count']);
+      assert.equal(count.status, 0, count.stderr);
+      const lines = count.stdout.split('\n').filter(Boolean).map(Number);
+      assert.deepEqual(lines, lines.map((_, i) => i + 1), `/count holds ${lines.slice(0, 5).join(',')}...`);
+      assert.ok(lines.length > last, `/count ends at ${lines.length}, the checkpoint was at ${last}`);
+    } finally {
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('a python3 process that imported modules restores with them loaded', async () => {
+    const b = await makePythonBundle({ dir: join(sb.tmp, 'py-bundle'), args: ['python3', '-c', PYTHON_MODULES] });
+    const id = sb.id('py');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    await start(b, id, out1);
+    assert.ok(await waitFor(() => moduleLines(out1).length >= 2, 60_000), `python never reported: ${existsSync(out1) ? readFileSync(out1, 'utf8') : ''}`);
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+    assert.equal(c.status, 0, c.stderr);
+    const before = moduleLines(out1).at(-1)!;
+    assert.match(before, /^modules \d+ True \d+$/);
+    await sb.ok(['delete', id]);
+    const id2 = sb.id('pyr');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      assert.ok(await waitFor(() => moduleLines(out2).length >= 1, 30_000), 'the restored interpreter printed nothing');
+      // the same module count and the very same json module object: nothing was imported again
+      assert.equal(moduleLines(out2)[0], before);
+    } finally {
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('--leave-running: the container goes on; a damaged or lying image is refused before anything runs', async () => {
+    const b = await counterBundle();
+    const id = sb.id('lr');
+    const out = join(sb.tmp, `${id}.out`);
+    await start(b, id, out);
+    const image = join(sb.tmp, `${id}-image`);
+    try {
+      assert.ok(await waitFor(() => numbers(out).length >= 2, 30_000));
+      const c = await sb.rt(['checkpoint', '--leave-running', '--image-path', image, id]);
+      assert.equal(c.status, 0, c.stderr);
+      const n = numbers(out).length;
+      assert.ok(await waitFor(() => numbers(out).length > n + 2, 30_000), 'the container did not go on after --leave-running');
+      // twice: a checkpoint leaves the process as checkpointable as before
+      const again = await sb.rt(['checkpoint', '--leave-running', '--image-path', join(sb.tmp, `${id}-again`), id]);
+      assert.equal(again.status, 0, again.stderr);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    const refused = async (img: string, why: RegExp): Promise<void> => {
+      const id2 = sb.id('bad');
+      const r = await runtimeTo(sb, ['restore', '-d', '--image-path', img, '-b', b, id2], join(sb.tmp, `${id2}.out`));
+      assert.notEqual(r.status, 0, `restored ${img}`);
+      assert.match(r.stderr, why);
+      assert.equal(existsSync(join(sb.root, id2)), false, 'a refused restore left its state directory');
+      assert.ok(!processMentions(join(sb.root, id2)), 'a refused restore left a process behind');
+    };
+    const manifestEdit = (f: (m: { processes: { regions: { start: string; end: string; runs: number[][] }[]; fds: { fd: number; kind: string; path?: string }[] }[] }) => void) =>
+      (type: number, p: Buffer): Buffer => {
+        if (type !== SECTION.MANIFEST) return p;
+        const m = JSON.parse(p.toString()) as Parameters<typeof f>[0];
+        f(m);
+        return Buffer.from(JSON.stringify(m));
+      };
+    // a region outside user space, and one more saved page than the pages section holds
+    await refused(await rewriteImage(image, join(sb.tmp, 'kernel-address'), manifestEdit((m) => (m.processes[0]!.regions[0]!.end = '0xffffffffff601000'))), /not a user address range|overlaps/);
+    await refused(await rewriteImage(image, join(sb.tmp, 'page-count'), manifestEdit((m) => m.processes[0]!.regions.find((r) => r.runs.length > 0)!.runs[0]![1]! += 1)), /SENTRY_PAGES|outside the region/);
+    // an fd naming a host file: it is opened inside the container's root, where there is none
+    const secret = join(sb.tmp, 'host-secret');
+    writeFileSync(secret, 'host only\n');
+    await refused(await rewriteImage(image, join(sb.tmp, 'host-file'), manifestEdit((m) => m.processes[0]!.fds.push({ fd: 7, kind: 'file', path: `/../../../..${secret}`, flags: 0, cloexec: false, pos: 0 } as never))), /open fd 7 .*No such file/);
+    // one flipped byte in the middle of the memory: the hash check stops the restore
+    const file = join(image, IMAGE_FILE);
+    const reader = await ImageReader.open(file);
+    const mem = reader.section(SECTION.SENTRY_PAGES)!;
+    await reader.close();
+    const fd = openSync(file, 'r+');
+    const at = mem.offset + Math.floor(mem.length / 2);
+    writeSync(fd, Buffer.from([readFileSync(file)[at]! ^ 0xff]), 0, 1, at);
+    closeSync(fd);
+    await refused(image, /SHA-256|sha256|checksum/i);
+  });
+
+  it('a snapshot starts five independent containers; inspect lists its processes, files and memory without running it', async () => {
+    const b = await counterBundle();
+    const id = sb.id('tpl');
+    const outT = join(sb.tmp, `${id}.out`);
+    await start(b, id, outT);
+    const name = `warm-${process.pid}`;
+    const ids: string[] = [];
+    try {
+      assert.ok(await waitFor(() => numbers(outT).length >= 3, 30_000));
+      const s = await sb.rt(['snapshot', 'create', '--from', id, name]);
+      assert.equal(s.status, 0, s.stderr);
+      assert.match((await sb.ok(['state', id])).stdout, /"status": "running"/, 'a snapshot leaves its container running');
+      await sb.rt(['delete', '--force', id]);
+
+      const insp = JSON.parse((await sb.ok(['snapshot', 'inspect', '--format', 'json', name])).stdout) as {
+        processes: { pid: number; args: string[] }[]; openFiles: { path: string; role: string }[]; memoryRegions: { name: string; bytes: number; saved: number }[]; sections: { type: string }[];
+      };
+      assert.deepEqual(insp.processes.map((p) => p.pid), [1]);
+      assert.equal(insp.processes[0]!.args.at(-1), COUNTER);
+      assert.ok(insp.openFiles.some((f) => f.path === '/count' && /^fd 3, offset [1-9]/.test(f.role)), `the counter's file among ${JSON.stringify(insp.openFiles)}`);
+      assert.ok(insp.openFiles.some((f) => /libc\.so/.test(f.path)), 'mapped libraries are listed');
+      assert.ok(insp.memoryRegions.some((m) => m.name.endsWith('[stack]') && m.saved > 0), 'the stack is listed with its saved pages');
+      assert.deepEqual(insp.sections.map((x) => x.type).sort(), ['MANIFEST', 'SENTRY_FS', 'SENTRY_PAGES']);
+
+      for (let i = 0; i < 5; i++) {
+        const c = sb.id(`from${i}`);
+        ids.push(c);
+        const r = await runtimeTo(sb, ['run', '-d', '--from-snapshot', name, c], join(sb.tmp, `${c}.out`));
+        assert.equal(r.status, 0, r.stderr);
+      }
+      // each starts from the template's value and counts on its own, with its own files
+      const starts = new Set<number>();
+      for (const [i, c] of ids.entries()) {
+        assert.ok(await waitFor(() => numbers(join(sb.tmp, `${c}.out`)).length >= 2, 30_000), `${c} printed nothing`);
+        starts.add(numbers(join(sb.tmp, `${c}.out`))[0]!);
+        const w = await sb.rt(['exec', c, 'sh', '-c', `echo mine-${i} > /mine`]);
+        assert.equal(w.status, 0, w.stderr);
+      }
+      assert.equal(starts.size, 1, `the clones started from different values: ${[...starts].join(', ')}`);
+      await sb.ok(['kill', ids[0]!, 'KILL']);
+      for (const [i, c] of ids.entries()) {
+        if (i === 0) continue;
+        const r = await sb.rt(['exec', c, 'cat', '/mine']);
+        assert.equal(r.stdout, `mine-${i}\n`, `${c} sees another clone's write`);
+        const n = numbers(join(sb.tmp, `${c}.out`)).length;
+        assert.ok(await waitFor(() => numbers(join(sb.tmp, `${c}.out`)).length > n, 10_000), `${c} stopped when another clone was killed`);
+      }
+    } finally {
+      for (const c of ids) await sb.rt(['delete', '--force', c]);
+      await sb.rt(['delete', '--force', id]);
+      await sb.rt(['snapshot', 'delete', name]);
+    }
+  });
+
+  it('refuses what it cannot checkpoint, saying why, and leaves the container running', async () => {
+    const b = await sb.bundle(['sh', '-c', 'sleep 1000 & wait']);
+    const id = sb.id('tree');
+    await start(b, id, join(sb.tmp, `${id}.out`));
+    try {
+      const r = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), id]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /runs 2 processes/);
+      assert.equal(existsSync(join(sb.tmp, 'none', IMAGE_FILE)), false, 'a refused checkpoint left an image');
+      assert.match((await sb.ok(['state', id])).stdout, /"status": "running"/);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+});
