@@ -142,6 +142,7 @@ enum tag {
   T_SECCOMP_LISTENER = 54, /* str listenerPath, str listenerMetadata: where the notify fd goes */
   T_SENTRY_FILTER = 55,  /* u32 flags, bytes filter: the sentry's filter, loaded right before execve (see below) */
   T_RESTORE_STOP = 56,   /* (empty) a restore: S2 waits for the checkpointer instead of exec (see below) */
+  T_RESTORE_TREE = 57,   /* u32 n, n x (u32 pid, ppid, pgid, sid, zombie, status), u32 pipes: the tree to recreate */
 };
 
 /* mflags of T_MOUNT */
@@ -155,6 +156,10 @@ struct rd { const uint8_t *p, *end; const char *what; };
 struct strv { uint32_t n; char **v; };
 
 struct hook { uint32_t when; char *path; struct strv args, env; uint32_t timeout; };
+
+/* One process of a restored tree (pids in the container's pid namespace). */
+struct tnode { uint32_t pid, ppid, pgid, sid, zombie, status; };
+#define MAX_TREE 4096u
 
 static struct plan {
   uint32_t unshare_flags;
@@ -171,6 +176,7 @@ static struct plan {
   uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid; int restore;
   char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
+  uint32_t ntree; struct tnode *tree; uint32_t npipes;
 } pl;
 
 static int sync_fd = -1;
@@ -308,6 +314,19 @@ static void read_setting(uint32_t tag, struct rd *r) {
   case T_OOM_SCORE_ADJ: pl.has_oom = 1; pl.oom = (int32_t)rd_u32(r); break;
   case T_SETSID: pl.setsid = 1; break;
   case T_RESTORE_STOP: pl.restore = 1; break;
+  case T_RESTORE_TREE:
+    pl.ntree = rd_u32(r);
+    if (pl.ntree == 0 || pl.ntree > MAX_TREE) fail("plan", "restore tree", E2BIG, "%u processes", pl.ntree);
+    pl.tree = calloc(pl.ntree, sizeof *pl.tree);
+    if (!pl.tree) fail("plan", "restore tree", ENOMEM, NULL);
+    for (uint32_t i = 0; i < pl.ntree; i++) {
+      struct tnode *t = &pl.tree[i];
+      t->pid = rd_u32(r); t->ppid = rd_u32(r); t->pgid = rd_u32(r); t->sid = rd_u32(r);
+      t->zombie = rd_u32(r); t->status = rd_u32(r);
+    }
+    pl.npipes = rd_u32(r);
+    if (pl.npipes > 512) fail("plan", "restore tree", E2BIG, "%u pipes", pl.npipes);
+    break;
   case T_SECCOMP_LISTENER: pl.listener = rd_str(r); pl.listener_meta = rd_str(r); break;
   case T_HOST_MKDIR: case T_HOST_MOUNT: pl.host_ops = 1; break;
   case T_HOOK: {
@@ -935,6 +954,62 @@ static void load_sentry_filter(void) {
   close((int)rc); close(listener_fd); listener_fd = -1;
 }
 
+/*
+ * A restore of a process tree (T_RESTORE_TREE), run by the init while it still holds its
+ * capabilities: the pipes of the tree are made first (every process inherits them; the
+ * checkpointer moves each end to where it belongs and closes the rest), then each process
+ * clones its children with clone3's set_tid, so every process gets its checkpointed pid, and
+ * joins its session and process group. A zombie exits at once with its status. Every process
+ * then goes on through the rest of the set-up (credentials, capabilities, seccomp) to the
+ * restore stop. Returns 1 in the init, 0 in the processes it made.
+ */
+struct moat_clone_args { uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup; };
+
+static void join_session(const struct tnode *t) {
+  if (t->sid == t->pid && getsid(0) != (pid_t)t->pid && setsid() < 0)
+    fail("restore", "tree", errno, "setsid in pid %u: %s", t->pid, strerror(errno));
+  if ((uint32_t)getpgid(0) != t->pgid && setpgid(0, (pid_t)t->pgid) != 0)
+    fail("restore", "tree", errno, "process group %u for pid %u: %s", t->pgid, t->pid, strerror(errno));
+}
+
+static int restore_tree(void) {
+  if (!pl.tree) return 1;
+  for (uint32_t i = 0; i < pl.npipes; i++) {
+    int p[2];
+    if (pipe2(p, 0) != 0) fail("restore", "pipes", errno, NULL);
+  }
+  uint32_t me = 1;
+  int init = 1;
+  for (uint32_t i = 0; i < pl.ntree; i++) if (pl.tree[i].pid == 1) join_session(&pl.tree[i]);
+again:
+  for (uint32_t i = 0; i < pl.ntree; i++) {
+    const struct tnode *t = &pl.tree[i];
+    if (t->ppid != me || t->pid == 1) continue;
+    pid_t want = (pid_t)t->pid;
+    struct moat_clone_args a;
+    memset(&a, 0, sizeof a);
+    a.exit_signal = SIGCHLD;
+    a.set_tid = (uint64_t)(uintptr_t)&want;
+    a.set_tid_size = 1;
+    long c = syscall(SYS_clone3, &a, sizeof a);
+    if (c < 0) fail("restore", "tree", errno, "clone3 of pid %u: %s", t->pid, strerror(errno));
+    if (c == 0) {
+      /* the child: raw clone3 leaves libc's idea of the thread id stale, so nothing here uses it */
+      me = t->pid;
+      init = 0;
+      join_session(t);
+      if (t->zombie) {
+        if ((t->status & 0x7f) == 0) _exit((int)((t->status >> 8) & 0xff));
+        signal((int)(t->status & 0x7f), SIG_DFL);
+        kill(getpid(), (int)(t->status & 0x7f));
+        _exit(128 + (int)(t->status & 0x7f));
+      }
+      goto again;
+    }
+  }
+  return init;
+}
+
 static const char *env_get(const char *name) {
   size_t n = strlen(name);
   for (uint32_t i = 0; i < pl.env.n; i++)
@@ -1018,6 +1093,7 @@ static void __attribute__((noreturn)) container_init(void) {
   if (pl.fifo && root_fd < 0) fail("rootfs", "", EINVAL, "the plan has no rootfs");
   if (root_fd >= 0) close(root_fd);
 
+  int leader = restore_tree(); /* 0 in a restored child of the init */
   default_home();
   if (pl.console) setup_console();
   for (uint32_t i = 0; i < pl.nrlim; i++) {
@@ -1040,10 +1116,10 @@ static void __attribute__((noreturn)) container_init(void) {
    */
   if (pl.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("noNewPrivileges", "process.noNewPrivileges", errno, NULL);
   if (pl.nnp) load_seccomp();
-  send_line("{\"type\":\"ready\"}\n");
+  if (leader) send_line("{\"type\":\"ready\"}\n");
   close(sync_fd); sync_fd = -1;
 
-  if (pl.fifo) {
+  if (pl.fifo && leader) {
     /* Block until `moat start` opens the fifo for reading. */
     char fifo_name[32];
     snprintf(fifo_name, sizeof fifo_name, "%d", fifo_fd);
@@ -1056,7 +1132,7 @@ static void __attribute__((noreturn)) container_init(void) {
     if (pl.restore) close(w); /* no exec will close it: `moat start` returns, the checkpointer takes over */
   }
 
-  for (uint32_t i = 0; i < pl.nstart; i++) {
+  for (uint32_t i = 0; i < pl.nstart && leader; i++) {
     sync_fd = -1; /* a failing startContainer hook is printed on stderr: nobody is listening */
     run_hook("startContainer", &pl.start_hooks[i], state_start ? state_start : "{}");
   }

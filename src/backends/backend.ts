@@ -94,6 +94,17 @@ export interface SentryJail {
   overlay?: { upper: string; work: string; merged: string };
   /** A restore: the init waits, jailed, for the sentry checkpointer instead of loading the filter and exec'ing. */
   restoreStop?: boolean;
+  /** With restoreStop: the process tree the init recreates (pids in the container) and the number of pipes it makes. */
+  restoreTree?: { processes: readonly RestoreNode[]; pipes: number };
+}
+
+/** A process of a restored tree: its pid, parent, process group and session in the container; a zombie's wait status. */
+export interface RestoreNode {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  zombie?: number;
 }
 
 /** How the embedded default builds its root: the host root read-only under a private overlay. */

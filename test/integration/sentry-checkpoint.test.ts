@@ -212,18 +212,95 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     }
   });
 
-  it('refuses what it cannot checkpoint, saying why, and leaves the container running', async () => {
-    const b = await sb.bundle(['sh', '-c', 'sleep 1000 & wait']);
+  it('a process tree restores with its pids, parents and the bytes waiting in a pipe between its processes', async () => {
+    // the reader sleeps while the writer's two lines wait in the pipe; the writer has exited
+    const b = await sb.bundle(['sh', '-c', 'echo start; (echo hello; echo world) | (sleep 3; cat; echo done)']);
     const id = sb.id('tree');
-    await start(b, id, join(sb.tmp, `${id}.out`));
+    const out1 = join(sb.tmp, `${id}.out1`);
+    await start(b, id, out1);
+    assert.ok(await waitFor(() => readFileSync(out1, 'utf8').includes('start'), 10_000));
+    // the tree as the container sees it (the sentry's /proc): pid, parent and command of each
+    const shape = async (c: string): Promise<string> => {
+      const r = await sb.ok(['exec', c, 'ps', '-o', 'pid,ppid,comm']);
+      return r.stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f[2] !== 'ps').map((f) => f.join(' ')).sort().join('; ');
+    };
+    const before = await shape(id);
+    assert.match(before, /^1 0 sh; \d+ 1 sh; \d+ \d+ sleep$/);
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+    assert.equal(c.status, 0, c.stderr);
+    await sb.ok(['delete', id]);
+    const id2 = sb.id('tree2');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
     try {
-      const r = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), id]);
-      assert.notEqual(r.status, 0);
-      assert.match(r.stderr, /runs 2 processes/);
-      assert.equal(existsSync(join(sb.tmp, 'none', IMAGE_FILE)), false, 'a refused checkpoint left an image');
-      assert.match((await sb.ok(['state', id])).stdout, /"status": "running"/);
+      const after = await shape(id2);
+      assert.equal(after, before, 'the restored tree has other pids or parents');
+      assert.ok(await waitFor(() => readFileSync(out2, 'utf8').includes('done'), 15_000), `the restored reader printed: ${readFileSync(out2, 'utf8')}`);
+      assert.equal(readFileSync(out2, 'utf8'), 'hello\nworld\ndone\n');
     } finally {
-      await sb.rt(['delete', '--force', id]);
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('a zombie child stays a zombie and its parent reaps its exit status after the restore', async () => {
+    const script = [
+      'import os, time',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    os._exit(7)',
+      'print("forked", pid, flush=True)',
+      'time.sleep(3)',
+      '_, st = os.waitpid(pid, 0)',
+      'print("reaped", pid, os.WEXITSTATUS(st), flush=True)',
+    ].join('\n');
+    const b = await makePythonBundle({ dir: join(sb.tmp, 'zombie'), args: ['python3', '-c', script] });
+    const id = sb.id('zb');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    await start(b, id, out1);
+    assert.ok(await waitFor(() => /forked \d+/.test(readFileSync(out1, 'utf8')), 30_000));
+    const child = /forked (\d+)/.exec(readFileSync(out1, 'utf8'))![1];
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+    assert.equal(c.status, 0, c.stderr);
+    await sb.ok(['delete', id]);
+    const id2 = sb.id('zb2');
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      assert.ok(await waitFor(() => readFileSync(out2, 'utf8').includes('reaped'), 15_000), `the restored parent printed: ${readFileSync(out2, 'utf8')}`);
+      assert.equal(readFileSync(out2, 'utf8'), `reaped ${child} 7\n`);
+    } finally {
+      await sb.rt(['delete', '--force', id2]);
+    }
+  });
+
+  it('refuses what it cannot checkpoint, saying why, and leaves the container running', async () => {
+    const cases: [string, RegExp][] = [
+      ['import socket, time\na, b = socket.socketpair()\nprint("ready", flush=True)\ntime.sleep(1000)', /fd \d+ of process 1 \(socket:\[\d+\]\) .*sockets and other kernel objects are not checkpointed yet/],
+      ['import threading, time\nthreading.Thread(target=time.sleep, args=(1000,), daemon=True).start()\nprint("ready", flush=True)\ntime.sleep(1000)', /process 1 has 2 threads/],
+    ];
+    for (const [i, [script, why]] of cases.entries()) {
+      const b = await makePythonBundle({ dir: join(sb.tmp, `refuse-${i}`), args: ['python3', '-c', script] });
+      const id = sb.id('no');
+      const out = join(sb.tmp, `${id}.out`);
+      await start(b, id, out);
+      try {
+        assert.ok(await waitFor(() => readFileSync(out, 'utf8').includes('ready'), 30_000));
+        const image = join(sb.tmp, `none-${i}`);
+        const r = await sb.rt(['checkpoint', '--image-path', image, id]);
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, why);
+        assert.equal(existsSync(join(image, IMAGE_FILE)), false, 'a refused checkpoint left an image');
+        assert.match((await sb.ok(['state', id])).stdout, /"status": "running"/);
+        // and it still runs normally: a refused checkpoint let it go again
+        const e = await sb.rt(['exec', id, 'true']);
+        assert.equal(e.status, 0, e.stderr);
+      } finally {
+        await sb.rt(['delete', '--force', id]);
+      }
     }
   });
 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { IMAGE_FILE, ImageWriter, SECTION } from '../../src/checkpoint/image.js';
 import { parseMaps, xfeaturesOf } from '../../src/checkpoint/sentry/dump.js';
-import { checkLayout, parseSentryManifest, SentryImageError } from '../../src/checkpoint/sentry/manifest.js';
+import { checkLayout, checkTree, parseSentryManifest, SentryImageError } from '../../src/checkpoint/sentry/manifest.js';
 import type { SentryManifest } from '../../src/checkpoint/sentry/manifest.js';
 import { findSyscallInsn, Regs } from '../../src/checkpoint/sentry/ptrace.js';
 import { restartCall } from '../../src/checkpoint/sentry/restore.js';
@@ -26,6 +26,8 @@ function sample(): SentryManifest {
     created: '2026-11-29T00:00:00.000Z',
     host: { kernel: '6.18.0', cpuFlags: ['fpu', 'sse2'], xfeatures: '0x7' },
     level: 'balanced',
+    tree: [{ pid: 1, ppid: 0, pgid: 1, sid: 1 }],
+    pipes: [],
     fs: false,
     processes: [{
       pid: 1,
@@ -42,7 +44,7 @@ function sample(): SentryManifest {
         { start: '0x600000', end: '0x604000', perms: 'rw-p', kind: 'anon', runs: [[0, 1], [2, 1]] },
         { start: '0x7ff000000000', end: '0x7ff000002000', perms: 'r-xp', kind: 'special', name: '[vdso]', runs: [] },
       ],
-      fds: [{ fd: 0, kind: 'external', flags: 0, cloexec: false, pos: 0 }, { fd: 3, kind: 'file', path: '/count', flags: 1, cloexec: true, pos: 12 }],
+      fds: [{ fd: 0, kind: 'external', stdio: 0, flags: 0, cloexec: false, pos: 0 }, { fd: 3, kind: 'file', path: '/count', flags: 1, cloexec: true, pos: 12 }],
       cwd: '/',
       umask: 0o22,
       personality: 0,
@@ -58,7 +60,8 @@ const rejects = (edit: (m: SentryManifest) => void, field: RegExp): void => {
   edit(m);
   assert.throws(() => {
     const p = parseSentryManifest(JSON.parse(JSON.stringify(m)));
-    checkLayout(p.processes[0]!, 'manifest.processes[0]');
+    checkTree(p);
+    p.processes.forEach((x, i) => checkLayout(x, `manifest.processes[${i}]`));
   }, (e: unknown) => e instanceof SentryImageError && field.test(e.message), `expected a refusal naming ${field}`);
 };
 
@@ -78,8 +81,25 @@ describe('sentry checkpoint manifest', () => {
     rejects((m) => (m.processes[0]!.sigactions[0]!.sig = 65), /sigactions\.0\.sig/);
     rejects((m) => (m.processes[0]!.regions[1]!.perms = 'rw-s'), /regions\.1\.perms/);
     rejects((m) => ((m.processes[0] as unknown as Record<string, unknown>)['extra'] = 1), /processes\.0/);
-    rejects((m) => m.processes.push(m.processes[0]!), /processes/);
+    rejects((m) => m.processes.push(m.processes[0]!), /manifest\.processes/);
     rejects((m) => (m.processes[0]!.rlimits[0]!.resource = 99), /rlimits\.0\.resource/);
+  });
+
+  it('refuses a tree that cannot be made and fds that do not fit it', () => {
+    rejects((m) => (m.tree[0]!.pid = 2), /tree\[0\].*start with the live pid 1/);
+    rejects((m) => m.tree.push({ pid: 1, ppid: 1, pgid: 1, sid: 1 }), /tree\[1\].*only there/);
+    rejects((m) => m.tree.push({ pid: 5, ppid: 7, pgid: 1, sid: 1, zombie: 0 }), /tree\[1\].*parent 7/);
+    rejects((m) => m.tree.push({ pid: 5, ppid: 1, pgid: 1, sid: 1, zombie: 0 }, { pid: 6, ppid: 5, pgid: 1, sid: 1, zombie: 0 }), /tree\[2\].*not a live process/);
+    rejects((m) => m.tree.push({ pid: 5, ppid: 1, pgid: 1, sid: 1 }, { pid: 5, ppid: 1, pgid: 1, sid: 1 }), /tree\[2\].*twice/);
+    rejects((m) => m.tree.push({ pid: 5, ppid: 1, pgid: 1, sid: 1 }), /images for pids 1, the tree's live processes are 1, 5/);
+    rejects((m) => m.processes[0]!.fds.push({ fd: 4, kind: 'pipe', pipe: 0, end: 'r', flags: 0, cloexec: false, pos: 0 }), /fds\[2\].*pipe fd without its pipe and end/);
+    rejects((m) => m.processes[0]!.fds.push({ fd: 4, kind: 'external', flags: 0, cloexec: false, pos: 0 }), /fds\[2\].*stdio number/);
+    rejects((m) => m.pipes.push({ capacity: 4096, data: Buffer.alloc(4097).toString('base64') }), /pipes\[0\].*more than its capacity/);
+    const ok = sample();
+    ok.tree.push({ pid: 9, ppid: 1, pgid: 1, sid: 1, zombie: 256 });
+    ok.pipes.push({ capacity: 65536, data: Buffer.from('hi').toString('base64') });
+    ok.processes[0]!.fds.push({ fd: 5, kind: 'pipe', pipe: 0, end: 'w', flags: 1, cloexec: false, pos: 0 });
+    checkTree(parseSentryManifest(JSON.parse(JSON.stringify(ok))));
   });
 
   it('refuses a layout that is unaligned, overlapping, outside user space or with runs outside their region', () => {

@@ -15,6 +15,7 @@ import { compileSeccomp, isSeccompDisabled } from '../../seccomp/index.js';
 import type { Logger } from '../../util/log.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
 import { PlanWriter, Tag } from './planfmt.js';
+import type { Field } from './planfmt.js';
 
 /** clone(2) flag of each namespace type. */
 export const NS_FLAG: Record<NamespaceType, number> = {
@@ -251,6 +252,11 @@ function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: stri
     w.add(Tag.SECCOMP_LISTENER, { str: jail.socket }, { str: '' });
     w.add(Tag.SENTRY_FILTER, { u32: 0 }, { bytes: jail.filter });
     if (jail.restoreStop) w.add(Tag.RESTORE_STOP);
+    const t = jail.restoreTree;
+    if (t) {
+      const nodes = t.processes.flatMap((n): Field[] => [n.pid, n.ppid, n.pgid, n.sid, n.zombie === undefined ? 0 : 1, n.zombie ?? 0].map((u32) => ({ u32 })));
+      w.add(Tag.RESTORE_TREE, { u32: t.processes.length }, ...nodes, { u32: t.pipes });
+    }
   }
   const profile = spec.linux?.seccomp;
   if (!profile || isSeccompDisabled(profile)) return;

@@ -47,6 +47,7 @@ export const Tag = {
   SECCOMP_LISTENER: 54,
   SENTRY_FILTER: 55,
   RESTORE_STOP: 56,
+  RESTORE_TREE: 57,
 } as const;
 
 /** One field of a record payload. */

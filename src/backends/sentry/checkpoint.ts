@@ -9,11 +9,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
-import { CheckpointRefused, captureProcess, hostInfo, pagesOf } from '../../checkpoint/sentry/dump.js';
-import { checkLayout, PAGE, parseSentryManifest, SentryImageError } from '../../checkpoint/sentry/manifest.js';
+import { CheckpointRefused, captureProcess, capturePipes, FdContext, hostInfo, pagesOf, seizeTree } from '../../checkpoint/sentry/dump.js';
+import { checkLayout, checkTree, PAGE, parseSentryManifest, SentryImageError } from '../../checkpoint/sentry/manifest.js';
 import type { SentryManifest } from '../../checkpoint/sentry/manifest.js';
-import { Tracee } from '../../checkpoint/sentry/ptrace.js';
-import { descendants } from '../../container/proc.js';
 import type { ContainerRecord } from '../../container/store.js';
 import type { CheckpointRequest } from '../backend.js';
 
@@ -36,32 +34,36 @@ function tar(args: string[], stdin: 'pipe' | 'ignore'): { proc: ReturnType<typeo
 export async function checkpointSentry(rec: ContainerRecord, dir: string, req: CheckpointRequest, level: string): Promise<void> {
   if (rec.spec.process?.terminal) throw new CheckpointRefused(rec.id, 'a container with a terminal is not checkpointed yet');
   if (level !== 'strict' && level !== 'balanced') throw new CheckpointRefused(rec.id, `sentry level ${level} is not checkpointed`);
-  const pids = descendants(rec.pid);
-  if (pids.length > 1) throw new CheckpointRefused(rec.id, `it runs ${pids.length} processes: the sentry checkpointer restores a single process for now`);
   const upper = join(dir, 'upper');
   const fs = existsSync(upper);
-  mkdirSync(req.imagePath, { recursive: true, mode: 0o700 });
-  const t = Tracee.seize(rec.pid);
-  const regs = t.getRegs();
+  const tree = seizeTree(rec.id, rec.pid);
+  const live = tree.filter((f) => f.tracee !== undefined);
   let writer: ImageWriter | undefined;
+  let ok = false;
   try {
-    const proc = captureProcess(rec.id, rec.pid, 1, t, regs);
+    const ctx = new FdContext(rec.pid);
+    const processes = live.map((f) => captureProcess(rec.id, f.host, f.node.pid, f.tracee!, f.regs!, ctx));
     const manifest: SentryManifest = {
       kind: 'moat-checkpoint',
       version: 1,
       backend: 'sentry',
       id: rec.id,
       created: new Date().toISOString(),
-      host: hostInfo(Buffer.from(proc.xstate, 'base64')),
+      host: hostInfo(Buffer.from(processes[0]!.xstate, 'base64')),
       level,
+      tree: tree.map((f) => f.node),
+      pipes: capturePipes(ctx),
       fs,
-      processes: [proc],
+      processes,
       spec: rec.spec as unknown as Record<string, unknown>,
     };
+    mkdirSync(req.imagePath, { recursive: true, mode: 0o700 });
     writer = await ImageWriter.create(join(req.imagePath, IMAGE_FILE));
-    await writer.addSection(SECTION.SENTRY_PAGES, pagesOf(t, proc));
+    await writer.addSection(SECTION.SENTRY_PAGES, (async function* () {
+      for (const [i, p] of processes.entries()) yield* pagesOf(live[i]!.tracee!, p);
+    })());
     if (fs) {
-      // the process is stopped: the files it wrote are as it left them
+      // the processes are stopped: the files they wrote are as they left them
       const { proc: p, done } = tar(['-C', upper, '-cf', '-', '.'], 'ignore');
       const failed = done.then(() => undefined, (e: unknown) => e);
       await writer.addSection(SECTION.SENTRY_FS, p.stdout as Readable);
@@ -70,17 +72,23 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
     }
     await writer.addSection(SECTION.MANIFEST, Buffer.from(JSON.stringify(manifest)));
     await writer.finish();
+    ok = true;
   } catch (e) {
     await writer?.abort();
-    t.setRegs(regs);
-    t.detach();
     throw e;
-  }
-  if (req.leaveRunning) {
-    t.setRegs(regs);
-    t.detach();
-  } else {
-    t.kill();
+  } finally {
+    for (const f of live) {
+      if (ok && !req.leaveRunning) {
+        f.tracee!.kill();
+        continue;
+      }
+      try {
+        f.tracee!.setRegs(f.regs!);
+        f.tracee!.detach();
+      } catch {
+        // it died meanwhile
+      }
+    }
   }
 }
 
@@ -104,7 +112,8 @@ export async function openSentryImage(imagePath: string): Promise<SentryImage> {
       throw e;
     }
     const manifest = parseSentryManifest(raw);
-    const pages = checkLayout(manifest.processes[0]!, 'manifest.processes[0]');
+    checkTree(manifest);
+    const pages = manifest.processes.reduce((n, p, i) => n + checkLayout(p, `manifest.processes[${i}]`), 0);
     const ps = reader.section(SECTION.SENTRY_PAGES);
     if (!ps) throw new SentryImageError('image', 'no SENTRY_PAGES section');
     if (ps.length !== pages * PAGE) throw new SentryImageError('SENTRY_PAGES', `${ps.length} bytes, but the manifest lists ${pages} pages (${pages * PAGE} bytes)`);

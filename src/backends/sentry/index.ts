@@ -22,7 +22,7 @@ import { buildSentryFilter } from './filter.js';
 import { checkpointSentry, openSentryImage, restoreUpper } from './checkpoint.js';
 import { SECTION } from '../../checkpoint/image.js';
 import { CheckpointRefused } from '../../checkpoint/sentry/dump.js';
-import { restoreProcess } from '../../checkpoint/sentry/restore.js';
+import { restoreTree } from '../../checkpoint/sentry/restore.js';
 import { parsePolicy } from './netpolicy.js';
 import type { SentryProcessConfig } from './main.js';
 import type { SandboxLimits, SentryLevel } from './types.js';
@@ -273,11 +273,11 @@ async function create(req: CreateRequest): Promise<Created> {
     }
     const paused = req.restore.paused === true;
     // the process is restored while the sentry still starts: the notify fd waits in its backlog
-    const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, async (c) => {
+    const tree = { processes: img.manifest.tree, pipes: img.manifest.pipes.length };
+    const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, tree, async (c) => {
       await containerBackend.start({ id: req.id, pid: c.pid, pidStartTime: c.pidStartTime } as ContainerRecord, req.dir);
       trace('restore: the new init is at its restore point');
-      const p = img.manifest.processes[0]!;
-      await restoreProcess(img.manifest, p, img.reader, img.reader.section(SECTION.SENTRY_PAGES)!, { pid: c.pid, filter: buildSentryFilter(level), socket: join(req.dir, 'sentry.sock') }, paused);
+      await restoreTree(img.manifest, img.reader, img.reader.section(SECTION.SENTRY_PAGES)!, { pid: c.pid, filter: buildSentryFilter(level), socket: join(req.dir, 'sentry.sock') }, paused);
       // a snapshot's container is restored but stopped: it looks created until `start` (SIGCONT)
       if (paused) writeFileSync(join(req.dir, 'exec.fifo'), '', { mode: 0o600 });
       trace('restore: process restored');
@@ -292,7 +292,7 @@ async function create(req: CreateRequest): Promise<Created> {
  * Creates a sentry container. With `restore`, the init stops for the checkpointer instead of
  * exec'ing, and `restore` runs once it is created, before the sentry is waited for.
  */
-async function createFresh(req: CreateRequest, restore?: (created: Created) => Promise<void>): Promise<Created> {
+async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'], restore?: (created: Created) => Promise<void>): Promise<Created> {
   const restoreStop = restore !== undefined;
   const spec = sentrySpec(req.spec);
   const level = chooseLevel(req.sentry?.level, req.spec);
@@ -318,6 +318,7 @@ async function createFresh(req: CreateRequest, restore?: (created: Created) => P
     filter: buildSentryFilter(level),
     socket,
     ...(restoreStop ? { restoreStop } : {}),
+    ...(tree ? { restoreTree: tree } : {}),
     ...(req.embedded ? {} : { overlay: { upper: join(req.dir, 'upper'), work: join(req.dir, 'work'), merged: join(req.dir, 'merged') } }),
   };
   let created: Created;

@@ -10,7 +10,8 @@
 import { openSync, closeSync, readFileSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { MoatError } from '../../errors.js';
-import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
+import { descendants } from '../../container/proc.js';
+import { findSyscallInsn, peekPipe, Regs, Tracee } from './ptrace.js';
 import { PAGE, SPECIAL, toHex } from './manifest.js';
 import type { FdImage, ProcessImage, RegionImage, SentryManifest } from './manifest.js';
 
@@ -123,8 +124,40 @@ function mountIds(pid: number): Set<number> {
   return new Set(readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split(' ')[0])));
 }
 
-/** The fds of `pid`: files inside the container by path; stdio from outside as `external`; anything else refused. */
-function captureFds(id: string, pid: number): FdImage[] {
+/**
+ * What the fds of the whole tree are checked against: the init's stdio from outside (by device
+ * and inode), and the pipes found so far (by inode) with a read end to take their data from.
+ */
+export class FdContext {
+  readonly external = new Map<string, number>();
+  /** The object of each of the init's fds 0 to 2 from outside ("dev:ino"), by fd. */
+  readonly stdio: (string | undefined)[] = [];
+  readonly pipes = new Map<number, { index: number; reader?: { pid: number; fd: number } }>();
+
+  /** Records the init's fds 0 to 2 that come from outside the container. */
+  constructor(init: number) {
+    const own = mountIds(init);
+    for (let fd = 0; fd <= 2; fd++) {
+      try {
+        const link = readlinkSync(`/proc/${init}/fd/${fd}`);
+        const mnt = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(`/proc/${init}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
+        if (link.startsWith('/') && own.has(mnt)) continue;
+        const st = statSync(`/proc/${init}/fd/${fd}`);
+        const key = `${st.dev}:${st.ino}`;
+        this.stdio[fd] = key;
+        if (!this.external.has(key)) this.external.set(key, fd);
+      } catch {
+        // no such fd
+      }
+    }
+  }
+}
+
+/**
+ * The fds of `pid`: files inside the container by path, the init's stdio from outside as
+ * `external`, pipes of the tree by number; anything else refused.
+ */
+function captureFds(id: string, pid: number, nsPid: number, ctx: FdContext): FdImage[] {
   const own = mountIds(pid);
   const out: FdImage[] = [];
   for (const name of readdirSync(`/proc/${pid}/fd`)) {
@@ -139,23 +172,50 @@ function captureFds(id: string, pid: number): FdImage[] {
     }
     const field = (k: string): string => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(info)?.[1] ?? '0';
     const rawFlags = parseInt(field('flags'), 8);
+    const base = { fd, flags: rawFlags & ~O_CLOEXEC, cloexec: (rawFlags & O_CLOEXEC) !== 0 };
     const mnt = Number(field('mnt_id'));
-    const inside = link.startsWith('/') && own.has(mnt);
-    if (!inside) {
-      if (fd <= 2) {
-        out.push({ fd, kind: 'external', flags: rawFlags & ~O_CLOEXEC, cloexec: (rawFlags & O_CLOEXEC) !== 0, pos: 0 });
-        continue;
-      }
-      throw new CheckpointRefused(id, `fd ${fd} (${link}) is not a file inside the container: pipes, sockets and other kernel objects are not checkpointed yet`);
+    if (link.startsWith('/') && own.has(mnt)) {
+      if (link.endsWith(' (deleted)')) throw new CheckpointRefused(id, `fd ${fd} of process ${nsPid} is a deleted file (${link})`);
+      const st = statSync(`/proc/${pid}/fd/${fd}`);
+      if (!st.isFile() && !st.isDirectory() && !st.isCharacterDevice()) throw new CheckpointRefused(id, `fd ${fd} of process ${nsPid} (${link}) is neither a file, a directory nor a device`);
+      out.push({ ...base, kind: 'file', path: link, pos: st.isFile() ? Number(field('pos')) : 0 });
+      continue;
     }
-    if (link.endsWith(' (deleted)')) throw new CheckpointRefused(id, `fd ${fd} is a deleted file (${link})`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
-    if (!st.isFile() && !st.isDirectory() && !st.isCharacterDevice()) throw new CheckpointRefused(id, `fd ${fd} (${link}) is neither a file, a directory nor a device`);
-    out.push({ fd, kind: 'file', path: link, flags: rawFlags & ~O_CLOEXEC, cloexec: (rawFlags & O_CLOEXEC) !== 0, pos: st.isFile() ? Number(field('pos')) : 0 });
+    const key = `${st.dev}:${st.ino}`;
+    // the same number where it is the same object (stdout and stderr may be one file)
+    const stdio = fd <= 2 && ctx.stdio[fd] === key ? fd : ctx.external.get(key);
+    if (stdio !== undefined) {
+      out.push({ ...base, kind: 'external', stdio, pos: 0 });
+      continue;
+    }
+    const pipe = /^pipe:\[(\d+)\]$/.exec(link);
+    if (pipe) {
+      const ino = Number(pipe[1]);
+      let entry = ctx.pipes.get(ino);
+      if (!entry) ctx.pipes.set(ino, (entry = { index: ctx.pipes.size }));
+      const end = (rawFlags & 3) === 0 ? 'r' : 'w';
+      if (end === 'r') entry.reader ??= { pid, fd };
+      out.push({ ...base, kind: 'pipe', pipe: entry.index, end, pos: 0 });
+      continue;
+    }
+    throw new CheckpointRefused(id, `fd ${fd} of process ${nsPid} (${link}) is not a file inside the container, its stdio or a pipe: sockets and other kernel objects are not checkpointed yet`);
   }
   return out.sort((a, b) => a.fd - b.fd);
 }
 
+/** The bytes in each pipe of `ctx` (read without taking them, with tee(2)) and its capacity. */
+export function capturePipes(ctx: FdContext): SentryManifest['pipes'] {
+  const out: SentryManifest['pipes'] = [];
+  for (const [, p] of [...ctx.pipes].sort((a, b) => a[1].index - b[1].index)) {
+    if (!p.reader) {
+      out.push({ capacity: 65536, data: '' });
+      continue;
+    }
+    out.push(peekPipe(p.reader.pid, p.reader.fd));
+  }
+  return out;
+}
 /** The fields of /proc/PID/stat after the command name (index 0 is field 3, the state). */
 function statFields(pid: number): string[] {
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -163,7 +223,7 @@ function statFields(pid: number): string[] {
 }
 
 /** The process `pid` (seized as `t`): everything a restore needs but its pages. */
-export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee, regs: Regs): ProcessImage {
+export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee, regs: Regs, ctx: FdContext): ProcessImage {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const line = (k: string): string => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
   if (Number(line('Threads')) !== 1) throw new CheckpointRefused(id, `process ${nsPid} has ${line('Threads')} threads: multi-threaded processes are not checkpointed yet`);
@@ -175,7 +235,7 @@ export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee
     // no CONFIG_CHECKPOINT_RESTORE: nothing to check
   }
   if (timers.trim() !== '') throw new CheckpointRefused(id, `process ${nsPid} has POSIX timers: they are not checkpointed yet`);
-  const fds = captureFds(id, pid);
+  const fds = captureFds(id, pid, nsPid, ctx);
 
   // calls injected on the vDSO's own syscall instruction; their scratch memory is below the
   // stack's red zone, where nothing live can be
@@ -239,5 +299,74 @@ export async function* pagesOf(t: Tracee, p: ProcessImage): AsyncIterable<Buffer
         yield t.read(start + BigInt((first + i) * PAGE), n * PAGE);
       }
     }
+  }
+}
+
+/** A process of the tree as the checkpointer found it. */
+export interface FoundProcess {
+  host: number;
+  node: SentryManifest['tree'][number];
+  /** The seized process (absent for a zombie). */
+  tracee?: Tracee;
+  regs?: Regs;
+}
+
+/** The innermost value of a /proc/PID/status line listing one value per pid namespace (NSpid, NSpgid, NSsid). */
+function nsField(status: string, key: string): number {
+  const v = new RegExp(`^${key}:\\s*(.*)$`, 'm').exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+  return Number(v.at(-1) ?? 0);
+}
+
+/**
+ * Seizes every process of the tree under `init` (listing again until a pass finds no new one:
+ * a process stopped cannot fork, so this ends), and records each one's place: pid, parent,
+ * process group and session in the container, or a zombie's wait status. Threads are refused.
+ * On failure everything seized so far is let go again.
+ */
+export function seizeTree(id: string, init: number): FoundProcess[] {
+  const found = new Map<number, FoundProcess>();
+  try {
+    for (let pass = 0; ; pass++) {
+      const fresh = descendants(init).filter((p) => !found.has(p));
+      if (fresh.length === 0) break;
+      if (pass > 64) throw new CheckpointRefused(id, 'its processes keep forking faster than they can be stopped');
+      for (const host of fresh) {
+        let status: string;
+        try {
+          status = readFileSync(`/proc/${host}/status`, 'utf8');
+        } catch {
+          continue; // gone (reaped) meanwhile
+        }
+        const zombie = /^State:\s*Z/m.test(status);
+        const node = { pid: nsField(status, 'NSpid'), ppid: 0, pgid: nsField(status, 'NSpgid'), sid: nsField(status, 'NSsid') };
+        if (zombie) {
+          const exit = Number(statFields(host)[49] ?? 0);
+          found.set(host, { host, node: { ...node, zombie: exit } });
+          continue;
+        }
+        const tracee = Tracee.seize(host);
+        found.set(host, { host, node, tracee, regs: tracee.getRegs() });
+      }
+    }
+    // parents: host ppid -> container pid (the init's parent is outside: 0)
+    const nsOf = new Map([...found.values()].map((f) => [f.host, f.node.pid]));
+    for (const f of found.values()) {
+      const ppid = f.host === init ? 0 : Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${f.host}/status`, 'utf8'))?.[1] ?? 0);
+      f.node.ppid = f.host === init ? 0 : nsOf.get(ppid) ?? -1;
+      if (f.node.ppid < 0) throw new CheckpointRefused(id, `process ${f.node.pid}'s parent is outside the container`);
+      const threads = readdirSync(`/proc/${f.host}/task`).length;
+      if (!f.node.zombie && f.tracee && threads !== 1) throw new CheckpointRefused(id, `process ${f.node.pid} has ${threads} threads: multi-threaded processes are not checkpointed yet`);
+    }
+    // parents before children (descendants() lists breadth-first, and so does this)
+    return descendants(init).map((p) => found.get(p)).filter((f): f is FoundProcess => f !== undefined);
+  } catch (e) {
+    for (const f of found.values()) {
+      try {
+        f.tracee?.detach();
+      } catch {
+        // gone
+      }
+    }
+    throw e;
   }
 }

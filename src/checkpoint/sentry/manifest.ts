@@ -41,9 +41,15 @@ const region = z.object({
 
 const fdEntry = z.object({
   fd: z.number().int().min(0).max((1 << 20) - 1),
-  /** external: one of the container's stdio fds from outside (it gets the restoring runtime's). */
-  kind: z.enum(['file', 'external']),
+  /**
+   * file: reopened by path inside the container; external: the init's stdio from outside (fd
+   * `stdio` of the restoring runtime); pipe: end `end` of the tree's pipe number `pipe`.
+   */
+  kind: z.enum(['file', 'external', 'pipe']),
   path: path.optional(),
+  stdio: z.number().int().min(0).max(2).optional(),
+  pipe: z.number().int().min(0).max(511).optional(),
+  end: z.enum(['r', 'w']).optional(),
   /** open(2) flags as fdinfo shows them (O_CLOEXEC apart). */
   flags: z.number().int().nonnegative(),
   cloexec: z.boolean(),
@@ -98,9 +104,20 @@ const manifest = z.object({
     xfeatures: hex,
   }).strict(),
   level: z.enum(['strict', 'balanced']),
+  /** Every process of the container (pids in its pid namespace), parents before children; zombies with their wait status. */
+  tree: z.array(z.object({
+    pid: z.number().int().min(1).max(4194304),
+    ppid: z.number().int().min(0).max(4194304),
+    /** 0: a group or session from outside the container (kept as inherited). */
+    pgid: z.number().int().min(0).max(4194304),
+    sid: z.number().int().min(0).max(4194304),
+    zombie: z.number().int().min(0).max(0xffff).optional(),
+  }).strict()).min(1).max(4096),
+  /** The pipes between processes of the tree: capacity and the bytes in them. */
+  pipes: z.array(z.object({ capacity: z.number().int().min(4096).max(1 << 20), data: z.string().max(1_400_000) }).strict()).max(512),
   /** Whether a SENTRY_FS section holds the overlay's upper layer. */
   fs: z.boolean(),
-  processes: z.array(processImage).min(1).max(1),
+  processes: z.array(processImage).min(1).max(4096),
   spec: z.record(z.string(), z.unknown()),
 }).strict();
 
@@ -112,6 +129,33 @@ export type FdImage = z.infer<typeof fdEntry>;
 export type ProcessImage = z.infer<typeof processImage>;
 /** The MANIFEST section of a sentry checkpoint. */
 export type SentryManifest = z.infer<typeof manifest>;
+
+/**
+ * Checks the tree and the fds against it: pid 1 first, unique pids, every parent a live
+ * process listed before its child, one process image per live process, fds of a kind with
+ * their fields (a pipe that exists, a stdio number, an absolute path).
+ */
+export function checkTree(m: SentryManifest): void {
+  const seen = new Map<number, boolean>();
+  m.tree.forEach((n, i) => {
+    const at = `manifest.tree[${i}]`;
+    if (i === 0 ? n.pid !== 1 || n.ppid !== 0 || n.zombie !== undefined : n.pid === 1) throw new SentryImageError(at, 'the tree must start with the live pid 1, and only there');
+    if (seen.has(n.pid)) throw new SentryImageError(at, `pid ${n.pid} appears twice`);
+    if (i > 0 && seen.get(n.ppid) !== true) throw new SentryImageError(at, `the parent ${n.ppid} of pid ${n.pid} is not a live process listed before it`);
+    seen.set(n.pid, n.zombie === undefined);
+  });
+  const live = [...seen].filter(([, l]) => l).map(([p]) => p).sort((a, b) => a - b);
+  const imaged = m.processes.map((p) => p.pid).sort((a, b) => a - b);
+  if (live.join() !== imaged.join()) throw new SentryImageError('manifest.processes', `images for pids ${imaged.join(', ')}, the tree's live processes are ${live.join(', ')}`);
+  m.processes.forEach((p, i) => p.fds.forEach((f, j) => {
+    const at = `manifest.processes[${i}].fds[${j}]`;
+    const ok = f.kind === 'file' ? f.path !== undefined : f.kind === 'external' ? f.stdio !== undefined : f.pipe !== undefined && f.pipe < m.pipes.length && f.end !== undefined;
+    if (!ok) throw new SentryImageError(at, `a ${f.kind} fd without its ${f.kind === 'file' ? 'path' : f.kind === 'external' ? 'stdio number' : 'pipe and end'}`);
+  }));
+  m.pipes.forEach((pp, i) => {
+    if (Buffer.from(pp.data, 'base64').length > pp.capacity) throw new SentryImageError(`manifest.pipes[${i}]`, 'holds more than its capacity');
+  });
+}
 
 /** `0x...` of a bigint. */
 export const toHex = (v: bigint): string => `0x${v.toString(16)}`;

@@ -8,6 +8,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { MoatError } from '../../errors.js';
 import { loadKoffi } from '../../sys/koffi.js';
+import * as k from '../../sys/kernel.js';
 
 /** A ptrace operation on a workload process failed. */
 export class PtraceError extends MoatError {
@@ -59,6 +60,7 @@ interface Ptrace {
   waitpid(pid: number, status: Buffer, options: number): number;
   prlimit(pid: number, res: number, neu: Buffer | null, old: Buffer | null): number;
   robust(nr: number, pid: number, head: Buffer, len: Buffer): number | bigint;
+  tee(fin: number, fout: number, len: number, flags: number): number | bigint;
   errno(): number;
   strerror(e: number): string;
 }
@@ -82,6 +84,7 @@ function load(): Ptrace {
     waitpid: c.func('int waitpid(int pid, _Out_ uint8_t *status, int options)') as Ptrace['waitpid'],
     prlimit: c.func('int prlimit(int pid, int res, const uint8_t *neu, _Out_ uint8_t *old)') as Ptrace['prlimit'],
     robust: c.func('long syscall(long nr, long pid, _Out_ uint8_t *head, _Out_ uint8_t *len)') as Ptrace['robust'],
+    tee: c.func('long tee(int fin, int fout, size_t len, unsigned int flags)') as Ptrace['tee'],
     errno: () => koffi.errno(),
     strerror: c.func('const char *strerror(int e)') as Ptrace['strerror'],
   };
@@ -358,4 +361,45 @@ export class Tracee {
 export function findSyscallInsn(code: Buffer, base: bigint): bigint {
   for (let i = 0; i + 1 < code.length; i++) if (code[i] === 0x0f && code[i + 1] === 0x05) return base + BigInt(i);
   return 0n;
+}
+
+const F_GETPIPE_SZ = 1032;
+const F_SETPIPE_SZ = 1031;
+const SPLICE_F_NONBLOCK = 2;
+
+/**
+ * The bytes waiting in the pipe whose read end is fd `fd` of process `pid`, and its capacity,
+ * without taking them: the end is copied out with pidfd_getfd and the data duplicated into a
+ * pipe of this process with tee(2).
+ */
+export function peekPipe(pid: number, fd: number): { capacity: number; data: string } {
+  const pidfd = k.pidfdOpen(pid);
+  if (pidfd < 0) throw new PtraceError(pid, `pidfd_open: errno ${-pidfd}`);
+  const r = k.pidfdGetfd(pidfd, fd);
+  k.close(pidfd);
+  if (r < 0) throw new PtraceError(pid, `taking pipe end ${fd}: errno ${-r}`);
+  const mine = k.pipe2(k.O.CLOEXEC | k.O.NONBLOCK);
+  if (typeof mine === 'number') {
+    k.close(r);
+    throw new PtraceError(pid, `pipe2: errno ${-mine}`);
+  }
+  try {
+    const capacity = k.fcntl(r, F_GETPIPE_SZ);
+    k.fcntl(mine[1], F_SETPIPE_SZ, capacity);
+    const n = Number(load().tee(r, mine[1], capacity, SPLICE_F_NONBLOCK));
+    const errno = n < 0 ? load().errno() : 0;
+    if (n < 0 && errno !== 11) throw new PtraceError(pid, `tee of pipe end ${fd}: ${load().strerror(errno)}`);
+    const data = Buffer.alloc(Math.max(n, 0));
+    let got = 0;
+    while (got < data.length) {
+      const m = k.read(mine[0], data.subarray(got), data.length - got);
+      if (m <= 0) break;
+      got += m;
+    }
+    return { capacity, data: data.subarray(0, got).toString('base64') };
+  } finally {
+    k.close(r);
+    k.close(mine[0]);
+    k.close(mine[1]);
+  }
 }

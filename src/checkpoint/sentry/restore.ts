@@ -18,7 +18,7 @@
  *
  * Any failure leaves the half-made process to be killed by the caller.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { release } from 'node:os';
 import type { ImageReader, SectionInfo } from '../image.js';
@@ -28,11 +28,17 @@ import { PAGE, SentryImageError, SPECIAL, TASK_SIZE } from './manifest.js';
 import type { ProcessImage, SentryManifest } from './manifest.js';
 import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
 import { trace } from '../../util/log.js';
+import { descendants, isAlive, procStat } from '../../container/proc.js';
+import * as k from '../../sys/kernel.js';
 
 const NR = {
   mmap: 9, munmap: 11, mremap: 25, rt_sigaction: 13, close: 3, lseek: 8, dup3: 292, openat: 257, chdir: 80,
-  umask: 95, personality: 135, prctl: 157, rseq: 334, set_robust_list: 273, seccomp: 317,
+  umask: 95, personality: 135, prctl: 157, rseq: 334, set_robust_list: 273, seccomp: 317, fcntl: 72, close_range: 436,
 } as const;
+const F_DUPFD_CLOEXEC = 1030;
+const F_SETFL = 4;
+const F_SETPIPE_SZ = 1031;
+const RLIMIT_NOFILE = 7;
 const PROT = { r: 1, w: 2, x: 4 } as const;
 const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
@@ -118,41 +124,153 @@ async function seizeStub(pid: number): Promise<Tracee> {
     const t = Tracee.seize(pid);
     if (t.getRegs().signed('orig_rax') === 34n) return t; // pause
     t.detach();
-    if (Date.now() > deadline) throw new SentryImageError('restore', `the new container's init (pid ${pid}) did not reach its restore point within 10 s`);
+    if (Date.now() > deadline) throw new SentryImageError('restore', `the new container's process ${pid} did not reach its restore point within 10 s`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** The pid of host process `hostPid` in its innermost pid namespace (NSpid), or -1. */
+function nsPidOf(hostPid: number): number {
+  try {
+    const line = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, 'utf8'))?.[1] ?? '';
+    return Number(line.trim().split(/\s+/).at(-1) ?? -1);
+  } catch {
+    return -1;
+  }
+}
+
+/** Where each process of the new tree runs on the host: container pid -> host pid, once all are there. */
+async function findTree(m: SentryManifest, init: number): Promise<Map<number, number>> {
+  const want = m.tree.filter((n) => n.zombie === undefined).map((n) => n.pid);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const found = new Map<number, number>();
+    for (const host of descendants(init)) found.set(nsPidOf(host), host);
+    if (want.every((p) => found.has(p))) return found;
+    if (!isAlive(init, procStat(init)?.startTime ?? '')) throw new SentryImageError('restore', 'the new container\'s init ended');
+    if (Date.now() > deadline) throw new SentryImageError('restore', `processes ${want.filter((p) => !found.has(p)).join(', ')} of the tree did not appear within 10 s`);
     await new Promise((r) => setTimeout(r, 2));
   }
 }
 
 /**
- * Turns the stopped init `target.pid` into process `p` of manifest `m`, writing the saved
- * pages from `pages` (a verified stream of the SENTRY_PAGES section), and lets it run (or, with
- * `stopped`, leaves it in a group stop).
+ * The pipes moat-init made for the tree: pipes of which the init holds both ends (other pipe
+ * fds it may hold, such as its plan's read end, have their other end elsewhere), in the order
+ * it made them (by fd).
  */
-export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader: ImageReader, pages: SectionInfo, target: RestoreTarget, stopped = false): Promise<void> {
-  const t = await seizeStub(target.pid);
-  trace('restore: seized');
-  let detached = false;
-  try {
-    const stubX = t.getXstate();
-    checkHost(m, stubX);
-    const savedX = Buffer.from(p.xstate, 'base64');
-    if (savedX.length !== stubX.length) throw new SentryImageError('processes[0].xstate', `${savedX.length} bytes, this host's FPU state has ${stubX.length}`);
-    const status = readFileSync(`/proc/${target.pid}/status`, 'utf8');
-    const id = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? -1);
-    if (id('Uid') !== p.creds.uid || id('Gid') !== p.creds.gid) {
-      throw new SentryImageError('processes[0].creds', `the process ran as ${p.creds.uid}:${p.creds.gid}, the spec's user is ${id('Uid')}:${id('Gid')}`);
+function stubPipes(pid: number, count: number): { r: number; w: number }[] {
+  const byInode = new Map<string, { r?: number; w?: number }>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => n > 2)) {
+    let link: string;
+    let flags: number;
+    try {
+      link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      flags = parseInt(/^flags:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '0', 8);
+    } catch {
+      continue;
     }
-    const stubMaps = parseMaps(readFileSync(`/proc/${target.pid}/maps`, 'utf8'));
+    if (!link.startsWith('pipe:')) continue;
+    const e = byInode.get(link) ?? {};
+    if ((flags & 3) === 0) e.r ??= fd;
+    else e.w ??= fd;
+    byInode.set(link, e);
+  }
+  const out = [...byInode.values()].filter((e): e is { r: number; w: number } => e.r !== undefined && e.w !== undefined).sort((a, b) => a.r - b.r);
+  if (out.length !== count) throw new SentryImageError('restore', `the new init holds ${out.length} pipes of its own, ${count} expected`);
+  return out;
+}
+
+/**
+ * Restores the whole checkpointed tree into the new container whose init (moat-init under
+ * T_RESTORE_STOP and T_RESTORE_TREE, host pid `target.pid`) made every process and pipe of it:
+ * each process is seized, its memory rebuilt, the pages streamed in (only once the whole
+ * SENTRY_PAGES section matched its SHA-256 does anything run), its state and fds restored and
+ * the sentry's filter loaded; then all go on together (or, with `stopped`, stay in a group stop).
+ */
+export async function restoreTree(m: SentryManifest, reader: ImageReader, pages: SectionInfo, target: RestoreTarget, stopped = false): Promise<void> {
+  const hosts = await findTree(m, target.pid);
+  const pipes = stubPipes(target.pid, m.pipes.length);
+  const restorers: ProcessRestorer[] = [];
+  let done = false;
+  try {
+    for (const p of m.processes) {
+      const host = hosts.get(p.pid)!;
+      restorers.push(new ProcessRestorer(m, p, host, await seizeStub(host), target));
+    }
+    trace('restore: seized');
+    // pipe contents, through the init's write ends (every process holds all of them yet)
+    m.pipes.forEach((pipe, i) => {
+      const data = Buffer.from(pipe.data, 'base64');
+      if (data.length > 0 || pipe.capacity !== 65536) fillPipe(target.pid, pipes[i]!.w, pipe.capacity, data);
+    });
+    for (const r of restorers) r.rebuildMemory();
+    trace('restore: regions mapped');
+    await writePages(restorers, reader, pages);
+    trace('restore: pages written');
+    for (const r of restorers) r.restoreState(pipes);
+    trace('restore: process state set');
+    for (const r of restorers) await r.seal();
+    for (const r of restorers) r.release(stopped);
+    done = true;
+  } finally {
+    if (!done) for (const r of restorers) r.tracee.kill();
+  }
+}
+
+/** Writes `data` into the pipe whose write end is fd `fd` of `pid` (sized to `capacity` first). */
+function fillPipe(pid: number, fd: number, capacity: number, data: Buffer): void {
+  const pidfd = k.pidfdOpen(pid);
+  if (pidfd < 0) throw new SentryImageError('restore', `pidfd_open(${pid}): errno ${-pidfd}`);
+  const w = k.pidfdGetfd(pidfd, fd);
+  k.close(pidfd);
+  if (w < 0) throw new SentryImageError('restore', `taking pipe end ${fd} of ${pid}: errno ${-w}`);
+  try {
+    if (k.fcntl(w, F_SETPIPE_SZ, capacity) < 0) throw new SentryImageError('pipes', `cannot size a pipe to ${capacity} bytes`);
+    if (data.length > 0 && k.write(w, data, data.length) !== data.length) throw new SentryImageError('pipes', `cannot refill a pipe with ${data.length} bytes`);
+  } finally {
+    k.close(w);
+  }
+}
+
+/** One process of the tree being restored: the seized stage it becomes. */
+class ProcessRestorer {
+  private scratch = 0n;
+  private savedX = Buffer.alloc(0);
+  private readonly where: string;
+
+  constructor(
+    private readonly m: SentryManifest,
+    private readonly p: ProcessImage,
+    private readonly host: number,
+    readonly tracee: Tracee,
+    private readonly target: RestoreTarget,
+  ) {
+    this.where = `processes[${m.processes.indexOf(p)}]`;
+  }
+
+  /** Checks the host, clears the stage out and maps every region of the process. */
+  rebuildMemory(): void {
+    const { p, tracee: t, host } = this;
+    const stubX = t.getXstate();
+    checkHost(this.m, stubX);
+    this.savedX = Buffer.from(p.xstate, 'base64');
+    if (this.savedX.length !== stubX.length) throw new SentryImageError(`${this.where}.xstate`, `${this.savedX.length} bytes, this host's FPU state has ${stubX.length}`);
+    const status = readFileSync(`/proc/${host}/status`, 'utf8');
+    const id = (key: string): number => Number(new RegExp(`^${key}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? -1);
+    if (id('Uid') !== p.creds.uid || id('Gid') !== p.creds.gid) {
+      throw new SentryImageError(`${this.where}.creds`, `the process ran as ${p.creds.uid}:${p.creds.gid}, the spec's user is ${id('Uid')}:${id('Gid')}`);
+    }
+    const stubMaps = parseMaps(readFileSync(`/proc/${host}/maps`, 'utf8'));
     const vdso = stubMaps.find((x) => x.name === '[vdso]');
-    if (!vdso) throw new SentryImageError('restore', 'the new init has no vDSO');
+    if (!vdso) throw new SentryImageError('restore', 'the new process has no vDSO');
     let insn = findSyscallInsn(t.read(vdso.start, Number(vdso.end - vdso.start)), vdso.start);
     t.useSyscallAt(insn);
 
-    // 1. the stage's rseq goes (the kernel would write into restored memory), a scratch area comes
+    // the stage's rseq goes (the kernel would write into restored memory), a scratch area comes
     const rseq = t.rseq();
     if (rseq) t.call('rseq unregister', NR.rseq, [rseq.ptr, rseq.size, 1, rseq.signature]);
     const wanted = p.regions.map((r) => ({ start: BigInt(r.start), end: BigInt(r.end) }));
-    const scratch = freeRange([...wanted, ...stubMaps], BigInt(SCRATCH_SIZE));
+    const scratch = (this.scratch = freeRange([...wanted, ...stubMaps], BigInt(SCRATCH_SIZE)));
     t.call('mmap scratch', NR.mmap, [scratch, SCRATCH_SIZE, PROT.r | PROT.w, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0]);
     const keep = new Set<string>([...SPECIAL, '[vsyscall]']);
     for (const r of stubMaps) if (!keep.has(r.name)) t.call(`munmap ${r.name || 'anon'}`, NR.munmap, [r.start, r.end - r.start]);
@@ -170,22 +288,14 @@ export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader:
     for (const r of p.regions.filter((x) => x.kind === 'special')) {
       const s = moved.get(r.name!);
       const size = BigInt(r.end) - BigInt(r.start);
-      if (!s || s.end - s.start !== size) throw new SentryImageError('processes[0].regions', `${r.name} of ${size} bytes has no match on this host`);
+      if (!s || s.end - s.start !== size) throw new SentryImageError(`${this.where}.regions`, `${r.name} of ${size} bytes has no match on this host`);
       t.call(`mremap ${r.name}`, NR.mremap, [s.start, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, BigInt(r.start)]);
       if (r.name === '[vdso]') t.useSyscallAt((insn = BigInt(r.start) + (insn - s.start)));
       moved.delete(r.name!);
     }
     for (const [name, s] of moved) t.call(`munmap ${name}`, NR.munmap, [s.start, s.end - s.start]);
 
-    const putString = (s: string, at = 0): bigint => {
-      const b = Buffer.from(`${s}\0`);
-      if (b.length > 8192) throw new SentryImageError('restore', 'a path is too long');
-      t.write(scratch + BigInt(at), b);
-      return scratch + BigInt(at);
-    };
-
-    trace('restore: the stage is unmapped');
-    // 2. the regions (each mapped file opened once, checked against its size and mtime), then their pages
+    // the regions, each mapped file opened once and checked against its size and mtime
     const opened = new Map<string, bigint>();
     try {
       for (const [i, r] of p.regions.entries()) {
@@ -199,11 +309,11 @@ export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader:
         }
         let fd = opened.get(r.name!);
         if (fd === undefined) {
-          fd = t.call(`open ${r.name}`, NR.openat, [AT_FDCWD, putString(r.name!), O_CLOEXEC, 0]);
+          fd = t.call(`open ${r.name}`, NR.openat, [AT_FDCWD, this.putString(r.name!), O_CLOEXEC, 0]);
           opened.set(r.name!, fd);
-          const st = statSync(`/proc/${target.pid}/fd/${fd}`, { bigint: true });
+          const st = statSync(`/proc/${host}/fd/${fd}`, { bigint: true });
           if (Number(st.size) !== r.file!.size || st.mtimeNs.toString() !== r.file!.mtimeNs) {
-            throw new SentryImageError(`processes[0].regions[${i}]`, `${r.name} changed since the checkpoint (size or mtime differs)`);
+            throw new SentryImageError(`${this.where}.regions[${i}]`, `${r.name} changed since the checkpoint (size or mtime differs)`);
           }
         }
         t.call(`mmap ${r.name}`, NR.mmap, [start, len, prot, MAP_PRIVATE | MAP_FIXED, fd, BigInt(r.offset!)]);
@@ -211,11 +321,25 @@ export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader:
     } finally {
       for (const fd of opened.values()) t.inject(NR.close, [fd]);
     }
-    trace('restore: regions mapped');
-    await writePages(t, p, reader, pages);
-    trace('restore: pages written');
+  }
 
-    // 3. the rest of the process
+  /** Where each saved page of this process goes, in manifest order. */
+  pageTargets(): { t: Tracee; addr: bigint; len: number }[] {
+    const out: { t: Tracee; addr: bigint; len: number }[] = [];
+    for (const r of this.p.regions) for (const [first, count] of r.runs) out.push({ t: this.tracee, addr: BigInt(r.start) + BigInt(first * PAGE), len: count * PAGE });
+    return out;
+  }
+
+  private putString(s: string, at = 0): bigint {
+    const b = Buffer.from(`${s}\0`);
+    if (b.length > 8192) throw new SentryImageError('restore', 'a path is too long');
+    this.tracee.write(this.scratch + BigInt(at), b);
+    return this.scratch + BigInt(at);
+  }
+
+  /** The mm layout, handlers, name, rseq, robust list, fds, cwd, umask, personality, rlimits and mask. */
+  restoreState(pipes: { r: number; w: number }[]): void {
+    const { p, tracee: t, scratch } = this;
     const mm = p.mm;
     const auxv = Buffer.from(mm.auxv, 'base64');
     const map = Buffer.alloc(104);
@@ -234,18 +358,57 @@ export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader:
       t.write(scratch, b);
       t.call(`rt_sigaction(${a.sig})`, NR.rt_sigaction, [a.sig, scratch, 0, 8]);
     }
-    t.call('prctl(PR_SET_NAME)', NR.prctl, [PR_SET_NAME, putString(p.comm), 0, 0, 0]);
+    t.call('prctl(PR_SET_NAME)', NR.prctl, [PR_SET_NAME, this.putString(p.comm), 0, 0, 0]);
     if (p.rseq) t.call('rseq', NR.rseq, [BigInt(p.rseq.ptr), p.rseq.size, 0, p.rseq.signature]);
     if (p.robust.head !== '0x0') t.call('set_robust_list', NR.set_robust_list, [BigInt(p.robust.head), p.robust.len]);
-    restoreFds(t, p, target.pid, putString);
-    t.call(`chdir ${p.cwd}`, NR.chdir, [putString(p.cwd)]);
+    this.restoreFds(pipes);
+    t.call(`chdir ${p.cwd}`, NR.chdir, [this.putString(p.cwd)]);
     t.inject(NR.umask, [p.umask]);
     if (p.personality !== 0) t.inject(NR.personality, [p.personality]);
     for (const l of p.rlimits) t.setRlimit({ resource: l.resource, soft: BigInt(l.soft), hard: BigInt(l.hard) });
     t.setSigmask(BigInt(p.sigmask));
+  }
 
-    trace('restore: process state set');
-    // 4. under the sentry from here on: its filter, the notify fd handed over, the scratch gone
+  /**
+   * Puts every checkpointed fd at its number: the ones the stage already holds (stdio from
+   * outside, pipe ends) are first copied above every fd in use, then everything below is
+   * closed, then each fd is put in place — a copy, or a file opened again inside the container
+   * (with its flags, at its offset) — and the copies are closed.
+   */
+  private restoreFds(pipes: { r: number; w: number }[]): void {
+    const { p, tracee: t, host } = this;
+    const stubFds = readdirSync(`/proc/${host}/fd`).map(Number);
+    const high = Math.max(0, ...stubFds, ...p.fds.map((f) => f.fd)) + 1;
+    const need = high + p.fds.length + 1;
+    const nofile = t.getRlimit(RLIMIT_NOFILE);
+    if (nofile.soft < BigInt(need)) t.setRlimit({ resource: RLIMIT_NOFILE, soft: BigInt(need), hard: nofile.hard > BigInt(need) ? nofile.hard : BigInt(need) });
+    const copies = new Map<number, bigint>();
+    for (const f of p.fds) {
+      const source = f.kind === 'external' ? f.stdio! : f.kind === 'pipe' ? (f.end === 'r' ? pipes[f.pipe!]!.r : pipes[f.pipe!]!.w) : -1;
+      if (source >= 0) copies.set(f.fd, t.call(`copy of fd ${source}`, NR.fcntl, [source, F_DUPFD_CLOEXEC, high]));
+    }
+    t.call('close_range (the stage\'s fds)', NR.close_range, [0, high - 1, 0]);
+    for (const f of p.fds) {
+      const copy = copies.get(f.fd);
+      if (copy !== undefined) {
+        t.call(`dup3 to fd ${f.fd}`, NR.dup3, [copy, f.fd, f.cloexec ? O_CLOEXEC : 0]);
+        if (f.kind === 'pipe') t.call(`fcntl(F_SETFL) fd ${f.fd}`, NR.fcntl, [f.fd, F_SETFL, f.flags]);
+        continue;
+      }
+      const flags = (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | (f.cloexec ? O_CLOEXEC : 0);
+      const got = Number(t.call(`open fd ${f.fd} (${f.path})`, NR.openat, [AT_FDCWD, this.putString(f.path!), flags, 0]));
+      if (got !== f.fd) {
+        t.call(`dup3 to fd ${f.fd}`, NR.dup3, [got, f.fd, f.cloexec ? O_CLOEXEC : 0]);
+        t.inject(NR.close, [got]);
+      }
+      if (f.pos > 0) t.call(`lseek fd ${f.fd}`, NR.lseek, [f.fd, f.pos, 0]);
+    }
+    t.call('close_range (the copies)', NR.close_range, [high, 0xffffffff, 0]);
+  }
+
+  /** Loads the sentry's filter and hands its notify fd to the sentry; the scratch area goes. */
+  async seal(): Promise<void> {
+    const { tracee: t, scratch, target } = this;
     t.call('prctl(PR_SET_DUMPABLE)', NR.prctl, [PR_SET_DUMPABLE, 1, 0, 0, 0]);
     if (target.filter.length % 8 !== 0 || target.filter.length > SCRATCH_SIZE - 8192) throw new SentryImageError('restore', 'the sentry filter does not fit');
     const prog = Buffer.alloc(16);
@@ -254,18 +417,18 @@ export async function restoreProcess(m: SentryManifest, p: ProcessImage, reader:
     t.write(scratch + 8192n, target.filter);
     t.write(scratch, prog);
     const notify = t.call('seccomp (the sentry filter)', NR.seccomp, [SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch]);
-    await handOver(target.socket, target.pid, Number(notify));
+    await handOver(target.socket, this.host, Number(notify));
     t.call('close (notify fd)', NR.close, [notify]);
     t.call('munmap scratch', NR.munmap, [scratch, SCRATCH_SIZE]);
+  }
 
-    const regs = new Regs(Buffer.from(p.regs, 'hex'));
+  /** Sets the registers (a call it was stopped in runs again) and FPU state, and lets it go. */
+  release(stopped: boolean): void {
+    const regs = new Regs(Buffer.from(this.p.regs, 'hex'));
     restartCall(regs);
-    t.setRegs(regs);
-    t.setXstate(savedX);
-    detached = true;
-    t.detach(stopped ? 19 : 0); // SIGSTOP: a snapshot's container waits, restored, for `start` (SIGCONT)
-  } finally {
-    if (!detached) t.kill();
+    this.tracee.setRegs(regs);
+    this.tracee.setXstate(this.savedX);
+    this.tracee.detach(stopped ? 19 : 0); // SIGSTOP: a snapshot's container waits, restored, for `start` (SIGCONT)
   }
 }
 
@@ -288,10 +451,9 @@ export function restartCall(regs: Regs): void {
   regs.set('orig_rax', -1n);
 }
 
-/** Streams the SENTRY_PAGES section into the process's regions, in manifest order. */
-async function writePages(t: Tracee, p: ProcessImage, reader: ImageReader, pages: SectionInfo): Promise<void> {
-  const targets: { addr: bigint; len: number }[] = [];
-  for (const r of p.regions) for (const [first, count] of r.runs) targets.push({ addr: BigInt(r.start) + BigInt(first * PAGE), len: count * PAGE });
+/** Streams the SENTRY_PAGES section into the processes' regions, in manifest order. */
+async function writePages(restorers: ProcessRestorer[], reader: ImageReader, pages: SectionInfo): Promise<void> {
+  const targets = restorers.flatMap((r) => r.pageTargets());
   let ti = 0;
   let into = 0;
   for await (const chunk of reader.stream(pages, 1 << 20)) {
@@ -300,7 +462,7 @@ async function writePages(t: Tracee, p: ProcessImage, reader: ImageReader, pages
       const tg = targets[ti];
       if (!tg) throw new SentryImageError('SENTRY_PAGES', 'more pages than the manifest lists');
       const n = Math.min(tg.len - into, chunk.length - off);
-      t.write(tg.addr + BigInt(into), chunk.subarray(off, off + n));
+      tg.t.write(tg.addr + BigInt(into), chunk.subarray(off, off + n));
       off += n;
       into += n;
       if (into === tg.len) {
@@ -310,21 +472,4 @@ async function writePages(t: Tracee, p: ProcessImage, reader: ImageReader, pages
     }
   }
   if (ti !== targets.length) throw new SentryImageError('SENTRY_PAGES', 'fewer pages than the manifest lists');
-}
-
-/** Closes the stage's fds and opens the checkpointed ones at their numbers, offsets and flags. */
-function restoreFds(t: Tracee, p: ProcessImage, pid: number, putString: (s: string) => bigint): void {
-  const external = new Set(p.fds.filter((f) => f.kind === 'external').map((f) => f.fd));
-  const stubFds = readdirSync(`/proc/${pid}/fd`).map(Number);
-  for (const fd of stubFds) if (!external.has(fd)) t.inject(NR.close, [fd]);
-  for (const f of p.fds) {
-    if (f.kind === 'external') continue;
-    const flags = (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | (f.cloexec ? O_CLOEXEC : 0);
-    const got = Number(t.call(`open fd ${f.fd} (${f.path})`, NR.openat, [AT_FDCWD, putString(f.path!), flags, 0]));
-    if (got !== f.fd) {
-      t.call(`dup3 to fd ${f.fd}`, NR.dup3, [got, f.fd, f.cloexec ? O_CLOEXEC : 0]);
-      t.inject(NR.close, [got]);
-    }
-    if (f.pos > 0) t.call(`lseek fd ${f.fd}`, NR.lseek, [f.fd, f.pos, 0]);
-  }
 }
