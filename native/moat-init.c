@@ -142,7 +142,9 @@ enum tag {
   T_SECCOMP_LISTENER = 54, /* str listenerPath, str listenerMetadata: where the notify fd goes */
   T_SENTRY_FILTER = 55,  /* u32 flags, bytes filter: the sentry's filter, loaded right before execve (see below) */
   T_RESTORE_STOP = 56,   /* (empty) a restore: S2 waits for the checkpointer instead of exec (see below) */
-  T_RESTORE_TREE = 57,   /* u32 n, n x (u32 pid, ppid, pgid, sid, zombie, status), u32 pipes: the tree to recreate */
+  T_RESTORE_TREE = 57,   /* u32 n, n x (u32 pid, ppid, pgid, sid, zombie, status), u32 pipes,
+                            u32 m, m x (u32 type, u32 listen, if listen: str path, u32 backlog, uid, gid, mode):
+                            the tree to recreate, its pipes and unix sockets (pairs, or listeners at a path) */
 };
 
 /* mflags of T_MOUNT */
@@ -159,6 +161,8 @@ struct hook { uint32_t when; char *path; struct strv args, env; uint32_t timeout
 
 /* One process of a restored tree (pids in the container's pid namespace). */
 struct tnode { uint32_t pid, ppid, pgid, sid, zombie, status; };
+/* One unix socket object of a restored tree: a connected pair, or a listener bound to a path. */
+struct tsock { uint32_t type, listen, backlog, uid, gid, mode; char *path; };
 #define MAX_TREE 4096u
 
 static struct plan {
@@ -176,7 +180,7 @@ static struct plan {
   uint32_t preserve; char *fifo; char *keyring; int has_oom; int32_t oom; int setsid; int restore;
   char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
-  uint32_t ntree; struct tnode *tree; uint32_t npipes;
+  uint32_t ntree; struct tnode *tree; uint32_t npipes; uint32_t nsocks; struct tsock *socks;
 } pl;
 
 static int sync_fd = -1;
@@ -326,6 +330,15 @@ static void read_setting(uint32_t tag, struct rd *r) {
     }
     pl.npipes = rd_u32(r);
     if (pl.npipes > 512) fail("plan", "restore tree", E2BIG, "%u pipes", pl.npipes);
+    pl.nsocks = rd_u32(r);
+    if (pl.nsocks > 512) fail("plan", "restore tree", E2BIG, "%u sockets", pl.nsocks);
+    pl.socks = calloc(pl.nsocks + 1, sizeof *pl.socks);
+    if (!pl.socks) fail("plan", "restore tree", ENOMEM, NULL);
+    for (uint32_t i = 0; i < pl.nsocks; i++) {
+      struct tsock *k = &pl.socks[i];
+      k->type = rd_u32(r); k->listen = rd_u32(r);
+      if (k->listen) { k->path = rd_str(r); k->backlog = rd_u32(r); k->uid = rd_u32(r); k->gid = rd_u32(r); k->mode = rd_u32(r); }
+    }
     break;
   case T_SECCOMP_LISTENER: pl.listener = rd_str(r); pl.listener_meta = rd_str(r); break;
   case T_HOST_MKDIR: case T_HOST_MOUNT: pl.host_ops = 1; break;
@@ -972,11 +985,32 @@ static void join_session(const struct tnode *t) {
     fail("restore", "tree", errno, "process group %u for pid %u: %s", t->pgid, t->pid, strerror(errno));
 }
 
+static void make_listener(const struct tsock *k) {
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  if (strlen(k->path) >= sizeof sa.sun_path) fail("restore", k->path, ENAMETOOLONG, NULL);
+  strcpy(sa.sun_path, k->path);
+  int fd = socket(AF_UNIX, (int)k->type, 0);
+  if (fd < 0) fail("restore", k->path, errno, "socket: %s", strerror(errno));
+  if (unlink(k->path) != 0 && errno != ENOENT) fail("restore", k->path, errno, "unlink: %s", strerror(errno));
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, (int)k->backlog) != 0)
+    fail("restore", k->path, errno, "listening again: %s", strerror(errno));
+  if (lchown(k->path, k->uid, k->gid) != 0 || fchmodat(AT_FDCWD, k->path, k->mode & 07777, 0) != 0)
+    fail("restore", k->path, errno, "owner and mode: %s", strerror(errno));
+}
+
 static int restore_tree(void) {
   if (!pl.tree) return 1;
+  /* the restorer hands the notify fds over itself: the listener connection is not needed, and
+     every socket above fd 2 is then one of the tree's (the restorer finds them by fd order) */
+  if (listener_fd >= 0) { close(listener_fd); listener_fd = -1; }
   for (uint32_t i = 0; i < pl.npipes; i++) {
     int p[2];
     if (pipe2(p, 0) != 0) fail("restore", "pipes", errno, NULL);
+  }
+  for (uint32_t i = 0; i < pl.nsocks; i++) {
+    int sv[2];
+    if (pl.socks[i].listen) make_listener(&pl.socks[i]);
+    else if (socketpair(AF_UNIX, (int)pl.socks[i].type, 0, sv) != 0) fail("restore", "socket pairs", errno, NULL);
   }
   uint32_t me = 1;
   int init = 1;

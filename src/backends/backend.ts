@@ -95,7 +95,13 @@ export interface SentryJail {
   /** A restore: the init waits, jailed, for the sentry checkpointer instead of loading the filter and exec'ing. */
   restoreStop?: boolean;
   /** With restoreStop: the process tree the init recreates (pids in the container) and the number of pipes it makes. */
-  restoreTree?: { processes: readonly RestoreNode[]; pipes: number };
+  restoreTree?: { processes: readonly RestoreNode[]; pipes: number; sockets: readonly RestoreSocket[] };
+}
+
+/** A unix socket object of a restored tree: a connected pair of SOCK_* `type`, or a listener at a path in the container. */
+export interface RestoreSocket {
+  type: number;
+  listen?: { path: string; backlog: number; uid: number; gid: number; mode: number };
 }
 
 /** A process of a restored tree: its pid, parent, process group and session in the container; a zombie's wait status. */

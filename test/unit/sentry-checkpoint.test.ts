@@ -28,6 +28,7 @@ function sample(): SentryManifest {
     level: 'balanced',
     tree: [{ pid: 1, ppid: 0, pgid: 1, sid: 1 }],
     pipes: [],
+    sockets: [],
     fs: false,
     processes: [{
       pid: 1,
@@ -95,10 +96,18 @@ describe('sentry checkpoint manifest', () => {
     rejects((m) => m.processes[0]!.fds.push({ fd: 4, kind: 'pipe', pipe: 0, end: 'r', flags: 0, cloexec: false, pos: 0 }), /fds\[2\].*pipe fd without its pipe and end/);
     rejects((m) => m.processes[0]!.fds.push({ fd: 4, kind: 'external', flags: 0, cloexec: false, pos: 0 }), /fds\[2\].*stdio number/);
     rejects((m) => m.pipes.push({ capacity: 4096, data: Buffer.alloc(4097).toString('base64') }), /pipes\[0\].*more than its capacity/);
+    rejects((m) => m.processes[0]!.fds.push({ fd: 4, kind: 'socket', socket: 0, end: 'a', flags: 2, cloexec: false, pos: 0 }), /fds\[2\].*socket fd without its socket and end/);
+    rejects((m) => {
+      m.sockets.push({ type: 'stream', listen: { path: '/run/s.sock', backlog: 128, uid: 0, gid: 0, mode: 0o755 } });
+      m.processes[0]!.fds.push({ fd: 4, kind: 'socket', socket: 0, end: 'a', flags: 2, cloexec: false, pos: 0 });
+    }, /fds\[2\].*socket fd without its socket and end/);
+    rejects((m) => m.sockets.push({ type: 'stream', listen: { path: `/${'x'.repeat(120)}`, backlog: 1, uid: 0, gid: 0, mode: 0 } }), /sockets\.0\.listen\.path/);
     const ok = sample();
     ok.tree.push({ pid: 9, ppid: 1, pgid: 1, sid: 1, zombie: 256 });
     ok.pipes.push({ capacity: 65536, data: Buffer.from('hi').toString('base64') });
     ok.processes[0]!.fds.push({ fd: 5, kind: 'pipe', pipe: 0, end: 'w', flags: 1, cloexec: false, pos: 0 });
+    ok.sockets.push({ type: 'dgram', queued: [[Buffer.from('m1').toString('base64')], []] });
+    ok.processes[0]!.fds.push({ fd: 6, kind: 'socket', socket: 0, end: 'b', flags: 2, cloexec: true, pos: 0 });
     checkTree(parseSentryManifest(JSON.parse(JSON.stringify(ok))));
   });
 

@@ -255,7 +255,8 @@ function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: stri
     const t = jail.restoreTree;
     if (t) {
       const nodes = t.processes.flatMap((n): Field[] => [n.pid, n.ppid, n.pgid, n.sid, n.zombie === undefined ? 0 : 1, n.zombie ?? 0].map((u32) => ({ u32 })));
-      w.add(Tag.RESTORE_TREE, { u32: t.processes.length }, ...nodes, { u32: t.pipes });
+      const socks = t.sockets.flatMap((k): Field[] => [{ u32: k.type }, { u32: k.listen ? 1 : 0 }, ...(k.listen ? [{ str: k.listen.path }, ...[k.listen.backlog, k.listen.uid, k.listen.gid, k.listen.mode].map((u32) => ({ u32 }))] : [])]);
+      w.add(Tag.RESTORE_TREE, { u32: t.processes.length }, ...nodes, { u32: t.pipes }, { u32: t.sockets.length }, ...socks);
     }
   }
   const profile = spec.linux?.seccomp;

@@ -9,11 +9,12 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
-import { CheckpointRefused, captureProcess, capturePipes, FdContext, hostInfo, pagesOf, seizeTree } from '../../checkpoint/sentry/dump.js';
+import { CheckpointRefused, captureProcess, capturePipes, captureSockets, FdContext, hostInfo, pagesOf, seizeTree } from '../../checkpoint/sentry/dump.js';
 import { checkLayout, checkTree, PAGE, parseSentryManifest, SentryImageError } from '../../checkpoint/sentry/manifest.js';
 import type { SentryManifest } from '../../checkpoint/sentry/manifest.js';
 import type { ContainerRecord } from '../../container/store.js';
 import type { CheckpointRequest } from '../backend.js';
+import { trace } from '../../util/log.js';
 
 /** tar's options for an overlay upper layer: whiteouts are devices, opaque dirs xattrs. */
 const TAR_OPTS = ['--xattrs', '--xattrs-include=trusted.overlay.*', '--numeric-owner'];
@@ -37,12 +38,14 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
   const upper = join(dir, 'upper');
   const fs = existsSync(upper);
   const tree = seizeTree(rec.id, rec.pid);
+  trace(`checkpoint: ${tree.length} processes seized`);
   const live = tree.filter((f) => f.tracee !== undefined);
   let writer: ImageWriter | undefined;
   let ok = false;
   try {
     const ctx = new FdContext(rec.pid);
     const processes = live.map((f) => captureProcess(rec.id, f.host, f.node.pid, f.tracee!, f.regs!, ctx));
+    trace('checkpoint: processes captured');
     const manifest: SentryManifest = {
       kind: 'moat-checkpoint',
       version: 1,
@@ -53,10 +56,12 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
       level,
       tree: tree.map((f) => f.node),
       pipes: capturePipes(ctx),
+      sockets: captureSockets(rec.id, rec.pid, ctx),
       fs,
       processes,
       spec: rec.spec as unknown as Record<string, unknown>,
     };
+    trace('checkpoint: pipes and sockets captured');
     mkdirSync(req.imagePath, { recursive: true, mode: 0o700 });
     writer = await ImageWriter.create(join(req.imagePath, IMAGE_FILE));
     await writer.addSection(SECTION.SENTRY_PAGES, (async function* () {
@@ -72,12 +77,15 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
     }
     await writer.addSection(SECTION.MANIFEST, Buffer.from(JSON.stringify(manifest)));
     await writer.finish();
+    trace('checkpoint: image written');
     ok = true;
   } catch (e) {
     await writer?.abort();
     throw e;
   } finally {
-    for (const f of live) {
+    // children before parents: a traced process that died must be waited for by its tracer
+    // before its parent (the init last, whose end waits for all the others) can reap it
+    for (const f of [...live].reverse()) {
       if (ok && !req.leaveRunning) {
         f.tracee!.kill();
         continue;

@@ -273,7 +273,12 @@ async function create(req: CreateRequest): Promise<Created> {
     }
     const paused = req.restore.paused === true;
     // the process is restored while the sentry still starts: the notify fd waits in its backlog
-    const tree = { processes: img.manifest.tree, pipes: img.manifest.pipes.length };
+    const SOCK = { stream: 1, dgram: 2, seqpacket: 5 } as const;
+    const tree = {
+      processes: img.manifest.tree,
+      pipes: img.manifest.pipes.length,
+      sockets: img.manifest.sockets.map((x) => ({ type: SOCK[x.type], ...(x.listen ? { listen: x.listen } : {}) })),
+    };
     const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, tree, async (c) => {
       await containerBackend.start({ id: req.id, pid: c.pid, pidStartTime: c.pidStartTime } as ContainerRecord, req.dir);
       trace('restore: the new init is at its restore point');

@@ -7,11 +7,13 @@
  * the exact brk are read by system calls injected into the process (ptrace.ts). Whatever it
  * cannot restore it refuses up front, naming it (CheckpointRefused).
  */
+import { spawnSync } from 'node:child_process';
 import { openSync, closeSync, readFileSync, readSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import type { Dirent } from 'node:fs';
 import { release } from 'node:os';
 import { MoatError } from '../../errors.js';
 import { descendants } from '../../container/proc.js';
-import { findSyscallInsn, peekPipe, Regs, Tracee } from './ptrace.js';
+import { findSyscallInsn, peekPipe, peekSocket, Regs, Tracee } from './ptrace.js';
 import { PAGE, SPECIAL, toHex } from './manifest.js';
 import type { FdImage, ProcessImage, RegionImage, SentryManifest } from './manifest.js';
 
@@ -133,9 +135,18 @@ export class FdContext {
   /** The object of each of the init's fds 0 to 2 from outside ("dev:ino"), by fd. */
   readonly stdio: (string | undefined)[] = [];
   readonly pipes = new Map<number, { index: number; reader?: { pid: number; fd: number } }>();
+  /** The unix sockets of the container's network namespace (/proc/PID/net/unix), by inode. */
+  readonly unix = new Map<number, { type: number; listening: boolean; path: string }>();
+  /** Socket fds met so far, to be numbered once the pairs are known. */
+  readonly socketFds: { image: FdImage; inode: number; pid: number; fd: number }[] = [];
 
   /** Records the init's fds 0 to 2 that come from outside the container. */
   constructor(init: number) {
+    for (const line of readFileSync(`/proc/${init}/net/unix`, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 7) continue;
+      this.unix.set(Number(f[6]), { type: parseInt(f[4]!, 16), listening: (parseInt(f[3]!, 16) & 0x10000) !== 0, path: f.slice(7).join(' ') });
+    }
     const own = mountIds(init);
     for (let fd = 0; fd <= 2; fd++) {
       try {
@@ -199,7 +210,14 @@ function captureFds(id: string, pid: number, nsPid: number, ctx: FdContext): FdI
       out.push({ ...base, kind: 'pipe', pipe: entry.index, end, pos: 0 });
       continue;
     }
-    throw new CheckpointRefused(id, `fd ${fd} of process ${nsPid} (${link}) is not a file inside the container, its stdio or a pipe: sockets and other kernel objects are not checkpointed yet`);
+    const sock = /^socket:\[(\d+)\]$/.exec(link);
+    if (sock && ctx.unix.has(Number(sock[1]))) {
+      const image: FdImage = { ...base, kind: 'socket', socket: -1, pos: 0 };
+      ctx.socketFds.push({ image, inode: Number(sock[1]), pid, fd });
+      out.push(image);
+      continue;
+    }
+    throw new CheckpointRefused(id, `fd ${fd} of process ${nsPid} (${link}) is not a file inside the container, its stdio, a pipe or a unix socket: other sockets and kernel objects are not checkpointed yet`);
   }
   return out.sort((a, b) => a.fd - b.fd);
 }
@@ -369,4 +387,120 @@ export function seizeTree(id: string, init: number): FoundProcess[] {
     }
     throw e;
   }
+}
+
+const SOCK_TYPES: Readonly<Record<number, 'stream' | 'dgram' | 'seqpacket'>> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
+
+/**
+ * Each unix socket's peer (inode to inode), queue length and, for a bound one, the device and
+ * inode of its file, from `ss -xaHe` (sock_diag) run in the container's network namespace.
+ */
+function unixPeers(id: string, init: number): Map<number, { peer: number; recvq: number; file?: { dev: string; ino: number } }> {
+  const r = spawnSync('nsenter', ['-t', String(init), '-n', 'ss', '-xaHe'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) throw new CheckpointRefused(id, `cannot list its unix sockets' peers (nsenter ... ss -xaH: ${(r.stderr || r.error?.message || '').trim()})`);
+  const out = new Map<number, { peer: number; recvq: number; file?: { dev: string; ino: number } }>();
+  for (const raw of r.stdout.split('\n')) {
+    // u_str ESTAB 0 0 <local path or *> <inode> <peer path or *> <peer inode> [<-> ino:N dev:M/m peers:...]:
+    // the paths may hold spaces, so the numbers are found from both ends
+    const extra = raw.indexOf(' <->');
+    const line = extra >= 0 ? raw.slice(0, extra) : raw;
+    const vfs = / ino:(\d+) dev:(\d+)\/(\d+)/.exec(extra >= 0 ? raw.slice(extra) : '');
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    const peer = Number(f[f.length - 1]);
+    // the local inode is the last number before the peer's path
+    let i = f.length - 3;
+    while (i > 4 && !/^\d+$/.test(f[i]!)) i--;
+    // ss decodes the kernel's dev_t (major << 20 | minor) with glibc's major()/minor(): undo that
+    const dev = vfs ? `${Number(vfs[3]) >> 8}:${(Number(vfs[2]) << 8) | (Number(vfs[3]) & 0xff)}` : '';
+    out.set(Number(f[i]), { peer, recvq: Number(f[2]), ...(vfs ? { file: { dev, ino: Number(vfs[1]) } } : {}) });
+  }
+  return out;
+}
+
+/**
+ * Numbers the tree's unix sockets: a pair whose two ends are both in the container, or a
+ * listener bound to a path with no connection waiting; the messages waiting at each end of a
+ * pair are copied without taking them. Anything else is refused.
+ */
+export function captureSockets(id: string, init: number, ctx: FdContext): SentryManifest['sockets'] {
+  const out: SentryManifest['sockets'] = [];
+  if (ctx.socketFds.length === 0) return out;
+  const peers = unixPeers(id, init);
+  const index = new Map<number, number>();
+  const held = new Set(ctx.socketFds.map((s) => s.inode));
+  for (const s of ctx.socketFds) {
+    const u = ctx.unix.get(s.inode)!;
+    const type = SOCK_TYPES[u.type];
+    if (!type) throw new CheckpointRefused(id, `a unix socket of type ${u.type} is not checkpointed`);
+    const p = peers.get(s.inode);
+    if (u.listening) {
+      if (p && p.recvq > 0) throw new CheckpointRefused(id, `the unix socket listening at ${u.path} has ${p.recvq} connections waiting to be accepted; try again`);
+      if (!u.path.startsWith('/') || !p?.file) throw new CheckpointRefused(id, `a unix socket listening at "${u.path}" (abstract or unnamed) is not checkpointed yet`);
+      if (!index.has(s.inode)) {
+        // the sentry binds through its own /proc/self/fd/N/ paths: the file is found by device and inode
+        const found = findSocketFile(init, p.file.dev, p.file.ino, u.path.slice(u.path.lastIndexOf('/') + 1));
+        if (!found) throw new CheckpointRefused(id, `the file of the unix socket listening at ${u.path} was not found in the container`);
+        index.set(s.inode, out.length);
+        out.push({ type, listen: { path: found.path, backlog: 128, uid: found.uid, gid: found.gid, mode: found.mode & 0o7777 } });
+      }
+      s.image.socket = index.get(s.inode)!;
+      s.image.end = 'l';
+      continue;
+    }
+    if (!p || p.peer === 0 || !held.has(p.peer)) throw new CheckpointRefused(id, `a unix socket (inode ${s.inode}) is not connected to another process of the container`);
+    const a = Math.min(s.inode, p.peer);
+    if (!index.has(a)) {
+      index.set(a, out.length);
+      const at = (inode: number): string[] => {
+        const holder = ctx.socketFds.find((x) => x.inode === inode)!;
+        const q = peekSocket(holder.pid, holder.fd, type === 'stream');
+        if (q === null) throw new CheckpointRefused(id, 'a unix socket has file descriptors or credentials in flight');
+        return q;
+      };
+      out.push({ type, queued: [at(a), at(Math.max(s.inode, p.peer))] });
+    }
+    s.image.socket = index.get(a)!;
+    s.image.end = s.inode === a ? 'a' : 'b';
+  }
+  return out;
+}
+
+/**
+ * The path inside the container of the socket file `name` with device `dev` (major:minor) and
+ * inode `ino`: the mount of that device is found in the container's mountinfo and walked (not
+ * into other mounts), looking only at entries of that name; at most 200,000 entries.
+ */
+function findSocketFile(init: number, dev: string, ino: number, name: string): { path: string; uid: number; gid: number; mode: number } | undefined {
+  const root = `/proc/${init}/root`;
+  const mounts = readFileSync(`/proc/${init}/mountinfo`, 'utf8').split('\n').map((l) => l.split(' ')).filter((f) => f[2] === dev).map((f) => f[4]!.replace(/\\040/g, ' '));
+  let budget = 200_000;
+  for (const mnt of mounts) {
+    const top = statSync(`${root}${mnt}`);
+    const queue = [mnt === '/' ? '' : mnt];
+    while (queue.length > 0 && budget > 0) {
+      const dir = queue.shift()!;
+      let entries: Dirent[];
+      try {
+        entries = readdirSync(`${root}${dir || '/'}`, { withFileTypes: true });
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        if (--budget <= 0) break;
+        const rel = `${dir}/${e.name}`;
+        if (e.isDirectory()) {
+          try {
+            if (statSync(`${root}${rel}`).dev === top.dev) queue.push(rel);
+          } catch {
+            // gone
+          }
+        } else if (e.isSocket() && e.name === name) {
+          const st = statSync(`${root}${rel}`);
+          if (st.ino === ino) return { path: rel, uid: st.uid, gid: st.gid, mode: st.mode };
+        }
+      }
+    }
+  }
+  return undefined;
 }

@@ -43,13 +43,15 @@ const fdEntry = z.object({
   fd: z.number().int().min(0).max((1 << 20) - 1),
   /**
    * file: reopened by path inside the container; external: the init's stdio from outside (fd
-   * `stdio` of the restoring runtime); pipe: end `end` of the tree's pipe number `pipe`.
+   * `stdio` of the restoring runtime); pipe: end `end` (r, w) of the tree's pipe number `pipe`;
+   * socket: end `end` (a, b; l for a listener) of the tree's unix socket number `socket`.
    */
-  kind: z.enum(['file', 'external', 'pipe']),
+  kind: z.enum(['file', 'external', 'pipe', 'socket']),
+  socket: z.number().int().min(0).max(511).optional(),
   path: path.optional(),
   stdio: z.number().int().min(0).max(2).optional(),
   pipe: z.number().int().min(0).max(511).optional(),
-  end: z.enum(['r', 'w']).optional(),
+  end: z.enum(['r', 'w', 'a', 'b', 'l']).optional(),
   /** open(2) flags as fdinfo shows them (O_CLOEXEC apart). */
   flags: z.number().int().nonnegative(),
   cloexec: z.boolean(),
@@ -115,6 +117,21 @@ const manifest = z.object({
   }).strict()).min(1).max(4096),
   /** The pipes between processes of the tree: capacity and the bytes in them. */
   pipes: z.array(z.object({ capacity: z.number().int().min(4096).max(1 << 20), data: z.string().max(1_400_000) }).strict()).max(512),
+  /**
+   * The unix sockets of the tree: connected pairs (with the messages waiting at end a and at end
+   * b, base64; a stream's bytes are one message) or listeners bound to a path in the container.
+   */
+  sockets: z.array(z.object({
+    type: z.enum(['stream', 'dgram', 'seqpacket']),
+    listen: z.object({
+      path: path.max(107),
+      backlog: z.number().int().min(0).max(65535),
+      uid: z.number().int().nonnegative(),
+      gid: z.number().int().nonnegative(),
+      mode: z.number().int().min(0).max(0o7777),
+    }).strict().optional(),
+    queued: z.tuple([z.array(z.string().max(1_400_000)).max(1024), z.array(z.string().max(1_400_000)).max(1024)]).optional(),
+  }).strict()).max(512),
   /** Whether a SENTRY_FS section holds the overlay's upper layer. */
   fs: z.boolean(),
   processes: z.array(processImage).min(1).max(4096),
@@ -149,8 +166,13 @@ export function checkTree(m: SentryManifest): void {
   if (live.join() !== imaged.join()) throw new SentryImageError('manifest.processes', `images for pids ${imaged.join(', ')}, the tree's live processes are ${live.join(', ')}`);
   m.processes.forEach((p, i) => p.fds.forEach((f, j) => {
     const at = `manifest.processes[${i}].fds[${j}]`;
-    const ok = f.kind === 'file' ? f.path !== undefined : f.kind === 'external' ? f.stdio !== undefined : f.pipe !== undefined && f.pipe < m.pipes.length && f.end !== undefined;
-    if (!ok) throw new SentryImageError(at, `a ${f.kind} fd without its ${f.kind === 'file' ? 'path' : f.kind === 'external' ? 'stdio number' : 'pipe and end'}`);
+    const sock = f.socket === undefined ? undefined : m.sockets[f.socket];
+    const ok = f.kind === 'file' ? f.path !== undefined
+      : f.kind === 'external' ? f.stdio !== undefined
+      : f.kind === 'pipe' ? f.pipe !== undefined && f.pipe < m.pipes.length && (f.end === 'r' || f.end === 'w')
+      : sock !== undefined && (sock.listen ? f.end === 'l' : f.end === 'a' || f.end === 'b');
+    const needs = { file: 'path', external: 'stdio number', pipe: 'pipe and end', socket: 'socket and end' }[f.kind];
+    if (!ok) throw new SentryImageError(at, `a ${f.kind} fd without its ${needs}`);
   }));
   m.pipes.forEach((pp, i) => {
     if (Buffer.from(pp.data, 'base64').length > pp.capacity) throw new SentryImageError(`manifest.pipes[${i}]`, 'holds more than its capacity');

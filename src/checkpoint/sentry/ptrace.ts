@@ -61,6 +61,8 @@ interface Ptrace {
   prlimit(pid: number, res: number, neu: Buffer | null, old: Buffer | null): number;
   robust(nr: number, pid: number, head: Buffer, len: Buffer): number | bigint;
   tee(fin: number, fout: number, len: number, flags: number): number | bigint;
+  setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
+  recvmsg(fd: number, msg: { name: null; namelen: number; iov: { base: Buffer; len: number }[]; iovlen: number; control: Buffer | null; controllen: number; flags: number }, flags: number): number | bigint;
   errno(): number;
   strerror(e: number): string;
 }
@@ -77,6 +79,9 @@ function load(): Ptrace {
   };
   const c = koffi.load('libc.so.6');
   koffi.struct('moat_pt_iovec', { base: 'uint8_t *', len: 'size_t' });
+  koffi.struct('moat_pt_msghdr', {
+    name: 'void *', namelen: 'uint32_t', iov: 'moat_pt_iovec *', iovlen: 'size_t', control: 'void *', controllen: 'size_t', flags: 'int',
+  });
   lib = {
     ptraceBuf: c.func('long syscall(long nr, long req, long pid, uint64_t addr, _Inout_ uint8_t *data)') as Ptrace['ptraceBuf'],
     ptraceVal: c.func('long syscall(long nr, long req, long pid, uint64_t addr, uint64_t data)') as Ptrace['ptraceVal'],
@@ -85,6 +90,8 @@ function load(): Ptrace {
     prlimit: c.func('int prlimit(int pid, int res, const uint8_t *neu, _Out_ uint8_t *old)') as Ptrace['prlimit'],
     robust: c.func('long syscall(long nr, long pid, _Out_ uint8_t *head, _Out_ uint8_t *len)') as Ptrace['robust'],
     tee: c.func('long tee(int fin, int fout, size_t len, unsigned int flags)') as Ptrace['tee'],
+    setsockopt: c.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)') as Ptrace['setsockopt'],
+    recvmsg: c.func('long recvmsg(int fd, _Inout_ moat_pt_msghdr *msg, int flags)') as Ptrace['recvmsg'],
     errno: () => koffi.errno(),
     strerror: c.func('const char *strerror(int e)') as Ptrace['strerror'],
   };
@@ -335,14 +342,27 @@ export class Tracee {
     return rc;
   }
 
-  /** Kills the process (it is still traced; the next wait reaps nothing of ours). */
+  /**
+   * Kills the process and waits for its end as its tracer: until the tracer has seen a traced
+   * process exit, its parent cannot reap it (and the container would not look stopped).
+   */
   kill(): void {
+    this.closeMem();
     try {
       process.kill(this.pid, 'SIGKILL');
     } catch {
-      // gone already
+      return; // gone already
     }
-    this.closeMem();
+    const l = load();
+    const status = Buffer.alloc(4);
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const rc = l.waitpid(this.pid, status, WALL | WNOHANG);
+      if (rc < 0 && l.errno() !== 4) return; // ECHILD: not ours to wait for any more
+      if (rc === this.pid && (status.readInt32LE(0) & 0xff) !== 0x7f) return; // exited (not a stop)
+      if (Date.now() > deadline) return;
+      Atomics.wait(NAP, 0, 0, 1);
+    }
   }
 
   /** Lets the task go; with `signal` (e.g. SIGSTOP) that signal is delivered as it leaves. */
@@ -373,11 +393,7 @@ const SPLICE_F_NONBLOCK = 2;
  * pipe of this process with tee(2).
  */
 export function peekPipe(pid: number, fd: number): { capacity: number; data: string } {
-  const pidfd = k.pidfdOpen(pid);
-  if (pidfd < 0) throw new PtraceError(pid, `pidfd_open: errno ${-pidfd}`);
-  const r = k.pidfdGetfd(pidfd, fd);
-  k.close(pidfd);
-  if (r < 0) throw new PtraceError(pid, `taking pipe end ${fd}: errno ${-r}`);
+  const r = takeFd(pid, fd);
   const mine = k.pipe2(k.O.CLOEXEC | k.O.NONBLOCK);
   if (typeof mine === 'number') {
     k.close(r);
@@ -401,5 +417,52 @@ export function peekPipe(pid: number, fd: number): { capacity: number; data: str
     k.close(r);
     k.close(mine[0]);
     k.close(mine[1]);
+  }
+}
+
+const SOL_SOCKET = 1;
+const SO_PEEK_OFF = 42;
+const MSG_PEEK = 2;
+const MSG_DONTWAIT = 0x40;
+const MSG_CTRUNC = 8;
+
+/** A copy of fd `fd` of process `pid` (pidfd_getfd); the caller closes it. */
+function takeFd(pid: number, fd: number): number {
+  const pidfd = k.pidfdOpen(pid);
+  if (pidfd < 0) throw new PtraceError(pid, `pidfd_open: errno ${-pidfd}`);
+  const copy = k.pidfdGetfd(pidfd, fd);
+  k.close(pidfd);
+  if (copy < 0) throw new PtraceError(pid, `taking fd ${fd}: errno ${-copy}`);
+  return copy;
+}
+
+/**
+ * The messages waiting at the unix socket that is fd `fd` of process `pid` (a stream's bytes as
+ * one), read with MSG_PEEK from a peek offset so nothing is taken; null if any carries
+ * ancillary data (fds or credentials in flight, which a checkpoint cannot carry).
+ */
+export function peekSocket(pid: number, fd: number, stream: boolean): string[] | null {
+  const s = takeFd(pid, fd);
+  const l = load();
+  const off = Buffer.alloc(4);
+  try {
+    off.writeInt32LE(0, 0);
+    if (l.setsockopt(s, SOL_SOCKET, SO_PEEK_OFF, off, 4) !== 0) throw new PtraceError(pid, `SO_PEEK_OFF on fd ${fd}: ${l.strerror(l.errno())}`);
+    const out: Buffer[] = [];
+    const buf = Buffer.alloc(1 << 20);
+    for (let total = 0; total < 8 << 20 && out.length < 1024; ) {
+      const msg = { name: null, namelen: 0, iov: [{ base: buf, len: buf.length }], iovlen: 1, control: null, controllen: 0, flags: 0 };
+      const n = Number(l.recvmsg(s, msg, MSG_PEEK | MSG_DONTWAIT));
+      if (n < 0) break; // EAGAIN: nothing more
+      if ((msg.flags & MSG_CTRUNC) !== 0) return null;
+      if (n === 0 && stream) break;
+      out.push(Buffer.from(buf.subarray(0, n)));
+      total += n;
+    }
+    return stream ? [Buffer.concat(out).toString('base64')].filter((x) => x !== '') : out.map((b) => b.toString('base64'));
+  } finally {
+    off.writeInt32LE(-1, 0);
+    l.setsockopt(s, SOL_SOCKET, SO_PEEK_OFF, off, 4);
+    k.close(s);
   }
 }

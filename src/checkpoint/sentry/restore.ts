@@ -39,6 +39,8 @@ const F_DUPFD_CLOEXEC = 1030;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const RLIMIT_NOFILE = 7;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
 const PROT = { r: 1, w: 2, x: 4 } as const;
 const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
@@ -180,6 +182,42 @@ function stubPipes(pid: number, count: number): { r: number; w: number }[] {
   return out;
 }
 
+/** The unix sockets moat-init made for the tree (socket fds above 2 of the init, in the order made): a listener's fd, or a pair's two. */
+function stubSockets(pid: number, m: SentryManifest): { a: number; b?: number }[] {
+  const fds = readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => n > 2).sort((x, y) => x - y).filter((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  });
+  const want = m.sockets.reduce((n, x) => n + (x.listen ? 1 : 2), 0);
+  if (fds.length !== want) throw new SentryImageError('restore', `the new init holds ${fds.length} sockets of its own, ${want} expected`);
+  const out: { a: number; b?: number }[] = [];
+  let i = 0;
+  for (const x of m.sockets) out.push(x.listen ? { a: fds[i++]! } : { a: fds[i++]!, b: fds[i++]! });
+  return out;
+}
+
+/** Sends the messages `queued` through fd `fd` of `pid` (a copy of it), so they wait at its peer. */
+function refillSocket(pid: number, fd: number, queued: string[]): void {
+  if (queued.length === 0) return;
+  const pidfd = k.pidfdOpen(pid);
+  if (pidfd < 0) throw new SentryImageError('restore', `pidfd_open(${pid}): errno ${-pidfd}`);
+  const s = k.pidfdGetfd(pidfd, fd);
+  k.close(pidfd);
+  if (s < 0) throw new SentryImageError('restore', `taking socket ${fd} of ${pid}: errno ${-s}`);
+  try {
+    for (const q of queued) {
+      const data = Buffer.from(q, 'base64');
+      const n = k.sendto(s, data, MSG_DONTWAIT | MSG_NOSIGNAL, null);
+      if (n !== data.length) throw new SentryImageError('sockets', `cannot queue ${data.length} bytes again (${n < 0 ? `errno ${-n}` : `${n} sent`})`);
+    }
+  } finally {
+    k.close(s);
+  }
+}
+
 /**
  * Restores the whole checkpointed tree into the new container whose init (moat-init under
  * T_RESTORE_STOP and T_RESTORE_TREE, host pid `target.pid`) made every process and pipe of it:
@@ -190,6 +228,7 @@ function stubPipes(pid: number, count: number): { r: number; w: number }[] {
 export async function restoreTree(m: SentryManifest, reader: ImageReader, pages: SectionInfo, target: RestoreTarget, stopped = false): Promise<void> {
   const hosts = await findTree(m, target.pid);
   const pipes = stubPipes(target.pid, m.pipes.length);
+  const sockets = stubSockets(target.pid, m);
   const restorers: ProcessRestorer[] = [];
   let done = false;
   try {
@@ -203,17 +242,23 @@ export async function restoreTree(m: SentryManifest, reader: ImageReader, pages:
       const data = Buffer.from(pipe.data, 'base64');
       if (data.length > 0 || pipe.capacity !== 65536) fillPipe(target.pid, pipes[i]!.w, pipe.capacity, data);
     });
+    // socket messages, sent again from the other end of each pair
+    m.sockets.forEach((x, i) => {
+      if (!x.queued) return;
+      refillSocket(target.pid, sockets[i]!.b!, x.queued[0]);
+      refillSocket(target.pid, sockets[i]!.a, x.queued[1]);
+    });
     for (const r of restorers) r.rebuildMemory();
     trace('restore: regions mapped');
     await writePages(restorers, reader, pages);
     trace('restore: pages written');
-    for (const r of restorers) r.restoreState(pipes);
+    for (const r of restorers) r.restoreState(pipes, sockets);
     trace('restore: process state set');
     for (const r of restorers) await r.seal();
     for (const r of restorers) r.release(stopped);
     done = true;
   } finally {
-    if (!done) for (const r of restorers) r.tracee.kill();
+    if (!done) for (const r of [...restorers].reverse()) r.tracee.kill(); // children first, as in checkpointSentry
   }
 }
 
@@ -338,7 +383,7 @@ class ProcessRestorer {
   }
 
   /** The mm layout, handlers, name, rseq, robust list, fds, cwd, umask, personality, rlimits and mask. */
-  restoreState(pipes: { r: number; w: number }[]): void {
+  restoreState(pipes: { r: number; w: number }[], sockets: { a: number; b?: number }[]): void {
     const { p, tracee: t, scratch } = this;
     const mm = p.mm;
     const auxv = Buffer.from(mm.auxv, 'base64');
@@ -361,7 +406,7 @@ class ProcessRestorer {
     t.call('prctl(PR_SET_NAME)', NR.prctl, [PR_SET_NAME, this.putString(p.comm), 0, 0, 0]);
     if (p.rseq) t.call('rseq', NR.rseq, [BigInt(p.rseq.ptr), p.rseq.size, 0, p.rseq.signature]);
     if (p.robust.head !== '0x0') t.call('set_robust_list', NR.set_robust_list, [BigInt(p.robust.head), p.robust.len]);
-    this.restoreFds(pipes);
+    this.restoreFds(pipes, sockets);
     t.call(`chdir ${p.cwd}`, NR.chdir, [this.putString(p.cwd)]);
     t.inject(NR.umask, [p.umask]);
     if (p.personality !== 0) t.inject(NR.personality, [p.personality]);
@@ -375,7 +420,7 @@ class ProcessRestorer {
    * closed, then each fd is put in place — a copy, or a file opened again inside the container
    * (with its flags, at its offset) — and the copies are closed.
    */
-  private restoreFds(pipes: { r: number; w: number }[]): void {
+  private restoreFds(pipes: { r: number; w: number }[], sockets: { a: number; b?: number }[]): void {
     const { p, tracee: t, host } = this;
     const stubFds = readdirSync(`/proc/${host}/fd`).map(Number);
     const high = Math.max(0, ...stubFds, ...p.fds.map((f) => f.fd)) + 1;
@@ -384,7 +429,10 @@ class ProcessRestorer {
     if (nofile.soft < BigInt(need)) t.setRlimit({ resource: RLIMIT_NOFILE, soft: BigInt(need), hard: nofile.hard > BigInt(need) ? nofile.hard : BigInt(need) });
     const copies = new Map<number, bigint>();
     for (const f of p.fds) {
-      const source = f.kind === 'external' ? f.stdio! : f.kind === 'pipe' ? (f.end === 'r' ? pipes[f.pipe!]!.r : pipes[f.pipe!]!.w) : -1;
+      const source = f.kind === 'external' ? f.stdio!
+        : f.kind === 'pipe' ? (f.end === 'r' ? pipes[f.pipe!]!.r : pipes[f.pipe!]!.w)
+        : f.kind === 'socket' ? (f.end === 'b' ? sockets[f.socket!]!.b! : sockets[f.socket!]!.a)
+        : -1;
       if (source >= 0) copies.set(f.fd, t.call(`copy of fd ${source}`, NR.fcntl, [source, F_DUPFD_CLOEXEC, high]));
     }
     t.call('close_range (the stage\'s fds)', NR.close_range, [0, high - 1, 0]);
@@ -392,7 +440,7 @@ class ProcessRestorer {
       const copy = copies.get(f.fd);
       if (copy !== undefined) {
         t.call(`dup3 to fd ${f.fd}`, NR.dup3, [copy, f.fd, f.cloexec ? O_CLOEXEC : 0]);
-        if (f.kind === 'pipe') t.call(`fcntl(F_SETFL) fd ${f.fd}`, NR.fcntl, [f.fd, F_SETFL, f.flags]);
+        if (f.kind === 'pipe' || f.kind === 'socket') t.call(`fcntl(F_SETFL) fd ${f.fd}`, NR.fcntl, [f.fd, F_SETFL, f.flags]);
         continue;
       }
       const flags = (f.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | (f.cloexec ? O_CLOEXEC : 0);
