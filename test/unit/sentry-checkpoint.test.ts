@@ -32,6 +32,8 @@ function sample(): SentryManifest {
     fs: false,
     processes: [{
       pid: 1,
+      clearTid: '0x0',
+      threads: [],
       comm: 'python3',
       regs: '0'.repeat(432),
       xstate: Buffer.alloc(576).toString('base64'),
@@ -102,6 +104,11 @@ describe('sentry checkpoint manifest', () => {
       m.processes[0]!.fds.push({ fd: 4, kind: 'socket', socket: 0, end: 'a', flags: 2, cloexec: false, pos: 0 });
     }, /fds\[2\].*socket fd without its socket and end/);
     rejects((m) => m.sockets.push({ type: 'stream', listen: { path: `/${'x'.repeat(120)}`, backlog: 1, uid: 0, gid: 0, mode: 0 } }), /sockets\.0\.listen\.path/);
+    rejects((m) => m.processes[0]!.threads.push({ tid: 1, comm: 't', regs: '0'.repeat(432), xstate: '', sigmask: '0x0', rseq: null, robust: { head: '0x0', len: 24 }, clearTid: '0x0' }), /threads\.0\.tid/);
+    rejects((m) => {
+      m.tree.push({ pid: 5, ppid: 1, pgid: 1, sid: 1, zombie: 0 });
+      m.processes[0]!.threads.push({ tid: 5, comm: 't', regs: '0'.repeat(432), xstate: '', sigmask: '0x0', rseq: null, robust: { head: '0x0', len: 24 }, clearTid: '0x0' });
+    }, /tid 5 is used twice/);
     const ok = sample();
     ok.tree.push({ pid: 9, ppid: 1, pgid: 1, sid: 1, zombie: 256 });
     ok.pipes.push({ capacity: 65536, data: Buffer.from('hi').toString('base64') });

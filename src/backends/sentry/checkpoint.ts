@@ -44,7 +44,7 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
   let ok = false;
   try {
     const ctx = new FdContext(rec.pid);
-    const processes = live.map((f) => captureProcess(rec.id, f.host, f.node.pid, f.tracee!, f.regs!, ctx));
+    const processes = live.map((f) => captureProcess(rec.id, f, ctx));
     trace('checkpoint: processes captured');
     const manifest: SentryManifest = {
       kind: 'moat-checkpoint',
@@ -87,14 +87,18 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
     // before its parent (the init last, whose end waits for all the others) can reap it
     for (const f of [...live].reverse()) {
       if (ok && !req.leaveRunning) {
+        // the other threads first: the leader's end is reported only once they are gone
+        for (const th of f.threads) th.tracee.kill();
         f.tracee!.kill();
         continue;
       }
-      try {
-        f.tracee!.setRegs(f.regs!);
-        f.tracee!.detach();
-      } catch {
-        // it died meanwhile
+      for (const { tracee, regs } of [...f.threads, { tracee: f.tracee!, regs: f.regs! }]) {
+        try {
+          tracee.setRegs(regs);
+          tracee.detach();
+        } catch {
+          // it died meanwhile
+        }
       }
     }
   }

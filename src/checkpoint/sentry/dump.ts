@@ -24,7 +24,8 @@ export class CheckpointRefused extends MoatError {
   }
 }
 
-const NR = { rt_sigaction: 13, brk: 12 } as const;
+const NR = { rt_sigaction: 13, brk: 12, prctl: 157 } as const;
+const PR_GET_TID_ADDRESS = 40;
 const PM_PRESENT = 1n << 63n;
 const PM_SWAP = 1n << 62n;
 const PM_FILE = 1n << 61n;
@@ -241,11 +242,18 @@ function statFields(pid: number): string[] {
 }
 
 /** The process `pid` (seized as `t`): everything a restore needs but its pages. */
-export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee, regs: Regs, ctx: FdContext): ProcessImage {
+export function captureProcess(id: string, found: FoundProcess, ctx: FdContext): ProcessImage {
+  const pid = found.host;
+  const nsPid = found.node.pid;
+  const t = found.tracee!;
+  const regs = found.regs!;
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const line = (k: string): string => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
-  if (Number(line('Threads')) !== 1) throw new CheckpointRefused(id, `process ${nsPid} has ${line('Threads')} threads: multi-threaded processes are not checkpointed yet`);
   if (BigInt(`0x${line('SigPnd')}`) !== 0n || BigInt(`0x${line('ShdPnd')}`) !== 0n) throw new CheckpointRefused(id, `process ${nsPid} has signals pending; try again`);
+  for (const th of found.threads) {
+    const pending = /^SigPnd:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${th.host}/status`, 'utf8'))?.[1] ?? '0';
+    if (BigInt(`0x${pending}`) !== 0n) throw new CheckpointRefused(id, `thread ${th.tid} of process ${nsPid} has signals pending; try again`);
+  }
   let timers = '';
   try {
     timers = readFileSync(`/proc/${pid}/timers`, 'utf8');
@@ -270,7 +278,30 @@ export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee
     if (handler !== 0n || flags !== 0n || mask !== 0n) sigactions.push({ sig, handler: toHex(handler), flags: toHex(flags), restorer: toHex(restorer), mask: toHex(mask) });
   }
   const brk = t.call('brk(0)', NR.brk, [0]);
+  const clearTid = (tr: Tracee, r: Regs): string => {
+    const at = ((r.get('rsp') - 4096n - 256n) / 16n) * 16n;
+    tr.call('prctl(PR_GET_TID_ADDRESS)', NR.prctl, [PR_GET_TID_ADDRESS, at, 0, 0, 0]);
+    return toHex(tr.read(at, 8).readBigUInt64LE(0));
+  };
+  const mainClearTid = clearTid(t, regs);
   t.setRegs(regs);
+  const threads: ProcessImage['threads'] = found.threads.map((th) => {
+    th.tracee.useSyscallAt(findSyscallInsn(t.read(vdso.start, Number(vdso.end - vdso.start)), vdso.start));
+    const ct = clearTid(th.tracee, th.regs);
+    th.tracee.setRegs(th.regs);
+    const rs = th.tracee.rseq();
+    const rb = th.tracee.robustList();
+    return {
+      tid: th.tid,
+      comm: readFileSync(`/proc/${pid}/task/${th.host}/comm`, 'utf8').trim().slice(0, 64),
+      regs: th.regs.buf.toString('hex'),
+      xstate: th.tracee.getXstate().toString('base64'),
+      sigmask: toHex(th.tracee.getSigmask()),
+      rseq: rs ? { ptr: toHex(rs.ptr), size: rs.size, signature: rs.signature } : null,
+      robust: { head: toHex(rb.head), len: rb.len },
+      clearTid: ct,
+    };
+  }).sort((a, b) => a.tid - b.tid);
 
   const f = statFields(pid);
   const at = (n: number): string => toHex(BigInt(f[n - 3] ?? '0'));
@@ -284,6 +315,8 @@ export function captureProcess(id: string, pid: number, nsPid: number, t: Tracee
   }
   return {
     pid: nsPid,
+    clearTid: mainClearTid,
+    threads,
     comm: line('Name').slice(0, 64),
     regs: regs.buf.toString('hex'),
     xstate: xstate.toString('base64'),
@@ -327,6 +360,8 @@ export interface FoundProcess {
   /** The seized process (absent for a zombie). */
   tracee?: Tracee;
   regs?: Regs;
+  /** Its other threads, seized too: host tid, tid in the container, registers. */
+  threads: { host: number; tid: number; tracee: Tracee; regs: Regs }[];
 }
 
 /** The innermost value of a /proc/PID/status line listing one value per pid namespace (NSpid, NSpgid, NSsid). */
@@ -359,11 +394,30 @@ export function seizeTree(id: string, init: number): FoundProcess[] {
         const node = { pid: nsField(status, 'NSpid'), ppid: 0, pgid: nsField(status, 'NSpgid'), sid: nsField(status, 'NSsid') };
         if (zombie) {
           const exit = Number(statFields(host)[49] ?? 0);
-          found.set(host, { host, node: { ...node, zombie: exit } });
+          found.set(host, { host, node: { ...node, zombie: exit }, threads: [] });
           continue;
         }
         const tracee = Tracee.seize(host);
-        found.set(host, { host, node, tracee, regs: tracee.getRegs() });
+        found.set(host, { host, node, tracee, regs: tracee.getRegs(), threads: [] });
+      }
+      // every thread of every live process, until a pass finds no new one
+      for (const f of found.values()) {
+        if (!f.tracee) continue;
+        for (;;) {
+          const have = new Set([f.host, ...f.threads.map((x) => x.host)]);
+          const fresh = readdirSync(`/proc/${f.host}/task`).map(Number).filter((t) => !have.has(t));
+          if (fresh.length === 0) break;
+          for (const tid of fresh) {
+            let status: string;
+            try {
+              status = readFileSync(`/proc/${f.host}/task/${tid}/status`, 'utf8');
+            } catch {
+              continue; // ended meanwhile
+            }
+            const tracee = Tracee.seize(tid);
+            f.threads.push({ host: tid, tid: nsField(status, 'NSpid'), tracee, regs: tracee.getRegs() });
+          }
+        }
       }
     }
     // parents: host ppid -> container pid (the init's parent is outside: 0)
@@ -372,17 +426,17 @@ export function seizeTree(id: string, init: number): FoundProcess[] {
       const ppid = f.host === init ? 0 : Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${f.host}/status`, 'utf8'))?.[1] ?? 0);
       f.node.ppid = f.host === init ? 0 : nsOf.get(ppid) ?? -1;
       if (f.node.ppid < 0) throw new CheckpointRefused(id, `process ${f.node.pid}'s parent is outside the container`);
-      const threads = readdirSync(`/proc/${f.host}/task`).length;
-      if (!f.node.zombie && f.tracee && threads !== 1) throw new CheckpointRefused(id, `process ${f.node.pid} has ${threads} threads: multi-threaded processes are not checkpointed yet`);
     }
     // parents before children (descendants() lists breadth-first, and so does this)
     return descendants(init).map((p) => found.get(p)).filter((f): f is FoundProcess => f !== undefined);
   } catch (e) {
     for (const f of found.values()) {
-      try {
-        f.tracee?.detach();
-      } catch {
-        // gone
+      for (const t of [...f.threads.map((x) => x.tracee), f.tracee]) {
+        try {
+          t?.detach();
+        } catch {
+          // gone
+        }
       }
     }
     throw e;

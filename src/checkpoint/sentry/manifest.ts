@@ -66,8 +66,24 @@ const sigaction = z.object({
   mask: hex,
 }).strict();
 
+/** A thread of a process other than its first: its own registers and thread-local kernel state. */
+const threadImage = z.object({
+  tid: z.number().int().min(2).max(4194304),
+  comm: z.string().max(64),
+  regs: z.string().regex(/^[0-9a-f]{432}$/),
+  xstate: z.string().max(32768),
+  sigmask: hex,
+  rseq: z.object({ ptr: hex, size: z.number().int().min(20).max(4096), signature: z.number().int().nonnegative() }).strict().nullable(),
+  robust: z.object({ head: hex, len: z.number().int().nonnegative().max(4096) }).strict(),
+  /** clear_child_tid: where the kernel writes 0 (and wakes a futex) when the thread ends; 0x0 for none. */
+  clearTid: hex,
+}).strict();
+
 const processImage = z.object({
   pid: z.number().int().positive(),
+  /** The first thread's clear_child_tid. */
+  clearTid: hex,
+  threads: z.array(threadImage).max(1024),
   comm: z.string().max(64),
   /** struct user_regs_struct, hex. */
   regs: z.string().regex(/^[0-9a-f]{432}$/),
@@ -163,6 +179,11 @@ export function checkTree(m: SentryManifest): void {
   });
   const live = [...seen].filter(([, l]) => l).map(([p]) => p).sort((a, b) => a - b);
   const imaged = m.processes.map((p) => p.pid).sort((a, b) => a - b);
+  const tids = new Set<number>(seen.keys());
+  m.processes.forEach((p, i) => p.threads.forEach((t, j) => {
+    if (tids.has(t.tid)) throw new SentryImageError(`manifest.processes[${i}].threads[${j}]`, `tid ${t.tid} is used twice`);
+    tids.add(t.tid);
+  }));
   if (live.join() !== imaged.join()) throw new SentryImageError('manifest.processes', `images for pids ${imaged.join(', ')}, the tree's live processes are ${live.join(', ')}`);
   m.processes.forEach((p, i) => p.fds.forEach((f, j) => {
     const at = `manifest.processes[${i}].fds[${j}]`;

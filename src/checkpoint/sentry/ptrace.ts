@@ -33,8 +33,12 @@ const PTRACE = {
   GETSIGMASK: 0x420a,
   SETSIGMASK: 0x420b,
   GET_RSEQ_CONFIGURATION: 0x420f,
+  SETOPTIONS: 0x4200,
+  GETEVENTMSG: 0x4201,
 } as const;
 const PTRACE_O_TRACESYSGOOD = 1;
+const PTRACE_O_TRACECLONE = 8;
+const PTRACE_EVENT_CLONE = 3;
 const PTRACE_EVENT_STOP = 128;
 const NT_X86_XSTATE = 0x202;
 const WALL = 0x40000000;
@@ -140,8 +144,25 @@ export interface Rlimit {
 export class Tracee {
   private memFd = -1;
   private syscallInsn = 0n;
+  /** Host tids of the threads the task made during injected calls (PTRACE_EVENT_CLONE). */
+  readonly cloned: number[] = [];
 
   private constructor(readonly pid: number) {}
+
+  /**
+   * A thread this checkpointer traces already (one an injected clone made, auto-attached by
+   * PTRACE_O_TRACECLONE), once it reports its first stop.
+   */
+  static adopt(tid: number): Tracee {
+    const t = new Tracee(tid);
+    t.waitStop('the new thread\'s first stop');
+    return t;
+  }
+
+  /** Also traces the threads the task makes from now on (PTRACE_O_TRACECLONE). */
+  traceClones(): void {
+    this.check('PTRACE_SETOPTIONS', load().ptraceVal(SYS_PTRACE, PTRACE.SETOPTIONS, this.pid, 0n, BigInt(PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE)));
+  }
 
   private fail(what: string, errno?: number): never {
     const l = load();
@@ -299,6 +320,11 @@ export class Tracee {
     }
   }
 
+  /** The `syscall` instruction injected calls run on. */
+  syscallAt(): bigint {
+    return this.syscallInsn;
+  }
+
   /** Uses the `syscall` instruction at `addr` for injected calls (see findSyscallInsn). */
   useSyscallAt(addr: bigint): void {
     this.syscallInsn = addr;
@@ -324,6 +350,13 @@ export class Tracee {
         const s = this.waitStop(`the injected call's ${stop}`);
         const sig = (s >> 8) & 0xff;
         if (sig === (5 | 0x80)) break;
+        if (s >>> 16 === PTRACE_EVENT_CLONE) {
+          const msg = Buffer.alloc(8);
+          this.check('PTRACE_GETEVENTMSG', l.ptraceBuf(SYS_PTRACE, PTRACE.GETEVENTMSG, this.pid, 0n, msg));
+          this.cloned.push(Number(msg.readBigUInt64LE(0)));
+          this.check('PTRACE_SYSCALL', l.ptraceVal(SYS_PTRACE, PTRACE.SYSCALL, this.pid, 0n, 0n));
+          continue;
+        }
         // another signal reached the task meanwhile: it stays pending, the call goes on
         if (Tracee.isEventStop(s) || sig !== 5) {
           this.check('PTRACE_SYSCALL', l.ptraceVal(SYS_PTRACE, PTRACE.SYSCALL, this.pid, 0n, 0n));
@@ -351,8 +384,14 @@ export class Tracee {
     try {
       process.kill(this.pid, 'SIGKILL');
     } catch {
-      return; // gone already
+      // gone already (another thread's kill took the whole process): still ours to wait for
     }
+    this.reap();
+  }
+
+  /** Waits (up to 5 s) for the traced task's end, as its tracer (after the process was killed). */
+  reap(): void {
+    this.closeMem();
     const l = load();
     const status = Buffer.alloc(4);
     const deadline = Date.now() + 5_000;

@@ -18,6 +18,7 @@
  *
  * Any failure leaves the half-made process to be killed by the caller.
  */
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { release } from 'node:os';
@@ -34,11 +35,14 @@ import * as k from '../../sys/kernel.js';
 const NR = {
   mmap: 9, munmap: 11, mremap: 25, rt_sigaction: 13, close: 3, lseek: 8, dup3: 292, openat: 257, chdir: 80,
   umask: 95, personality: 135, prctl: 157, rseq: 334, set_robust_list: 273, seccomp: 317, fcntl: 72, close_range: 436,
+  clone: 56, set_tid_address: 218,
 } as const;
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const RLIMIT_NOFILE = 7;
+/** clone(2) flags of a thread as glibc makes one (CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|CHILD_CLEARTID). */
+const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0x80000 | 0x200000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const PROT = { r: 1, w: 2, x: 4 } as const;
@@ -258,8 +262,25 @@ export async function restoreTree(m: SentryManifest, reader: ImageReader, pages:
     for (const r of restorers) r.release(stopped);
     done = true;
   } finally {
-    if (!done) for (const r of [...restorers].reverse()) r.tracee.kill(); // children first, as in checkpointSentry
+    if (!done) {
+      // children first, each process's other threads before it, as in checkpointSentry
+      for (const r of [...restorers].reverse()) {
+        for (const th of r.threads) th.tracee.kill();
+        r.tracee.kill();
+      }
+    }
   }
+}
+
+/**
+ * Makes `pid` the last pid the container's pid namespace gave out (its ns_last_pid), so the next
+ * new task there gets `pid + 1`: written by a process in that namespace (nsenter), as only a
+ * task of the namespace can (with CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE over it). Everything in
+ * the container is stopped, so nothing takes the pid meanwhile.
+ */
+function setLastPid(init: number, pid: number): void {
+  const r = spawnSync('nsenter', ['-t', String(init), '-p', '--', 'sh', '-c', `echo ${pid} > /proc/sys/kernel/ns_last_pid`], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) throw new SentryImageError('restore', `cannot set the container's last pid to ${pid}: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 
 /** Writes `data` into the pipe whose write end is fd `fd` of `pid` (sized to `capacity` first). */
@@ -280,6 +301,8 @@ function fillPipe(pid: number, fd: number, capacity: number, data: Buffer): void
 /** One process of the tree being restored: the seized stage it becomes. */
 class ProcessRestorer {
   private scratch = 0n;
+  /** The threads made again, with what they are restored to. */
+  readonly threads: { tracee: Tracee; image: ProcessImage['threads'][number] }[] = [];
   private savedX = Buffer.alloc(0);
   private readonly where: string;
 
@@ -467,11 +490,36 @@ class ProcessRestorer {
     const notify = t.call('seccomp (the sentry filter)', NR.seccomp, [SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch]);
     await handOver(target.socket, this.host, Number(notify));
     t.call('close (notify fd)', NR.close, [notify]);
+    // the threads, made now so that they share the filter; each gets its tid through ns_last_pid
+    if (this.p.clearTid !== '0x0') t.call('set_tid_address', NR.set_tid_address, [BigInt(this.p.clearTid)]);
+    if (this.p.threads.length > 0) t.traceClones();
+    for (const th of this.p.threads) {
+      const regs = new Regs(Buffer.from(th.regs, 'hex'));
+      setLastPid(this.target.pid, th.tid - 1);
+      const got = t.call(`clone (thread ${th.tid})`, NR.clone, [CLONE_THREAD_FLAGS, regs.get('rsp'), 0, BigInt(th.clearTid), regs.get('fs_base')]);
+      const host = t.cloned.pop();
+      if (host === undefined) throw new SentryImageError('restore', `thread ${th.tid}: the clone was not reported`);
+      const tracee = Tracee.adopt(host);
+      this.threads.push({ tracee, image: th });
+      if (Number(got) !== th.tid) throw new SentryImageError(`${this.where}.threads`, `thread ${th.tid} came back as ${got} (another process took the tid)`);
+      tracee.useSyscallAt(t.syscallAt());
+      if (th.robust.head !== '0x0') tracee.call('set_robust_list', NR.set_robust_list, [BigInt(th.robust.head), th.robust.len]);
+      if (th.rseq) tracee.call('rseq', NR.rseq, [BigInt(th.rseq.ptr), th.rseq.size, 0, th.rseq.signature]);
+      tracee.call('prctl(PR_SET_NAME)', NR.prctl, [PR_SET_NAME, this.putString(th.comm), 0, 0, 0]);
+    }
     t.call('munmap scratch', NR.munmap, [scratch, SCRATCH_SIZE]);
   }
 
   /** Sets the registers (a call it was stopped in runs again) and FPU state, and lets it go. */
   release(stopped: boolean): void {
+    for (const { tracee, image } of this.threads) {
+      const r = new Regs(Buffer.from(image.regs, 'hex'));
+      restartCall(r);
+      tracee.setRegs(r);
+      tracee.setXstate(Buffer.from(image.xstate, 'base64'));
+      tracee.setSigmask(BigInt(image.sigmask));
+      tracee.detach(stopped ? 19 : 0);
+    }
     const regs = new Regs(Buffer.from(this.p.regs, 'hex'));
     restartCall(regs);
     this.tracee.setRegs(regs);
