@@ -44,6 +44,23 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     await sb.ok(['start', id]);
   };
 
+  /**
+   * Checkpoints `id` (which then ends: `after` runs once it has), deletes it and restores the
+   * image as a new container: its id and the file its output goes to.
+   */
+  const moveOn = async (b: string, id: string, after?: () => void): Promise<{ id2: string; out2: string }> => {
+    const image = join(sb.tmp, `${id}-image`);
+    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+    assert.equal(c.status, 0, c.stderr);
+    after?.();
+    await sb.ok(['delete', id]);
+    const id2 = sb.id(`${id}-r`);
+    const out2 = join(sb.tmp, `${id2}.out2`);
+    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
+    assert.equal(r.status, 0, r.stderr);
+    return { id2, out2 };
+  };
+
   it('a counter checkpointed and restored goes on from its value, its open file at its offset', async () => {
     const b = await counterBundle();
     const id = sb.id('ck');
@@ -87,16 +104,11 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     const out1 = join(sb.tmp, `${id}.out1`);
     await start(b, id, out1);
     assert.ok(await waitFor(() => moduleLines(out1).length >= 2, 60_000), `python never reported: ${existsSync(out1) ? readFileSync(out1, 'utf8') : ''}`);
-    const image = join(sb.tmp, `${id}-image`);
-    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
-    assert.equal(c.status, 0, c.stderr);
-    const before = moduleLines(out1).at(-1)!;
-    assert.match(before, /^modules \d+ True \d+$/);
-    await sb.ok(['delete', id]);
-    const id2 = sb.id('pyr');
-    const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
-    assert.equal(r.status, 0, r.stderr);
+    let before = '';
+    const { id2, out2 } = await moveOn(b, id, () => {
+      before = moduleLines(out1).at(-1)!;
+      assert.match(before, /^modules \d+ True \d+$/);
+    });
     try {
       assert.ok(await waitFor(() => moduleLines(out2).length >= 1, 30_000), 'the restored interpreter printed nothing');
       // the same module count and the very same json module object: nothing was imported again
@@ -226,14 +238,7 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     };
     const before = await shape(id);
     assert.match(before, /^1 0 sh; \d+ 1 sh; \d+ \d+ sleep$/);
-    const image = join(sb.tmp, `${id}-image`);
-    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
-    assert.equal(c.status, 0, c.stderr);
-    await sb.ok(['delete', id]);
-    const id2 = sb.id('tree2');
-    const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
-    assert.equal(r.status, 0, r.stderr);
+    const { id2, out2 } = await moveOn(b, id);
     try {
       const after = await shape(id2);
       assert.equal(after, before, 'the restored tree has other pids or parents');
@@ -261,14 +266,7 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     await start(b, id, out1);
     assert.ok(await waitFor(() => /forked \d+/.test(readFileSync(out1, 'utf8')), 30_000));
     const child = /forked (\d+)/.exec(readFileSync(out1, 'utf8'))![1];
-    const image = join(sb.tmp, `${id}-image`);
-    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
-    assert.equal(c.status, 0, c.stderr);
-    await sb.ok(['delete', id]);
-    const id2 = sb.id('zb2');
-    const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
-    assert.equal(r.status, 0, r.stderr);
+    const { id2, out2 } = await moveOn(b, id);
     try {
       assert.ok(await waitFor(() => readFileSync(out2, 'utf8').includes('reaped'), 15_000), `the restored parent printed: ${readFileSync(out2, 'utf8')}`);
       assert.equal(readFileSync(out2, 'utf8'), `reaped ${child} 7\n`);
@@ -305,16 +303,10 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     const out1 = join(sb.tmp, `${id}.out1`);
     await start(b, id, out1);
     assert.ok(await waitFor(() => readFileSync(out1, 'utf8').includes('ready'), 30_000));
-    const image = join(sb.tmp, `${id}-image`);
     // the child sleeps 3 s: "hello" is still in the pair when the checkpoint is taken
-    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
-    assert.equal(c.status, 0, c.stderr);
-    assert.equal(readFileSync(out1, 'utf8'), 'ready\n', 'the child answered before the checkpoint');
-    await sb.ok(['delete', id]);
-    const id2 = sb.id('sk2');
-    const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
-    assert.equal(r.status, 0, r.stderr);
+    const { id2, out2 } = await moveOn(b, id, () => {
+      assert.equal(readFileSync(out1, 'utf8'), 'ready\n', 'the child answered before the checkpoint');
+    });
     try {
       assert.ok(await waitFor(() => readFileSync(out2, 'utf8').includes('echo:hello'), 15_000), `the restored pair printed: ${readFileSync(out2, 'utf8')}`);
       const client = await sb.rt(['exec', id2, 'python3', '-c', 'import socket; s = socket.socket(socket.AF_UNIX); s.connect("/tmp/srv.sock"); print(s.recv(100).decode())']);
@@ -350,15 +342,10 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     await start(b, id, out1);
     assert.ok(await waitFor(() => counts(out1).length >= 2, 30_000));
     const tids = /tids (\d+) (\d+)/.exec(readFileSync(out1, 'utf8'))!.slice(1).join(' ');
-    const image = join(sb.tmp, `${id}-image`);
-    const c = await sb.rt(['checkpoint', '--image-path', image, id]);
-    assert.equal(c.status, 0, c.stderr);
-    const last = counts(out1).at(-1)!;
-    await sb.ok(['delete', id]);
-    const id2 = sb.id('th2');
-    const out2 = join(sb.tmp, `${id2}.out2`);
-    const r = await runtimeTo(sb, ['restore', '-d', '--image-path', image, '-b', b, id2], out2);
-    assert.equal(r.status, 0, r.stderr);
+    let last: number[] = [];
+    const { id2, out2 } = await moveOn(b, id, () => {
+      last = counts(out1).at(-1)!;
+    });
     try {
       assert.ok(await waitFor(() => counts(out2).length >= 3, 15_000), `the restored process printed: ${readFileSync(out2, 'utf8')}`);
       const got = counts(out2);
