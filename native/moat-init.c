@@ -145,6 +145,8 @@ enum tag {
   T_RESTORE_TREE = 57,   /* u32 n, n x (u32 pid, ppid, pgid, sid, zombie, status), u32 pipes,
                             u32 m, m x (u32 type, u32 listen, if listen: str path, u32 backlog, uid, gid, mode):
                             the tree to recreate, its pipes and unix sockets (pairs, or listeners at a path) */
+  T_RESTORE_IMAGE = 58,  /* str host path of a snapshot image: opened by P (read-only, inherited, not close-on-exec)
+                            so the checkpointer can map its pages into the restored processes */
 };
 
 /* mflags of T_MOUNT */
@@ -181,6 +183,7 @@ static struct plan {
   char *listener, *listener_meta;
   uint32_t nstart; struct hook start_hooks[64];
   uint32_t ntree; struct tnode *tree; uint32_t npipes; uint32_t nsocks; struct tsock *socks;
+  char *restore_image;
 } pl;
 
 static int sync_fd = -1;
@@ -318,6 +321,7 @@ static void read_setting(uint32_t tag, struct rd *r) {
   case T_OOM_SCORE_ADJ: pl.has_oom = 1; pl.oom = (int32_t)rd_u32(r); break;
   case T_SETSID: pl.setsid = 1; break;
   case T_RESTORE_STOP: pl.restore = 1; break;
+  case T_RESTORE_IMAGE: pl.restore_image = rd_str(r); break;
   case T_RESTORE_TREE:
     pl.ntree = rd_u32(r);
     if (pl.ntree == 0 || pl.ntree > MAX_TREE) fail("plan", "restore tree", E2BIG, "%u processes", pl.ntree);
@@ -1332,12 +1336,16 @@ int main(int argc, char **argv) {
     if (listener_fd < 0 || connect(listener_fd, (struct sockaddr *)&sa, sizeof sa) != 0)
       fail("seccomp listener", pl.listener, errno, "connect: %s", strerror(errno));
   }
+  int image_fd = -1;
+  if (pl.restore_image && (image_fd = open(pl.restore_image, O_RDONLY)) < 0)
+    fail("restore", pl.restore_image, errno, "opening the snapshot image: %s", strerror(errno));
   int pp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) != 0) fail("socketpair", "", errno, NULL);
   pid_t s1 = fork();
   if (s1 < 0) fail("fork", "", errno, NULL);
   if (s1 == 0) { close(pp[0]); stage1(pp[1]); }
   close(pp[1]);
+  if (image_fd >= 0) close(image_fd);
   if (fifo_fd >= 0) close(fifo_fd);
   if (console_fd >= 0) close(console_fd);
   if (listener_fd >= 0) close(listener_fd);

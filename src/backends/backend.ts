@@ -53,9 +53,10 @@ export interface CreateRequest {
   /**
    * Restore the container from the checkpoint image in this directory: it runs once created
    * (`moat restore`), or with `paused` waits, restored, for `start` (a container made from a
-   * snapshot by `create --from-snapshot`).
+   * snapshot by `create --from-snapshot`). With `share` the image is a snapshot Moat keeps
+   * unchanged, whose memory pages the container may map copy-on-write instead of copying.
    */
-  restore?: { imagePath: string; paused?: boolean };
+  restore?: { imagePath: string; paused?: boolean; share?: boolean };
 }
 
 /** What `moat checkpoint` asks of a backend. */
@@ -96,6 +97,8 @@ export interface SentryJail {
   restoreStop?: boolean;
   /** With restoreStop: the process tree the init recreates (pids in the container) and the number of pipes it makes. */
   restoreTree?: { processes: readonly RestoreNode[]; pipes: number; sockets: readonly RestoreSocket[] };
+  /** With restoreStop: a snapshot image the init opens (read-only) so its pages can be mapped copy-on-write. */
+  restoreImage?: string;
 }
 
 /** A unix socket object of a restored tree: a connected pair of SOCK_* `type`, or a listener at a path in the container. */

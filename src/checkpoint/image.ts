@@ -28,14 +28,15 @@ export const IMAGE_FILE = 'moat-checkpoint.img';
 /** The format version this code writes and reads. */
 export const IMAGE_VERSION = 1;
 /** Section types. */
-export const SECTION = { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5 } as const;
-/** Largest payload per section type (bytes): MANIFEST 1 MiB, VM_MIGRATION 64 GiB, VM_DISK 1 TiB, SENTRY_PAGES 64 GiB, SENTRY_FS 1 TiB. */
+export const SECTION = { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5, PAD: 6 } as const;
+/** Largest payload per section type (bytes): MANIFEST 1 MiB, VM_MIGRATION 64 GiB, VM_DISK 1 TiB, SENTRY_PAGES 64 GiB, SENTRY_FS 1 TiB, PAD 64 KiB. */
 export const SECTION_CAPS: Readonly<Record<number, number>> = Object.freeze({
   [SECTION.MANIFEST]: 2 ** 20,
   [SECTION.VM_MIGRATION]: 64 * 2 ** 30,
   [SECTION.VM_DISK]: 2 ** 40,
   [SECTION.SENTRY_PAGES]: 64 * 2 ** 30,
   [SECTION.SENTRY_FS]: 2 ** 40,
+  [SECTION.PAD]: 2 ** 16,
 });
 /** Most sections one image holds. */
 export const MAX_SECTIONS = 64;
@@ -252,6 +253,15 @@ export class ImageWriter {
       await this.rollBack(fh, start, e);
       throw e;
     }
+  }
+
+  /**
+   * Writes a PAD section (zeros) so that the payload of the next section starts at a multiple
+   * of `align` bytes in the file (e.g. 4096, so it can be mapped page by page).
+   */
+  async padTo(align: number): Promise<void> {
+    const next = this.offset + 2 * SECTION_HEADER_SIZE;
+    await this.addSection(SECTION.PAD, Buffer.alloc((align - (next % align)) % align));
   }
 
   /** Writes the trailer, fsyncs and closes the file: the image is complete. */

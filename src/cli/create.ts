@@ -50,12 +50,12 @@ export function microvmChoice(flags: CreateFlags): MicrovmChoice {
 
 /**
  * What a container made from snapshot `name` starts with: the snapshot's spec and bundle, its
- * isolation, and its image, restored paused until `start`.
+ * isolation, and its image, restored paused until `start` (its pages shared copy-on-write where the backend can).
  */
-export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle: string; spec: Spec; isolation: string; restore: { imagePath: string; paused: boolean } }> {
+export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle: string; spec: Spec; isolation: string; restore: { imagePath: string; paused: boolean; share: boolean } }> {
   const { openSnapshot } = await import('../checkpoint/snapshots.js');
   const s = await openSnapshot(globals(cmd).root, name);
-  return { bundle: s.record.bundle, spec: s.spec, isolation: s.record.isolation, restore: { imagePath: s.imagePath, paused: true } };
+  return { bundle: s.record.bundle, spec: s.spec, isolation: s.record.isolation, restore: { imagePath: s.imagePath, paused: true, share: true } };
 }
 
 /** Registers `create`. */

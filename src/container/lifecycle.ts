@@ -96,7 +96,7 @@ export interface CreateOptions {
   /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
   stdio?: readonly [number, number, number];
   /** Restore from the checkpoint image in this directory: running once created (`moat restore`), or with `paused` created (a snapshot). */
-  restore?: { imagePath: string; paused?: boolean };
+  restore?: { imagePath: string; paused?: boolean; share?: boolean };
 }
 
 /** Result of create: the record, plus the exit status promise in foreground mode. */

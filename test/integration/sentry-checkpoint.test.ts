@@ -192,7 +192,7 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
       assert.ok(insp.openFiles.some((f) => f.path === '/count' && /^fd 3, offset [1-9]/.test(f.role)), `the counter's file among ${JSON.stringify(insp.openFiles)}`);
       assert.ok(insp.openFiles.some((f) => /libc\.so/.test(f.path)), 'mapped libraries are listed');
       assert.ok(insp.memoryRegions.some((m) => m.name.endsWith('[stack]') && m.saved > 0), 'the stack is listed with its saved pages');
-      assert.deepEqual(insp.sections.map((x) => x.type).sort(), ['MANIFEST', 'SENTRY_FS', 'SENTRY_PAGES']);
+      assert.deepEqual(insp.sections.map((x) => x.type).sort(), ['MANIFEST', 'PAD', 'SENTRY_FS', 'SENTRY_PAGES']);
 
       for (let i = 0; i < 5; i++) {
         const c = sb.id(`from${i}`);
@@ -217,6 +217,23 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
         const n = numbers(join(sb.tmp, `${c}.out`)).length;
         assert.ok(await waitFor(() => numbers(join(sb.tmp, `${c}.out`)).length > n, 10_000), `${c} stopped when another clone was killed`);
       }
+      // their memory is the snapshot's, mapped copy-on-write: the pages they did not write are
+      // one copy in the page cache, shared by all clones
+      const shared = (c: string): number => {
+        const pid = (JSON.parse(readFileSync(join(sb.root, c, 'state.json'), 'utf8')) as { pid: number }).pid;
+        let kb = 0;
+        let image = false;
+        for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+          if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) image = line.endsWith(IMAGE_FILE);
+          else if (image && line.startsWith('Shared_Clean:')) kb += Number(line.split(/\s+/)[1]);
+        }
+        return kb;
+      };
+      for (const c of ids.slice(1)) assert.ok(shared(c) > 1024, `${c} shares only ${shared(c)} KiB of the snapshot's pages`);
+      // a clone can be checkpointed again (its mapped pages are saved like anonymous memory)
+      const again = await moveOn(b, ids[1]!);
+      ids.push(again.id2);
+      assert.ok(await waitFor(() => numbers(again.out2).length >= 2, 15_000), 'the re-checkpointed clone printed nothing');
     } finally {
       for (const c of ids) await sb.rt(['delete', '--force', c]);
       await sb.rt(['delete', '--force', id]);

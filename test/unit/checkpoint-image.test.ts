@@ -136,12 +136,13 @@ describe('constants', () => {
   it('match the format', () => {
     assert.equal(IMAGE_FILE, 'moat-checkpoint.img');
     assert.equal(IMAGE_VERSION, 1);
-    assert.deepEqual({ ...SECTION }, { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5 });
+    assert.deepEqual({ ...SECTION }, { MANIFEST: 1, VM_MIGRATION: 2, VM_DISK: 3, SENTRY_PAGES: 4, SENTRY_FS: 5, PAD: 6 });
     assert.equal(SECTION_CAPS[SECTION.MANIFEST], 1024 * 1024);
     assert.equal(SECTION_CAPS[SECTION.VM_MIGRATION], 64 * 1024 ** 3);
     assert.equal(SECTION_CAPS[SECTION.VM_DISK], 1024 ** 4);
     assert.equal(SECTION_CAPS[SECTION.SENTRY_PAGES], 64 * 1024 ** 3);
     assert.equal(SECTION_CAPS[SECTION.SENTRY_FS], 1024 ** 4);
+    assert.equal(SECTION_CAPS[SECTION.PAD], 64 * 1024);
     assert.equal(MAX_SECTIONS, 64);
     assert.ok(Object.isFrozen(SECTION_CAPS));
     assert.ok(new ImageError('/x', 'y') instanceof MoatError);
@@ -152,6 +153,22 @@ describe('constants', () => {
 describe('round trip', () => {
   const manifest = Buffer.from(JSON.stringify({ kind: 'moat-checkpoint', version: 1 }));
   const migration = noise(5 * MiB + 12345, 0xc0ffee);
+
+  it('padTo makes the next payload start at a multiple of the alignment', async () => {
+    for (const lead of [0, 1, 4000, 4048, 4096, 10_000]) {
+      const path = fresh();
+      const w = await ImageWriter.create(path);
+      await w.addSection(SECTION.MANIFEST, Buffer.alloc(lead, 1));
+      await w.padTo(4096);
+      const pages = await w.addSection(SECTION.SENTRY_PAGES, Buffer.alloc(8192, 7));
+      await w.finish();
+      assert.equal(pages.offset % 4096, 0, `after ${lead} bytes`);
+      const r = await ImageReader.open(path);
+      assert.deepEqual(await r.readAll(r.section(SECTION.SENTRY_PAGES)!), Buffer.alloc(8192, 7));
+      assert.ok(r.section(SECTION.PAD)!.length < 4096);
+      await r.close();
+    }
+  });
 
   it('writes three sections (Buffer, odd-sized async chunks, empty) and reads them back', async () => {
     const path = fresh();
@@ -251,7 +268,7 @@ describe('ImageWriter', () => {
   it('refuses unknown and duplicate types, and payloads over the cap, and stays usable', async () => {
     const path = fresh();
     const w = await ImageWriter.create(path);
-    for (const t of [0, 6, 1.5, -1, 0xffffffff]) await rejects(w.addSection(t, Buffer.alloc(1)), /unknown type/);
+    for (const t of [0, 7, 1.5, -1, 0xffffffff]) await rejects(w.addSection(t, Buffer.alloc(1)), /unknown type/);
     await rejects(w.addSection(SECTION.MANIFEST, Buffer.alloc(MiB + 1)), /MANIFEST payload of 1048577 bytes exceeds the MANIFEST cap of 1048576/);
     // a streamed payload is cut off at the cap and its partial bytes are removed again
     await rejects(w.addSection(SECTION.MANIFEST, chunked(Buffer.alloc(MiB + 1), [600 * 1024])), /exceeds the MANIFEST cap/);

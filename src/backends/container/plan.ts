@@ -258,6 +258,7 @@ function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: stri
       const socks = t.sockets.flatMap((k): Field[] => [{ u32: k.type }, { u32: k.listen ? 1 : 0 }, ...(k.listen ? [{ str: k.listen.path }, ...[k.listen.backlog, k.listen.uid, k.listen.gid, k.listen.mode].map((u32) => ({ u32 }))] : [])]);
       w.add(Tag.RESTORE_TREE, { u32: t.processes.length }, ...nodes, { u32: t.pipes }, { u32: t.sockets.length }, ...socks);
     }
+    if (jail.restoreImage) w.add(Tag.RESTORE_IMAGE, { str: jail.restoreImage });
   }
   const profile = spec.linux?.seccomp;
   if (!profile || isSeccompDisabled(profile)) return;

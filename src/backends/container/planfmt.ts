@@ -48,6 +48,7 @@ export const Tag = {
   SENTRY_FILTER: 55,
   RESTORE_STOP: 56,
   RESTORE_TREE: 57,
+  RESTORE_IMAGE: 58,
 } as const;
 
 /** One field of a record payload. */

@@ -64,6 +64,7 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
     trace('checkpoint: pipes and sockets captured');
     mkdirSync(req.imagePath, { recursive: true, mode: 0o700 });
     writer = await ImageWriter.create(join(req.imagePath, IMAGE_FILE));
+    await writer.padTo(4096); // the pages page-aligned in the file: a snapshot's can be mapped
     await writer.addSection(SECTION.SENTRY_PAGES, (async function* () {
       for (const [i, p] of processes.entries()) yield* pagesOf(live[i]!.tracee!, p);
     })());

@@ -13,14 +13,14 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, HostError, UsageError } from '../../errors.js';
 import type { Spec } from '../../spec/schema.js';
 import type { ContainerRecord } from '../../container/store.js';
-import { isAlive, procStat } from '../../container/proc.js';
+import { descendants, isAlive, procStat } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
 import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
 import { checkpointSentry, openSentryImage, restoreUpper } from './checkpoint.js';
-import { SECTION } from '../../checkpoint/image.js';
+import { IMAGE_FILE, SECTION } from '../../checkpoint/image.js';
 import { CheckpointRefused } from '../../checkpoint/sentry/dump.js';
 import { restoreTree } from '../../checkpoint/sentry/restore.js';
 import { parsePolicy } from './netpolicy.js';
@@ -279,10 +279,16 @@ async function create(req: CreateRequest): Promise<Created> {
       pipes: img.manifest.pipes.length,
       sockets: img.manifest.sockets.map((x) => ({ type: SOCK[x.type], ...(x.listen ? { listen: x.listen } : {}) })),
     };
-    const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, tree, async (c) => {
+    // a snapshot's pages are mapped copy-on-write from its image (checked whole first), when
+    // they lie page-aligned in it; a checkpoint image elsewhere is copied in
+    const pages = img.reader.section(SECTION.SENTRY_PAGES)!;
+    const share = req.restore.share === true && pages.offset % 4096 === 0 && pages.length > 0;
+    if (share) await img.reader.verify(pages);
+    const imageFile = join(req.restore.imagePath, IMAGE_FILE);
+    const created = await createFresh({ ...req, sentry: { egress: [], ...req.sentry, level } }, tree, share ? imageFile : undefined, async (c) => {
       await containerBackend.start({ id: req.id, pid: c.pid, pidStartTime: c.pidStartTime } as ContainerRecord, req.dir);
       trace('restore: the new init is at its restore point');
-      await restoreTree(img.manifest, img.reader, img.reader.section(SECTION.SENTRY_PAGES)!, { pid: c.pid, filter: buildSentryFilter(level), socket: join(req.dir, 'sentry.sock') }, paused);
+      await restoreTree(img.manifest, img.reader, pages, { pid: c.pid, filter: buildSentryFilter(level), socket: join(req.dir, 'sentry.sock'), ...(share ? { image: imageFile } : {}) }, paused);
       // a snapshot's container is restored but stopped: it looks created until `start` (SIGCONT)
       if (paused) writeFileSync(join(req.dir, 'exec.fifo'), '', { mode: 0o600 });
       trace('restore: process restored');
@@ -297,7 +303,7 @@ async function create(req: CreateRequest): Promise<Created> {
  * Creates a sentry container. With `restore`, the init stops for the checkpointer instead of
  * exec'ing, and `restore` runs once it is created, before the sentry is waited for.
  */
-async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'], restore?: (created: Created) => Promise<void>): Promise<Created> {
+async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'], image?: string, restore?: (created: Created) => Promise<void>): Promise<Created> {
   const restoreStop = restore !== undefined;
   const spec = sentrySpec(req.spec);
   const level = chooseLevel(req.sentry?.level, req.spec);
@@ -324,6 +330,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     socket,
     ...(restoreStop ? { restoreStop } : {}),
     ...(tree ? { restoreTree: tree } : {}),
+    ...(image ? { restoreImage: image } : {}),
     ...(req.embedded ? {} : { overlay: { upper: join(req.dir, 'upper'), work: join(req.dir, 'work'), merged: join(req.dir, 'merged') } }),
   };
   let created: Created;
@@ -371,7 +378,13 @@ export const sentryBackend: Backend = {
     if (rec.backendState?.['restoredStopped'] !== 1) return containerBackend.start(rec, dir);
     // restored from a snapshot and stopped since: it goes on where the snapshot was taken
     rmSync(join(dir, 'exec.fifo'), { force: true });
-    process.kill(rec.pid, 'SIGCONT');
+    for (const pid of descendants(rec.pid)) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // a zombie's end, meanwhile
+      }
+    }
   },
   async checkpoint(rec, dir, req) {
     const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';

@@ -113,6 +113,18 @@ function captureRegions(id: string, pid: number): RegionImage[] {
       if (m.inode === 0 || !m.name.startsWith('/')) throw new CheckpointRefused(id, `${where} is a kind of mapping the checkpointer does not know`);
       // the file as the process maps it (map_files), not a path that may name another file now
       const st = statSync(`/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`, { bigint: true });
+      let inside: { dev: bigint; ino: bigint } | undefined;
+      try {
+        inside = statSync(`/proc/${pid}/root${m.name}`, { bigint: true });
+      } catch {
+        // not in the container
+      }
+      if (!inside || inside.dev !== st.dev || inside.ino !== st.ino) {
+        // a file from outside the container (a snapshot image its pages were mapped from):
+        // every page is saved, as for anonymous memory, read through the mapping
+        out.push({ ...base, kind: 'anon', runs: n > 0 ? [[0, n]] : [] });
+        continue;
+      }
       const runs = runsOf(entries, (e) => ((e & PM_PRESENT) !== 0n && (e & PM_FILE) === 0n) || (e & PM_SWAP) !== 0n);
       out.push({ ...base, kind: 'file', name: m.name, offset: toHex(m.offset), file: { size: Number(st.size), mtimeNs: st.mtimeNs.toString() }, runs });
     }

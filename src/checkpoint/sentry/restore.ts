@@ -19,7 +19,7 @@
  * Any failure leaves the half-made process to be killed by the caller.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { release } from 'node:os';
 import type { ImageReader, SectionInfo } from '../image.js';
@@ -121,6 +121,11 @@ export interface RestoreTarget {
   filter: Buffer;
   /** The sentry's socket. */
   socket: string;
+  /**
+   * The image file, whose SENTRY_PAGES section (page-aligned, already verified) is mapped
+   * copy-on-write instead of copied; the init holds it open (T_RESTORE_IMAGE).
+   */
+  image?: string;
 }
 
 /** Waits until the stage sits in its pause() loop, and seizes it there. */
@@ -254,7 +259,16 @@ export async function restoreTree(m: SentryManifest, reader: ImageReader, pages:
     });
     for (const r of restorers) r.rebuildMemory();
     trace('restore: regions mapped');
-    await writePages(restorers, reader, pages);
+    if (target.image) {
+      // copy-on-write from the image: every restored process of every container made from this
+      // snapshot shares the page cache's copy until it writes
+      const fd = imageFd(target.pid, target.image);
+      let at = pages.offset;
+      for (const r of restorers) at = r.mapPages(fd, at);
+      if (at !== pages.offset + pages.length) throw new SentryImageError('SENTRY_PAGES', 'the manifest lists other pages than the section holds');
+    } else {
+      await writePages(restorers, reader, pages);
+    }
     trace('restore: pages written');
     for (const r of restorers) r.restoreState(pipes, sockets);
     trace('restore: process state set');
@@ -270,6 +284,20 @@ export async function restoreTree(m: SentryManifest, reader: ImageReader, pages:
       }
     }
   }
+}
+
+/** The fd of the init through which it holds `image` open (T_RESTORE_IMAGE); every process of the tree inherited it. */
+function imageFd(pid: number, image: string): number {
+  const want = statSync(image);
+  for (const fd of readdirSync(`/proc/${pid}/fd`).map(Number)) {
+    try {
+      const st = statSync(`/proc/${pid}/fd/${fd}`);
+      if (st.dev === want.dev && st.ino === want.ino) return fd;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  throw new SentryImageError('restore', `the new init does not hold ${image} open`);
 }
 
 /**
@@ -389,6 +417,36 @@ class ProcessRestorer {
     } finally {
       for (const fd of opened.values()) t.inject(NR.close, [fd]);
     }
+  }
+
+  /**
+   * Maps this process's saved pages from the image (fd `fd` in the process, pages from byte
+   * `at`) over its regions, MAP_PRIVATE: a stack's are written instead (a file mapping would
+   * end its growing down). Returns where the next process's pages start.
+   */
+  mapPages(fd: number, at: number): number {
+    const t = this.tracee;
+    for (const r of this.p.regions) {
+      const start = BigInt(r.start);
+      for (const [first, count] of r.runs) {
+        const addr = start + BigInt(first * PAGE);
+        const len = count * PAGE;
+        if (r.kind === 'stack') {
+          const pfd = openSync(`/proc/${this.host}/fd/${fd}`, 'r');
+          try {
+            const buf = Buffer.alloc(len);
+            readSync(pfd, buf, 0, len, at);
+            t.write(addr, buf);
+          } finally {
+            closeSync(pfd);
+          }
+        } else {
+          t.call(`mmap pages at ${r.start}`, NR.mmap, [addr, len, protOf(r.perms), MAP_PRIVATE | MAP_FIXED, fd, at]);
+        }
+        at += len;
+      }
+    }
+    return at;
   }
 
   /** Where each saved page of this process goes, in manifest order. */
