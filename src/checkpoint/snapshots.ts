@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { MoatError, UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
 import { IMAGE_FILE, ImageReader, SECTION } from './image.js';
-import { PAGE, parseSentryManifest } from './sentry/manifest.js';
+import { checkTree, PAGE, parseSentryManifest } from './sentry/manifest.js';
 
 /** What a snapshot name may be. */
 export const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -223,22 +223,44 @@ export async function inspectSnapshot(root: string, name: string): Promise<Snaps
 /** The processes, files and memory of a sentry checkpoint's manifest (checked first: it is untrusted). */
 function sentryReport(raw: Record<string, unknown>): Omit<SnapshotReport, 'record' | 'sections'> {
   const m = parseSentryManifest(raw);
+  checkTree(m);
   const spec = m.spec as unknown as Spec;
-  const processes = m.processes.map((p) => ({ pid: p.pid, args: spec.process?.args ?? [], uid: p.creds.uid, where: `sandbox pid (${p.comm})` }));
+  const byPid = new Map(m.processes.map((p) => [p.pid, p]));
+  const processes = m.tree.map((n) => {
+    const p = byPid.get(n.pid);
+    const where = p
+      ? `sandbox pid, parent ${n.ppid}, ${p.threads.length + 1} thread${p.threads.length > 0 ? 's' : ''} (${[p.pid, ...p.threads.map((t) => t.tid)].join(', ')})`
+      : `sandbox pid, parent ${n.ppid}, a zombie (wait status ${n.zombie})`;
+    return { pid: n.pid, args: n.pid === 1 ? spec.process?.args ?? [] : [p?.comm ?? '(zombie)'], uid: p?.creds.uid ?? 0, where };
+  });
   const openFiles: SnapshotReport['openFiles'] = [];
   for (const p of m.processes) {
+    const who = `pid ${p.pid} fd`;
     for (const f of p.fds) {
-      openFiles.push(f.kind === 'external'
-        ? { path: `fd ${f.fd}`, role: 'stdio from outside the container (the restoring runtime\'s own)' }
-        : { path: f.path!, role: `fd ${f.fd}, offset ${f.pos}, flags 0${f.flags.toString(8)}${f.cloexec ? ', close-on-exec' : ''}` });
+      const flags = `flags 0${f.flags.toString(8)}${f.cloexec ? ', close-on-exec' : ''}`;
+      if (f.kind === 'external') openFiles.push({ path: `stdio ${f.stdio}`, role: `${who} ${f.fd}: from outside the container (the restoring runtime's own)` });
+      else if (f.kind === 'file') openFiles.push({ path: f.path!, role: `${who} ${f.fd}, offset ${f.pos}, ${flags}` });
+      else if (f.kind === 'pipe') {
+        const waiting = Buffer.from(m.pipes[f.pipe!]!.data, 'base64').length;
+        openFiles.push({ path: `pipe ${f.pipe}`, role: `${who} ${f.fd}, the ${f.end === 'r' ? 'read' : 'write'} end; ${waiting} bytes waiting`, bytes: waiting });
+      } else {
+        const k = m.sockets[f.socket!]!;
+        const waiting = (k.queued?.[f.end === 'a' ? 0 : 1] ?? []).reduce((n, q) => n + Buffer.from(q, 'base64').length, 0);
+        openFiles.push(k.listen
+          ? { path: k.listen.path, role: `${who} ${f.fd}: a unix ${k.type} socket listening here` }
+          : { path: `unix socket pair ${f.socket}`, role: `${who} ${f.fd}, end ${f.end} (${k.type}); ${waiting} bytes waiting`, bytes: waiting });
+      }
     }
-    for (const path of new Set(p.regions.filter((r) => r.kind === 'file').map((r) => r.name!))) openFiles.push({ path, role: 'mapped (pages not written come from this file)' });
+    for (const path of new Set(p.regions.filter((r) => r.kind === 'file').map((r) => r.name!))) openFiles.push({ path, role: `pid ${p.pid}: mapped (pages not written come from this file)` });
   }
   const memoryRegions = m.processes.flatMap((p) => p.regions.map((r) => ({
-    name: `${r.start}-${r.end} ${r.perms} ${r.name ?? `[${r.kind}]`}`,
+    name: `pid ${p.pid}: ${r.start}-${r.end} ${r.perms} ${r.name ?? `[${r.kind}]`}`,
     bytes: Number(BigInt(r.end) - BigInt(r.start)),
     saved: r.runs.reduce((n, [, c]) => n + c * PAGE, 0),
   })));
-  const machine = { backend: m.backend, level: m.level, kernel: m.host.kernel, xfeatures: m.host.xfeatures, cpuFlags: m.host.cpuFlags.length, files: m.fs ? 'the root\'s upper layer (SENTRY_FS)' : 'none' };
+  const machine = {
+    backend: m.backend, level: m.level, kernel: m.host.kernel, xfeatures: m.host.xfeatures, cpuFlags: m.host.cpuFlags.length,
+    pipes: m.pipes.length, unixSockets: m.sockets.length, files: m.fs ? 'the root\'s upper layer (SENTRY_FS)' : 'none',
+  };
   return { processes, openFiles, memoryRegions, machine };
 }

@@ -189,7 +189,7 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
       };
       assert.deepEqual(insp.processes.map((p) => p.pid), [1]);
       assert.equal(insp.processes[0]!.args.at(-1), COUNTER);
-      assert.ok(insp.openFiles.some((f) => f.path === '/count' && /^fd 3, offset [1-9]/.test(f.role)), `the counter's file among ${JSON.stringify(insp.openFiles)}`);
+      assert.ok(insp.openFiles.some((f) => f.path === '/count' && /^pid 1 fd 3, offset [1-9]/.test(f.role)), `the counter's file among ${JSON.stringify(insp.openFiles)}`);
       assert.ok(insp.openFiles.some((f) => /libc\.so/.test(f.path)), 'mapped libraries are listed');
       assert.ok(insp.memoryRegions.some((m) => m.name.endsWith('[stack]') && m.saved > 0), 'the stack is listed with its saved pages');
       assert.deepEqual(insp.sections.map((x) => x.type).sort(), ['MANIFEST', 'PAD', 'SENTRY_FS', 'SENTRY_PAGES']);
@@ -255,6 +255,17 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     };
     const before = await shape(id);
     assert.match(before, /^1 0 sh; \d+ 1 sh; \d+ \d+ sleep$/);
+    // forensics: a snapshot of it lists the tree and the bytes waiting in the pipe
+    const snap = `tree-${process.pid}`;
+    await sb.ok(['snapshot', 'create', '--from', id, snap]);
+    try {
+      const insp = JSON.parse((await sb.ok(['snapshot', 'inspect', '--format', 'json', snap])).stdout) as { processes: { pid: number; where: string }[]; openFiles: { path: string; role: string; bytes?: number }[] };
+      assert.equal(insp.processes.length, 3);
+      assert.ok(insp.processes.slice(1).every((p) => /parent \d+, 1 thread/.test(p.where)), JSON.stringify(insp.processes));
+      assert.ok(insp.openFiles.some((f) => f.path === 'pipe 0' && /read end; 12 bytes waiting/.test(f.role)), JSON.stringify(insp.openFiles));
+    } finally {
+      await sb.rt(['snapshot', 'delete', snap]);
+    }
     const { id2, out2 } = await moveOn(b, id);
     try {
       const after = await shape(id2);
