@@ -8,6 +8,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { MoatError, UsageError } from '../errors.js';
 import type { Spec } from '../spec/schema.js';
+import { parseSpec } from '../spec/validate.js';
 import { IMAGE_FILE, ImageReader, SECTION } from './image.js';
 import { checkTree, PAGE, parseSentryManifest } from './sentry/manifest.js';
 
@@ -71,7 +72,7 @@ export async function createSnapshot(
 }
 
 /** Reads snapshot `name`: its record, image path and the spec of the container it was taken from. */
-export async function openSnapshot(root: string, name: string): Promise<{ record: SnapshotRecord; imagePath: string; spec: Spec }> {
+export async function openSnapshot(root: string, name: string): Promise<{ record: SnapshotRecord; imagePath: string; spec: Spec; embedded: boolean }> {
   const dir = snapshotDir(root, name);
   if (!existsSync(dir)) throw new SnapshotError(name, 'does not exist (moat snapshot list shows them)');
   let record: SnapshotRecord;
@@ -85,7 +86,7 @@ export async function openSnapshot(root: string, name: string): Promise<{ record
   }
   const manifest = await readManifest(dir);
   if (typeof manifest['spec'] !== 'object' || manifest['spec'] === null) throw new SnapshotError(name, 'its manifest carries no OCI spec');
-  return { record, imagePath: dir, spec: manifest['spec'] as Spec };
+  return { record, imagePath: dir, spec: parseSpec(manifest['spec']), embedded: manifest['embedded'] === true };
 }
 
 /** The MANIFEST of the image in `imagePath`, parsed (an object). */

@@ -41,9 +41,8 @@ function criuFlags(cmd: Command): Command {
 }
 
 /** The isolation a checkpoint image was taken under (its MANIFEST's `backend`). */
-async function imageBackend(imagePath: string): Promise<string> {
-  const { readManifest } = await import('../checkpoint/snapshots.js');
-  const backend = (await readManifest(imagePath))['backend'];
+function imageBackend(imagePath: string, manifest: Record<string, unknown>): string {
+  const backend = manifest['backend'];
   if (backend !== 'microvm' && backend !== 'sentry' && backend !== 'container') throw new UsageError(`restore: the image in ${imagePath} names no known isolation (${String(backend)})`);
   return backend;
 }
@@ -75,15 +74,20 @@ export function register(program: Command): void {
     .option('--lsm-mount-context <ctx>', 'accepted for runc compatibility')
     .action(async (id: string, flags: RestoreFlags, cmd: Command) => {
       const lifecycle = await import('../container/lifecycle.js');
-      const { loadSpec } = await import('../spec/validate.js');
+      const { loadSpec, parseSpec } = await import('../spec/validate.js');
       const ctx = context(cmd);
       const imagePath = resolve(flags.imagePath ?? '');
       const bundle = resolve(flags.bundle ?? '.');
-      const isolation = flags.isolation ?? (await imageBackend(imagePath));
+      const { readManifest } = await import('../checkpoint/snapshots.js');
+      const manifest = await readManifest(imagePath);
+      const isolation = flags.isolation ?? imageBackend(imagePath, manifest);
+      // an image of the embedded default is restored as one, with the spec it was taken with
+      const embedded = manifest['embedded'] === true && flags.bundle === undefined;
       const { rec, waitExit } = await lifecycle.create(ctx, {
         id,
-        bundle,
-        spec: loadSpec(bundle),
+        bundle: embedded ? '' : bundle,
+        spec: embedded ? parseSpec(manifest['spec']) : loadSpec(bundle),
+        ...(embedded ? { embedded: { lower: '/' } } : {}),
         isolation,
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
         preserveFds: 0,

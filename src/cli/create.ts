@@ -52,10 +52,17 @@ export function microvmChoice(flags: CreateFlags): MicrovmChoice {
  * What a container made from snapshot `name` starts with: the snapshot's spec and bundle, its
  * isolation, and its image, restored paused until `start` (its pages shared copy-on-write where the backend can).
  */
-export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle: string; spec: Spec; isolation: string; restore: { imagePath: string; paused: boolean; share: boolean } }> {
+export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle: string; spec: Spec; isolation: string; restore: { imagePath: string; paused: boolean; share: boolean }; embedded?: { lower: string } }> {
   const { openSnapshot } = await import('../checkpoint/snapshots.js');
   const s = await openSnapshot(globals(cmd).root, name);
-  return { bundle: s.record.bundle, spec: s.spec, isolation: s.record.isolation, restore: { imagePath: s.imagePath, paused: true, share: true } };
+  return {
+    bundle: s.record.bundle,
+    spec: s.spec,
+    isolation: s.record.isolation,
+    restore: { imagePath: s.imagePath, paused: true, share: true },
+    // a snapshot of the embedded default makes embedded-default containers
+    ...(s.embedded ? { embedded: { lower: '/' } } : {}),
+  };
 }
 
 /** Registers `create`. */
@@ -71,7 +78,7 @@ export function register(program: Command): void {
         id,
         bundle,
         spec,
-        ...(snap ? { isolation: snap.isolation, restore: snap.restore } : {}),
+        ...(snap ? { isolation: snap.isolation, restore: snap.restore, ...(snap.embedded ? { embedded: snap.embedded } : {}) } : {}),
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
         sentry: sentryChoice(flags),
         microvm: microvmChoice(flags),

@@ -59,7 +59,7 @@ export function register(program: Command): void {
         if (operands.length > 1) throw new UsageError('run: expected at most one container id with --from-snapshot');
         id = operands[0] ?? `moat-${randomBytes(6).toString('hex')}`;
         const snap = await fromSnapshot(cmd, flags.fromSnapshot);
-        opts = { id, bundle: snap.bundle, spec: snap.spec, ...common, isolation: flags.isolation ?? snap.isolation, restore: snap.restore };
+        opts = { id, bundle: snap.bundle, spec: snap.spec, ...common, isolation: flags.isolation ?? snap.isolation, restore: snap.restore, ...(snap.embedded ? { embedded: snap.embedded } : {}) };
       } else if (embedded) {
         if (flags.bundle) throw new UsageError('run: --bundle cannot be combined with a command after "--"');
         if (!['none', 'loopback', 'host'].includes(flags.network)) throw new UsageError(`--network: expected none, loopback or host, got "${flags.network}"`);

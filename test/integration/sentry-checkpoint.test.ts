@@ -389,6 +389,42 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     }
   });
 
+  it('the embedded default: restored as one (no bundle), from a checkpoint and from a snapshot', async () => {
+    // the host's python3 maps its locale and gconv caches shared: those come back mapped shared
+    const id = sb.id('emb');
+    const out1 = join(sb.tmp, `${id}.out1`);
+    // (it holds no file open: the embedded default's written files are not in the image)
+    const counter = 'import time\ni = 0\nwhile True:\n    i += 1\n    print(i, flush=True)\n    time.sleep(0.2)';
+    const r = await runtimeTo(sb, ['run', '-d', '--isolation', 'sentry', '--name', id, '--', 'python3', '-c', counter], out1);
+    assert.equal(r.status, 0, r.stderr);
+    const snap = `emb-${process.pid}`;
+    try {
+      assert.ok(await waitFor(() => numbers(out1).length >= 3, 30_000), 'the counter never counted');
+      const s = await sb.rt(['snapshot', 'create', '--from', id, snap]);
+      assert.equal(s.status, 0, s.stderr);
+      const image = join(sb.tmp, `${id}-image`);
+      const c = await sb.rt(['checkpoint', '--image-path', image, id]);
+      assert.equal(c.status, 0, c.stderr);
+      const last = Math.max(...numbers(out1));
+      for (const [i, args] of [['restore', '-d', '--image-path', image], ['run', '-d', '--from-snapshot', snap]].entries()) {
+        const c2 = sb.id(`emb${i}`);
+        const out2 = join(sb.tmp, `${c2}.out`);
+        const rr = await runtimeTo(sb, [...args, c2], out2);
+        assert.equal(rr.status, 0, rr.stderr);
+        try {
+          assert.ok(await waitFor(() => numbers(out2).length >= 2, 15_000), `${args[0]} printed nothing`);
+          assert.ok(numbers(out2)[0]! <= last + 1, `${args[0]} started at ${numbers(out2)[0]}, the checkpoint was at ${last}`);
+          assert.equal((await sb.ok(['state', c2])).stdout.includes('"bundle": ""'), true, 'not an embedded-default container');
+        } finally {
+          await sb.rt(['delete', '--force', c2]);
+        }
+      }
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+      await sb.rt(['snapshot', 'delete', snap]);
+    }
+  });
+
   it('refuses what it cannot checkpoint, saying why, and leaves the container running', async () => {
     const cases: [string, RegExp][] = [
       ['import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint("ready", flush=True)\ntime.sleep(1000)', /fd \d+ of process 1 \(socket:\[\d+\]\) .*other sockets and kernel objects are not checkpointed yet/],

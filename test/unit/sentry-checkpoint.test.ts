@@ -30,6 +30,7 @@ function sample(): SentryManifest {
     pipes: [],
     sockets: [],
     fs: false,
+    embedded: false,
     processes: [{
       pid: 1,
       clearTid: '0x0',
@@ -82,7 +83,8 @@ describe('sentry checkpoint manifest', () => {
     rejects((m) => (m.processes[0]!.fds[1]!.fd = 2 ** 31), /fds\.1\.fd/);
     rejects((m) => (m.processes[0]!.regions[1]!.start = '0x10000000000000000'), /regions\.1\.start/);
     rejects((m) => (m.processes[0]!.sigactions[0]!.sig = 65), /sigactions\.0\.sig/);
-    rejects((m) => (m.processes[0]!.regions[1]!.perms = 'rw-s'), /regions\.1\.perms/);
+    rejects((m) => (m.processes[0]!.regions[1]!.perms = 'rw-x'), /regions\.1\.perms/);
+    rejects((m) => (m.processes[0]!.regions[1]!.perms = 'rw-s'), /regions\[1\].*shared mapping is of a file, with no saved pages/);
     rejects((m) => ((m.processes[0] as unknown as Record<string, unknown>)['extra'] = 1), /processes\.0/);
     rejects((m) => m.processes.push(m.processes[0]!), /manifest\.processes/);
     rejects((m) => (m.processes[0]!.rlimits[0]!.resource = 99), /rlimits\.0\.resource/);

@@ -58,6 +58,7 @@ export async function checkpointSentry(rec: ContainerRecord, dir: string, req: C
       pipes: capturePipes(ctx),
       sockets: captureSockets(rec.id, rec.pid, ctx),
       fs,
+      embedded: rec.bundle === '',
       processes,
       spec: rec.spec as unknown as Record<string, unknown>,
     };

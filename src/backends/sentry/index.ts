@@ -266,8 +266,12 @@ async function create(req: CreateRequest): Promise<Created> {
     if (req.spec.process?.terminal) throw new CheckpointRefused(req.id, 'a container with a terminal cannot be restored yet');
     const level = img.manifest.level;
     const upper = join(req.dir, 'upper');
+    if (img.manifest.embedded !== (req.embedded !== undefined)) {
+      throw new UsageError(img.manifest.embedded
+        ? 'restore: this image was taken of the embedded default; restore it as one (no bundle)'
+        : 'restore: this image holds a bundle\'s files; restore it with a bundle, not the embedded default');
+    }
     if (img.manifest.fs) {
-      if (req.embedded) throw new UsageError('restore: this image holds a bundle\'s files; restore it with a bundle, not the embedded default');
       await restoreUpper(img, upper);
       trace('restore: files unpacked');
     }

@@ -96,8 +96,8 @@ function captureRegions(id: string, pid: number): RegionImage[] {
     for (const m of maps) {
       const where = `the mapping ${toHex(m.start)}-${toHex(m.end)} ${m.name}`.trim();
       if (m.name === '[vsyscall]') continue;
-      if (m.perms[3] !== 'p') throw new CheckpointRefused(id, `${where} is shared (MAP_SHARED): shared memory is not checkpointed yet`);
-      if (m.name.endsWith(' (deleted)')) throw new CheckpointRefused(id, `${where} maps a deleted file`);
+      const shared = m.perms[3] === 's';
+      if (m.name.endsWith(' (deleted)')) throw new CheckpointRefused(id, `${where} maps a deleted file${shared ? ' shared (shared anonymous memory is not checkpointed yet)' : ''}`);
       const base = { start: toHex(m.start), end: toHex(m.end), perms: m.perms };
       if ((SPECIAL as readonly string[]).includes(m.name)) {
         out.push({ ...base, kind: 'special', name: m.name, runs: [] });
@@ -105,6 +105,9 @@ function captureRegions(id: string, pid: number): RegionImage[] {
       }
       const n = Number((m.end - m.start) / BigInt(PAGE));
       const entries = pagemap(pm, m.start, n);
+      if (shared && (m.inode === 0 || !m.name.startsWith('/') || m.name.startsWith('/memfd:') || m.name.startsWith('/SYSV'))) {
+        throw new CheckpointRefused(id, `${where} is shared memory (MAP_SHARED of no file): not checkpointed yet`);
+      }
       if (m.inode === 0 && (m.name === '' || m.name === '[heap]' || m.name === '[stack]' || m.name.startsWith('[anon:'))) {
         const runs = runsOf(entries, (e) => (e & (PM_PRESENT | PM_SWAP)) !== 0n);
         out.push({ ...base, kind: m.name === '[stack]' ? 'stack' : 'anon', runs });
@@ -118,6 +121,12 @@ function captureRegions(id: string, pid: number): RegionImage[] {
         inside = statSync(`/proc/${pid}/root${m.name}`, { bigint: true });
       } catch {
         // not in the container
+      }
+      if (shared) {
+        // a shared mapping's pages are the file's: it is mapped again, nothing is saved
+        if (!inside || inside.dev !== st.dev || inside.ino !== st.ino) throw new CheckpointRefused(id, `${where} is a shared mapping of a file from outside the container`);
+        out.push({ ...base, kind: 'file', name: m.name, offset: toHex(m.offset), file: { size: Number(st.size), mtimeNs: st.mtimeNs.toString() }, runs: [] });
+        continue;
       }
       if (!inside || inside.dev !== st.dev || inside.ino !== st.ino) {
         // a file from outside the container (a snapshot image its pages were mapped from):

@@ -27,8 +27,8 @@ const path = z.string().min(1).max(4096).regex(/^\/[^\0]*$/, 'an absolute path w
 const region = z.object({
   start: hex,
   end: hex,
-  /** "rwxp" as /proc/PID/maps writes it (only private mappings are checkpointed). */
-  perms: z.string().regex(/^[r-][w-][x-]p$/),
+  /** "rwxp" as /proc/PID/maps writes it (s: a shared mapping, only of a file, with no saved pages). */
+  perms: z.string().regex(/^[r-][w-][x-][ps]$/),
   kind: z.enum(['anon', 'stack', 'file', 'special']),
   /** special: its name; file: the path inside the container. */
   name: z.string().max(4096).optional(),
@@ -150,6 +150,8 @@ const manifest = z.object({
   }).strict()).max(512),
   /** Whether a SENTRY_FS section holds the overlay's upper layer. */
   fs: z.boolean(),
+  /** Taken of the embedded default (the host root read-only): it is restored as one (its written files are not in the image). */
+  embedded: z.boolean(),
   processes: z.array(processImage).min(1).max(4096),
   spec: z.record(z.string(), z.unknown()),
 }).strict();
@@ -234,6 +236,7 @@ export function checkLayout(p: ProcessImage, where: string): number {
     }
     if (r.kind === 'special' && !(SPECIAL as readonly string[]).includes(r.name ?? '')) throw new SentryImageError(at, `unknown special mapping ${String(r.name)}`);
     if (r.kind === 'special' && r.runs.length > 0) throw new SentryImageError(at, 'a special mapping has no saved pages');
+    if (r.perms[3] === 's' && (r.kind !== 'file' || r.runs.length > 0)) throw new SentryImageError(at, 'a shared mapping is of a file, with no saved pages');
     const npages = Number((end - start) / BigInt(PAGE));
     let next = 0;
     for (const [first, count] of r.runs) {

@@ -46,6 +46,7 @@ const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const PROT = { r: 1, w: 2, x: 4 } as const;
+const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
 const MAP_FIXED = 0x10;
 const MAP_ANONYMOUS = 0x20;
@@ -54,6 +55,7 @@ const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
 const MREMAP_FIXED = 2;
 const O_CLOEXEC = 0o2000000;
+const O_RDWR = 2;
 const O_CREAT = 0o100;
 const O_EXCL = 0o200;
 const O_TRUNC = 0o1000;
@@ -403,16 +405,21 @@ class ProcessRestorer {
           t.call(`mmap ${r.start}`, NR.mmap, [start, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (r.kind === 'stack' ? MAP_GROWSDOWN : 0), -1, 0]);
           continue;
         }
-        let fd = opened.get(r.name!);
+        // a shared mapping is the file itself (opened for writing if it is mapped so); a private
+        // one must find the file as it was, its unsaved pages coming from it
+        const shared = r.perms[3] === 's';
+        const rw = shared && r.perms[1] === 'w';
+        const key = `${rw ? 'rw' : 'r'}:${r.name!}`;
+        let fd = opened.get(key);
         if (fd === undefined) {
-          fd = t.call(`open ${r.name}`, NR.openat, [AT_FDCWD, this.putString(r.name!), O_CLOEXEC, 0]);
-          opened.set(r.name!, fd);
+          fd = t.call(`open ${r.name}`, NR.openat, [AT_FDCWD, this.putString(r.name!), O_CLOEXEC | (rw ? O_RDWR : 0), 0]);
+          opened.set(key, fd);
           const st = statSync(`/proc/${host}/fd/${fd}`, { bigint: true });
-          if (Number(st.size) !== r.file!.size || st.mtimeNs.toString() !== r.file!.mtimeNs) {
+          if (!shared && (Number(st.size) !== r.file!.size || st.mtimeNs.toString() !== r.file!.mtimeNs)) {
             throw new SentryImageError(`${this.where}.regions[${i}]`, `${r.name} changed since the checkpoint (size or mtime differs)`);
           }
         }
-        t.call(`mmap ${r.name}`, NR.mmap, [start, len, prot, MAP_PRIVATE | MAP_FIXED, fd, BigInt(r.offset!)]);
+        t.call(`mmap ${r.name}`, NR.mmap, [start, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, BigInt(r.offset!)]);
       }
     } finally {
       for (const fd of opened.values()) t.inject(NR.close, [fd]);
