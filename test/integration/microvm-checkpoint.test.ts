@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
@@ -212,6 +214,51 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
       assert.notEqual(r.status, 0, `restored ${image}`);
       assert.match(r.stderr, why);
       assert.equal(existsSync(join(sb.root, id2)), false, 'a refused restore left its state directory');
+    }
+  });
+
+  it('a VM with egress rules comes back with its network device and its rules', async () => {
+    const seen: string[] = [];
+    const srv = await new Promise<Server>((res) => {
+      const s = createServer((c) => {
+        let got = '';
+        c.on('data', (d: Buffer) => {
+          got += d.toString();
+          if (got.includes('\n')) c.end('pong\n');
+        });
+        c.on('close', () => seen.push(got));
+      });
+      s.listen(0, '127.0.0.1', () => res(s));
+    });
+    const port = (srv.address() as AddressInfo).port;
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('net');
+    const id2 = sb.id('net2');
+    const ping = async (c: string, p: number): Promise<string> => (await sb.rt(['exec', c, 'sh', '-c', `echo ping | nc -w 5 10.0.2.2 ${p}; echo rc=$?`], { timeoutMs: 60_000 })).stdout;
+    try {
+      await sb.ok(['create', '--isolation', 'microvm', '--allow-egress', `127.0.0.1:${port}`, '-b', b, id], { timeoutMs: VM_TIMEOUT });
+      await sb.ok(['start', id]);
+      assert.match(await ping(id, port), /pong\nrc=0/);
+      const image = join(sb.tmp, `${id}-image`);
+      const c = await sb.rt(['checkpoint', '--image-path', image, id], { timeoutMs: 120_000 });
+      assert.equal(c.status, 0, c.stderr);
+      await sb.ok(['delete', id]);
+      // other rules for the restore (here from the bundle's annotation) are refused: the machine keeps its own
+      const otherBundle = await sb.bundle(['sleep', '1000'], (spec) => {
+        spec.annotations = { 'io.moat.sentry.allow-egress': '10.9.9.9' };
+      });
+      const other = await sb.rt(['restore', '-d', '--image-path', image, '-b', otherBundle, sb.id('other')], { timeoutMs: 120_000 });
+      assert.notEqual(other.status, 0);
+      assert.match(other.stderr, /restored with those/);
+      const r = await sb.rt(['restore', '-d', '--image-path', image, '-b', b, id2], { timeoutMs: VM_TIMEOUT });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(await ping(id2, port), /pong\nrc=0/, 'the restored VM cannot reach its allowed endpoint');
+      assert.match(await ping(id2, port + 1 === 65536 ? port - 1 : port + 1), /rc=1/, 'the restored VM reaches an endpoint no rule allows');
+      assert.deepEqual(seen, ['ping\n', 'ping\n']);
+    } finally {
+      srv.close();
+      await sb.rt(['delete', '--force', id]);
+      await sb.rt(['delete', '--force', id2]);
     }
   });
 

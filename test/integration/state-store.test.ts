@@ -80,7 +80,15 @@ describe('state store', { skip }, () => {
     });
     const id = sb.id();
     const pending = sb.rt(['create', '-b', b, id]);
-    assert.ok(await waitFor(() => existsSync(join(sb.root, id, 'state.json'))), 'create never started');
+    // the record is written first, its cgroups once they are made (before the hook runs)
+    const recorded = (): string[] => {
+      try {
+        return Object.values((JSON.parse(readFileSync(join(sb.root, id, 'state.json'), 'utf8')) as { cgroupPaths?: Record<string, string> }).cgroupPaths ?? {});
+      } catch {
+        return []; // not written yet
+      }
+    };
+    assert.ok(await waitFor(() => recorded().length > 0, 4000), 'the cgroups were not recorded before the process started');
     const creator = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).find((p) => {
       try {
         return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`create\0-b\0${b}\0${id}`);
@@ -89,8 +97,7 @@ describe('state store', { skip }, () => {
       }
     });
     assert.ok(creator, 'cannot find the create process');
-    const cgroupPaths = Object.values((JSON.parse(readFileSync(join(sb.root, id, 'state.json'), 'utf8')) as { cgroupPaths?: Record<string, string> }).cgroupPaths ?? {});
-    assert.ok(cgroupPaths.length > 0, 'the cgroups were not recorded before the process started');
+    const cgroupPaths = recorded();
     process.kill(Number(creator), 'SIGKILL');
     await pending;
     const list = JSON.parse((await sb.ok(['list', '--format', 'json'])).stdout) as { id: string; status: string }[];

@@ -68,10 +68,20 @@ describe('microvm restore: the manifest', () => {
       ['stream 0', { ...good, monitor: { ...good.monitor, nextStream: 0 } }],
       ['negative pid', { ...good, monitor: { ...good.monitor, pid: -1 } }],
       ['missing base image', { ...good, vm: { ...good.vm, baseImage: join(work, 'nope.ext4') } }],
+      ['egress not an array', { ...good, vm: { ...good.vm, egress: '1.2.3.4' } }],
+      ['egress rule not a string', { ...good, vm: { ...good.vm, egress: [7] } }],
+      ['egress rule with a comma', { ...good, vm: { ...good.vm, egress: ['1.2.3.4,5.6.7.8'] } }],
+      ['egress rule that is no rule', { ...good, vm: { ...good.vm, egress: ['not-an-address'] } }],
     ];
     for (const [what, m, raw] of cases) {
       await assert.rejects(openVmImage('r2', await image(m, raw), async () => 'tcg'), (e: unknown) => e instanceof MoatError, what);
     }
+  });
+
+  it('takes the egress rules of a VM that had them', async () => {
+    const { reader, manifest } = await openVmImage('r4', await image({ ...good, vm: { ...good.vm, egress: ['127.0.0.1:8080', '10.0.0.0/8'] } }), async () => 'tcg');
+    assert.deepEqual(manifest.vm.egress, ['127.0.0.1:8080', '10.0.0.0/8']);
+    await reader.close();
   });
 
   it('refuses another accelerator than this host uses', async () => {

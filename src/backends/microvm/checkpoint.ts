@@ -19,6 +19,7 @@ import type { Spec } from '../../spec/schema.js';
 import { qcow2BackingFile } from './disk.js';
 import { Qmp } from './qmp.js';
 import type { Accel } from './types.js';
+import { parsePolicy } from '../sentry/netpolicy.js';
 
 /** A checkpoint or restore the microvm backend cannot do, with the reason. */
 export class MicrovmCheckpointError extends MoatError {
@@ -46,6 +47,8 @@ export interface MicrovmManifest {
     guestRelease: string;
     /** The read-only base image the qcow2 overlay in VM_DISK is backed by. */
     baseImage: string;
+    /** The VM's --allow-egress rules (its network device is part of the machine); absent in older images: none. */
+    egress?: string[];
   };
   monitor: { pid: number; pending: string; nextStream: number };
   spec: Spec;
@@ -175,6 +178,10 @@ export async function openVmImage(id: string, imagePath: string, accelHere: () =
       !int(mon.pid, 0, 0xffffffff) || typeof mon.pending !== 'string' || mon.pending.length > 2 * 1024 * 1024 || !int(mon.nextStream, 1, 0xffffffff)) {
       throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's vm or monitor settings are malformed`);
     }
+    if (v.egress !== undefined && (!Array.isArray(v.egress) || v.egress.length > 64 || !v.egress.every((r) => typeof r === 'string' && r.length <= 128 && !r.includes(',')))) {
+      throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's egress rules are malformed`);
+    }
+    if (v.egress !== undefined && v.egress.length > 0) parsePolicy('egress', v.egress);
     if (!reader.section(SECTION.VM_MIGRATION) || !reader.section(SECTION.VM_DISK)) {
       throw new MicrovmCheckpointError(id, `${reader.path} lacks the VM_MIGRATION or VM_DISK section`);
     }

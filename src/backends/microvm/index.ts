@@ -229,8 +229,15 @@ async function create(req: CreateRequest): Promise<Created> {
   let restore: { reader: ImageReader; manifest: MicrovmManifest } | undefined;
   if (req.restore) {
     if (req.embedded) throw new MicrovmCheckpointError(req.id, 'the embedded default cannot be restored under microvm (its host share is not migratable); restore a bundle');
-    if (egress.length > 0) throw new MicrovmCheckpointError(req.id, 'a microVM with egress rules cannot be restored yet');
     restore = await openVmImage(req.id, req.restore.imagePath, async () => accel);
+    // the machine comes back with its network device and the rules it had (QEMU's network
+    // state is part of the migration); other rules for the restore are refused, not merged
+    const rules = restore.manifest.vm.egress ?? [];
+    if (egress.length > 0 && egress.join(',') !== rules.join(',')) {
+      await restore.reader.close();
+      throw new UsageError(`restore: the checkpoint's VM has the egress rules [${rules.join(', ')}]; it is restored with those, not [${egress.join(', ')}]`);
+    }
+    egress.splice(0, egress.length, ...rules);
   }
   const mem = req.spec.linux?.resources?.memory?.limit;
   const memoryMiB = restore ? restore.manifest.vm.memoryMiB : typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
@@ -452,6 +459,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     baseImage: baseOf,
     embedded: req.embedded ? 1 : 0,
     egress: egress.length,
+    egressRules: egress.join(','),
     restoredPaused: req.restore?.paused === true ? 1 : 0,
   };
   return {
@@ -614,7 +622,8 @@ export const microvmBackend: Backend = {
     const b = rec.backendState ?? {};
     if (b['vmm'] !== 'qemu') throw new MicrovmCheckpointError(rec.id, `checkpoint needs the QEMU driver (this VM runs under ${String(b['vmm'])})`);
     if (b['embedded'] === 1) throw new MicrovmCheckpointError(rec.id, 'the embedded default cannot be checkpointed under microvm: QEMU cannot migrate a mounted 9p share');
-    if (Number(b['egress'] ?? 0) > 0) throw new MicrovmCheckpointError(rec.id, 'a microVM with egress rules cannot be checkpointed yet');
+    const egressRules = String(b['egressRules'] ?? '').split(',').filter(Boolean);
+    if (Number(b['egress'] ?? 0) !== egressRules.length) throw new MicrovmCheckpointError(rec.id, 'its record predates checkpoints of VMs with egress rules');
     if (typeof b['baseImage'] !== 'string' || b['baseImage'] === '' || typeof b['cmdline'] !== 'string') {
       throw new MicrovmCheckpointError(rec.id, 'its record predates checkpoint support (no machine settings recorded)');
     }
@@ -632,6 +641,7 @@ export const microvmBackend: Backend = {
         cmdline: b['cmdline'],
         guestRelease: String(b['guestRelease'] ?? ''),
         baseImage: b['baseImage'],
+        egress: egressRules,
       },
       monitorState: async () => {
         const a = await monitorCall(rec, { op: 'checkpoint-state' });
