@@ -995,7 +995,13 @@ static void make_listener(const struct tsock *k) {
   strcpy(sa.sun_path, k->path);
   int fd = socket(AF_UNIX, (int)k->type, 0);
   if (fd < 0) fail("restore", k->path, errno, "socket: %s", strerror(errno));
-  if (unlink(k->path) != 0 && errno != ENOENT) fail("restore", k->path, errno, "unlink: %s", strerror(errno));
+  /* only a socket left at the path is replaced: an image cannot have this stage (which still
+     holds its capabilities) remove any other file */
+  struct stat st;
+  if (lstat(k->path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) fail("restore", k->path, EEXIST, "a file that is not a socket is where the listener was");
+    if (unlink(k->path) != 0) fail("restore", k->path, errno, "unlink: %s", strerror(errno));
+  }
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, (int)k->backlog) != 0)
     fail("restore", k->path, errno, "listening again: %s", strerror(errno));
   if (lchown(k->path, k->uid, k->gid) != 0 || fchmodat(AT_FDCWD, k->path, k->mode & 07777, 0) != 0)

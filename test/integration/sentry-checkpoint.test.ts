@@ -6,7 +6,8 @@
  * says so. Moat only (runc's checkpoint needs CRIU, which does not work on this kernel).
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { IMAGE_FILE, ImageReader, SECTION } from '../../src/checkpoint/image.js';
@@ -158,6 +159,27 @@ describe('sentry: checkpoint and restore', { skip, timeout: 10 * 60_000 }, () =>
     const secret = join(sb.tmp, 'host-secret');
     writeFileSync(secret, 'host only\n');
     await refused(await rewriteImage(image, join(sb.tmp, 'host-file'), manifestEdit((m) => m.processes[0]!.fds.push({ fd: 7, kind: 'file', path: `/../../../..${secret}`, flags: 0, cloexec: false, pos: 0 } as never))), /open fd 7 .*No such file/);
+    // an image cannot grant more than the spec: limits above the spec's are capped, and a
+    // device node among the container's files is refused
+    const greedy = await rewriteImage(image, join(sb.tmp, 'greedy'), manifestEdit((m) => {
+      for (const p of m.processes as unknown as { rlimits: { resource: number; soft: string; hard: string }[] }[]) {
+        for (const l of p.rlimits) if (l.resource === 7) Object.assign(l, { soft: '0x100000', hard: '0x100000' });
+      }
+    }));
+    const idg = sb.id('greedy');
+    const rg = await runtimeTo(sb, ['restore', '-d', '--image-path', greedy, '-b', b, idg], join(sb.tmp, `${idg}.out`));
+    assert.equal(rg.status, 0, rg.stderr);
+    try {
+      const pid = (JSON.parse(readFileSync(join(sb.root, idg, 'state.json'), 'utf8')) as { pid: number }).pid;
+      assert.match(readFileSync(`/proc/${pid}/limits`, 'utf8'), /Max open files\s+1024\s+1024/);
+    } finally {
+      await sb.rt(['delete', '--force', idg]);
+    }
+    const devDir = join(sb.tmp, 'dev-upper');
+    mkdirSync(devDir);
+    execFileSync('mknod', [join(devDir, 'mem'), 'c', '1', '1']);
+    const devTar = execFileSync('tar', ['-C', devDir, '-cf', '-', '.']);
+    await refused(await rewriteImage(image, join(sb.tmp, 'device'), (type, p) => (type === SECTION.SENTRY_FS ? devTar : p)), /device node \(\/mem\)/);
     // one flipped byte in the middle of the memory: the hash check stops the restore
     const file = join(image, IMAGE_FILE);
     const reader = await ImageReader.open(file);

@@ -5,7 +5,7 @@
  * stream (SENTRY_FS), so files the workload wrote and holds open exist again on restore.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
@@ -158,4 +158,19 @@ export async function restoreUpper(img: SentryImage, upper: string): Promise<voi
   }
   const e = await failed;
   if (e) throw e;
+  refuseDevices(upper, upper);
+}
+
+/**
+ * Refuses device nodes in an unpacked upper layer but overlayfs's whiteouts (character 0:0):
+ * an image must not hand the container a device the spec did not give it.
+ */
+function refuseDevices(dir: string, top: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) refuseDevices(path, top);
+    else if (e.isBlockDevice() || (e.isCharacterDevice() && lstatSync(path).rdev !== 0)) {
+      throw new SentryImageError('SENTRY_FS', `the container's files hold a device node (${path.slice(top.length)}): refused`);
+    }
+  }
 }

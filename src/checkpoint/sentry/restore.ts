@@ -28,6 +28,7 @@ import type { MapsLine } from './dump.js';
 import { PAGE, SentryImageError, SPECIAL, TASK_SIZE } from './manifest.js';
 import type { ProcessImage, SentryManifest } from './manifest.js';
 import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
+import type { Rlimit } from './ptrace.js';
 import { trace } from '../../util/log.js';
 import { descendants, isAlive, procStat } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
@@ -346,9 +347,13 @@ class ProcessRestorer {
     this.where = `processes[${m.processes.indexOf(p)}]`;
   }
 
+  /** The limits the spec gave the stage (a restore may lower them, never raise them). */
+  private specLimits = new Map<number, Rlimit>();
+
   /** Checks the host, clears the stage out and maps every region of the process. */
   rebuildMemory(): void {
     const { p, tracee: t, host } = this;
+    for (let r = 0; r < 16; r++) this.specLimits.set(r, t.getRlimit(r));
     const stubX = t.getXstate();
     checkHost(this.m, stubX);
     this.savedX = Buffer.from(p.xstate, 'base64');
@@ -498,7 +503,12 @@ class ProcessRestorer {
     t.call(`chdir ${p.cwd}`, NR.chdir, [this.putString(p.cwd)]);
     t.inject(NR.umask, [p.umask]);
     if (p.personality !== 0) t.inject(NR.personality, [p.personality]);
-    for (const l of p.rlimits) t.setRlimit({ resource: l.resource, soft: BigInt(l.soft), hard: BigInt(l.hard) });
+    // the checkpoint's limits, but never above the spec's (an image cannot grant more)
+    for (const l of p.rlimits) {
+      const spec = this.specLimits.get(l.resource)!;
+      const hard = BigInt(l.hard) < spec.hard ? BigInt(l.hard) : spec.hard;
+      t.setRlimit({ resource: l.resource, soft: BigInt(l.soft) < hard ? BigInt(l.soft) : hard, hard });
+    }
     t.setSigmask(BigInt(p.sigmask));
   }
 
