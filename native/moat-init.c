@@ -1355,8 +1355,11 @@ int main(int argc, char **argv) {
   if (fifo_fd >= 0) close(fifo_fd);
   if (console_fd >= 0) close(console_fd);
   if (listener_fd >= 0) close(listener_fd);
-  /* a terminal's ^C reaches this monitor too: only the container decides what it means */
+  /* a terminal's ^C reaches this monitor too, and so does a SIGTERM sent to the runtime's whole
+     process group (timeout, a supervisor): only the container decides what they mean, and the
+     monitor stays to report how it ended */
   signal(SIGINT, SIG_IGN); signal(SIGQUIT, SIG_IGN); signal(SIGTSTP, SIG_IGN); signal(SIGHUP, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
 
   pid_t init = 0;
   for (;;) {

@@ -2,10 +2,11 @@
  * The OCI lifecycle, runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
+import { RUNTIME, runtimeArgv, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
 const skip = skipReason();
 if (skip) console.log(`# skipping lifecycle tests: ${skip}`);
@@ -30,6 +31,29 @@ describe(`lifecycle (${RUNTIME})`, { skip }, () => {
     await sb.ok(['kill', id, 'KILL']);
     const r = await running;
     assert.equal(r.status, 137);
+  });
+
+  it('run in the foreground: a SIGTERM to its whole process group reaches the program, whose exit code passes through', async () => {
+    // as \`timeout\` or a supervisor sends it: the runtime and whatever it runs get the signal
+    const b = await sb.bundle(['sh', '-c', 'trap "exit 7" TERM; echo ready; sleep 100 & wait']);
+    const [cmd, pre] = runtimeArgv();
+    const child = spawn(cmd, [...pre, '--root', sb.root, 'run', '-b', b, sb.id()], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    try {
+      assert.ok(await waitFor(() => out.includes('ready'), 10_000), `the program never started: ${err}`);
+      process.kill(-child.pid!, 'SIGTERM');
+      assert.equal(await exited, 7, `stderr: ${err}`);
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // ended
+      }
+    }
   });
 
   it('create blocks the process before the program; start releases it; statuses follow', async () => {
