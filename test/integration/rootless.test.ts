@@ -70,4 +70,14 @@ describe(`rootless (${RUNTIME})`, { skip }, () => {
     assert.ok(!lines.includes('wrote-etc'), 'the host root was writable');
     assert.deepEqual(lines.at(-1)!.trim().split(/\s+/), ['0', String(NOBODY), '1']);
   });
+
+  it('moat run --isolation sentry -- CMD works unprivileged too (the host mounts made read-only before the synthesized /proc)', { skip: RUNTIME !== 'moat' ? 'the sentry is Moat-only' : false }, async () => {
+    const r = await asNobody(['run', '--isolation', 'sentry', '--cwd', '/', '--', 'sh', '-c', 'id -u; echo hi > /tmp/x && cat /tmp/x; touch /etc/moat-rootless 2>/dev/null && echo wrote-etc; ls /proc']);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.deepEqual(lines.slice(0, 2), ['0', 'hi']);
+    assert.ok(!lines.includes('wrote-etc'), 'the host root was writable');
+    // the sentry's /proc: the sandbox's own processes only
+    assert.ok(lines.includes('self') && lines.filter((l) => /^\d+$/.test(l)).every((p) => Number(p) < 100), `ls /proc: ${lines.slice(2).join(' ')}`);
+  });
 });

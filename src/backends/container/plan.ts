@@ -181,6 +181,16 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
 
   // runc creates a missing working directory before the root may become read-only
   w.add(Tag.MKDIR, { str: proc.cwd });
+  if (rootlessEmbedded) {
+    // every host mount the sandbox sees through the bind becomes read-only too; before
+    // pivot_root, while the stage still sees a procfs for its /proc/self/fd paths (under the
+    // sentry the container's /proc is synthesized, not a procfs)
+    const own = mounts.map((m) => posix.normalize(m.destination));
+    for (const mp of hostMountPoints()) {
+      if (mp === '/' || own.some((o) => mp === o || mp.startsWith(`${o}/`))) continue;
+      w.add(Tag.READONLY, { str: mp });
+    }
+  }
   w.add(Tag.PIVOT_ROOT);
   if (spec.hostname !== undefined) w.add(Tag.HOSTNAME, { str: spec.hostname });
   if (spec.domainname !== undefined) w.add(Tag.DOMAINNAME, { str: spec.domainname });
@@ -191,14 +201,6 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   for (const p of spec.linux?.maskedPaths ?? []) w.add(Tag.MASK, { str: p });
   for (const p of spec.linux?.readonlyPaths ?? []) w.add(Tag.READONLY, { str: p });
   if (spec.root.readonly || rootlessEmbedded) w.add(Tag.ROOT_READONLY);
-  if (rootlessEmbedded) {
-    // every host mount the sandbox sees through the bind becomes read-only too
-    const own = mounts.map((m) => posix.normalize(m.destination));
-    for (const mp of hostMountPoints()) {
-      if (mp === '/' || own.some((o) => mp === o || mp.startsWith(`${o}/`))) continue;
-      w.add(Tag.READONLY, { str: mp });
-    }
-  }
 
   addProcess(w, proc, { ...extras, preserveFds: req.preserveFds, noNewKeyring: req.noNewKeyring, id: req.id });
   addSeccomp(w, spec, req.log, req.id, req.sentryJail);
