@@ -1,20 +1,24 @@
 /**
  * The restore half of the sentry checkpointer. A fresh container is created as for any start —
  * same spec, namespaces, cgroups, capabilities, no_new_privs and the spec's own seccomp filter —
- * but its init stops before the sentry's filter and exec (moat-init's T_RESTORE_STOP). This
- * module seizes that process and turns it into the checkpointed one by injected system calls:
+ * but moat-init recreates the checkpointed tree (T_RESTORE_TREE: pids by clone3 set_tid, pipes,
+ * unix socket pairs and listeners, zombies) and every process stops before the sentry's filter
+ * and exec (T_RESTORE_STOP). This module seizes them all and turns each into its checkpointed
+ * process by injected system calls:
  *
  *   1. unregister the stage's rseq, map a scratch page, unmap everything of the stage but the
  *      kernel's special mappings, and move those ([vvar], [vvar_vclock], [vdso]) to where the
  *      checkpointed process had them (same kernel: same vDSO);
  *   2. map every region again (files opened inside the container, by its own root), and write
- *      the saved pages — only after the whole SENTRY_PAGES section matched its SHA-256 does the
- *      process get to run;
+ *      the saved pages — or, for a snapshot, map them copy-on-write from the image — only once
+ *      the whole SENTRY_PAGES section matched its SHA-256 does anything run;
  *   3. the mm's layout (PR_SET_MM_MAP: brk, arg and env areas, auxv), signal handlers and mask,
- *      rseq and robust-list registrations, fds (reopened inside the container, offsets set),
- *      cwd, umask, personality and rlimits;
- *   4. the sentry's filter, whose notify fd this module hands to the sentry itself, then the
- *      registers and FPU state; a call the process was in is restarted as the kernel would.
+ *      name, rseq and robust-list registrations, fds (reopened inside the container, offsets
+ *      set; pipe and socket ends moved into place, their bytes refilled), cwd, umask,
+ *      personality and rlimits (never above the spec's);
+ *   4. the sentry's filter, whose notify fd this module hands to the sentry itself; then the
+ *      other threads, each with its tid (ns_last_pid); then the registers and FPU state of every
+ *      thread: a call one was in is restarted as the kernel would, and all go on together.
  *
  * Any failure leaves the half-made process to be killed by the caller.
  */
