@@ -19,10 +19,6 @@ import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
-import { checkpointSentry, openSentryImage, restoreUpper } from './checkpoint.js';
-import { IMAGE_FILE, SECTION } from '../../checkpoint/image.js';
-import { CheckpointRefused } from '../../checkpoint/sentry/dump.js';
-import { restoreTree } from '../../checkpoint/sentry/restore.js';
 import { parsePolicy } from './netpolicy.js';
 import type { SentryProcessConfig } from './main.js';
 import type { SandboxLimits, SentryLevel } from './types.js';
@@ -259,7 +255,11 @@ function stateDirOf(rec: ContainerRecord): string {
 
 async function create(req: CreateRequest): Promise<Created> {
   if (!req.restore) return createFresh(req);
-  // a restore: the image is checked before anything is made
+  // a restore: the image is checked before anything is made (the checkpointer is loaded only here)
+  const { openSentryImage, restoreUpper } = await import('./checkpoint.js');
+  const { IMAGE_FILE, SECTION } = await import('../../checkpoint/image.js');
+  const { CheckpointRefused } = await import('../../checkpoint/sentry/dump.js');
+  const { restoreTree } = await import('../../checkpoint/sentry/restore.js');
   const img = await openSentryImage(req.restore.imagePath);
   trace('restore: image checked');
   try {
@@ -392,6 +392,7 @@ export const sentryBackend: Backend = {
   },
   async checkpoint(rec, dir, req) {
     const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';
+    const { checkpointSentry } = await import('./checkpoint.js');
     await checkpointSentry(rec, dir, req, level);
   },
   async destroy(rec, dir) {
