@@ -466,7 +466,7 @@ const MSG_DONTWAIT = 0x40;
 const MSG_CTRUNC = 8;
 
 /** A copy of fd `fd` of process `pid` (pidfd_getfd); the caller closes it. */
-function takeFd(pid: number, fd: number): number {
+export function takeFd(pid: number, fd: number): number {
   const pidfd = k.pidfdOpen(pid);
   if (pidfd < 0) throw new PtraceError(pid, `pidfd_open: errno ${-pidfd}`);
   const copy = k.pidfdGetfd(pidfd, fd);

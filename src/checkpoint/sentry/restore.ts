@@ -31,7 +31,7 @@ import { hostInfo, parseMaps, xfeaturesOf } from './dump.js';
 import type { MapsLine } from './dump.js';
 import { PAGE, SentryImageError, SPECIAL, TASK_SIZE } from './manifest.js';
 import type { ProcessImage, SentryManifest } from './manifest.js';
-import { findSyscallInsn, Regs, Tracee } from './ptrace.js';
+import { findSyscallInsn, Regs, takeFd, Tracee } from './ptrace.js';
 import type { Rlimit } from './ptrace.js';
 import { trace } from '../../util/log.js';
 import { descendants, isAlive, procStat } from '../../container/proc.js';
@@ -218,11 +218,7 @@ function stubSockets(pid: number, m: SentryManifest): { a: number; b?: number }[
 /** Sends the messages `queued` through fd `fd` of `pid` (a copy of it), so they wait at its peer. */
 function refillSocket(pid: number, fd: number, queued: string[]): void {
   if (queued.length === 0) return;
-  const pidfd = k.pidfdOpen(pid);
-  if (pidfd < 0) throw new SentryImageError('restore', `pidfd_open(${pid}): errno ${-pidfd}`);
-  const s = k.pidfdGetfd(pidfd, fd);
-  k.close(pidfd);
-  if (s < 0) throw new SentryImageError('restore', `taking socket ${fd} of ${pid}: errno ${-s}`);
+  const s = takeFd(pid, fd);
   try {
     for (const q of queued) {
       const data = Buffer.from(q, 'base64');
@@ -320,11 +316,7 @@ function setLastPid(init: number, pid: number): void {
 
 /** Writes `data` into the pipe whose write end is fd `fd` of `pid` (sized to `capacity` first). */
 function fillPipe(pid: number, fd: number, capacity: number, data: Buffer): void {
-  const pidfd = k.pidfdOpen(pid);
-  if (pidfd < 0) throw new SentryImageError('restore', `pidfd_open(${pid}): errno ${-pidfd}`);
-  const w = k.pidfdGetfd(pidfd, fd);
-  k.close(pidfd);
-  if (w < 0) throw new SentryImageError('restore', `taking pipe end ${fd} of ${pid}: errno ${-w}`);
+  const w = takeFd(pid, fd);
   try {
     if (k.fcntl(w, F_SETPIPE_SZ, capacity) < 0) throw new SentryImageError('pipes', `cannot size a pipe to ${capacity} bytes`);
     if (data.length > 0 && k.write(w, data, data.length) !== data.length) throw new SentryImageError('pipes', `cannot refill a pipe with ${data.length} bytes`);
