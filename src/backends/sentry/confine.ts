@@ -10,13 +10,14 @@ import * as k from '../../sys/kernel.js';
 
 /** System calls the sentry process keeps (Node's runtime plus every call the handlers make). */
 export const SENTRY_ALLOWLIST: readonly string[] = [
-  // memory, threads, signals, time: Node and V8 themselves
+  // memory, threads, signals, time: Node and V8 themselves (restart_syscall: a poll or sleep
+  // resumed after a stop, e.g. SIGSTOP or the cgroup freezer, continues through it)
   'brk', 'mmap', 'munmap', 'mprotect', 'mremap', 'madvise', 'mincore', 'msync', 'membarrier',
   'futex', 'futex_waitv', 'set_robust_list', 'get_robust_list', 'rseq', 'set_tid_address', 'sched_yield',
   'sched_getaffinity', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'rt_sigtimedwait',
   'clock_gettime', 'clock_getres', 'clock_nanosleep', 'nanosleep', 'gettimeofday', 'getrandom',
   'getpid', 'gettid', 'getppid', 'getuid', 'geteuid', 'getgid', 'getegid', 'getresuid', 'getresgid', 'getgroups',
-  'tgkill', 'exit', 'exit_group', 'prlimit64', 'getrusage', 'uname', 'sysinfo', 'clone', 'clone3',
+  'tgkill', 'exit', 'exit_group', 'restart_syscall', 'prlimit64', 'getrusage', 'uname', 'sysinfo', 'clone', 'clone3',
   'epoll_create1', 'epoll_ctl', 'epoll_wait', 'epoll_pwait', 'epoll_pwait2', 'eventfd2', 'poll', 'ppoll',
   'pipe2', 'dup', 'dup3', 'close', 'close_range', 'fcntl', 'ioctl', 'lseek',
   'read', 'write', 'pread64', 'pwrite64', 'readv', 'writev', 'getcwd', 'prctl', 'capget', 'statfs',
