@@ -130,7 +130,9 @@ function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec): St
   // MOAT_SENTRY_PROFILE=1 logs time per syscall; MOAT_SENTRY_CPU_PROF=DIR writes a V8 CPU profile
   const prof = process.env.MOAT_SENTRY_CPU_PROF;
   const full: SentryProcessConfig = { ...cfg, listenFd: 4 };
-  const args = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), '--sentry', JSON.stringify(full)];
+  // MOAT_SENTRY_NODE_FLAGS adds V8/Node flags (e.g. --perf-basic-prof for perf(1) symbols)
+  const extra = (process.env.MOAT_SENTRY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const args = [...extra, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), '--sentry', JSON.stringify(full)];
   let cmd = node;
   let argv = args;
   if (process.geteuid?.() === 0) {
