@@ -31,6 +31,7 @@ import assert from 'node:assert/strict';
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decodeNotif } from '../../src/backends/sentry/core.js';
+import { NotifTask } from '../../src/backends/sentry/task.js';
 import { classify, expectedAction } from '../../src/backends/sentry/filter.js';
 import { AF, decodeSockaddr, egressAllowed, formatAddr, parsePolicy } from '../../src/backends/sentry/netpolicy.js';
 import { magicPath, synthReadlink, synthStat } from '../../src/backends/sentry/procfs.js';
@@ -514,6 +515,13 @@ describe('fuzz: the sentry reading workload memory', { timeout: 120_000 }, () =>
         assert.ok(!/\/\/|\/\.\.?(\/|$)/.test(norm) || norm === '/', `not normal: ${JSON.stringify(norm)}`);
         assert.ok(norm === '/' || !norm.endsWith('/'));
         assert.equal(normalize(norm), norm, 'normalize is not idempotent');
+        // the component-by-component definition (normalize short-cuts paths that are normal already)
+        const out: string[] = [];
+        for (const c of p.toString('latin1').split('/')) {
+          if (c === '..') out.pop();
+          else if (c !== '' && c !== '.') out.push(c);
+        }
+        assert.equal(norm, `/${out.join('/')}`);
         assert.equal(normalize(p.toString('latin1')), norm, 'a Buffer and its latin1 string normalize alike');
         assert.ok(norm.length <= p.length + 1);
         for (const follow of [true, false]) {
@@ -623,6 +631,14 @@ describe('fuzz: the sentry reading workload memory', { timeout: 120_000 }, () =>
       check: (b) => {
         const n = decodeNotif(b);
         assert.equal(n.args.length, 6);
+        // the BigInt-free int and address readers agree with the registers
+        const task = new NotifTask(-1, n);
+        for (let i = 0; i < 6; i++) {
+          const v = b.readBigUInt64LE(32 + 8 * i);
+          assert.equal(n.args[i], v);
+          assert.equal(task.int(i), Number(BigInt.asIntN(32, v)));
+          assert.equal(task.num(i), v >= 2n ** 53n ? -1 : Number(v));
+        }
         for (const level of ['strict', 'balanced'] as const) {
           assert.ok(['fast', 'served', 'refused'].includes(classify(level, n.nr, n.args)));
           assert.ok(Number.isInteger(expectedAction(level, n.nr, n.args)));

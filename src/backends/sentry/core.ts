@@ -35,29 +35,50 @@ export interface SentryStats {
   deferred: number;
 }
 
-/** Decodes a struct seccomp_notif (80 bytes). */
+/**
+ * Decodes a struct seccomp_notif (80 bytes). The argument registers are kept as 32-bit halves;
+ * their BigInt form (`args`) is made only if a handler asks for it (BigInts cost on every call).
+ */
 export function decodeNotif(buf: Buffer): Notif {
+  // [0, 12): the argument registers; [12, 14): the id, for answers without a BigInt
+  const words = new Uint32Array(14);
+  for (let i = 0; i < 12; i++) words[i] = buf.readUInt32LE(32 + 4 * i);
+  words[12] = buf.readUInt32LE(0);
+  words[13] = buf.readUInt32LE(4);
+  let args: Notif['args'] | undefined;
   return {
     id: buf.readBigUInt64LE(0),
     tid: buf.readUInt32LE(8),
     nr: buf.readInt32LE(16),
     arch: buf.readUInt32LE(20),
-    args: [
-      buf.readBigUInt64LE(32), buf.readBigUInt64LE(40), buf.readBigUInt64LE(48),
-      buf.readBigUInt64LE(56), buf.readBigUInt64LE(64), buf.readBigUInt64LE(72),
-    ],
+    words,
+    get args(): Notif['args'] {
+      if (args === undefined) {
+        const a = (i: number): bigint => (BigInt(words[2 * i + 1]!) << 32n) | BigInt(words[2 * i]!);
+        args = [a(0), a(1), a(2), a(3), a(4), a(5)];
+      }
+      return args;
+    },
   };
 }
 
 const respBuf = Buffer.alloc(24);
 const addfdBuf = Buffer.alloc(24);
 
-/** Answers notification `id` on `listener` with `reply`; false if the task is gone. */
-export function answer(listener: number, id: bigint, reply: Reply): boolean {
+/** Writes a notification id at the start of `buf`: from its 32-bit halves when known. */
+function putId(buf: Buffer, id: bigint, words?: Uint32Array): void {
+  if (words !== undefined && words.length >= 14) {
+    buf.writeUInt32LE(words[12]!, 0);
+    buf.writeUInt32LE(words[13]!, 4);
+  } else buf.writeBigUInt64LE(id, 0);
+}
+
+/** Answers notification `id` (`words`: its decoded halves, if any) on `listener` with `reply`; false if the task is gone. */
+export function answer(listener: number, id: bigint, reply: Reply, words?: Uint32Array): boolean {
   if (reply.kind === 'deferred') return true;
-  if (reply.kind === 'offload') return answer(listener, id, { kind: 'err', errno: k.E.EAGAIN });
+  if (reply.kind === 'offload') return answer(listener, id, { kind: 'err', errno: k.E.EAGAIN }, words);
   if (reply.kind === 'fd') {
-    addfdBuf.writeBigUInt64LE(id, 0);
+    putId(addfdBuf, id, words);
     addfdBuf.writeUInt32LE(k.SECCOMP_FLAG.ADDFD_FLAG_SEND, 8);
     addfdBuf.writeUInt32LE(reply.fd, 12);
     addfdBuf.writeUInt32LE(0, 16);
@@ -67,16 +88,26 @@ export function answer(listener: number, id: bigint, reply: Reply): boolean {
     if (rc >= 0) return true;
     // the fd could not be installed (e.g. EMFILE in the workload): answer with that errno
     if (rc === -k.E.ENOENT || rc === -k.E.ESRCH) return false;
-    return answer(listener, id, { kind: 'err', errno: -rc });
+    return answer(listener, id, { kind: 'err', errno: -rc }, words);
   }
-  respBuf.writeBigUInt64LE(id, 0);
-  let val = 0n;
+  putId(respBuf, id, words);
   let error = 0;
   let flags = 0;
-  if (reply.kind === 'ok') val = BigInt(reply.val);
-  else if (reply.kind === 'err') error = -reply.errno;
-  else flags = k.SECCOMP_FLAG.USER_NOTIF_FLAG_CONTINUE;
-  respBuf.writeBigInt64LE(val, 8);
+  if (reply.kind === 'ok') {
+    const v = reply.val;
+    if (typeof v === 'bigint') respBuf.writeBigInt64LE(v, 8);
+    else {
+      // a safe integer as two 32-bit halves (two's complement), without a BigInt per answer
+      const hi = Math.floor(v / 2 ** 32);
+      respBuf.writeUInt32LE(v - hi * 2 ** 32, 8);
+      respBuf.writeInt32LE(hi, 12);
+    }
+  } else {
+    respBuf.writeUInt32LE(0, 8);
+    respBuf.writeUInt32LE(0, 12);
+    if (reply.kind === 'err') error = -reply.errno;
+    else flags = k.SECCOMP_FLAG.USER_NOTIF_FLAG_CONTINUE;
+  }
   respBuf.writeInt32LE(error, 16);
   respBuf.writeUInt32LE(flags, 20);
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_SEND, respBuf) === 0;
@@ -195,7 +226,7 @@ export class SentryLoop {
     else if (reply.kind === 'fd') this.stats.injected++;
     else if (reply.kind === 'deferred') this.stats.deferred++;
     const t1 = this.profile ? process.hrtime.bigint() : 0n;
-    answer(listener, notif.id, reply);
+    answer(listener, notif.id, reply, notif.words);
     if (this.profile) {
       const p = this.profile.get(notif.nr) ?? { n: 0, handle: 0n, answer: 0n };
       p.n++;
@@ -216,11 +247,7 @@ export class SentryLoop {
     if (!entry) return this.refuse(notif, 'unknown', k.E.ENOSYS);
     const cls = entry[this.level];
     if (cls === 'refused') return this.refuse(notif, entry.name, entry.errno ?? k.E.ENOSYS);
-    // a family's table first; calls the table files under another family but whose handling is
-    // generic (fcntl, ioctl, ...) fall back to the misc table
-    const handler: Handler | undefined = entry.family
-      ? (this.families.tables[entry.family]?.[entry.name] ?? this.families.tables.misc?.[entry.name])
-      : undefined;
+    const handler = this.handlerOf(notif.nr, entry);
     if (!handler) return this.refuse(notif, entry.name, k.E.ENOSYS);
     const task = new NotifTask(listener, notif);
     try {
@@ -243,6 +270,20 @@ export class SentryLoop {
     } finally {
       task.release();
     }
+  }
+
+  /** Handlers by syscall number, looked up once each (null: none). */
+  private readonly handlers: Array<Handler | null | undefined> = [];
+
+  private handlerOf(nr: number, entry: { name: string; family?: Family | undefined }): Handler | undefined {
+    let h = this.handlers[nr];
+    if (h === undefined) {
+      // a family's table first; calls the table files under another family but whose handling is
+      // generic (fcntl, ioctl, ...) fall back to the misc table
+      h = (entry.family ? (this.families.tables[entry.family]?.[entry.name] ?? this.families.tables.misc?.[entry.name]) : undefined) ?? null;
+      if (nr >= 0 && nr < 1024) this.handlers[nr] = h;
+    }
+    return h ?? undefined;
   }
 
   private readonly refusals = new Map<string, number>();

@@ -138,9 +138,14 @@ export function releaseLoc(loc: Loc): void {
   if ('fd' in loc) close(loc.fd);
 }
 
+/** A "//", a "." or ".." component, or a trailing "/" after something. */
+const NOT_NORMAL = /\/\/|\/\.\.?(?:\/|$)|.\/$/s;
+
 /** Lexically normalizes an absolute path: collapses "//", "." and ".." (".." of "/" is "/"). */
 export function normalize(path: Buffer | string): string {
   const s = typeof path === 'string' ? path : path.toString('latin1');
+  // already normal (the common case): absolute, no empty, "." or ".." component, no trailing "/"
+  if (s.length > 0 && s.charCodeAt(0) === SLASH && !NOT_NORMAL.test(s)) return s;
   const out: string[] = [];
   for (const c of s.split('/')) {
     if (c === '' || c === '.') continue;

@@ -14,8 +14,11 @@ const SCRATCH = Buffer.alloc(8192);
 const linkBuf = Buffer.alloc(4096 + 32);
 
 /** Whether notification `id` is still pending on `listener` (SECCOMP_IOCTL_NOTIF_ID_VALID). */
-export function notifValid(listener: number, id: bigint): boolean {
-  idBuf.writeBigUInt64LE(id);
+export function notifValid(listener: number, id: bigint, words?: Uint32Array): boolean {
+  if (words !== undefined && words.length >= 14) {
+    idBuf.writeUInt32LE(words[12]!, 0);
+    idBuf.writeUInt32LE(words[13]!, 4);
+  } else idBuf.writeBigUInt64LE(id);
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ID_VALID, idBuf) === 0;
 }
 
@@ -70,16 +73,22 @@ export class NotifTask implements Task {
   }
 
   int(i: number): number {
-    return Number(BigInt.asIntN(32, this.notif.args[i]!));
+    const w = this.notif.words;
+    return w ? w[2 * i]! | 0 : Number(BigInt.asIntN(32, this.notif.args[i]!));
   }
 
   num(i: number): number {
+    const w = this.notif.words;
+    if (w) {
+      const hi = w[2 * i + 1]!;
+      return hi >= MAX_ADDR / 2 ** 32 ? -1 : hi * 2 ** 32 + w[2 * i]!;
+    }
     const v = this.notif.args[i]!;
     return v >= BigInt(MAX_ADDR) ? -1 : Number(v);
   }
 
   valid(): boolean {
-    return notifValid(this.listener, this.notif.id);
+    return notifValid(this.listener, this.notif.id, this.notif.words);
   }
 
   /*
@@ -104,8 +113,9 @@ export class NotifTask implements Task {
     let total = 0;
     let at = addr;
     while (total <= max) {
-      // up to two pages per call: a read stops short at the first unmapped page
-      const want = Math.min(8192 - (at % 4096), max + 1 - total, MAX_ADDR - at);
+      // 256 bytes first (most paths are short), then up to two pages per call: a read stops
+      // short at the first unmapped page
+      const want = Math.min(total === 0 ? 256 : 8192 - (at % 4096), max + 1 - total, MAX_ADDR - at);
       const buf = this.scratch.length >= want ? this.scratch.subarray(0, want) : Buffer.allocUnsafe(want);
       const n = k.processVmRead(this.tid, buf, at);
       if (n <= 0) return -k.E.EFAULT;

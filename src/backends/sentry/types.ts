@@ -16,7 +16,13 @@ export interface Notif {
   /** AUDIT_ARCH_* of the call. */
   arch: number;
   /** The six raw argument registers. */
-  args: readonly [bigint, bigint, bigint, bigint, bigint, bigint];
+  readonly args: readonly [bigint, bigint, bigint, bigint, bigint, bigint];
+  /**
+   * The same registers as 32-bit halves (low, high, low, high, ...) and then the id's two
+   * halves, when decoded from a notification: NotifTask reads int and address arguments and
+   * checks the id from them without BigInts.
+   */
+  readonly words?: Uint32Array;
 }
 
 /** What a handler answers. */
