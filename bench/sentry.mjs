@@ -13,9 +13,14 @@
 //     fallback when the embedded form fails). The file it opens, stats and reads is the program
 //     itself, so it lives on the root filesystem in every case. The C floor of a served call comes
 //     from notify-floor.c (a supervisor in plain C doing no work per call), built with `cc -O2`
-//     and run plain and with SYNC=1 (synchronous wake-ups, Linux 6.6+).
+//     and run plain and with SYNC=1 (synchronous wake-ups, Linux 6.6+). The fast path's floor is
+//     the column "filter+overlay": the same program on the host under one allow-all seccomp filter,
+//     run from and reading itself through an overlay of "/" (upper on a tmpfs) in a private mount
+//     namespace: what any sandbox with a seccomp filter and an overlay root pays for a call the
+//     host kernel runs (Moat's sentry has both; the issue asks for both).
 // (b) start-up: `run` of /bin/true (create+start+wait+delete, fresh id each time) in the busybox
-//     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry.
+//     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry; and, as
+//     the floor of a command-line tool written for Node, `node -e 0` and `moat --version`.
 // (c) workloads: untar 2,000 small files with busybox tar into a tmpfs /tmp, in the busybox
 //     bundle (the tarball is put in its rootfs at prepare time); and
 //     python3 -c "import json, email, http.client, decimal, sqlite3" from the host's /usr. Moat
@@ -64,6 +69,10 @@ const CALL_TIMEOUT_MS = 30_000;
 const SERVED_TARGET = 0.5; // moat sentry / runsc, served calls
 const FAST_TARGET = 1.2; // moat sentry / native, fast-path calls
 const STARTUP_TARGET = 0.5; // moat sentry / runsc, run of /bin/true
+/** Column of table (a): the host under one seccomp filter, reading through an overlay of "/". */
+const FAST_FLOOR = 'filter+overlay';
+/** Row of table (b): Node's own start, no script. */
+const NODE_FLOOR = 'node -e 0';
 const RUNSC_FLAGS = ['--network=none', '--platform=ptrace'];
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const PYTHON = '/usr/bin/python3';
@@ -114,6 +123,36 @@ int main(int argc, char **argv) {
   printf("open+close %.1f\nstat %.1f\ngetppid %.1f\npread4k %.1f\n", r[0], r[1], r[2], r[3]);
   printf("uname %s\nseccomp %d\n", u.release, seccomp_mode());
   return 0;
+}
+`;
+
+/**
+ * The fast path's mechanism floor: runs a program under one seccomp filter that allows every
+ * call (after the architecture check), so that the kernel takes its filtered system-call entry
+ * as it does for any sandboxed workload. Usage: bench-filtered PROG ARGS...
+ */
+const FILTERED_C = String.raw`
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (argc < 2) { fprintf(stderr, "usage: %s PROG ARGS...\n", argv[0]); return 2; }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) { perror("seccomp"); return 1; }
+  execv(argv[1], argv + 1);
+  perror(argv[1]);
+  return 1;
 }
 `;
 
@@ -503,6 +542,12 @@ async function main() {
       console.error(`cannot compile the timed program (is libc6-dev installed for -static?):\n${tail(build.stderr ?? String(build.error))}`);
       return 1;
     }
+    const filtered = path.join(tmp, 'bench-filtered');
+    const buildF = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-x', 'c', '-o', filtered, '-'], { input: FILTERED_C, encoding: 'utf8' });
+    if (buildF.status !== 0) {
+      console.error(`cannot compile the filter wrapper (linux-libc-dev headers?):\n${tail(buildF.stderr ?? String(buildF.error))}`);
+      return 1;
+    }
     const withTmp = (s) => {
       s.mounts.push({ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] });
     };
@@ -572,8 +617,23 @@ async function main() {
       col.inside ??= `kernel ${m.uname ?? '?'}, Seccomp ${m.seccomp ?? '?'}`;
       return sample;
     };
+    // the fast path's floor: what every sandbox under a seccomp filter with an overlay root
+    // pays (Moat's sentry has both: its filter, and the per-container overlay over the host
+    // root): the program on the host, in a private mount namespace whose overlay of "/" (upper
+    // on a tmpfs) it runs and reads itself from, under one allow-all filter
+    const floorScript = [
+      'set -e',
+      `o=${tmp}/floor-ovl`,
+      'mkdir -p $o',
+      'mount -t tmpfs -o mode=0755 tmpfs $o',
+      'mkdir $o/upper $o/work $o/merged',
+      'mount -t overlay overlay -o lowerdir=/,upperdir=$o/upper,workdir=$o/work $o/merged',
+      `exec ${filtered} ${loopArgs(`$o/merged${prog}`).join(' ')}`,
+    ].join('\n');
     const sysCols = [
       column('native', [{ label: 'host', run: () => exec(loopArgs(prog), { what: 'native bench-sys' }) }]),
+      column(FAST_FLOOR, [{ label: 'host', run: () => exec(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', floorScript], { env: { PATH: HOST_PATH }, what: 'bench-sys under a filter on an overlay' }) }],
+        which('unshare') ? undefined : 'unshare (util-linux) not found'),
       column('runc', runc ? [{ label: 'bundle', run: (id) => runBundle(runc, [], sysBundle, id) }] : [], missing.runc),
       column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], sysBundle, id) }] : [], missing.runsc),
       column(
@@ -612,7 +672,13 @@ async function main() {
         result = `n/a (${whyNA(sysCols, 'moat sentry', baseName)})`;
       }
       rows.push([s.label, s.path, ...cells, floorCell('plain'), floorCell('sync'), r, `<= ${target}`]);
-      sysTargets.push(`  ${s.label.padEnd(12)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}`);
+      // what no implementation of the mechanism can beat here: a served call's C floor (fd
+      // injection for open, a plain notified round trip otherwise) against runsc; a fast-path
+      // call's cost under a filter on an overlay against native
+      const fl = s.path === 'served' ? floorMed('sync', s.key === 'open+close' ? 'open' : 'getppid') : med[FAST_FLOOR]?.[s.key];
+      const flWhat = s.path === 'served' ? (s.key === 'open+close' ? 'C floor SYNC=1 with an injected fd' : 'C floor SYNC=1, a notified round trip') : FAST_FLOOR;
+      const floorNote = fl !== undefined && base !== undefined ? `; mechanism floor (${flWhat}) / ${baseName} ${ratio(fl, base)}${fl / base > target ? ', above the target' : ''}` : '';
+      sysTargets.push(`  ${s.label.padEnd(12)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}${floorNote}`);
     }
     printTable(rows);
     // medians hide how much a runtime varies from one run to the next (runsc's ptrace platform
@@ -646,6 +712,9 @@ async function main() {
       column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], trueBundle, id) }] : [], missing.runsc),
       column('moat', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, [], trueBundle, id) }] : [], missing.moat),
       column('moat sentry', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], trueBundle, id) }] : [], missing.moat),
+      // the floor of a CLI in Node: the interpreter's own start, and Moat's CLI doing nothing
+      column(NODE_FLOOR, [{ label: 'host', run: () => exec([process.execPath, '-e', '0'], { what: 'node -e 0' }) }]),
+      column('moat --version', moat ? [{ label: 'host', run: () => exec([...moat.cmd, '--version'], { env: moatEnv(), what: 'moat --version' }) }] : [], missing.moat),
     ];
     console.log(`\n(b) start-up: run of /bin/true in the busybox bundle (create+start+wait+delete, fresh id), wall ms`);
     await measure(startCols, opts.iterations, 'start', parseRun);
@@ -667,7 +736,11 @@ async function main() {
     {
       const s = st['moat sentry'];
       const b = st.runsc;
-      summary.push(`start-up (run /bin/true):`, `  moat sentry / runsc <= ${STARTUP_TARGET}: ${s !== undefined && b !== undefined ? `${ratio(s, b)} ${verdict(s / b, STARTUP_TARGET)}` : `n/a (${whyNA(startCols, 'moat sentry', 'runsc')})`}`);
+      // the floor of a runtime whose CLI is a Node program: its own start doing nothing, plus
+      // the container work of a run at runc's speed (runc's whole run)
+      const f = st['moat --version'] !== undefined && st.runc !== undefined ? st['moat --version'] + st.runc : undefined;
+      const floorNote = f !== undefined && b !== undefined ? `; floor (moat --version + runc's run) / runsc ${ratio(f, b)}${f / b > STARTUP_TARGET ? ', above the target' : ''}` : '';
+      summary.push(`start-up (run /bin/true):`, `  moat sentry / runsc <= ${STARTUP_TARGET}: ${s !== undefined && b !== undefined ? `${ratio(s, b)} ${verdict(s / b, STARTUP_TARGET)}${floorNote}` : `n/a (${whyNA(startCols, 'moat sentry', 'runsc')})`}`);
     }
     for (const c of startCols) notes.push(...c.notes);
 
