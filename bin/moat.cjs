@@ -4,7 +4,8 @@
 // scripts/build.mjs); this loader compiles it with the V8 code cache that the build recorded
 // (dist/moat.cjs.cache), which spares most of the parse and compile time at every start.
 // A cache V8 rejects (another Node version) only costs that time; the code is the same.
-// `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way, and
+// `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way (and
+// `--sentry-standby ARGS` a warm standby sentry, which a later create claims), and
 // `moat.cjs --vm-monitor CONFIG` a microVM's monitor; only `moat create` runs them.
 const fs = require('node:fs');
 const path = require('node:path');
@@ -34,6 +35,8 @@ function load(name = 'moat') {
 module.exports = { load };
 if (require.main === module && process.argv[2] === '--sentry') {
   load('sentry').exports.run(process.argv.slice(3)).then((code) => process.exit(code));
+} else if (require.main === module && process.argv[2] === '--sentry-standby') {
+  load('sentry').exports.standby(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module && process.argv[2] === '--vm-monitor') {
   load().exports.vmMonitor(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module) {

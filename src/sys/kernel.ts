@@ -171,6 +171,7 @@ interface Bound {
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
   umount2(target: string, flags: number): number;
   pipe2(fds: Buffer, flags: number): number;
+  dup3(fd: number, target: number, flags: number): number;
   accept4(fd: number, addr: null, len: null, flags: number): number;
   // --- sockets (sys_socket.ts)
   getsockname(fd: number, addr: Buffer, len: Buffer): number;
@@ -251,6 +252,7 @@ function b(): Bound {
     mount: f('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: f('int umount2(const char *target, int flags)'),
     pipe2: f('int pipe2(_Out_ uint8_t *fds, int flags)'),
+    dup3: f('int dup3(int fd, int target, int flags)'),
     accept4: f('int accept4(int fd, void *addr, void *len, int flags)'),
     // --- sockets (sys_socket.ts)
     getsockname: f('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint8_t *len)'),
@@ -387,6 +389,16 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const rc = r(b().getsockopt(fd, level, name, val, len));
   return rc < 0 ? rc : val.readInt32LE(0);
 }
+/** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it connected, or -errno. */
+export function peerCred(fd: number): { pid: number; uid: number; gid: number } | number {
+  const val = Buffer.alloc(12);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(12);
+  const rc = r(b().getsockopt(fd, 1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, val, len));
+  return rc < 0 ? rc : { pid: val.readInt32LE(0), uid: val.readUInt32LE(4), gid: val.readUInt32LE(8) };
+}
+/** dup3(2): `fd` copied onto `target` (closed first if open), with `flags` (O_CLOEXEC or 0). */
+export const dup3 = (fd: number, target: number, flags = 0): number => r(b().dup3(fd, target, flags));
 /** seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) for a filter of struct sock_filter entries. */
 export const seccompFilter = (flags: number, filter: Buffer): number =>
   r(b().seccompFilter(NR.seccomp, 1, flags, { len: filter.length / 8, filter }));

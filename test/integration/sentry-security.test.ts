@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   copyFileSync, existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -446,6 +446,81 @@ describe('sentry isolation: security properties', { skip }, () => {
   };
 
   /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */
+  /** The sentry's pid from the container record. */
+  function sentryPid(id: string): number {
+    const rec = JSON.parse(readFileSync(join(sb.root, id, 'state.json'), 'utf8')) as { backendState?: { pid?: number } };
+    return Number(rec.backendState?.pid ?? 0);
+  }
+
+  /** The start time of a process (clock ticks since boot, field 22 of /proc/PID/stat). */
+  function startTicks(pid: number): number {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  }
+
+  it('hands a sandbox to the warm standby sentry, booted before the create, and keeps one waiting for the next', async () => {
+    const dir = '/run/moat-sentry-standby';
+    const waiting = (): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.sock')) : []);
+    // a first sandbox (cold, or a standby left by another test) makes sure one is started
+    const first = await sleeper();
+    await sb.rt(['delete', '--force', first.id]);
+    for (let i = 0; i < 100 && waiting().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(waiting().length > 0, `no standby socket appeared in ${dir}`);
+    const st = lstatSync(dir);
+    assert.equal(st.mode & 0o777, 0o700, 'only its user can reach the standby');
+    assert.equal(st.uid, process.getuid?.());
+    const before = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100; // clock ticks (USER_HZ 100)
+    const { id } = await sleeper();
+    try {
+      const pid = sentryPid(id);
+      assert.ok(pid > 0);
+      assert.ok(startTicks(pid) < before, 'the sentry was running before the create: a standby');
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      assert.ok(cmd.startsWith(`moat --sentry ${id}`), `ps shows the container id: ${JSON.stringify(cmd.slice(0, 60))}`);
+      const ex = await sb.rt(['exec', id, 'sh', '-c', 'cat /proc/self/status | grep -c Pid; ls /']);
+      assert.equal(ex.status, 0, show(ex));
+      assert.match(readFileSync(join(sb.root, id, 'sentry.log'), 'utf8'), /serving sandbox .* \(a standby since/);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    for (let i = 0; i < 100 && waiting().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(waiting().length > 0, 'the create started the next standby');
+  });
+
+  it('refuses a standby request that names another process, and stays for the next create', async () => {
+    const dir = '/run/moat-sentry-standby';
+    const first = await sleeper(); // leaves a standby behind
+    await sb.rt(['delete', '--force', first.id]);
+    let socks: string[] = [];
+    for (let i = 0; i < 100 && socks.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      socks = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.sock')) : [];
+    }
+    assert.ok(socks.length > 0, 'a standby waits');
+    // pid 1's fd 0 is no listening socket of ours: a request naming it must be refused
+    for (const [req, why] of [
+      [{ pid: 1, fd: 0, config: { id: 'x', log: '/dev/null', socket: '/x', level: 'balanced' } }, /not this user's pid|request from pid/],
+      [{ pid: 'x' }, /malformed/],
+    ] as const) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const c = connect(join(dir, socks[0]!));
+        let got = '';
+        c.on('connect', () => c.write(`${JSON.stringify(req)}\n`));
+        c.on('data', (d) => (got += d.toString()));
+        c.on('close', () => resolve(got));
+        c.on('error', reject);
+      });
+      assert.match(answer, /^error /);
+      assert.match(answer, why);
+    }
+    const { id } = await sleeper();
+    try {
+      assert.ok(sentryPid(id) > 0, 'the next create still got a sentry');
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
   async function sleeper(): Promise<{ id: string; pid: number }> {
     const b = await sb.bundle(['sleep', '1000']);
     const id = sb.id('sentry-bg');
@@ -474,16 +549,9 @@ describe('sentry isolation: security properties', { skip }, () => {
   it('confines the sentry itself: a seccomp filter on every thread, no_new_privs, only the workload\'s capabilities', async () => {
     const { id } = await sleeper();
     try {
-      const sentries = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-        try {
-          const cmd = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
-          return cmd.includes('--sentry') && cmd.some((a) => a.includes(`"id":"${id}"`));
-        } catch {
-          return false;
-        }
-      });
-      assert.equal(sentries.length, 1, `expected one sentry process for ${id}, found ${sentries.length}`);
-      const pid = sentries[0]!;
+      // the sentry the container record names (started for it, or a warm standby it claimed)
+      const pid = String(sentryPid(id));
+      assert.ok(processAlive(Number(pid)), `the sentry ${pid} of ${id} runs`);
       const threads = readdirSync(`/proc/${pid}/task`);
       assert.ok(threads.length > 1, 'the sentry has a serving thread besides its main thread');
       for (const tid of threads) {

@@ -1,10 +1,10 @@
 /**
  * Entry of dist/sentry.cjs. `bin/moat.cjs --sentry CONFIG` loads it (with its V8 code cache)
- * and calls `run`; the sentry's worker threads load the bundle file directly.
+ * and calls `run` (`--sentry-standby ARGS`: `standby`); the sentry's worker threads load the bundle file directly.
  */
 import { isMainThread, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { sentryMain, sentryServe, sentryWorker } from './main.js';
+import { sentryMain, sentryServe, sentryStandby, sentryWorker } from './main.js';
 import type { ServeData } from './main.js';
 import { buildSentryFilter } from './filter.js';
 import type { WorkerSetup } from './workers.js';
@@ -15,6 +15,16 @@ export async function run(argv: string[]): Promise<number> {
     return await sentryMain(argv, fileURLToPath(import.meta.url));
   } catch (e) {
     process.stderr.write(`sentry: ${(e as Error).stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+/** Runs a warm standby sentry (standby.ts) with its JSON arguments in argv[0]; resolves with the exit code. */
+export async function standby(argv: string[]): Promise<number> {
+  try {
+    return await sentryStandby(argv, fileURLToPath(import.meta.url));
+  } catch (e) {
+    process.stderr.write(`sentry standby: ${(e as Error).stack ?? String(e)}\n`);
     return 1;
   }
 }

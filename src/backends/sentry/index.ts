@@ -21,6 +21,7 @@ import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
 import { parsePolicy } from './netpolicy.js';
 import type { SentryProcessConfig } from './main.js';
+import { boundingSet, claimStandby, spawnStandby, standbyDir, standbyEnabled, standbyKey } from './standby.js';
 import type { SandboxLimits, SentryLevel } from './types.js';
 
 /** Annotation that picks the sentry level for a bundle (the flag wins). */
@@ -114,35 +115,85 @@ function workloadCaps(spec: Spec): string[] {
 
 /** A sentry process that was started; `ready` settles once it serves (or failed to start). */
 export interface StartedSentry {
-  pid: number;
+  /** Its pid (0 until known: a standby's is known once it took the sandbox). */
+  readonly pid: number;
   ready: Promise<{ pid: number; startTime: string }>;
   kill(): void;
 }
 
 /**
  * Makes the sentry's listening socket here, so the stage can connect to it at once (the
- * connection waits in the backlog), and starts the sentry with it as fd 4. The sentry's own
- * start-up then runs while the container is being created.
+ * connection waits in the backlog), and gets the sandbox a sentry: with `useStandby`, the warm
+ * standby for this user, capability set and namespaces if one waits (standby.ts), else one
+ * started now; either way a standby is then started for the next create. The sentry's start-up
+ * runs while the container is being created.
  */
-function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec): StartedSentry {
+function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec, useStandby = false): StartedSentry {
   const listenFd = listenOn(cfg.socket);
+  const entry = sentryEntry();
+  // as root, the sentry holds no capability the workload does not, but CAP_SYS_PTRACE:
+  // pidfd_getfd and process_vm_readv/writev on a workload of another uid need it (its own
+  // seccomp allowlist keeps ptrace(2) itself out of reach); setpriv limits the bounding set
+  // (root's permitted set after exec) before Node starts, for every thread
+  const caps = process.geteuid?.() === 0 ? [...new Set([...workloadCaps(spec), 'sys_ptrace'])] : null;
+  const dir = useStandby && standbyEnabled() ? standbyDir() : null;
+  if (dir === null) return coldSentry(cfg, listenFd, entry, caps);
+  const place = { dir, key: standbyKey(join(dirname(dirname(entry)), 'dist', 'sentry.cjs'), caps) };
+  let cold: StartedSentry | undefined;
+  let claimed = 0;
+  let killed = false;
+  const killClaimed = (): void => {
+    try {
+      if (claimed > 0) process.kill(claimed, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  };
+  const ready = (async (): Promise<{ pid: number; startTime: string }> => {
+    const got = await claimStandby(place, cfg, listenFd);
+    spawnStandby(process.execPath, entry, place, caps); // for the next create
+    if (got) {
+      closeSync(listenFd);
+      claimed = got.pid;
+      if (killed) killClaimed();
+      trace('sentry claimed');
+      return got;
+    }
+    if (killed) {
+      closeSync(listenFd);
+      throw new HostError(`the sentry for "${cfg.id}" was not started: the create gave up`);
+    }
+    cold = coldSentry(cfg, listenFd, entry, caps);
+    return cold.ready;
+  })();
+  ready.catch(() => {});
+  return {
+    get pid() {
+      return claimed || (cold?.pid ?? 0);
+    },
+    ready,
+    kill: () => {
+      killed = true;
+      killClaimed();
+      cold?.kill();
+    },
+  };
+}
+
+/** Starts a sentry process now for `cfg`, with `listenFd` as its fd 4 (closed here once passed on). */
+function coldSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, listenFd: number, entry: string, caps: string[] | null): StartedSentry {
   const node = process.execPath;
   // MOAT_SENTRY_PROFILE=1 logs time per syscall; MOAT_SENTRY_CPU_PROF=DIR writes a V8 CPU profile
   const prof = process.env.MOAT_SENTRY_CPU_PROF;
   const full: SentryProcessConfig = { ...cfg, listenFd: 4 };
   // MOAT_SENTRY_NODE_FLAGS adds V8/Node flags (e.g. --perf-basic-prof for perf(1) symbols)
   const extra = (process.env.MOAT_SENTRY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
-  const args = [...extra, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), sentryEntry(), '--sentry', JSON.stringify(full)];
+  const args = [...extra, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), entry, '--sentry', JSON.stringify(full)];
   let cmd = node;
   let argv = args;
-  if (process.geteuid?.() === 0) {
-    // the sentry holds no capability the workload does not, but CAP_SYS_PTRACE: pidfd_getfd and
-    // process_vm_readv/writev on a workload of another uid need it (its own seccomp allowlist
-    // keeps ptrace(2) itself out of reach). setpriv limits the bounding set (root's permitted
-    // set after exec) before Node starts, for every thread.
-    const caps = [...new Set([...workloadCaps(spec), 'sys_ptrace'])].map((c) => `,+${c}`).join('');
+  if (caps) {
     cmd = 'setpriv';
-    argv = ['--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
+    argv = ['--bounding-set', boundingSet(caps), '--inh-caps', '-all', '--no-new-privs', '--', node, ...args];
   }
   const logFd = openSync(cfg.log, 'a');
   let child: ReturnType<typeof spawn>;
@@ -329,7 +380,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     hostname: spec.hostname ?? req.id.slice(0, 63),
   };
   trace('sentry config ready');
-  const sentry = startSentry(cfg, spec);
+  const sentry = startSentry(cfg, spec, true);
   trace('sentry spawned');
   const jail: SentryJail = {
     filter: buildSentryFilter(level),

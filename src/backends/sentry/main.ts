@@ -4,10 +4,16 @@
  * fds of the init and of every `exec`, then serves the workload's system calls until no task
  * of the sandbox is left. It reports "ready" on fd 3 once it listens.
  */
-import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { Socket } from 'node:net';
 import { parentPort } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import * as k from '../../sys/kernel.js';
-import { descendants } from '../../container/proc.js';
+import { descendants, procStat } from '../../container/proc.js';
+import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
+import { STANDBY_IDLE_MS, standbyFiles } from './standby.js';
+import type { StandbyArgs, StandbyRequest } from './standby.js';
 import { answer, SentryLoop } from './core.js';
 import type { Families } from './core.js';
 import { confineSentry } from './confine.js';
@@ -116,46 +122,179 @@ export function sentryMain(argv: string[], script: string): Promise<number> {
   k.fcntl(cfg.listenFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
   const serving = sentryThread(script, { role: 'sentry-serve', config, logFd, script } satisfies ServeData);
   if (!cfg.noConfine) confineSentry(log);
+  return supervise(serving, () => log, () => {
+    try {
+      writeSync(3, 'ready\n');
+      closeSync(3);
+    } catch {
+      // started by hand, without a ready pipe
+    }
+  });
+}
+
+/**
+ * Waits for the serving thread: calls `onServing` when it serves, logs its closing lines and
+ * resolves 0 when it is done (1 if it failed).
+ */
+function supervise(serving: Worker, log: () => (m: string) => void, onServing: () => void): Promise<number> {
   return new Promise((resolve) => {
     serving.on('message', (m: { type: 'serving' } | { type: 'done'; lines: string[] }) => {
       if (m.type === 'serving') {
-        try {
-          writeSync(3, 'ready\n');
-          closeSync(3);
-        } catch {
-          // started by hand, without a ready pipe
-        }
+        onServing();
         return;
       }
-      for (const line of m.lines) log(line);
+      for (const line of m.lines) log()(line);
       resolve(0);
     });
     serving.on('error', (e) => {
-      log(`serving thread failed: ${e.stack ?? String(e)}`);
+      log()(`serving thread failed: ${e.stack ?? String(e)}`);
       resolve(1);
     });
     serving.on('exit', (code) => resolve(code === 0 ? 0 : 1));
   });
 }
 
+/**
+ * Runs a warm standby (see standby.ts): takes the key's lock (or exits, another standby has
+ * it), starts the serving thread without a sandbox, confines the process and waits on its
+ * socket. The first valid request makes it that sandbox's sentry: it copies the create's
+ * listening socket, opens the sandbox's log (also as stdout and stderr), hands the
+ * configuration to the serving thread and answers "ready" once that serves; from there on it
+ * is a sentry like any other. Resolves with the exit code (0 after the idle timeout).
+ */
+export function sentryStandby(argv: string[], script: string): Promise<number> {
+  const args = JSON.parse(argv[0] ?? '{}') as StandbyArgs;
+  const files = standbyFiles(args);
+  const lockFd = openSync(files.lock, 'w', 0o600);
+  if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
+  const serving = sentryThread(script, { role: 'sentry-serve', script } satisfies ServeData);
+  let log: (m: string) => void = () => {};
+  confineSentry((m) => log(m));
+  try {
+    unlinkSync(files.socket); // a standby that died left it; the lock says none other is here
+  } catch {
+    // none
+  }
+  const supervised = supervise(serving, () => log, () => {});
+  return new Promise((resolve) => {
+    const server = createServer();
+    const idle = setTimeout(() => {
+      server.close();
+      resolve(0);
+    }, STANDBY_IDLE_MS);
+    let claimed = false;
+    server.on('connection', (sock: Socket) => {
+      let buf = '';
+      sock.on('error', () => {});
+      sock.on('data', (d: Buffer) => {
+        if (claimed) {
+          sock.end('error taken: this standby serves another sandbox\n');
+          return;
+        }
+        buf += d.toString('utf8');
+        const nl = buf.indexOf('\n');
+        if (nl < 0) {
+          if (buf.length > 65536) sock.destroy();
+          return;
+        }
+        let taken: { cfg: SentryProcessConfig; logFd: number };
+        try {
+          taken = takeRequest(buf.slice(0, nl), sock);
+        } catch (e) {
+          sock.end(`error ${(e as Error).message.replace(/\n/g, ' ')}\n`);
+          return;
+        }
+        claimed = true;
+        clearTimeout(idle);
+        server.close();
+        try {
+          unlinkSync(files.socket);
+        } catch {
+          // gone already
+        }
+        closeSync(lockFd); // the key is free for the next standby, which the create starts
+        const { cfg, logFd } = taken;
+        log = logger(cfg.id, logFd);
+        // the container id in ps, as a sentry started for it shows it (the standby's argv
+        // reserved the room)
+        process.title = `moat --sentry ${cfg.id}`;
+        serving.once('message', () => {
+          sock.end(`ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
+          log(`serving sandbox ${cfg.id} (a standby since ${new Date(Date.now() - process.uptime() * 1000).toISOString()})`);
+        });
+        serving.postMessage({ config: JSON.stringify(cfg), logFd });
+        supervised.then(resolve, () => resolve(1));
+      });
+    });
+    server.listen(files.socket);
+    supervised.then((code) => {
+      if (!claimed) {
+        // the serving thread died before any claim: nothing to serve, nobody to tell
+        clearTimeout(idle);
+        server.close();
+        resolve(code === 0 ? 1 : code);
+      }
+    }, () => resolve(1));
+  });
+}
+
+/** Checks a standby request from `sock` and takes what it names: the listening socket and the sandbox's log. */
+function takeRequest(line: string, sock: Socket): { cfg: SentryProcessConfig; logFd: number } {
+  const req = JSON.parse(line) as Partial<StandbyRequest>;
+  const c = req.config;
+  if (!Number.isInteger(req.pid) || !Number.isInteger(req.fd) || typeof c !== 'object' || c === null) throw new Error('malformed request');
+  if (typeof c.id !== 'string' || typeof c.log !== 'string' || typeof c.socket !== 'string' || (c.level !== 'strict' && c.level !== 'balanced')) throw new Error('malformed sentry configuration');
+  // the fd of a net.Socket (Node's internal Pipe handle has it, untyped)
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+  const cred = k.peerCred(fd);
+  if (typeof cred === 'number') throw new Error(`SO_PEERCRED: errno ${-cred}`);
+  if (cred.uid !== (process.geteuid?.() ?? 0) || cred.pid !== req.pid) throw new Error(`request from pid ${cred.pid} uid ${cred.uid}, not this user's pid ${req.pid}`);
+  const pidfd = k.pidfdOpen(req.pid!, 0);
+  if (pidfd < 0) throw new Error(`pidfd_open(${req.pid}): errno ${-pidfd}`);
+  const listenFd = k.pidfdGetfd(pidfd, req.fd!);
+  k.close(pidfd);
+  if (listenFd < 0) throw new Error(`pidfd_getfd(${req.fd}): errno ${-listenFd}`);
+  if (k.getsockoptInt(listenFd, 1 /* SOL_SOCKET */, 30 /* SO_ACCEPTCONN */) !== 1) {
+    k.close(listenFd);
+    throw new Error(`fd ${req.fd} of pid ${req.pid} is not a listening socket`);
+  }
+  let logFd: number;
+  try {
+    logFd = openSync(c.log, 'a');
+  } catch (e) {
+    k.close(listenFd);
+    throw e;
+  }
+  k.dup3(logFd, 1);
+  k.dup3(logFd, 2);
+  return { cfg: { ...(c as Omit<SentryProcessConfig, 'listenFd'>), listenFd }, logFd };
+}
+
 /** What the serving thread is started with. */
 export interface ServeData {
   role: 'sentry-serve';
-  /** The sentry's JSON configuration. */
-  config: string;
-  logFd: number;
+  /** The sentry's JSON configuration; absent in a standby, which posts it (with logFd) once claimed. */
+  config?: string;
+  logFd?: number;
   /** The bundle file, for the pool of worker threads that take blocking calls. */
   script: string;
 }
 
 /** The serving thread: polls every notify fd of the sandbox and answers until none is left. */
 export function sentryServe(data: ServeData): void {
-  const cfg = JSON.parse(data.config) as SentryProcessConfig;
-  const log = logger(cfg.id, data.logFd);
+  if (data.config === undefined || data.logFd === undefined) {
+    // a standby's serving thread: booted, waiting for its sandbox
+    parentPort?.once('message', (m: { config: string; logFd: number }) => sentryServe({ ...data, config: m.config, logFd: m.logFd }));
+    return;
+  }
+  const logFd = data.logFd;
+  const config = data.config;
+  const cfg = JSON.parse(config) as SentryProcessConfig;
+  const log = logger(cfg.id, logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
   const sb = makeSandbox(cfg, state, bootTime, log);
-  const pool = new WorkerPool(data.script, () => ({ config: data.config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd: data.logFd }));
+  const pool = new WorkerPool(data.script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
   const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
