@@ -97,11 +97,14 @@ export interface Parent {
 /** The errno for a final component that is the root, "." or ".." (per operation). */
 export type DotErr = number | { root: number; dot: number; dotdot: number };
 
-/** Reads path argument `i` once from workload memory: its bytes, or -EFAULT / -ENAMETOOLONG. */
-export function readPathArg(t: Task, i: number): Buffer | number {
+/**
+ * Reads path argument `i` once from workload memory: its bytes, or -EFAULT / -ENAMETOOLONG
+ * (`check`: see Task.readString).
+ */
+export function readPathArg(t: Task, i: number, check = true): Buffer | number {
   const addr = t.num(i);
   if (addr <= 0) return -E.EFAULT;
-  const p = t.readString(addr, PATH_MAX - 1);
+  const p = t.readString(addr, PATH_MAX - 1, check);
   if (typeof p === 'number') return p < 0 ? p : -E.EFAULT;
   if (p.length > PATH_MAX - 1) return -E.ENAMETOOLONG;
   return p;
@@ -222,7 +225,7 @@ export function openLoc(sb: Sandbox, loc: Loc, flags: number, mode = 0, resolve 
 
 /** A 144-byte struct stat of a sentry-owned fd (the object itself, a symlink included), or -errno. */
 export function statFd(fd: number): Buffer | number {
-  const buf = Buffer.alloc(144);
+  const buf = Buffer.allocUnsafe(144); // fstatat fills all of it
   const rc = fstatat(fd, EMPTY, buf, AT.EMPTY_PATH);
   return rc < 0 ? rc : buf;
 }
@@ -238,6 +241,9 @@ interface SyntheticMarks {
   rootFd: number;
   devs: bigint[];
   dirs: Array<readonly [bigint, bigint]>;
+  /** The same as 32-bit halves, for the check every look-up makes: devs as [lo, hi], dirs as [dev lo, dev hi, ino lo, ino hi]. */
+  devWords: Array<readonly [number, number]>;
+  dirWords: Array<readonly [number, number, number, number]>;
 }
 
 const marksCache = new WeakMap<Sandbox, SyntheticMarks>();
@@ -251,7 +257,7 @@ function syntheticMarks(sb: Sandbox): SyntheticMarks {
   const rootFd = sb.rootFd;
   const cached = marksCache.get(sb);
   if (cached !== undefined && cached.rootFd === rootFd) return cached;
-  const marks: SyntheticMarks = { rootFd, devs: [], dirs: [] };
+  const marks: SyntheticMarks = { rootFd, devs: [], dirs: [], devWords: [], dirWords: [] };
   const rootSt = statFd(rootFd);
   if (typeof rootSt !== 'number') {
     for (const name of ['proc', 'sys']) {
@@ -261,7 +267,11 @@ function syntheticMarks(sb: Sandbox): SyntheticMarks {
       close(fd);
       if (typeof st === 'number') continue;
       marks.dirs.push([devOf(st), st.readBigUInt64LE(8)]);
-      if (devOf(st) !== devOf(rootSt)) marks.devs.push(devOf(st));
+      marks.dirWords.push([st.readUInt32LE(0), st.readUInt32LE(4), st.readUInt32LE(8), st.readUInt32LE(12)]);
+      if (devOf(st) !== devOf(rootSt)) {
+        marks.devs.push(devOf(st));
+        marks.devWords.push([st.readUInt32LE(0), st.readUInt32LE(4)]);
+      }
     }
   }
   marksCache.set(sb, marks);
@@ -279,10 +289,13 @@ export function syntheticDevs(sb: Sandbox): readonly bigint[] {
  */
 export function inSyntheticMount(sb: Sandbox, st: Buffer): boolean {
   const m = syntheticMarks(sb);
-  const dev = devOf(st);
-  if (m.devs.includes(dev)) return true;
-  const ino = st.readBigUInt64LE(8);
-  return m.dirs.some(([d, i]) => d === dev && i === ino);
+  const devLo = st.readUInt32LE(0);
+  const devHi = st.readUInt32LE(4);
+  for (const [lo, hi] of m.devWords) if (lo === devLo && hi === devHi) return true;
+  const inoLo = st.readUInt32LE(8);
+  const inoHi = st.readUInt32LE(12);
+  for (const [dl, dh, il, ih] of m.dirWords) if (dl === devLo && dh === devHi && il === inoLo && ih === inoHi) return true;
+  return false;
 }
 
 

@@ -70,10 +70,10 @@ const pass = (): Reply => CONTINUE;
 const errno = (rc: number): Reply => fail(-rc);
 
 /** A path argument as a Loc, 'empty' for an empty (or NULL) path with AT_EMPTY_PATH (fd-local), or -errno. */
-function argLoc(t: Task, dirfd: number, i: number, atFlags: number): Loc | 'empty' | number {
+function argLoc(t: Task, dirfd: number, i: number, atFlags: number, check = true): Loc | 'empty' | number {
   const emptyOk = (atFlags & AT.EMPTY_PATH) !== 0;
   if (emptyOk && t.num(i) === 0) return 'empty';
-  const p = readPathArg(t, i);
+  const p = readPathArg(t, i, check);
   if (typeof p === 'number') return p;
   if (emptyOk && p.length === 0) return 'empty';
   return containerPath(t, dirfd, p);
@@ -382,7 +382,8 @@ function statxOf(st: Buffer): Buffer {
 /** stat/lstat/newfstatat: the object's struct stat (synthetic paths from procfs). */
 function statCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, bufArg: number, flags: number): Reply {
   if ((flags & ~(AT.SYMLINK_NOFOLLOW | AT.NO_AUTOMOUNT | AT.EMPTY_PATH)) !== 0) return fail(E.EINVAL);
-  const loc = argLoc(t, dirfd, pathArg, flags);
+  // a look-up without side effects, answered through put() (which confirms the notification)
+  const loc = argLoc(t, dirfd, pathArg, flags, false);
   if (loc === 'empty') return CONTINUE; // fstat of the dirfd: fd-local (glibc's fstat)
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
@@ -400,7 +401,7 @@ function statxH(t: Task, sb: Sandbox): Reply {
   const mask = Number(t.notif.args[3] & 0xffffffffn);
   if ((flags & ~STATX_FLAGS) !== 0 || (flags & AT.STATX_SYNC_TYPE) === AT.STATX_SYNC_TYPE) return fail(E.EINVAL);
   if ((mask & STATX_RESERVED) !== 0) return fail(E.EINVAL);
-  const loc = argLoc(t, dirfd, 1, flags);
+  const loc = argLoc(t, dirfd, 1, flags, false); // as stat: no side effects, answered through put()
   if (loc === 'empty') return CONTINUE; // statx of the dirfd: fd-local
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
@@ -435,7 +436,8 @@ function synthAccess(t: Task, sb: Sandbox, path: string, mode: number, flags: nu
 function accessCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, mode: number, flags: number): Reply {
   if ((mode & ~7) !== 0) return fail(E.EINVAL);
   if ((flags & ~(AT.EACCESS | AT.SYMLINK_NOFOLLOW | AT.EMPTY_PATH)) !== 0) return fail(E.EINVAL);
-  const loc = argLoc(t, dirfd, pathArg, flags);
+  // no side effects: the answer is the reply, which the kernel refuses for a stale notification
+  const loc = argLoc(t, dirfd, pathArg, flags, false);
   if (loc === 'empty') return CONTINUE; // the dirfd itself: fd-local
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;

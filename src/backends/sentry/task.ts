@@ -107,7 +107,7 @@ export class NotifTask implements Task {
     return buf;
   }
 
-  readString(addr: number, max = 4095): Buffer | number {
+  readString(addr: number, max = 4095, check = true): Buffer | number {
     if (addr <= 0 || addr >= MAX_ADDR) return -k.E.EFAULT;
     const chunks: Buffer[] = [];
     let total = 0;
@@ -122,7 +122,7 @@ export class NotifTask implements Task {
       const nul = buf.subarray(0, n).indexOf(0);
       if (nul >= 0) {
         chunks.push(Buffer.from(buf.subarray(0, nul)));
-        if (!this.valid()) return -k.E.EFAULT;
+        if (check && !this.valid()) return -k.E.EFAULT;
         return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       }
       chunks.push(Buffer.from(buf.subarray(0, n)));

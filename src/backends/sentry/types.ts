@@ -90,9 +90,12 @@ export interface Task {
   read(addr: number, len: number): Buffer | null;
   /**
    * Reads a NUL-terminated string (a path) at `addr`, at most `max` bytes without the NUL.
-   * Returns the bytes, or -EFAULT / -ENAMETOOLONG.
+   * Returns the bytes, or -EFAULT / -ENAMETOOLONG. The read is confirmed with ID_VALID (the
+   * task was alive, so the bytes are its own) unless `check` is false: only for a handler that
+   * acts on them without side effects and answers through write() or the reply, both of which
+   * confirm the notification again (a stale one is never answered).
    */
-  readString(addr: number, max?: number): Buffer | number;
+  readString(addr: number, max?: number, check?: boolean): Buffer | number;
   /** Writes `data` at `addr` in the task's memory; false if it is not all mapped (EFAULT). */
   write(addr: number, data: Buffer): boolean;
   /** Whether the notification is still pending (the task did not die or get interrupted). */
