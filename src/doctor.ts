@@ -438,6 +438,10 @@ export async function runDoctor(): Promise<DoctorCheck[]> {
     guarded('/dev/kvm', checkKvm),
     guarded('qemu', () => checkVersion('qemu', qemuBinary(), `absent (${qemuBinary()} not installed)`)),
     ...['runc', 'crun', 'runsc', 'containerd', 'podman'].map((p) => guarded(p, () => checkVersion(p, p))),
+    // what `moat checkpoint` and restore under the sentry run: nsenter (util-linux) to list the
+    // sandbox's unix sockets with ss (iproute2) and to set ns_last_pid, tar for the upper layer
+    ...([['nsenter', 'util-linux'], ['ss', 'iproute2'], ['tar', 'tar']] as const).map(([p, pkg]) =>
+      guarded(`${p} (checkpoints)`, () => checkVersion(`${p} (checkpoints)`, p, `not installed (Debian package ${pkg}): sentry checkpoints fail`))),
     guarded('openat2', checkOpenat2),
     guarded('root', checkRoot),
   ]);

@@ -9,7 +9,7 @@ test('runDoctor reports every namespace type and the host features Moat depends 
   for (const ns of ['user', 'pid', 'mount', 'network', 'uts', 'ipc', 'cgroup', 'time']) {
     assert.ok(names.includes(`${ns} namespaces`), `missing check for ${ns} namespaces`);
   }
-  for (const name of ['cgroup layout', 'seccomp', 'overlayfs', '/dev/kvm', 'qemu', 'runc']) {
+  for (const name of ['cgroup layout', 'seccomp', 'overlayfs', '/dev/kvm', 'qemu', 'runc', 'nsenter (checkpoints)', 'ss (checkpoints)', 'tar (checkpoints)']) {
     assert.ok(names.includes(name), `missing check ${name}`);
   }
   for (const c of checks) {
