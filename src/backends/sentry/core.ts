@@ -142,19 +142,30 @@ export class SentryLoop {
     k.ioctlVal(fd, k.SECCOMP_IOCTL.NOTIF_SET_FLAGS, k.SECCOMP_FLAG.USER_NOTIF_FD_SYNC_WAKE_UP);
     this.listeners.push(fd);
     this.seen = true;
+    this.fdSetVersion++;
   }
+
+  /** Bumped whenever the poll set (listeners, hand-over connections) changes. */
+  private fdSetVersion = 0;
 
   /** Serves until every listener has hung up after at least one arrived. */
   run(): void {
     let pb = Buffer.alloc(0);
+    let fds: number[] = [];
+    let built = -1;
     while (!this.seen || this.listeners.length > 0 || this.conns.length > 0) {
-      const fds = [...this.listeners, ...this.conns, this.acceptFd];
-      if (pb.length !== fds.length * 8) pb = Buffer.alloc(fds.length * 8);
-      fds.forEach((fd, i) => {
-        pb.writeInt32LE(fd, i * 8);
-        pb.writeInt16LE(POLLIN, i * 8 + 4);
-        pb.writeInt16LE(0, i * 8 + 6);
-      });
+      if (built !== this.fdSetVersion) {
+        // the poll set changes only when a listener or hand-over connection comes or goes
+        fds = [...this.listeners, ...this.conns, this.acceptFd];
+        pb = Buffer.alloc(fds.length * 8);
+        fds.forEach((fd, i) => {
+          pb.writeInt32LE(fd, i * 8);
+          pb.writeInt16LE(POLLIN, i * 8 + 4);
+        });
+        built = this.fdSetVersion;
+      } else {
+        for (let i = 0; i < fds.length; i++) pb.writeInt16LE(0, i * 8 + 6);
+      }
       const rc = k.poll(pb, fds.length, -1);
       if (rc < 0) throw new Error(`poll: errno ${-rc}`);
       const nl = this.listeners.length;
@@ -168,13 +179,17 @@ export class SentryLoop {
       for (const fd of gone) {
         k.close(fd);
         this.listeners.splice(this.listeners.indexOf(fd), 1);
+        this.fdSetVersion++;
       }
       for (let i = nl; i < nl + nc; i++) {
         if (pb.readInt16LE(i * 8 + 6) !== 0) this.handOver(fds[i]!);
       }
       if (pb.readInt16LE((fds.length - 1) * 8 + 6) & POLLIN) {
         const c = k.accept4(this.acceptFd, k.O.CLOEXEC | k.O.NONBLOCK);
-        if (c >= 0) this.conns.push(c);
+        if (c >= 0) {
+          this.conns.push(c);
+          this.fdSetVersion++;
+        }
       }
     }
   }
@@ -187,6 +202,7 @@ export class SentryLoop {
     const n = k.read(conn, this.connBuf, this.connBuf.length);
     if (n === -k.E.EAGAIN) return;
     this.conns.splice(this.conns.indexOf(conn), 1);
+    this.fdSetVersion++;
     try {
       if (n <= 0) return;
       const m = /^\{"pid":(\d+),"fd":(\d+)\}\n$/.exec(this.connBuf.toString('latin1', 0, n));
