@@ -227,6 +227,11 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
       });
     });
     server.listen(files.socket);
+    // stopped before any claim (pkill, shutdown): leave no socket that refuses connections
+    process.once('SIGTERM', () => {
+      if (!claimed) server.close();
+      process.exit(claimed ? 143 : 0);
+    });
     supervised.then((code) => {
       if (!claimed) {
         // the serving thread died before any claim: nothing to serve, nobody to tell
