@@ -441,19 +441,19 @@ function stage(): VmStage | null {
   return vmStage;
 }
 
-/** Writes a non-negative safe integer as a little-endian u64. */
-function putU64(buf: Buffer, off: number, v: number): void {
+/** Writes a safe integer as a little-endian 64-bit two's-complement value, without a BigInt. */
+export function putI64(buf: Buffer, off: number, v: number): void {
   const hi = Math.floor(v / 2 ** 32);
   buf.writeUInt32LE(v - hi * 2 ** 32, off);
-  buf.writeUInt32LE(hi, off + 4);
+  buf.writeInt32LE(hi | 0, off + 4);
 }
 
 /** One process_vm_readv/writev of `len` bytes at `addr` through the staging area; bytes moved or -errno. */
 function vmStaged(st: VmStage, nr: number, pid: number, len: number, addr: number): number {
-  putU64(st.view, 0, st.base + 32);
-  putU64(st.view, 8, len);
-  putU64(st.view, 16, addr);
-  putU64(st.view, 24, len);
+  putI64(st.view, 0, st.base + 32);
+  putI64(st.view, 8, len);
+  putI64(st.view, 16, addr);
+  putI64(st.view, 24, len);
   return r(st.call(nr, pid, st.base, 1, st.base + 16, 1, 0));
 }
 

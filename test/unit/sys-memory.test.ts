@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
-import { E, processVmRead, processVmWrite } from '../../src/sys/kernel.js';
+import { E, processVmRead, processVmWrite, putI64 } from '../../src/sys/kernel.js';
 
 const require = createRequire(import.meta.url);
 // koffi's own surface, only the calls used here
@@ -44,5 +44,15 @@ describe('process memory access (process_vm_readv/writev)', () => {
     assert.equal(processVmWrite(process.pid, buf, 4096), -E.EFAULT);
     assert.deepEqual(buf, Buffer.alloc(64, 1), 'a failed read leaves the buffer alone');
     assert.equal(processVmRead(0x3fffffff, buf, 4096), -E.ESRCH);
+  });
+
+  it('putI64 writes a safe integer as writeBigInt64LE does', () => {
+    for (const v of [0, 1, -1, 255, 2 ** 31, -(2 ** 31) - 1, 2 ** 32, -(2 ** 32) - 5, 2 ** 47 + 12345, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER]) {
+      const a = Buffer.alloc(8);
+      const b = Buffer.alloc(8);
+      putI64(a, 0, v);
+      b.writeBigInt64LE(BigInt(v));
+      assert.deepEqual(a, b, `value ${v}`);
+    }
   });
 });

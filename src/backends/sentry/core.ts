@@ -12,7 +12,7 @@
 import * as k from '../../sys/kernel.js';
 import { entryByNr } from './table.js';
 import type { SentryLevel } from './types.js';
-import { NotifTask, notifValid } from './task.js';
+import { NotifTask, notifValid, putId } from './task.js';
 import type { Family } from './table.js';
 import type { Handler, HandlerTable, Notif, Reply, Sandbox, Task } from './types.js';
 
@@ -65,14 +65,6 @@ export function decodeNotif(buf: Buffer): Notif {
 const respBuf = Buffer.alloc(24);
 const addfdBuf = Buffer.alloc(24);
 
-/** Writes a notification id at the start of `buf`: from its 32-bit halves when known. */
-function putId(buf: Buffer, id: bigint, words?: Uint32Array): void {
-  if (words !== undefined && words.length >= 14) {
-    buf.writeUInt32LE(words[12]!, 0);
-    buf.writeUInt32LE(words[13]!, 4);
-  } else buf.writeBigUInt64LE(id, 0);
-}
-
 /** Answers notification `id` (`words`: its decoded halves, if any) on `listener` with `reply`; false if the task is gone. */
 export function answer(listener: number, id: bigint, reply: Reply, words?: Uint32Array): boolean {
   if (reply.kind === 'deferred') return true;
@@ -96,12 +88,7 @@ export function answer(listener: number, id: bigint, reply: Reply, words?: Uint3
   if (reply.kind === 'ok') {
     const v = reply.val;
     if (typeof v === 'bigint') respBuf.writeBigInt64LE(v, 8);
-    else {
-      // a safe integer as two 32-bit halves (two's complement), without a BigInt per answer
-      const hi = Math.floor(v / 2 ** 32);
-      respBuf.writeUInt32LE(v - hi * 2 ** 32, 8);
-      respBuf.writeInt32LE(hi, 12);
-    }
+    else k.putI64(respBuf, 8, v);
   } else {
     respBuf.writeUInt32LE(0, 8);
     respBuf.writeUInt32LE(0, 12);

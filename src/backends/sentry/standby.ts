@@ -130,7 +130,7 @@ export function spawnStandby(node: string, moatCjs: string, place: StandbyPlace,
 }
 
 /** The fd of a connected net.Socket (a unix stream); -1 if Node does not show it. */
-function socketFd(sock: Socket): number {
+export function socketFd(sock: Socket): number {
   // `_handle` is Node's internal Pipe handle; its `fd` is public on Unix but untyped
   const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' ? fd : -1;

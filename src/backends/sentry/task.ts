@@ -13,12 +13,17 @@ const idBuf = Buffer.alloc(8);
 const SCRATCH = Buffer.alloc(8192);
 const linkBuf = Buffer.alloc(4096 + 32);
 
+/** Writes a notification id at the start of `buf`: from its 32-bit halves (Notif.words) when known. */
+export function putId(buf: Buffer, id: bigint, words?: Uint32Array): void {
+  if (words !== undefined && words.length >= 14) {
+    buf.writeUInt32LE(words[12]!, 0);
+    buf.writeUInt32LE(words[13]!, 4);
+  } else buf.writeBigUInt64LE(id, 0);
+}
+
 /** Whether notification `id` is still pending on `listener` (SECCOMP_IOCTL_NOTIF_ID_VALID). */
 export function notifValid(listener: number, id: bigint, words?: Uint32Array): boolean {
-  if (words !== undefined && words.length >= 14) {
-    idBuf.writeUInt32LE(words[12]!, 0);
-    idBuf.writeUInt32LE(words[13]!, 4);
-  } else idBuf.writeBigUInt64LE(id);
+  putId(idBuf, id, words);
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ID_VALID, idBuf) === 0;
 }
 
