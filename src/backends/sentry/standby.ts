@@ -22,11 +22,12 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readlinkSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import * as k from '../../sys/kernel.js';
+import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
 import type { SentryProcessConfig } from './main.js';
 
 /** How long an unclaimed standby waits before it exits. */
@@ -115,6 +116,9 @@ export const boundingSet = (caps: readonly string[]): string => `-all${caps.map(
  * another one holding the key's lock exits at once.
  */
 export function spawnStandby(node: string, moatCjs: string, place: StandbyPlace, caps: readonly string[] | null): void {
+  // a standby of this key that holds its lock (booting, or waiting with its socket not yet
+  // reached) makes another one pointless: it would boot Node only to exit
+  if (lockHeld(standbyFiles(place).lock)) return;
   const arg: StandbyArgs = { ...place, pad: ' '.repeat(160) };
   const own = [moatCjs, '--sentry-standby', JSON.stringify(arg)];
   const [cmd, argv] = caps
@@ -126,6 +130,23 @@ export function spawnStandby(node: string, moatCjs: string, place: StandbyPlace,
     child.unref();
   } catch {
     // as above
+  }
+}
+
+/** Whether another process holds the flock on `lock` (a missing or unopenable file: no). */
+function lockHeld(lock: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(lock, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    return !flock(fd, LOCK_EX | LOCK_NB, lock);
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd); // closing drops the lock this probe may have taken
   }
 }
 
