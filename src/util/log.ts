@@ -79,10 +79,12 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
-/** Prints `moat-trace:` timing lines on stderr when MOAT_TRACE=1 (used by bench/). */
-export const trace: (label: string) => void = process.env.MOAT_TRACE === '1'
-  ? (() => {
-      const t0 = performance.timeOrigin;
-      return (label: string) => writeErr(`moat-trace: ${(performance.now()).toFixed(2)} ms ${label} (since process start; origin ${t0.toFixed(0)})\n`);
-    })()
-  : () => {};
+/**
+ * Prints `moat-trace:` timing lines on stderr when MOAT_TRACE=1 (used by bench/). The variable is
+ * read at each call: a warm standby CLI process (cli/standby.ts) takes its caller's environment
+ * after it booted.
+ */
+export function trace(label: string): void {
+  if (process.env['MOAT_TRACE'] !== '1') return;
+  writeErr(`moat-trace: ${performance.now().toFixed(2)} ms ${label} (since process start; origin ${performance.timeOrigin.toFixed(0)})\n`);
+}
