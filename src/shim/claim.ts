@@ -29,6 +29,7 @@ const T_ARG = 1;
 const T_ENV = 2;
 const T_CWD = 3;
 const T_STDIN = 4;
+const CLAIM_TAGS: ReadonlySet<number> = new Set([T_ARG, T_ENV, T_CWD, T_STDIN]);
 
 /** What a `start` hands the standby. */
 export interface ClaimRequest {
@@ -71,30 +72,52 @@ export function encodeClaim(r: ClaimRequest): Buffer {
   return Buffer.concat(parts);
 }
 
+/** One record of a standby request (this protocol's, or the CLI standby's): its tag and bytes. */
+export interface ClaimRecord {
+  tag: number;
+  data: Buffer;
+}
+
+/**
+ * Splits the bytes received so far of a request that starts with `magic` into its records, up
+ * to the end record (not included): undefined while incomplete; a ClaimError as soon as the
+ * magic is wrong, a record's tag is not in `tags`, the request passes `max` bytes or bytes
+ * follow the end record.
+ */
+export function decodeRecords(buf: Buffer, magic: Buffer, max: number, tags: ReadonlySet<number>): ClaimRecord[] | undefined {
+  const head = buf.subarray(0, magic.length);
+  if (!magic.subarray(0, head.length).equals(head)) throw new ClaimError('bad magic or version');
+  if (buf.length > max) throw new ClaimError(`request larger than ${max} bytes`);
+  const out: ClaimRecord[] = [];
+  let off = magic.length;
+  for (;;) {
+    if (off + 5 > buf.length) return undefined;
+    const tag = buf[off] ?? -1;
+    if (tag !== T_END && !tags.has(tag)) throw new ClaimError(`unknown record tag ${tag}`);
+    const len = buf.readUInt32LE(off + 1);
+    if (off + 5 + len > max) throw new ClaimError(`record of ${len} bytes passes the ${max}-byte limit`);
+    if (off + 5 + len > buf.length) return undefined;
+    const data = buf.subarray(off + 5, off + 5 + len);
+    off += 5 + len;
+    if (tag === T_END) {
+      if (off !== buf.length) throw new ClaimError('bytes after the end record');
+      return out;
+    }
+    out.push({ tag, data });
+  }
+}
+
 /**
  * Decodes a request from the bytes received so far: undefined while it is incomplete; a
  * ClaimError when it is malformed or too large.
  */
 export function decodeClaim(buf: Buffer): ClaimRequest | undefined {
-  const head = buf.subarray(0, CLAIM_MAGIC.length);
-  if (!CLAIM_MAGIC.subarray(0, head.length).equals(head)) throw new ClaimError('bad magic or version');
-  if (buf.length > MAX_CLAIM) throw new ClaimError(`request larger than ${MAX_CLAIM} bytes`);
+  const records = decodeRecords(buf, CLAIM_MAGIC, MAX_CLAIM, CLAIM_TAGS);
+  if (!records) return undefined;
   const r: ClaimRequest = { argv: [], env: {}, cwd: '', stdin: Buffer.alloc(0) };
-  let off = CLAIM_MAGIC.length;
   let sawCwd = false;
-  for (;;) {
-    if (off + 5 > buf.length) return undefined;
-    const tag = buf[off] ?? -1;
-    const len = buf.readUInt32LE(off + 1);
-    if (off + 5 + len > MAX_CLAIM) throw new ClaimError(`record of ${len} bytes passes the ${MAX_CLAIM}-byte limit`);
-    if (off + 5 + len > buf.length) return undefined;
-    const data = buf.subarray(off + 5, off + 5 + len);
-    off += 5 + len;
+  for (const { tag, data } of records) {
     switch (tag) {
-      case T_END:
-        if (off !== buf.length) throw new ClaimError('bytes after the end record');
-        if (!sawCwd || !r.cwd.startsWith('/')) throw new ClaimError('the working directory must be an absolute path');
-        return r;
       case T_ARG:
         r.argv.push(data.toString('utf8'));
         break;
@@ -111,10 +134,10 @@ export function decodeClaim(buf: Buffer): ClaimRequest | undefined {
       case T_STDIN:
         r.stdin = Buffer.from(data);
         break;
-      default:
-        throw new ClaimError(`unknown record tag ${tag}`);
     }
   }
+  if (!sawCwd || !r.cwd.startsWith('/')) throw new ClaimError('the working directory must be an absolute path');
+  return r;
 }
 
 /** The reply line for `r` (newline-terminated; messages folded onto one line). */
