@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, unlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { HostError, InvalidStateError, MoatError, StageError } from '../../errors.js';
 import { runHooks } from '../../container/hooks.js';
@@ -92,6 +92,7 @@ async function runStage(run: StageRun): Promise<Created> {
   for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);
   stdio.push('pipe', 'pipe');
   const child: ChildProcess = spawn(stagePath(), [String(3 + n), String(4 + n)], { stdio, env: {}, argv0: 'moat-init' });
+  trace('stage spawned');
   const planSock = child.stdio[3 + n] as Socket;
   const sync = child.stdio[4 + n] as Socket;
   planSock.on('error', () => {}); // the stage reports its own failures on the sync socket
@@ -277,6 +278,7 @@ function innerPid(pid: number): number {
 async function start(rec: ContainerRecord, dir: string): Promise<void> {
   const fifo = join(dir, 'exec.fifo');
   const fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  let handedOver = false; // to the socket below, which closes it
   try {
     const buf = Buffer.alloc(1);
     for (let delay = 0; ; delay = Math.min(delay + 1, 10)) {
@@ -308,19 +310,24 @@ async function start(rec: ContainerRecord, dir: string): Promise<void> {
       else sleepSync(0);
     }
     unlinkSync(fifo);
-    // the init holds its end until it execs the program (close-on-exec): EOF means started
-    for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
-      let got = -1;
-      try {
-        got = readSync(fd, buf, 0, 1, null);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      }
-      if (got === 0) break;
-      await new Promise((r) => setTimeout(r, delay));
-    }
+    // the init holds its end until it execs the program (close-on-exec): EOF means started;
+    // the event loop watches the fifo, so start returns as soon as the program runs (under the
+    // sentry the init first hands its listener over, a few ms)
+    await new Promise<void>((res, rej) => {
+      const s = new Socket({ fd, readable: true, writable: false });
+      handedOver = true;
+      s.on('data', () => {}); // nothing more is written; read on to EOF
+      s.once('end', () => {
+        s.destroy();
+        res();
+      });
+      s.once('error', (e) => {
+        s.destroy();
+        rej(e);
+      });
+    });
   } finally {
-    closeSync(fd);
+    if (!handedOver) closeSync(fd);
   }
 }
 
