@@ -16,6 +16,7 @@ import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
 import { CgroupError } from '../../cgroups/index.js';
 import type { CgroupManager } from '../../cgroups/index.js';
+import { primeMigration } from '../../cgroups/prime.js';
 import { createResources, newManager, recordManager } from './cgroups.js';
 import { buildExecPlan, buildPlan } from './plan.js';
 
@@ -200,6 +201,7 @@ async function runStage(run: StageRun): Promise<Created> {
 }
 
 async function create(req: CreateRequest): Promise<Created> {
+  void primeMigration(); // the init's migration below then waits less (cgroups/prime.ts)
   const fifo = join(req.dir, 'exec.fifo');
   // limits are checked and written before any process exists; the init joins at GO
   const cgroups = newManager(req.id, req.spec, req.systemdCgroup, req.log);

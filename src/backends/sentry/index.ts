@@ -16,6 +16,7 @@ import type { ContainerRecord } from '../../container/store.js';
 import { descendants, isAlive, procStat } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
 import { trace } from '../../util/log.js';
+import { primeMigration } from '../../cgroups/prime.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
@@ -380,6 +381,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     hostname: spec.hostname ?? req.id.slice(0, 63),
   };
   trace('sentry config ready');
+  void primeMigration(); // as early as a create knows it will place the init (cgroups/prime.ts)
   const sentry = startSentry(cfg, spec, true);
   trace('sentry spawned');
   const jail: SentryJail = {
