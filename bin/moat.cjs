@@ -7,6 +7,8 @@
 // `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way (and
 // `--sentry-standby ARGS` a warm standby sentry, which a later create claims), and
 // `moat.cjs --vm-monitor CONFIG` a microVM's monitor; only `moat create` runs them.
+// `moat.cjs --cli-standby DIR KEY LOCKFD` is a warm standby of the CLI itself, which the native
+// front end (dist/moat, native/moat.c) starts and hands commands to.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -37,6 +39,17 @@ if (require.main === module && process.argv[2] === '--sentry') {
   load('sentry').exports.run(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module && process.argv[2] === '--sentry-standby') {
   load('sentry').exports.standby(process.argv.slice(3)).then((code) => process.exit(code));
+} else if (require.main === module && process.argv[2] === '--cli-standby') {
+  // a warm standby of the CLI (src/cli/standby.ts), started by the native front end dist/moat
+  load().exports.cliStandby(process.argv.slice(3)).then(
+    // undefined after a command: its exit code is process.exitCode (process.exit(undefined)
+    // would exit 0)
+    (code) => process.exit(code ?? process.exitCode ?? 0),
+    (e) => {
+      process.stderr.write(`moat: ${e && e.stack ? e.stack : String(e)}\n`);
+      process.exit(1);
+    },
+  );
 } else if (require.main === module && process.argv[2] === '--vm-monitor') {
   load().exports.vmMonitor(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module) {

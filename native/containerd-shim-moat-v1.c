@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "launcher.h"
+
 extern char **environ;
 
 #define SOCKET_DIR "/run/containerd/s"
@@ -63,12 +65,6 @@ struct flags {
   int version, ok;
 };
 
-/* A growable byte buffer with a hard cap. */
-struct buf {
-  char *p;
-  size_t n, cap;
-  int over; /* set once an append would pass MAX_REQUEST */
-};
 
 static char entry[PATH_MAX];
 
@@ -77,60 +73,11 @@ static void complain(const char *what, int err) {
   else dprintf(2, PROGRAM ": %s\n", what);
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == ENOTSOCK) w = write(fd, c, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    c += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
 
-static void append(struct buf *b, const void *p, size_t n) {
-  if (b->over || b->n + n > MAX_REQUEST) {
-    b->over = 1;
-    return;
-  }
-  if (b->n + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->n + n) cap *= 2;
-    char *q = realloc(b->p, cap);
-    if (!q) {
-      b->over = 1;
-      return;
-    }
-    b->p = q;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, p, n);
-  b->n += n;
-}
 
-static void record(struct buf *b, uint8_t tag, const void *p, size_t n) {
-  uint8_t h[5] = {tag, (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
-  append(b, h, sizeof h);
-  append(b, p, n);
-}
 
-/* The TypeScript entry point: ../bin/ from this binary's real location (symlinks resolved). */
-static int find_entry(void) {
-  char self[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return -1;
-  self[n] = 0;
-  for (int k = 0; k < 2; k++) { /* drop "/containerd-shim-moat-v1", then "/dist" */
-    char *slash = strrchr(self, '/');
-    if (!slash) return -1;
-    *slash = 0;
-  }
-  return snprintf(entry, sizeof entry, "%s/%s", self, ENTRY) < (int)sizeof entry ? 0 : -1;
-}
+/* The installation's entry point (bin/containerd-shim-moat-v1.cjs). */
+static int find_entry(void) { return installation_path(entry, sizeof entry, ENTRY); }
 
 /* Executes the TypeScript shim with this process's arguments; returns only on failure. */
 static int exec_typescript(char **argv) {
@@ -334,7 +281,7 @@ static int quick_start(int argc, char **argv, struct buf *in) {
   }
   read_stdin(in);
   char cwd[PATH_MAX];
-  struct buf req = {0};
+  struct buf req = {.max = MAX_REQUEST};
   static const char magic[] = {'M', 'O', 'A', 'T', 'C', 'L', 'A', 'I', 'M', 1};
   append(&req, magic, sizeof magic);
   for (int i = 1; i < argc; i++) record(&req, T_ARG, argv[i], strlen(argv[i]));
@@ -376,7 +323,7 @@ int main(int argc, char **argv) {
   parse_flags(argc, argv, &f);
   if (f.ok && !f.version && strcmp(f.action, "delete") == 0 && quick_delete(&f) == 0) return 0;
   if (f.ok && !f.version && strcmp(f.action, "start") == 0) {
-    struct buf in = {0};
+    struct buf in = {.max = MAX_REQUEST};
     int code = quick_start(argc, argv, &in);
     if (code >= 0) return code;
     if (code == -2 && (in.over || restore_stdin(&in) < 0)) {

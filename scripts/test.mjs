@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The test command (`npm test`, run as root): type-checks and compiles the tests, rebuilds
-// dist/, runs every test with Moat as the runtime under test, then runs the runtime-agnostic
-// behaviour tests again with runc (MOAT_TEST_RUNTIME=runc) to prove the tests themselves right.
-// Ends with one "N passed, N failed" line covering both passes.
+// dist/, runs every test with Moat as the runtime under test, runs the runtime-agnostic
+// behaviour tests again through Moat's native front end (dist/moat, which hands commands to warm
+// standby CLI processes: MOAT_TEST_FRONT_END=1), then with runc (MOAT_TEST_RUNTIME=runc) to
+// prove the tests themselves right. Ends with one "N passed, N failed" line covering every pass.
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -49,6 +50,13 @@ function pass(label, files, env) {
 pass('moat', testFiles('build/test', pick), { MOAT_TEST_RUNTIME: 'moat' });
 const runc = spawnSync('runc', ['--version']);
 const behaviour = testFiles('build/test/integration', (f) => /\/(lifecycle|oci|namespaces|process|mounts|hooks|terminal|exec|rootless|resources|seccomp)[^/]*\.test\.js$/.test(f) && pick(f));
+{
+  // the pass's standbys live in a directory of their own and go with it
+  const dir = mkdtempSync('/run/moat-cli-test-');
+  pass('moat through its native front end (the same behaviour tests)', behaviour, { MOAT_TEST_RUNTIME: 'moat', MOAT_TEST_FRONT_END: '1', MOAT_CLI_STANDBY_DIR: dir });
+  spawnSync('pkill', ['-f', '--', `--cli-standby ${dir} `]);
+  rmSync(dir, { recursive: true, force: true });
+}
 if (runc.status === 0) pass('runc (the same behaviour tests, to prove them right)', behaviour, { MOAT_TEST_RUNTIME: 'runc' });
 else console.log('\n# skipped the runc pass: runc is not installed (apt-get install runc)');
 

@@ -83,6 +83,15 @@ export async function shim(argv: readonly string[]): Promise<number> {
   return shimMain(argv);
 }
 
+/**
+ * Runs a warm standby CLI process (see standby.ts; the native front end starts it): resolves
+ * with its exit code when unclaimed, or undefined after the command it ran.
+ */
+export async function cliStandby(argv: string[]): Promise<number | undefined> {
+  const standby = await import('./standby.js');
+  return standby.cliStandby(argv, main, warmUp);
+}
+
 /** Runs a microVM's monitor (see src/backends/microvm/monitor.ts); resolves with its exit code. */
 export async function vmMonitor(argv: string[]): Promise<number> {
   const { monitorMain } = await import('../backends/microvm/monitor.js');

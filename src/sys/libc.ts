@@ -4,7 +4,7 @@
  * calls are in kernel.ts.
  * koffi is loaded on first use so commands that need none of this pay nothing at start-up.
  */
-import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readdirSync } from 'node:fs';
 import { loadKoffi } from './koffi.js';
 import { HostError } from '../errors.js';
 
@@ -28,6 +28,8 @@ interface Libc {
   tcgetattr(fd: number, t: Buffer): number;
   tcsetattr(fd: number, when: number, t: Buffer): number;
   cfmakeraw(t: Buffer): void;
+  schedSetscheduler(tid: number, policy: number, param: Buffer): number;
+  schedGetscheduler(tid: number): number;
   sendmsg(fd: number, msg: unknown, flags: number): number;
   errno(): number;
   strerror(errno: number): string;
@@ -70,6 +72,8 @@ function load(): Libc {
     tcgetattr: lib.func('int tcgetattr(int fd, _Out_ uint8_t *t)') as Libc['tcgetattr'],
     tcsetattr: lib.func('int tcsetattr(int fd, int when, const uint8_t *t)') as Libc['tcsetattr'],
     cfmakeraw: lib.func('void cfmakeraw(_Inout_ uint8_t *t)') as Libc['cfmakeraw'],
+    schedSetscheduler: lib.func('int sched_setscheduler(int pid, int policy, const uint8_t *param)') as Libc['schedSetscheduler'],
+    schedGetscheduler: lib.func('int sched_getscheduler(int pid)') as Libc['schedGetscheduler'],
     errno: () => koffi.errno(),
     strerror,
     koffi,
@@ -96,6 +100,36 @@ export function flock(fd: number, op: number, what: string): boolean {
     if (e === Errno.EWOULDBLOCK && (op & LOCK_NB) !== 0) return false;
     sysFail('flock', what);
   }
+}
+
+/** sched_setscheduler(2) policies. */
+export const SCHED_OTHER = 0;
+/** sched_setscheduler(2): runs only on a CPU nothing else wants. */
+export const SCHED_IDLE = 5;
+
+/** The scheduling policy of thread `tid` (0: the calling one). */
+export function schedPolicy(tid: number): number {
+  const l = load();
+  const p = l.schedGetscheduler(tid);
+  if (p < 0) sysFail('sched_getscheduler', `of thread ${tid}`);
+  return p;
+}
+
+/** Sets thread `tid`'s scheduling policy (priority 0: SCHED_OTHER, SCHED_BATCH or SCHED_IDLE). */
+export function setSchedPolicy(tid: number, policy: number): void {
+  const l = load();
+  if (l.schedSetscheduler(tid, policy, Buffer.alloc(4)) < 0) sysFail('sched_setscheduler', `of thread ${tid}`);
+}
+
+/**
+ * Takes every thread of this process from SCHED_IDLE back to SCHED_OTHER: a warm standby (of
+ * the CLI or of a sentry) boots at idle priority, so that its boot takes no CPU time from the
+ * command that started it, and turns normal before it serves. Does nothing when the calling
+ * thread is not SCHED_IDLE.
+ */
+export function leaveIdlePriority(): void {
+  if (schedPolicy(0) !== SCHED_IDLE) return;
+  for (const tid of readdirSync('/proc/self/task')) setSchedPolicy(Number(tid), SCHED_OTHER);
 }
 
 const SOL_SOCKET = 1;

@@ -6,7 +6,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { REPO, RUNTIME, type Result } from './runtime.js';
+import { moatExecutable, REPO, RUNTIME, type Result } from './runtime.js';
 
 /** Finds `name` on PATH (like `which`), or undefined. */
 export function which(name: string): string | undefined {
@@ -34,10 +34,11 @@ export function which(name: string): string | undefined {
 
 /**
  * The executable an engine (containerd's runc shim, podman's conmon) runs as the OCI runtime:
- * Moat's bin/moat.cjs (executable, `#!/usr/bin/env node`) or runc's absolute path.
+ * Moat's bin/moat.cjs (executable, `#!/usr/bin/env node`) or native front end (dist/moat, with
+ * MOAT_TEST_FRONT_END=1), or runc's absolute path.
  */
 export function runtimeBinary(): string {
-  if (RUNTIME === 'moat') return join(REPO, 'bin/moat.cjs');
+  if (RUNTIME === 'moat') return moatExecutable();
   const runc = which('runc');
   if (runc === undefined) throw new Error('runc is not installed (apt-get install runc)');
   return runc;

@@ -19,6 +19,18 @@ export const REPO = (() => {
 /** Which runtime the tests drive. */
 export const RUNTIME = (process.env.MOAT_TEST_RUNTIME ?? 'moat') as 'moat' | 'runc';
 
+/**
+ * With MOAT_TEST_FRONT_END=1, Moat is driven through its native front end (dist/moat, which
+ * hands commands to warm standby CLI processes) instead of bin/moat.cjs: the behaviour tests
+ * then prove that path a drop-in too.
+ */
+export const FRONT_END = RUNTIME === 'moat' && process.env.MOAT_TEST_FRONT_END === '1';
+
+/** Moat's executable as the tests run it: bin/moat.cjs, or the native front end. */
+export function moatExecutable(): string {
+  return join(REPO, FRONT_END ? 'dist/moat' : 'bin/moat.cjs');
+}
+
 /** Why runtime tests cannot run here, or undefined when they can (printed by the skip). */
 export function skipReason(): string | undefined {
   if (process.getuid?.() !== 0) return 'integration tests need root (run: sudo npm test)';
@@ -29,7 +41,8 @@ export function skipReason(): string | undefined {
 
 /** The command line that invokes the runtime under test. */
 export function runtimeArgv(): [string, string[]] {
-  return RUNTIME === 'runc' ? ['runc', []] : [process.execPath, [join(REPO, 'bin/moat.cjs')]];
+  if (RUNTIME === 'runc') return ['runc', []];
+  return FRONT_END ? [moatExecutable(), []] : [process.execPath, [moatExecutable()]];
 }
 
 /** The outcome of one runtime command. */
