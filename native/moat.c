@@ -34,7 +34,8 @@
  *   front end -> "go\n" once it has checked PID's context: from here on the command runs in
  *                the standby only. The standby copies fds 0-2 from the front end (pidfd_getfd
  *                on SO_PEERPIDFD) and takes its working directory and umask from /proc.
- *   standby   -> "exit CODE\n" when the command ends.
+ *   standby   -> "exit CODE\n" when the command ends, or "pass REASON\n" when it could not take
+ *                the caller's place after all (before anything of the command ran)
  * Signals the front end gets (INT TERM HUP QUIT USR1 USR2 WINCH) go to the standby, as `moat run`
  * forwards them to the container; a standby that ends without "exit" makes the front end die of
  * the last signal it forwarded, or exit 1.
@@ -403,6 +404,15 @@ static int read_line(int s, char *line, size_t size, int timeout_ms, size_t *hav
   }
 }
 
+/* The signals the front end passes on to the standby (as `moat run` passes them to the container). */
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* The forwarded signals back to their default action (before running the command here). */
+static void signal_defaults(void) {
+  for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++) signal(forwarded[i], SIG_DFL);
+  standby_pid = 0;
+}
+
 static void forward(int sig) {
   last_signal = sig;
   if (standby_pid > 0) kill(standby_pid, sig);
@@ -458,10 +468,9 @@ static int through_standby(const char *sock, const struct buf *self, int argc, c
   }
   free(theirs.p);
   standby_pid = (sig_atomic_t)pid;
-  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
   struct sigaction act = {.sa_handler = forward};
   sigemptyset(&act.sa_mask);
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &act, NULL);
+  for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++) sigaction(forwarded[i], &act, NULL);
   trace("standby checked, go");
   if (write_all(s, "go\n", 3) < 0) {
     /* it may have started: never run the command twice */
@@ -472,12 +481,16 @@ static int through_standby(const char *sock, const struct buf *self, int argc, c
   return 0;
 }
 
-/* Waits on `s` for the standby's "exit CODE" and returns CODE (or dies of the forwarded signal). */
+/*
+ * Waits on `s` for the standby's "exit CODE" and returns CODE (or dies of the forwarded signal);
+ * -1 when the standby could not take the caller's place after all ("pass": nothing ran).
+ */
 static int await_exit(int s) {
   char line[MAX_REPLY];
   size_t have = 0;
   int n = read_line(s, line, sizeof line, -1, &have);
   trace("exit status received");
+  if (n >= 5 && strncmp(line, "pass ", 5) == 0) return -1;
   if (n > 5 && strncmp(line, "exit ", 5) == 0) {
     char *end;
     long code = strtol(line + 5, &end, 10);
@@ -534,5 +547,11 @@ int main(int argc, char **argv) {
   spawn_standby(dir, key, r == 0);
   if (r < 0) return exec_cold(argv);
   if (r > 0) return r;
-  return await_exit(conn);
+  int code = await_exit(conn);
+  if (code < 0) {
+    close(conn);
+    signal_defaults();
+    return exec_cold(argv);
+  }
+  return code;
 }

@@ -311,11 +311,21 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
       started = true;
       clearTimeout(goTimer);
       const fd = socketFd(sock);
-      adopt(c);
-      // the exit code reaches the front end however the command ends (process.exit included)
+      try {
+        adopt(c);
+      } catch (e) {
+        // nothing of the command ran: the caller runs it itself
+        sock.end(`pass cannot take the caller's place: ${(e as Error).message.replace(/\n/g, ' ')}\n`, () => process.exit(0));
+        return;
+      }
+      // the exit code reaches the front end however the command ends (process.exit included);
+      // then the caller's fds go, so that a pipe it reads ends now, not when this process has
+      // wound down (a sentry standby is started at exit too)
       process.on('exit', (code) => {
         try {
           writeSync(fd, `exit ${code}\n`);
+          const nul = openSync('/dev/null', 'r+');
+          for (let target = 0; target <= 2; target++) k.dup3(nul, target);
         } catch {
           // the front end is gone
         }
