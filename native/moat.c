@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -467,6 +468,10 @@ static int through_standby(const char *sock, const struct buf *self, int argc, c
     return -1;
   }
   free(theirs.p);
+  /* the standby copies fds 0-2 from this process with pidfd_getfd, a ptrace access check: under
+     Yama's ptrace_scope 1 an unprivileged process must name the one allowed (the standby is not
+     its ancestor) */
+  if (geteuid() != 0) prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0);
   standby_pid = (sig_atomic_t)pid;
   struct sigaction act = {.sa_handler = forward};
   sigemptyset(&act.sa_mask);
