@@ -519,7 +519,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   const char *off = getenv("MOAT_CLI_STANDBY");
-  /* internal modes (a sentry, a VM monitor, a standby) and plain help go straight to Node */
+  /* internal modes (a sentry, a VM monitor, a standby) and a bare `moat` go straight to Node */
   if ((off && strcmp(off, "0") == 0) || argc < 2 || strncmp(argv[1], "--sentry", 8) == 0 || strcmp(argv[1], "--vm-monitor") == 0 ||
       strcmp(argv[1], "--cli-standby") == 0)
     return exec_cold(argv);
@@ -533,11 +533,7 @@ int main(int argc, char **argv) {
   /* the installation: its entry point and the bundle it loads (a rebuild makes a new key) */
   char inst[192], bundle[PATH_MAX];
   struct stat bst;
-  snprintf(bundle, sizeof bundle, "%s", entry);
-  char *slash = strrchr(bundle, '/');
-  if (!slash || (size_t)(slash - bundle) < 4) return exec_cold(argv);
-  strcpy(slash - 3, "dist/moat.cjs"); /* .../bin/moat.cjs -> .../dist/moat.cjs */
-  if (stat(bundle, &bst) < 0) return exec_cold(argv);
+  if (installation_path(bundle, sizeof bundle, "dist/moat.cjs") < 0 || stat(bundle, &bst) < 0) return exec_cold(argv);
   snprintf(inst, sizeof inst, "%llu %llu %lld.%09ld %llu %llu %lld.%09ld\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
            (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)bst.st_dev, (unsigned long long)bst.st_ino,
            (long long)bst.st_mtim.tv_sec, bst.st_mtim.tv_nsec);

@@ -10,7 +10,7 @@
  * The standby runs a command only for a caller of its own context (cliContext: credentials,
  * capabilities, namespaces, cgroups, limits and the rest a child inherits), checked here from
  * /proc against its own, and only commands whose processes end with the command or whose
- * parent does not matter (standbyEligible): a detached run or a create leaves processes that
+ * parent does not matter (standbyPasses): a detached run or a create leaves processes that
  * belong in the caller's tree (containerd's shim and conmon reap them), so those pass.
  */
 import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, statSync, unlinkSync, writeSync } from 'node:fs';
@@ -58,14 +58,24 @@ const readOr = (path: string, fallback: string): string => {
  * same text start containers with the same credentials, capabilities, filters, namespaces,
  * root, cgroups, limits (Node's own raise of the soft open-files limit aside), LSM label, audit
  * identity, OOM adjustment, nice value, personality and the environment that shapes a process
- * from its start (`env`: its NODE_*, UV_*, LD_*, GLIBC_* and MALLOC_* entries). Throws when part of it cannot be read.
+ * from its start (`env`: its NODE_*, UV_*, LD_*, GLIBC_* and MALLOC_* entries). Throws when
+ * part of it cannot be read.
  */
 export function cliContext(pid: number | 'self', env: Record<string, string | undefined>): string {
+  return readContext(pid, env).text;
+}
+
+/** cliContext's text, and the process's umask from the same read of its status. */
+function readContext(pid: number | 'self', env: Record<string, string | undefined>): { text: string; umask: number } {
   const base = `/proc/${pid}`;
   const out = ['moat-cli-context 1'];
+  let umask = Number.NaN;
   for (const line of readFileSync(`${base}/status`, 'utf8').split('\n')) {
     const colon = line.indexOf(':');
-    if (colon > 0 && STATUS_KEYS.has(line.slice(0, colon))) out.push(line);
+    if (colon <= 0) continue;
+    const key = line.slice(0, colon);
+    if (STATUS_KEYS.has(key)) out.push(line);
+    else if (key === 'Umask') umask = parseInt(line.slice(colon + 1).trim(), 8);
   }
   for (const ns of NAMESPACES) {
     let target = '-';
@@ -93,7 +103,7 @@ export function cliContext(pid: number | 'self', env: Record<string, string | un
     .map(([key, v]) => `${key}=${v}`)
     .sort();
   for (const e of nodeEnv) out.push(`env ${e}`);
-  return out.join('\n');
+  return { text: out.join('\n'), umask };
 }
 
 const GLOBAL_WITH_VALUE = new Set(['--root', '--log', '--log-format', '--rootless', '--criu']);
@@ -170,8 +180,7 @@ function checkCaller(sock: Socket, request: Buffer, own: string): Caller {
     let theirs: string;
     let umask: number;
     try {
-      theirs = cliContext(cred.pid, env);
-      umask = parseInt(/^Umask:\s*([0-7]+)/m.exec(readFileSync(`/proc/${cred.pid}/status`, 'utf8'))?.[1] ?? '', 8);
+      ({ text: theirs, umask } = readContext(cred.pid, env));
     } catch (e) {
       throw new StandbyPass(`cannot read the caller's context: ${(e as Error).message}`);
     }

@@ -122,14 +122,20 @@ export function setSchedPolicy(tid: number, policy: number): void {
 }
 
 /**
- * Takes every thread of this process from SCHED_IDLE back to SCHED_OTHER: a warm standby (of
- * the CLI or of a sentry) boots at idle priority, so that its boot takes no CPU time from the
- * command that started it, and turns normal before it serves. Does nothing when the calling
- * thread is not SCHED_IDLE.
+ * Takes every thread of this process from SCHED_IDLE back to SCHED_OTHER: a warm standby CLI
+ * process boots at idle priority (as root), so that its boot takes no CPU time from the command
+ * that started it, and turns normal before it serves. Does nothing when the calling thread is
+ * not SCHED_IDLE.
  */
 export function leaveIdlePriority(): void {
   if (schedPolicy(0) !== SCHED_IDLE) return;
-  for (const tid of readdirSync('/proc/self/task')) setSchedPolicy(Number(tid), SCHED_OTHER);
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      setSchedPolicy(Number(tid), SCHED_OTHER);
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== 3 /* ESRCH: the thread ended meanwhile */) throw e;
+    }
+  }
 }
 
 const SOL_SOCKET = 1;
