@@ -5,9 +5,9 @@
  * the command to a warm standby CLI process of the same context (src/cli/standby.ts: Node
  * booted, the bundle loaded and warmed up, waiting on a socket) and relays its exit status. With
  * no standby, or one that passes, it executes bin/moat.cjs with argv unchanged. It starts the
- * next standby in the background (at idle priority as root) when none of its key is booting or
- * waiting: after a command a standby ran, or a command that ran cold within a minute of
- * another of the same context.
+ * next standby in the background (at idle priority as root) when one of the context's two slots
+ * is free: after a command a standby ran, or a command that ran cold within a minute of another
+ * of the same context.
  *
  * A standby is asked only when MOAT_CLI_STANDBY is not "0", none of fds 0-2 is a terminal (job
  * control and the controlling terminal belong to the caller's session, which a standby is not
@@ -21,11 +21,12 @@
  * process), LSM label, audit login uid and session, OOM score adjustment, nice value,
  * personality, and the environment that shapes a process from its start (NODE_*, UV_*, LD_*,
  * GLIBC_*, MALLOC_*). The installation (dev, ino and mtime of bin/moat.cjs and of the bundle
- * dist/moat.cjs) and the context make the key, the FNV-1a 64 hash that names the standby's
- * files DIR/KEY.sock and DIR/KEY.lock; DIR is /run/moat-cli for root, $XDG_RUNTIME_DIR/moat-cli
- * otherwise, a 0700 directory of the user (MOAT_CLI_STANDBY_DIR overrides it, same rules).
+ * dist/moat.cjs) and the context make the key, the FNV-1a 64 hash that names the standbys' files
+ * DIR/KEY-N.sock and DIR/KEY-N.lock (N: one of two slots; DIR/KEY.mark dates the context's last
+ * call); DIR is /run/moat-cli for root, $XDG_RUNTIME_DIR/moat-cli otherwise, a 0700 directory of
+ * the user (MOAT_CLI_STANDBY_DIR overrides it, same rules).
  *
- * Protocol on DIR/KEY.sock (unix stream):
+ * Protocol on DIR/KEY-N.sock (unix stream):
  *   front end -> "MOATCLI", u8 version (1), then records u8 tag, u32 length (little-endian),
  *                bytes: 1 argument (argv[1..], in order), 2 environment entry "K=V", 0 end
  *                (length 0). At most 1 MiB in all.
@@ -75,6 +76,7 @@ extern char **environ;
 #define MAX_REPLY 256
 #define REPLY_TIMEOUT_MS 2000
 #define DEMAND_S 60 /* a second call within this many seconds makes a context worth a standby */
+#define SLOTS 2     /* standbys kept per context */
 
 enum { T_END = 0, T_ARG = 1, T_ENV = 2 };
 
@@ -309,39 +311,51 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 }
 
 /*
- * Starts a standby for `key` in the background unless one holds the key's lock: the lock is
- * taken here and handed to the standby (an inherited descriptor), so two front ends never boot
- * two. After a command ran cold (`proven` 0) only when the key's lock file shows another call in
- * the last DEMAND_S seconds: a context that calls once (conmon starting one container, say) gets
- * no standby to keep for nothing. Double fork and setsid: the standby is nobody's child here and
- * in no terminal's session.
+ * Whether a context is worth a standby: always after a command a standby ran (`proven`); after
+ * a cold one only when the context's mark (DIR/KEY.mark, its mtime) shows another call in the
+ * last DEMAND_S seconds, so that a context that calls once (conmon starting one container, say)
+ * gets no standby to keep for nothing. Every call renews the mark.
  */
-static void spawn_standby(const char *dir, const char *key, int proven) {
-  char lock[PATH_MAX], fdarg[16];
-  snprintf(lock, sizeof lock, "%s/%s.lock", dir, key);
-  /* no O_CLOEXEC: the standby inherits it */
-  int fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-  if (fd >= 0 && !proven) {
-    close(fd); /* the first call of this context: its mtime is the mark */
-    return;
+static int wanted(const char *dir, const char *key, int proven) {
+  char mark[PATH_MAX];
+  snprintf(mark, sizeof mark, "%s/%s.mark", dir, key);
+  int fd = open(mark, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    close(fd); /* the first call of this context */
+    return proven;
   }
-  if (fd < 0) {
-    fd = open(lock, O_RDWR | O_NOFOLLOW);
-    if (fd < 0) return;
-    struct stat st;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int recent = fstat(fd, &st) == 0 && now.tv_sec - st.st_mtim.tv_sec < DEMAND_S;
-    futimens(fd, NULL); /* this call is the mark for the next one */
-    if (!recent && !proven) {
-      close(fd);
-      return;
+  fd = open(mark, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct stat st;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int recent = fstat(fd, &st) == 0 && now.tv_sec - st.st_mtim.tv_sec < DEMAND_S;
+  futimens(fd, NULL);
+  close(fd);
+  return recent || proven;
+}
+
+/*
+ * Starts a standby in the first of the context's SLOTS whose lock nobody holds (DIR/KEY-N.lock),
+ * in the background; none when every slot's standby boots or waits. The lock is taken here and
+ * handed to the standby (an inherited descriptor), so two front ends never boot two in one
+ * slot. Two slots: commands in quick succession (a shim's create, start, state, delete) find a
+ * standby while the one started by the previous command still boots. Double fork and setsid:
+ * the standby is nobody's child here and in no terminal's session.
+ */
+static void spawn_standby(const char *dir, const char *key) {
+  char lock[PATH_MAX], slot[32], fdarg[16];
+  int fd = -1;
+  for (int n = 0; n < SLOTS && fd < 0; n++) {
+    snprintf(slot, sizeof slot, "%s-%d", key, n);
+    snprintf(lock, sizeof lock, "%s/%s.lock", dir, slot);
+    fd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW, 0600); /* no O_CLOEXEC: the standby inherits it */
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      close(fd); /* booting or waiting already */
+      fd = -1;
     }
   }
-  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-    close(fd); /* booting or waiting already */
-    return;
-  }
+  if (fd < 0) return;
   pid_t child = fork();
   if (child == 0) {
     setsid();
@@ -358,7 +372,7 @@ static void spawn_standby(const char *dir, const char *key, int proven) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
     snprintf(fdarg, sizeof fdarg, "%d", fd);
-    char *argv[] = {entry, "--cli-standby", (char *)dir, (char *)key, fdarg, NULL};
+    char *argv[] = {entry, "--cli-standby", (char *)dir, slot, fdarg, NULL};
     execv(entry, argv);
     _exit(127);
   }
@@ -421,8 +435,9 @@ static void forward(int sig) {
 
 /*
  * Hands the command to the standby at `sock`: 0 once it runs there (*conn: the connection to
- * wait on), -1 when it does not (nothing was done: run it here), 1 when it may have started but
- * the standby was lost. `self` is this process's context.
+ * wait on), -1 when there is none there to take it (another slot may have one), -2 when the
+ * standby will not take this command (no other will: nothing was done, run it here), 1 when it
+ * may have started but the standby was lost. `self` is this process's context.
  */
 static int through_standby(const char *sock, const struct buf *self, int argc, char **argv, int *conn) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -452,7 +467,7 @@ static int through_standby(const char *sock, const struct buf *self, int argc, c
   free(req.p);
   if (n < 0 || strncmp(line, "claim ", 6) != 0) {
     close(s); /* "pass", silence or garbage: nothing ran */
-    return -1;
+    return n >= 0 && strncmp(line, "pass ", 5) == 0 && strncmp(line, "pass taken", 10) != 0 ? -2 : -1;
   }
   trace("claimed");
   char *end;
@@ -539,13 +554,15 @@ int main(int argc, char **argv) {
            (long long)bst.st_mtim.tv_sec, bst.st_mtim.tv_nsec);
   uint64_t h = fnv1a(fnv1a(0xcbf29ce484222325ULL, inst, strlen(inst)), self.p, self.n);
   snprintf(key, sizeof key, "%016llx", (unsigned long long)h);
-  snprintf(sock, sizeof sock, "%s/%s.sock", dir, key);
   trace("context read");
-  int conn = -1;
-  int r = through_standby(sock, &self, argc, argv, &conn);
+  int conn = -1, r = -1;
+  for (int n = 0; n < SLOTS && r == -1; n++) {
+    snprintf(sock, sizeof sock, "%s/%s-%d.sock", dir, key, n);
+    r = through_standby(sock, &self, argc, argv, &conn);
+  }
   free(self.p);
   /* the next standby boots (at idle priority) while this command runs */
-  spawn_standby(dir, key, r == 0);
+  if (wanted(dir, key, r == 0)) spawn_standby(dir, key);
   if (r < 0) return exec_cold(argv);
   if (r > 0) return r;
   int code = await_exit(conn);

@@ -220,14 +220,14 @@ function checkedDir(dir: string): string {
 }
 
 /**
- * Runs a standby (argv: DIR KEY LOCKFD, from the front end, which took the key's lock on
- * LOCKFD): warms up, waits on DIR/KEY.sock and, once a caller of its context goes, runs its
+ * Runs a standby (argv: DIR KEY-SLOT LOCKFD, from the front end, which took the slot's lock on
+ * LOCKFD): warms up, waits on DIR/KEY-SLOT.sock and, once a caller of its context goes, runs its
  * command with `run` (the CLI's main). Resolves with the exit code of an unclaimed standby, or
  * undefined after a command (process.exitCode holds its code).
  */
 export async function cliStandby(args: string[], run: (argv: string[]) => Promise<void>, warmUp: () => Promise<void>): Promise<number | undefined> {
   const [dirArg, key, lockArg] = args;
-  if (!dirArg || !key || !/^[0-9a-f]{16}$/.test(key) || !/^\d+$/.test(lockArg ?? '')) throw new Error('usage: moat --cli-standby DIR KEY LOCKFD');
+  if (!dirArg || !key || !/^[0-9a-f]{16}-\d$/.test(key) || !/^\d+$/.test(lockArg ?? '')) throw new Error('usage: moat --cli-standby DIR KEY-SLOT LOCKFD');
   const lockFd = Number(lockArg);
   fstatSync(lockFd); // inherited from the front end, which holds the key's lock through it
   const dir = checkedDir(dirArg);

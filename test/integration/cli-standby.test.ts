@@ -97,12 +97,12 @@ describe('native front end and CLI standbys', { skip }, () => {
     await standbyReady(); // booted by calls with MOAT_TRACE=1
     const standby = (): string[] => spawnSync('pgrep', ['-f', '--', `--cli-standby ${dir} `], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
     const before = standby();
-    assert.equal(before.length, 1);
+    assert.ok(before.length >= 1);
     const r = await front(['state', 'no-such-container'], { env: { MOAT_TRACE: undefined } });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /container "no-such-container" does not exist/);
-    // the standby ran it (it is gone: one command each), and without MOAT_TRACE it traced nothing
-    assert.ok(await waitFor(() => !standby().includes(before[0]!), 5000), 'the standby served the call');
+    // a standby ran it (it is gone: one command each), and without MOAT_TRACE it traced nothing
+    assert.ok(await waitFor(() => before.some((p) => !standby().includes(p)), 5000), 'a standby served the call');
     assert.doesNotMatch(r.stderr + r.stdout, /moat-trace/);
   });
 
@@ -173,6 +173,16 @@ describe('native front end and CLI standbys', { skip }, () => {
     });
     assert.match(garbage, /^pass .*bad magic/);
     assert.equal((await front(['list'])).via, 'standby');
+  });
+
+  it('keeps a second standby for commands in quick succession', async () => {
+    await standbyReady();
+    // each call takes a standby and starts the next one, which boots while the next call comes
+    const calls: Call[] = [];
+    for (let i = 0; i < 6; i++) calls.push(await front(['list']));
+    assert.ok(calls.every((c) => c.status === 0));
+    assert.ok(calls.filter((c) => c.via === 'standby').length >= 2, `served: ${calls.map((c) => c.via).join(' ')}`);
+    assert.ok(await waitFor(() => sockets().length === 2, 20_000), 'two standbys wait once the burst is over');
   });
 
   it('goes on cold past a standby that died, and starts another', async () => {
