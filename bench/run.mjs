@@ -3,6 +3,10 @@
 //
 //   node bench/run.mjs [--iterations N] [--warmup N] [--containers K] [--moat PATH] [--runc PATH]
 //
+// Moat is `moat` as users run it, the native front end dist/moat (warm standby CLI processes take
+// the commands; cycles run back to back, so some find no standby ready and run cold: the tail);
+// --moat bin/moat.cjs times the Node CLI alone.
+//
 // Needs root and a compiled test tree (`npx tsc -p tsconfig.json`): the busybox bundle comes from
 // build/test/fixtures/busybox.js. Plain JS on purpose, so the bench runs without compiling bench/.
 import { spawnSync } from 'node:child_process';
@@ -21,14 +25,14 @@ function usage(code) {
   --iterations N  timed run cycles per runtime (default 20)
   --warmup N      untimed cycles per runtime first (default 1)
   --containers K  detached containers per runtime for the memory measure (default 5)
-  --moat PATH     moat executable (default ${path.join(repo, 'bin/moat.cjs')}; .mjs/.js run with node)
+  --moat PATH     moat executable (default ${path.join(repo, 'dist/moat')}, the native front end; .mjs/.js/.cjs run with node)
   --runc PATH     runc executable (default: runc on PATH)`;
   (code === 0 ? console.log : console.error)(text);
   process.exit(code);
 }
 
 function parseArgs(argv) {
-  const opts = { iterations: 20, warmup: 1, containers: 5, moat: path.join(repo, 'bin/moat.cjs'), runc: undefined };
+  const opts = { iterations: 20, warmup: 1, containers: 5, moat: path.join(repo, 'dist/moat'), runc: undefined };
   const flags = flagReader(argv, usage);
   for (let flag = flags.next(); flag !== undefined; flag = flags.next()) {
     const { value, count } = flags;
