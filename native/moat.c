@@ -23,7 +23,8 @@
  * GLIBC_*, MALLOC_*). The installation (dev, ino and mtime of bin/moat.cjs and of the bundle
  * dist/moat.cjs) and the context make the key, the FNV-1a 64 hash that names the standbys' files
  * DIR/KEY-N.sock and DIR/KEY-N.lock (N: one of two slots; DIR/KEY.mark dates the context's last
- * call); DIR is /run/moat-cli for root, $XDG_RUNTIME_DIR/moat-cli otherwise, a 0700 directory of
+ * call; DIR/KEY.adopted says a subreaper among its callers' ancestors would adopt a standby, so
+ * it gets none); DIR is /run/moat-cli for root, $XDG_RUNTIME_DIR/moat-cli otherwise, a 0700 directory of
  * the user (MOAT_CLI_STANDBY_DIR overrides it, same rules).
  *
  * Protocol on DIR/KEY-N.sock (unix stream):
@@ -318,6 +319,9 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
  */
 static int wanted(const char *dir, const char *key, int proven) {
   char mark[PATH_MAX];
+  struct stat st;
+  snprintf(mark, sizeof mark, "%s/%s.adopted", dir, key);
+  if (lstat(mark, &st) == 0) return 0; /* a subreaper would keep the standby: see spawn_standby */
   snprintf(mark, sizeof mark, "%s/%s.mark", dir, key);
   int fd = open(mark, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd >= 0) {
@@ -326,7 +330,6 @@ static int wanted(const char *dir, const char *key, int proven) {
   }
   fd = open(mark, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return 0;
-  struct stat st;
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   int recent = fstat(fd, &st) == 0 && now.tv_sec - st.st_mtim.tv_sec < DEMAND_S;
@@ -359,7 +362,18 @@ static void spawn_standby(const char *dir, const char *key) {
   pid_t child = fork();
   if (child == 0) {
     setsid();
+    pid_t middle = getpid();
     if (fork() != 0) _exit(0);
+    /* once the middle process is gone this one is reparented: to pid 1 (of its pid namespace),
+       or to a subreaper among the caller's ancestors (containerd's shim, conmon) that would
+       wait for it or be kept alive by it. Then no standby for this context: mark it and go */
+    while (getppid() == middle) usleep(50);
+    if (getppid() != 1) {
+      char adopted[PATH_MAX];
+      snprintf(adopted, sizeof adopted, "%s/%s.adopted", dir, key);
+      close(open(adopted, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+      _exit(0);
+    }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || chdir("/") < 0) _exit(1);
     /* as root, boot at idle priority: the standby's boot (~80 ms of CPU) then takes no time from

@@ -185,6 +185,24 @@ describe('native front end and CLI standbys', { skip }, () => {
     assert.ok(await waitFor(() => sockets().length === 2, 20_000), 'two standbys wait once the burst is over');
   });
 
+  it('starts no standby a subreaper among the caller\'s ancestors would adopt', () => {
+    // conmon and containerd's shims are subreapers: a standby started from below one would be
+    // its child, keeping it alive or confusing its reaping. A NODE_* variable makes this context
+    // one of its own (the other tests' standbys stay usable).
+    const env = { PATH: process.env.PATH, MOAT_CLI_STANDBY_DIR: dir, MOAT_TRACE: '1', NODE_MOAT_TEST: 'subreaper' };
+    const py = `
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+for i in range(3):
+    r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+    print(r.returncode, 'cold' if 'runs the command itself' in r.stderr else 'standby', flush=True)
+    time.sleep(1.5)`;
+    const r = spawnSync('python3', ['-c', py, FRONT, '--root', sb.root, 'list'], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), ['0 cold', '0 cold', '0 cold'], 'every call ran cold: no standby was left to take it');
+    assert.ok(readdirSync(dir).some((f) => f.endsWith('.adopted')), 'the context is marked');
+  });
+
   it('goes on cold past a standby that died, and starts another', async () => {
     await standbyReady();
     const sock = sockets()[0]!;
