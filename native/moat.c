@@ -58,7 +58,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -81,7 +80,6 @@ extern char **environ;
 
 enum { T_END = 0, T_ARG = 1, T_ENV = 2 };
 
-
 static char entry[PATH_MAX];
 static volatile sig_atomic_t standby_pid, last_signal;
 static int tracing;         /* MOAT_TRACE=1: timing lines on stderr, as the TypeScript side prints */
@@ -96,7 +94,6 @@ static void trace(const char *label) {
   dprintf(2, "moat-trace: %.2f ms front end: %s (since process start; origin %lld)\n", ms, label,
           (long long)t0.tv_sec * 1000 + t0.tv_nsec / 1000000);
 }
-
 
 
 

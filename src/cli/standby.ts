@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import * as k from '../sys/kernel.js';
 import { leaveIdlePriority } from '../sys/libc.js';
 import { decodeRecords } from '../shim/claim.js';
-import { socketFd } from '../backends/sentry/standby.js';
+import type { ClaimRecord } from '../shim/claim.js';
 
 /** How long an unclaimed standby waits before it exits. */
 export const CLI_STANDBY_IDLE_MS = 10 * 60_000;
@@ -151,12 +151,11 @@ interface Caller {
 }
 
 /**
- * Checks a complete request from `sock` against this standby (`own`: its context): the peer is
- * this user, pinned by SO_PEERPIDFD, alive, of the same context, and asks for a command the
- * standby takes. Throws StandbyPass otherwise (its pidfd closed).
+ * Checks the records of a complete request from `sock` against this standby (`own`: its
+ * context): the peer is this user, pinned by SO_PEERPIDFD, alive, of the same context, and asks
+ * for a command the standby takes. Throws StandbyPass otherwise (its pidfd closed).
  */
-function checkCaller(sock: Socket, request: Buffer, own: string): Caller {
-  const records = decodeRecords(request, CLI_MAGIC, MAX_REQUEST, TAGS)!;
+function checkCaller(sock: Socket, records: ClaimRecord[], own: string): Caller {
   const argv: string[] = [];
   const env: Record<string, string> = {};
   for (const { tag, data } of records) {
@@ -167,7 +166,7 @@ function checkCaller(sock: Socket, request: Buffer, own: string): Caller {
       if (eq > 0) env[s.slice(0, eq)] = s.slice(eq + 1);
     }
   }
-  const fd = socketFd(sock);
+  const fd = k.socketFd(sock);
   const cred = k.peerCred(fd);
   if (typeof cred === 'number') throw new StandbyPass(`SO_PEERCRED: errno ${-cred}`);
   if (cred.uid !== (process.geteuid?.() ?? 0)) throw new StandbyPass(`caller uid ${cred.uid} is not this standby's user`);
@@ -294,8 +293,9 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
           return;
         }
         try {
-          if (!decodeRecords(buf, CLI_MAGIC, MAX_REQUEST, TAGS)) return; // incomplete
-          caller = checkCaller(sock, buf, own);
+          const records = decodeRecords(buf, CLI_MAGIC, MAX_REQUEST, TAGS);
+          if (!records) return; // incomplete
+          caller = checkCaller(sock, records, own);
         } catch (e) {
           answered = true;
           sock.end(`pass ${(e as Error).message.replace(/\n/g, ' ')}\n`);
@@ -319,7 +319,7 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
     const go = (sock: Socket, c: Caller): void => {
       started = true;
       clearTimeout(goTimer);
-      const fd = socketFd(sock);
+      const fd = k.socketFd(sock);
       try {
         adopt(c);
       } catch (e) {

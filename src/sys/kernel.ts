@@ -6,6 +6,7 @@
  * Paths are Buffers holding the exact bytes (NUL-terminated by `cpath`): file names are bytes,
  * not text, and the sentry never re-encodes them.
  */
+import type { Socket } from 'node:net';
 import { loadKoffi } from './koffi.js';
 
 
@@ -389,6 +390,13 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const rc = r(b().getsockopt(fd, level, name, val, len));
   return rc < 0 ? rc : val.readInt32LE(0);
 }
+/** The fd of a connected net.Socket (a unix stream); -1 if Node does not show it. */
+export function socketFd(sock: Socket): number {
+  // `_handle` is Node's internal Pipe handle; its `fd` is public on Unix but untyped
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
 /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it connected, or -errno. */
 export function peerCred(fd: number): { pid: number; uid: number; gid: number } | number {
   const val = Buffer.alloc(12);

@@ -12,7 +12,7 @@ import type { Worker } from 'node:worker_threads';
 import * as k from '../../sys/kernel.js';
 import { descendants, procStat } from '../../container/proc.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
-import { socketFd, STANDBY_IDLE_MS, standbyFiles } from './standby.js';
+import { STANDBY_IDLE_MS, standbyFiles } from './standby.js';
 import type { StandbyArgs, StandbyRequest } from './standby.js';
 import { answer, SentryLoop } from './core.js';
 import type { Families } from './core.js';
@@ -249,7 +249,7 @@ function takeRequest(line: string, sock: Socket): { cfg: SentryProcessConfig; lo
   const c = req.config;
   if (!Number.isInteger(req.pid) || !Number.isInteger(req.fd) || typeof c !== 'object' || c === null) throw new Error('malformed request');
   if (typeof c.id !== 'string' || typeof c.log !== 'string' || typeof c.socket !== 'string' || (c.level !== 'strict' && c.level !== 'balanced')) throw new Error('malformed sentry configuration');
-  const cred = k.peerCred(socketFd(sock));
+  const cred = k.peerCred(k.socketFd(sock));
   if (typeof cred === 'number') throw new Error(`SO_PEERCRED: errno ${-cred}`);
   if (cred.uid !== (process.geteuid?.() ?? 0) || cred.pid !== req.pid) throw new Error(`request from pid ${cred.pid} uid ${cred.uid}, not this user's pid ${req.pid}`);
   const pidfd = k.pidfdOpen(req.pid!, 0);

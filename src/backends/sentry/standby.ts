@@ -150,13 +150,6 @@ function lockHeld(lock: string): boolean {
   }
 }
 
-/** The fd of a connected net.Socket (a unix stream); -1 if Node does not show it. */
-export function socketFd(sock: Socket): number {
-  // `_handle` is Node's internal Pipe handle; its `fd` is public on Unix but untyped
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  return typeof fd === 'number' ? fd : -1;
-}
-
 /**
  * Hands a sandbox to the standby at `place`: resolves with the sentry (the standby's pid and
  * start time) once it serves, or undefined when there is no standby or it did not take the
@@ -186,7 +179,7 @@ export function claimStandby(place: StandbyPlace, config: Omit<SentryProcessConf
     };
     const timer = setTimeout(() => done(undefined, true), timeoutMs);
     sock.once('connect', () => {
-      const cred = k.peerCred(socketFd(sock));
+      const cred = k.peerCred(k.socketFd(sock));
       if (typeof cred === 'number' || cred.uid !== (process.geteuid?.() ?? 0)) {
         done(undefined); // not our standby: leave it alone and start a sentry here
         return;
