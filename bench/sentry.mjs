@@ -13,11 +13,16 @@
 //     fallback when the embedded form fails). The file it opens, stats and reads is the program
 //     itself, so it lives on the root filesystem in every case. The C floor of a served call comes
 //     from notify-floor.c (a supervisor in plain C doing no work per call), built with `cc -O2`
-//     and run plain and with SYNC=1 (synchronous wake-ups, Linux 6.6+). The fast path's floor is
-//     the column "filter+overlay": the same program on the host under one allow-all seccomp filter,
-//     run from and reading itself through an overlay of "/" (upper on a tmpfs) in a private mount
-//     namespace: what any sandbox with a seccomp filter and an overlay root pays for a call the
-//     host kernel runs (Moat's sentry has both; the issue asks for both).
+//     and run plain and with SYNC=1 (synchronous wake-ups, Linux 6.6+). The column "C sentry" is
+//     the floor of the sentry's design: the same program under a supervisor in plain C (inline
+//     below) that serves open and stat with the same kernel work per call as Moat's sentry (path
+//     read from the caller's memory, openat2 in the root, fstatat or an injected fd, the
+//     notification checked before each answer); what Moat's sentry costs beyond it is what its
+//     TypeScript layer adds. The served calls' "mechanism floor" in the summary is that column.
+//     The fast path's floor is the column "filter+overlay": the same program on the host under one
+//     allow-all seccomp filter, run from and reading itself through an overlay of "/" (upper on a
+//     tmpfs) in a private mount namespace: what any sandbox with a seccomp filter and an overlay
+//     root pays for a call the host kernel runs (Moat's sentry has both; the issue asks for both).
 // (b) start-up: `run` of /bin/true (create+start+wait+delete, fresh id each time) in the busybox
 //     bundle, for runc, runsc, moat (container isolation) and moat --isolation sentry, as a user
 //     runs them: `moat` is the native front end dist/moat, which hands the command to a warm
@@ -76,6 +81,8 @@ const FAST_TARGET = 1.2; // moat sentry / native, fast-path calls
 const STARTUP_TARGET = 0.5; // moat sentry / runsc, run of /bin/true
 /** Column of table (a): the host under one seccomp filter, reading through an overlay of "/". */
 const FAST_FLOOR = 'filter+overlay';
+/** Column of table (a): the program under a supervisor in plain C doing the sentry's kernel work per served call. */
+const C_SENTRY = 'C sentry';
 /** Row of table (b): Node's own start, no script. */
 const NODE_FLOOR = 'node -e 0';
 /** The start-up column of Moat's sentry with no warm standby of the CLI or of the sentry. */
@@ -163,6 +170,180 @@ int main(int argc, char **argv) {
   execv(argv[1], argv + 1);
   perror(argv[1]);
   return 1;
+}
+`;
+
+/**
+ * The served calls' floor for the sentry's design: a supervisor in plain C doing, per call, the
+ * same kernel work as Moat's sentry (see the comment in the program). Usage: bench-c-sentry PROG ARGS...
+ */
+const C_SENTRY_C = String.raw`/*
+ * bench-c-sentry: the floor of Moat's sentry design, in plain C. Usage: bench-c-sentry PROG ARGS...
+ * A child installs a seccomp filter that sends openat and newfstatat to a listener
+ * (SECCOMP_FILTER_FLAG_NEW_LISTENER), passes the listener over a socketpair and executes PROG.
+ * The parent serves those calls with the same kernel work per call as the sentry: poll and
+ * NOTIF_RECV; the path read with process_vm_readv (256 bytes, then the rest); NOTIF_ID_VALID;
+ * openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) under a root fd; a stat answered with
+ * fstatat(AT_EMPTY_PATH), close, NOTIF_ID_VALID and process_vm_writev; an open answered by
+ * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND. Synchronous wake-ups (Linux 6.6+) where the kernel
+ * has them. Paths under /proc and relative paths are let through (CONTINUE): the floor serves
+ * only what it times. Exits with PROG's status.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP 1
+#endif
+
+static int pass_fd(int sock, int fd, int sending) {
+  char byte = 0;
+  struct iovec io = {&byte, 1};
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
+  struct msghdr msg = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  if (sending) {
+    struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmsg(sock, &msg, 0) < 0 ? -1 : 0;
+  }
+  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) <= 0 || !CMSG_FIRSTHDR(&msg)) return -1;
+  memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof fd);
+  return fd;
+}
+
+static void child(int sock, char **argv) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_newfstatat, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) { perror("no_new_privs"); _exit(1); }
+  int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+  if (listener < 0) { perror("seccomp"); _exit(1); }
+  if (pass_fd(sock, listener, 1)) { perror("sendmsg"); _exit(1); }
+  close(listener);
+  close(sock);
+  execv(argv[0], argv);
+  perror(argv[0]);
+  _exit(1);
+}
+
+/* Copies the NUL-terminated path at addr in task tid into buf (4096 bytes); 0, or an errno. */
+static int read_path(pid_t tid, uint64_t addr, char *buf) {
+  size_t got = 0;
+  while (got < 4096) {
+    size_t want = got == 0 ? 256 : 4096 - got;
+    struct iovec l = {buf + got, want}, r = {(void *)(uintptr_t)(addr + got), want};
+    ssize_t n = process_vm_readv(tid, &l, 1, &r, 1, 0);
+    if (n <= 0) return EFAULT;
+    if (memchr(buf + got, 0, n)) return 0;
+    got += n;
+  }
+  return ENAMETOOLONG;
+}
+
+static int valid(int listener, uint64_t id) { return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
+
+static void reply(int listener, uint64_t id, int64_t val, int error, unsigned flags) {
+  struct seccomp_notif_resp resp = {.id = id, .val = val, .error = error, .flags = flags};
+  ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+}
+
+static void serve(int listener, int root, struct seccomp_notif *n) {
+  char path[4096];
+  int at = (int)n->data.args[0];
+  int err = read_path(n->pid, n->data.args[1], path);
+  if (err) { reply(listener, n->id, 0, -err, 0); return; }
+  if (!valid(listener, n->id)) return;
+  if (at != AT_FDCWD || path[0] != '/' || strncmp(path, "/proc/", 6) == 0) {
+    reply(listener, n->id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+    return;
+  }
+  struct open_how how = {.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+  if (n->data.nr == SYS_openat) {
+    how.flags = (n->data.args[2] & 0xffffffff) | O_CLOEXEC;
+    if (how.flags & (O_CREAT | O_TMPFILE)) how.mode = n->data.args[3] & 07777;
+  } else {
+    how.flags = O_PATH | O_CLOEXEC | ((n->data.args[3] & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0);
+  }
+  int fd = syscall(SYS_openat2, root, path, &how, sizeof how);
+  if (fd < 0) { reply(listener, n->id, 0, -errno, 0); return; }
+  if (n->data.nr == SYS_openat) {
+    struct seccomp_notif_addfd add = {.id = n->id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = fd,
+                                      .newfd_flags = (n->data.args[2] & O_CLOEXEC) ? O_CLOEXEC : 0};
+    int rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    int e = errno;
+    close(fd);
+    if (rc < 0 && e != ENOENT) reply(listener, n->id, 0, -e, 0);
+    return;
+  }
+  struct stat st;
+  int rc = fstatat(fd, "", &st, AT_EMPTY_PATH);
+  err = errno;
+  close(fd);
+  if (rc) { reply(listener, n->id, 0, -err, 0); return; }
+  if (!valid(listener, n->id)) return;
+  struct iovec l = {&st, sizeof st}, r = {(void *)(uintptr_t)n->data.args[2], sizeof st};
+  if (process_vm_writev(n->pid, &l, 1, &r, 1, 0) != (ssize_t)sizeof st) { reply(listener, n->id, 0, -EFAULT, 0); return; }
+  reply(listener, n->id, 0, 0, 0);
+}
+
+int main(int argc, char **argv) {
+  int sv[2];
+  if (argc < 2) { fprintf(stderr, "usage: %s PROG ARGS...\n", argv[0]); return 2; }
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) { perror("socketpair"); return 1; }
+  pid_t pid = fork();
+  if (pid < 0) { perror("fork"); return 1; }
+  if (pid == 0) { close(sv[0]); child(sv[1], argv + 1); }
+  close(sv[1]);
+  int listener = pass_fd(sv[0], -1, 0);
+  close(sv[0]);
+  if (listener < 0) { fprintf(stderr, "no listener from the child\n"); return 1; }
+  ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); /* best effort */
+  int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) { perror("/"); return 1; }
+  struct pollfd p = {.fd = listener, .events = POLLIN};
+  for (;;) {
+    if (poll(&p, 1, -1) < 0) { if (errno == EINTR) continue; perror("poll"); return 1; }
+    if (p.revents & (POLLHUP | POLLERR)) break;
+    struct seccomp_notif n;
+    memset(&n, 0, sizeof n);
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0) continue; /* the caller went away */
+    serve(listener, root, &n);
+  }
+  int status;
+  if (waitpid(pid, &status, 0) < 0) { perror("waitpid"); return 1; }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 `;
 
@@ -553,6 +734,9 @@ async function main() {
       console.error(`cannot compile the timed program (is libc6-dev installed for -static?):\n${tail(build.stderr ?? String(build.error))}`);
       return 1;
     }
+    const cSentry = path.join(tmp, 'bench-c-sentry');
+    const buildS = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-x', 'c', '-o', cSentry, '-'], { input: C_SENTRY_C, encoding: 'utf8' });
+    const cSentryMissing = buildS.status === 0 ? undefined : `cannot build the C sentry: ${lastLine(buildS.stderr ?? '') ?? String(buildS.error)}`;
     const filtered = path.join(tmp, 'bench-filtered');
     const buildF = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-x', 'c', '-o', filtered, '-'], { input: FILTERED_C, encoding: 'utf8' });
     if (buildF.status !== 0) {
@@ -657,6 +841,8 @@ async function main() {
           : [],
         missing.moat,
       ),
+      // the floor of the sentry's design: the same kernel work per served call, in plain C
+      column(C_SENTRY, [{ label: 'host', run: () => exec([cSentry, ...loopArgs(prog)], { env: { PATH: HOST_PATH }, what: 'bench-sys under the C sentry' }) }], cSentryMissing),
     ];
     console.log(`\n(a) per-call cost in µs: ${opts.served} open+close and stat, ${opts.fast} getppid and pread of 4 KiB per run (after a warm-up pass)`);
     await measure(sysCols, opts.iterations, 'sys', parseSys);
@@ -686,8 +872,8 @@ async function main() {
       // what no implementation of the mechanism can beat here: a served call's C floor (fd
       // injection for open, a plain notified round trip otherwise) against runsc; a fast-path
       // call's cost under a filter on an overlay against native
-      const fl = s.path === 'served' ? floorMed('sync', s.key === 'open+close' ? 'open' : 'getppid') : med[FAST_FLOOR]?.[s.key];
-      const flWhat = s.path === 'served' ? (s.key === 'open+close' ? 'C floor SYNC=1 with an injected fd' : 'C floor SYNC=1, a notified round trip') : FAST_FLOOR;
+      const fl = med[s.path === 'served' ? C_SENTRY : FAST_FLOOR]?.[s.key];
+      const flWhat = s.path === 'served' ? `${C_SENTRY}: the same kernel work in plain C` : FAST_FLOOR;
       const floorNote = fl !== undefined && base !== undefined ? `; mechanism floor (${flWhat}) / ${baseName} ${ratio(fl, base)}${fl / base > target ? ', above the target' : ''}` : '';
       sysTargets.push(`  ${s.label.padEnd(12)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}${floorNote}`);
     }
@@ -711,6 +897,8 @@ async function main() {
     const sMed = med['moat sentry'];
     const fo = floorMed('plain', 'open');
     const fg = floorMed('plain', 'getppid');
+    const cMed = med[C_SENTRY];
+    if (sMed && cMed) console.log(`context: moat sentry / ${C_SENTRY} (what the TypeScript layer adds to the same kernel work) ${SYSCALLS.filter((s) => s.path === 'served').map((s) => `${s.label} ${ratio(sMed[s.key], cMed[s.key])}`).join(', ')}`);
     if (sMed && fo !== undefined) console.log(`context: moat sentry open+close / C floor open+close ${ratio(sMed['open+close'], fo)} (the floor serves no path lookup)`);
     if (fg !== undefined && fo !== undefined) console.log(`C floor: a notified getppid round trip costs ${us(fg)} µs plain${floorMed('sync', 'getppid') !== undefined ? `, ${us(floorMed('sync', 'getppid'))} µs with SYNC=1` : ''}`);
     summary.push('served and fast system calls:', ...sysTargets);
