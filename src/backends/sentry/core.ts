@@ -13,6 +13,7 @@ import * as k from '../../sys/kernel.js';
 import { entryByNr } from './table.js';
 import type { SentryLevel } from './types.js';
 import { NotifTask, notifValid, putId } from './task.js';
+import type { NotifId } from './task.js';
 import type { Family } from './table.js';
 import type { Handler, HandlerTable, Notif, Reply, Sandbox, Task } from './types.js';
 
@@ -36,41 +37,59 @@ export interface SentryStats {
 }
 
 /**
- * Decodes a struct seccomp_notif (80 bytes). The argument registers are kept as 32-bit halves;
- * their BigInt form (`args`) is made only if a handler asks for it (BigInts cost on every call).
+ * A struct seccomp_notif (80 bytes), decoded. The argument registers are kept as 32-bit halves;
+ * the BigInts (`id`, `args`) are made only if something asks for them: they cost on every call,
+ * and answering needs only the halves. A class rather than an object literal with getters, so
+ * that every notification has the same shape and no accessor is defined per call.
  */
+class DecodedNotif implements Notif {
+  readonly tid: number;
+  readonly nr: number;
+  readonly arch: number;
+  /** [0, 12): the argument registers as (low, high) halves; [12, 14): the id's halves. */
+  readonly words: Uint32Array;
+  private idMemo: bigint | undefined;
+  private argsMemo: Notif['args'] | undefined;
+
+  constructor(buf: Buffer) {
+    const words = new Uint32Array(14);
+    for (let i = 0; i < 12; i++) words[i] = buf.readUInt32LE(32 + 4 * i);
+    words[12] = buf.readUInt32LE(0);
+    words[13] = buf.readUInt32LE(4);
+    this.words = words;
+    this.tid = buf.readUInt32LE(8);
+    this.nr = buf.readInt32LE(16);
+    this.arch = buf.readUInt32LE(20);
+  }
+
+  get id(): bigint {
+    return (this.idMemo ??= (BigInt(this.words[13]!) << 32n) | BigInt(this.words[12]!));
+  }
+
+  get args(): Notif['args'] {
+    if (this.argsMemo === undefined) {
+      const w = this.words;
+      const a = (i: number): bigint => (BigInt(w[2 * i + 1]!) << 32n) | BigInt(w[2 * i]!);
+      this.argsMemo = [a(0), a(1), a(2), a(3), a(4), a(5)];
+    }
+    return this.argsMemo;
+  }
+}
+
+/** Decodes a struct seccomp_notif (80 bytes); see DecodedNotif. */
 export function decodeNotif(buf: Buffer): Notif {
-  // [0, 12): the argument registers; [12, 14): the id, for answers without a BigInt
-  const words = new Uint32Array(14);
-  for (let i = 0; i < 12; i++) words[i] = buf.readUInt32LE(32 + 4 * i);
-  words[12] = buf.readUInt32LE(0);
-  words[13] = buf.readUInt32LE(4);
-  let args: Notif['args'] | undefined;
-  return {
-    id: buf.readBigUInt64LE(0),
-    tid: buf.readUInt32LE(8),
-    nr: buf.readInt32LE(16),
-    arch: buf.readUInt32LE(20),
-    words,
-    get args(): Notif['args'] {
-      if (args === undefined) {
-        const a = (i: number): bigint => (BigInt(words[2 * i + 1]!) << 32n) | BigInt(words[2 * i]!);
-        args = [a(0), a(1), a(2), a(3), a(4), a(5)];
-      }
-      return args;
-    },
-  };
+  return new DecodedNotif(buf);
 }
 
 const respBuf = Buffer.alloc(24);
 const addfdBuf = Buffer.alloc(24);
 
-/** Answers notification `id` (`words`: its decoded halves, if any) on `listener` with `reply`; false if the task is gone. */
-export function answer(listener: number, id: bigint, reply: Reply, words?: Uint32Array): boolean {
+/** Answers notification `n` on `listener` with `reply`; false if the task is gone. */
+export function answer(listener: number, n: NotifId, reply: Reply): boolean {
   if (reply.kind === 'deferred') return true;
-  if (reply.kind === 'offload') return answer(listener, id, { kind: 'err', errno: k.E.EAGAIN }, words);
+  if (reply.kind === 'offload') return answer(listener, n, { kind: 'err', errno: k.E.EAGAIN });
   if (reply.kind === 'fd') {
-    putId(addfdBuf, id, words);
+    putId(addfdBuf, n);
     addfdBuf.writeUInt32LE(k.SECCOMP_FLAG.ADDFD_FLAG_SEND, 8);
     addfdBuf.writeUInt32LE(reply.fd, 12);
     addfdBuf.writeUInt32LE(0, 16);
@@ -80,9 +99,9 @@ export function answer(listener: number, id: bigint, reply: Reply, words?: Uint3
     if (rc >= 0) return true;
     // the fd could not be installed (e.g. EMFILE in the workload): answer with that errno
     if (rc === -k.E.ENOENT || rc === -k.E.ESRCH) return false;
-    return answer(listener, id, { kind: 'err', errno: -rc }, words);
+    return answer(listener, n, { kind: 'err', errno: -rc });
   }
-  putId(respBuf, id, words);
+  putId(respBuf, n);
   let error = 0;
   let flags = 0;
   if (reply.kind === 'ok') {
@@ -229,7 +248,7 @@ export class SentryLoop {
     else if (reply.kind === 'fd') this.stats.injected++;
     else if (reply.kind === 'deferred') this.stats.deferred++;
     const t1 = this.profile ? process.hrtime.bigint() : 0n;
-    answer(listener, notif.id, reply, notif.words);
+    answer(listener, notif, reply);
     if (this.profile) {
       const p = this.profile.get(notif.nr) ?? { n: 0, handle: 0n, answer: 0n };
       p.n++;

@@ -339,7 +339,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
       } finally {
         task.release();
       }
-      answer(job.listener, notif.id, reply);
+      answer(job.listener, notif, reply);
     } finally {
       if (job.hold >= 0) k.close(job.hold);
       Atomics.store(data.busy, data.index, 0);

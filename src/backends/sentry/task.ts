@@ -13,17 +13,21 @@ const idBuf = Buffer.alloc(8);
 const SCRATCH = Buffer.alloc(8192);
 const linkBuf = Buffer.alloc(4096 + 32);
 
-/** Writes a notification id at the start of `buf`: from its 32-bit halves (Notif.words) when known. */
-export function putId(buf: Buffer, id: bigint, words?: Uint32Array): void {
+/** What names a notification in an answer: its id, or the id's 32-bit halves (Notif.words) when decoded. */
+export type NotifId = Pick<Notif, 'id' | 'words'>;
+
+/** Writes a notification's id at the start of `buf`: from its 32-bit halves when known (no BigInt made). */
+export function putId(buf: Buffer, n: NotifId): void {
+  const words = n.words;
   if (words !== undefined && words.length >= 14) {
     buf.writeUInt32LE(words[12]!, 0);
     buf.writeUInt32LE(words[13]!, 4);
-  } else buf.writeBigUInt64LE(id, 0);
+  } else buf.writeBigUInt64LE(n.id, 0);
 }
 
-/** Whether notification `id` is still pending on `listener` (SECCOMP_IOCTL_NOTIF_ID_VALID). */
-export function notifValid(listener: number, id: bigint, words?: Uint32Array): boolean {
-  putId(idBuf, id, words);
+/** Whether notification `n` is still pending on `listener` (SECCOMP_IOCTL_NOTIF_ID_VALID). */
+export function notifValid(listener: number, n: NotifId): boolean {
+  putId(idBuf, n);
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ID_VALID, idBuf) === 0;
 }
 
@@ -93,7 +97,7 @@ export class NotifTask implements Task {
   }
 
   valid(): boolean {
-    return notifValid(this.listener, this.notif.id, this.notif.words);
+    return notifValid(this.listener, this.notif);
   }
 
   /*
