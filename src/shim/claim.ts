@@ -72,6 +72,11 @@ export function encodeClaim(r: ClaimRequest): Buffer {
   return Buffer.concat(parts);
 }
 
+/** A request of `magic` and `records`, closed by the end record: what decodeRecords reads. */
+export function encodeRecords(magic: Buffer, records: readonly ClaimRecord[]): Buffer {
+  return Buffer.concat([magic, ...records.map((r) => rec(r.tag, r.data)), rec(T_END, Buffer.alloc(0))]);
+}
+
 /** One record of a standby request (this protocol's, or the CLI standby's): its tag and bytes. */
 export interface ClaimRecord {
   tag: number;

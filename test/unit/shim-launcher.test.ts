@@ -13,7 +13,7 @@ import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ClaimError, decodeClaim, encodeClaim, formatReply, parseReply, standbyPath } from '../../src/shim/claim.js';
+import { ClaimError, decodeClaim, decodeRecords, encodeClaim, encodeRecords, formatReply, parseReply, standbyPath } from '../../src/shim/claim.js';
 import type { ClaimReply, ClaimRequest } from '../../src/shim/claim.js';
 import { decode } from '../../src/shim/proto.js';
 import { REPO } from '../helpers/runtime.js';
@@ -30,6 +30,15 @@ describe('standby claim protocol', () => {
     const bytes = encodeClaim(req);
     assert.deepEqual(decodeClaim(bytes), req);
     for (const cut of [3, 10, 15, bytes.length - 1]) assert.equal(decodeClaim(bytes.subarray(0, cut)), undefined, `cut at ${cut}`);
+  });
+
+  it('encodes bare records as decodeRecords reads them (the CLI standby rehearses a claim with them)', () => {
+    const magic = Buffer.from('MOATCLI\x01', 'latin1');
+    const records = [{ tag: 1, data: Buffer.from('state') }, { tag: 2, data: Buffer.from('A=b=c') }, { tag: 1, data: Buffer.alloc(0) }];
+    const bytes = encodeRecords(magic, records);
+    assert.deepEqual(decodeRecords(bytes, magic, 1 << 20, new Set([1, 2])), records);
+    assert.equal(decodeRecords(bytes.subarray(0, bytes.length - 1), magic, 1 << 20, new Set([1, 2])), undefined);
+    assert.throws(() => decodeRecords(bytes, magic, 1 << 20, new Set([1])), /unknown record tag 2/);
   });
 
   it('rejects bad magic, unknown tags, trailing bytes, a relative cwd and oversized records', () => {
