@@ -16,10 +16,11 @@
 import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as k from '../sys/kernel.js';
 import { leaveIdlePriority } from '../sys/libc.js';
 import { decodeRecords, encodeRecords } from '../shim/claim.js';
+import { buildStamp, watchBuild } from '../util/buildstamp.js';
 import type { ClaimRecord } from '../shim/claim.js';
 
 /** How long an unclaimed standby waits before it exits. */
@@ -281,6 +282,11 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
   if (!dirArg || !key || !/^[0-9a-f]{16}-\d$/.test(key) || !/^\d+$/.test(lockArg ?? '')) throw new Error('usage: moat --cli-standby DIR KEY-SLOT LOCKFD');
   const lockFd = Number(lockArg);
   fstatSync(lockFd); // inherited from the front end, which holds the key's lock through it
+  // the files the front end made the key from (native/moat.c): this installation's entry point
+  // and bundle, as they were when it started this standby
+  const entry = process.argv[1] ?? '';
+  const build = [entry, join(dirname(dirname(entry)), 'dist', 'moat.cjs')];
+  const stamp = buildStamp(build);
   const dir = checkedDir(dirArg);
   const own = cliContext('self', process.env);
   if (!/^Seccomp:\s*0$/m.test(own)) return 0; // a filtered process never hands over: nobody to serve
@@ -312,6 +318,7 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
       }
     };
     const idle = setTimeout(() => {
+      stopWatch();
       server.close();
       leave();
       resolve(0);
@@ -321,6 +328,23 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
       leave();
       process.exit(0);
     };
+    // rebuilt or upgraded: callers now make another key, so nobody will claim this standby; its
+    // key's files go with it (the lock it holds, the context's mark)
+    const stopWatch = watchBuild(build, stamp, () => {
+      clearTimeout(idle);
+      server.close();
+      leave();
+      const context = key.slice(0, key.lastIndexOf('-'));
+      for (const f of [`${key}.lock`, `${context}.mark`, `${context}.adopted`]) {
+        try {
+          unlinkSync(join(dir, f));
+        } catch {
+          // none
+        }
+      }
+      process.off('SIGTERM', onTerm);
+      resolve(0);
+    });
     server.on('connection', (sock: Socket) => {
       let buf = Buffer.alloc(0);
       let caller: Caller | undefined;
@@ -355,6 +379,7 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
         claimed = true;
         buf = Buffer.alloc(0);
         clearTimeout(idle);
+        stopWatch();
         process.off('SIGTERM', onTerm); // from here on signals are the command's (run forwards them)
         server.close();
         leave();

@@ -12,6 +12,7 @@ import type { Worker } from 'node:worker_threads';
 import * as k from '../../sys/kernel.js';
 import { descendants, procStat } from '../../container/proc.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
+import { buildStamp, watchBuild } from '../../util/buildstamp.js';
 import { STANDBY_IDLE_MS, standbyFiles } from './standby.js';
 import type { StandbyArgs, StandbyRequest } from './standby.js';
 import { answer, SentryLoop } from './core.js';
@@ -165,6 +166,7 @@ function supervise(serving: Worker, log: () => (m: string) => void, onServing: (
 export function sentryStandby(argv: string[], script: string): Promise<number> {
   const args = JSON.parse(argv[0] ?? '{}') as StandbyArgs;
   const files = standbyFiles(args);
+  const stamp = buildStamp([script]); // the bundle the key was made from (standbyKey)
   const lockFd = openSync(files.lock, 'w', 0o600);
   if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
   const serving = sentryThread(script, { role: 'sentry-serve', script } satisfies ServeData);
@@ -183,6 +185,20 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
       resolve(0);
     }, STANDBY_IDLE_MS);
     let claimed = false;
+    // rebuilt or upgraded: creates now make another key, so nobody will claim this standby; its
+    // lock file goes with it
+    const stopWatch = watchBuild([script], stamp, () => {
+      clearTimeout(idle);
+      server.close();
+      for (const f of [files.socket, files.lock]) {
+        try {
+          unlinkSync(f);
+        } catch {
+          // gone already
+        }
+      }
+      resolve(0);
+    });
     server.on('connection', (sock: Socket) => {
       let buf = '';
       sock.on('error', () => {});
@@ -206,6 +222,7 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         }
         claimed = true;
         clearTimeout(idle);
+        stopWatch();
         server.close();
         try {
           unlinkSync(files.socket);
