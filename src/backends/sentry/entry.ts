@@ -7,8 +7,6 @@ import { fileURLToPath } from 'node:url';
 import { sentryMain, sentryServe, sentryStandby, sentryWorker } from './main.js';
 import type { ServeData } from './main.js';
 import { buildSentryFilter } from './filter.js';
-import { rehearsalThread } from './rehearsal.js';
-import type { RehearsalData } from './rehearsal.js';
 import type { WorkerSetup } from './workers.js';
 
 /** Runs the sentry with the JSON configuration in argv[0]; resolves with the exit code. */
@@ -38,5 +36,4 @@ export function warmUp(): void {
 
 const role = isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
 if (role === 'sentry-serve') sentryServe(workerData as ServeData);
-if (role === 'sentry-rehearsal') rehearsalThread(workerData as RehearsalData);
 if (role === 'sentry-worker') sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });

@@ -18,8 +18,6 @@ import type { StandbyArgs, StandbyRequest } from './standby.js';
 import { answer, SentryLoop } from './core.js';
 import type { Families } from './core.js';
 import { confineSentry } from './confine.js';
-import { REHEARSAL_ROUNDS } from './rehearsal.js';
-import type { RehearsalData } from './rehearsal.js';
 import { parsePolicy } from './netpolicy.js';
 import { handlers as fileHandlers, mayBlock as fileMayBlock } from './sys_file.js';
 import { handlers as infoHandlers } from './sys_info.js';
@@ -141,12 +139,11 @@ export function sentryMain(argv: string[], script: string): Promise<number> {
  */
 function supervise(serving: Worker, log: () => (m: string) => void, onServing: () => void): Promise<number> {
   return new Promise((resolve) => {
-    serving.on('message', (m: { type: 'serving' } | { type: 'done'; lines: string[] } | RehearsedMessage) => {
+    serving.on('message', (m: { type: 'serving' } | { type: 'done'; lines: string[] }) => {
       if (m.type === 'serving') {
         onServing();
         return;
       }
-      if (m.type !== 'done') return;
       for (const line of m.lines) log()(line);
       resolve(0);
     });
@@ -166,18 +163,14 @@ function supervise(serving: Worker, log: () => (m: string) => void, onServing: (
  * configuration to the serving thread and answers "ready" once that serves; from there on it
  * is a sentry like any other. Resolves with the exit code (0 after the idle timeout).
  */
-export async function sentryStandby(argv: string[], script: string): Promise<number> {
+export function sentryStandby(argv: string[], script: string): Promise<number> {
   const args = JSON.parse(argv[0] ?? '{}') as StandbyArgs;
   const files = standbyFiles(args);
   const stamp = buildStamp([script]); // the bundle the key was made from (standbyKey)
   const lockFd = openSync(files.lock, 'w', 0o600);
-  if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return 0;
-  const serving = sentryThread(script, { role: 'sentry-serve', script, rehearse: true } satisfies ServeData);
+  if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
+  const serving = sentryThread(script, { role: 'sentry-serve', script } satisfies ServeData);
   let log: (m: string) => void = () => {};
-  // confined once the rehearsal is over: its thread's own filter is gone by then, so that
-  // SECCOMP_FILTER_FLAG_TSYNC finds every thread on the same filter
-  const rehearsal = await rehearsed(serving);
-  if (rehearsal === null) return 1; // the serving thread failed or hung: it could not serve
   confineSentry((m) => log(m));
   try {
     unlinkSync(files.socket); // a standby that died left it; the lock says none other is here
@@ -244,8 +237,7 @@ export async function sentryStandby(argv: string[], script: string): Promise<num
         process.title = `moat --sentry ${cfg.id}`;
         serving.once('message', () => {
           sock.end(`ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
-          const how = rehearsal.served === undefined ? 'no rehearsal' : `rehearsed ${rehearsal.served} calls in ${rehearsal.ms} ms`;
-          log(`serving sandbox ${cfg.id} (a standby since ${new Date(Date.now() - process.uptime() * 1000).toISOString()}, ${how})`);
+          log(`serving sandbox ${cfg.id} (a standby since ${new Date(Date.now() - process.uptime() * 1000).toISOString()})`);
         });
         serving.postMessage({ config: JSON.stringify(cfg), logFd });
         supervised.then(resolve, () => resolve(1));
@@ -265,30 +257,6 @@ export async function sentryStandby(argv: string[], script: string): Promise<num
         resolve(code === 0 ? 1 : code);
       }
     }, () => resolve(1));
-  });
-}
-
-/**
- * Waits for a standby's serving thread to report its rehearsal over: the report, or null when
- * the thread failed, exited or said nothing within 20 s.
- */
-function rehearsed(serving: Worker): Promise<RehearsedMessage | null> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => done(null), 20_000);
-    const onMessage = (m: { type: string }): void => {
-      if (m.type === 'rehearsed') done(m as RehearsedMessage);
-    };
-    const onEnd = (): void => done(null);
-    function done(r: RehearsedMessage | null): void {
-      clearTimeout(timer);
-      serving.off('message', onMessage);
-      serving.off('error', onEnd);
-      serving.off('exit', onEnd);
-      resolve(r);
-    }
-    serving.on('message', onMessage);
-    serving.on('error', onEnd);
-    serving.on('exit', onEnd);
   });
 }
 
@@ -330,17 +298,13 @@ export interface ServeData {
   logFd?: number;
   /** The bundle file, for the pool of worker threads that take blocking calls. */
   script: string;
-  /** A standby's: rehearse (rehearsal.ts) before waiting for the sandbox. */
-  rehearse?: boolean;
 }
 
 /** The serving thread: polls every notify fd of the sandbox and answers until none is left. */
 export function sentryServe(data: ServeData): void {
   if (data.config === undefined || data.logFd === undefined) {
-    // a standby's serving thread: booted, rehearsed, waiting for its sandbox
+    // a standby's serving thread: booted, waiting for its sandbox
     bindEarly();
-    const rehearsal = data.rehearse ? rehearse(data.script) : undefined;
-    parentPort?.postMessage({ type: 'rehearsed', ...(rehearsal ?? {}) } satisfies RehearsedMessage);
     parentPort?.once('message', (m: { config: string; logFd: number }) => sentryServe({ ...data, config: m.config, logFd: m.logFd }));
     return;
   }
@@ -370,47 +334,6 @@ export function sentryServe(data: ServeData): void {
   const st = loop.stats;
   lines.push(`done: ${st.served} served (${st.continued} continued, ${st.injected} fds injected, ${st.refused} refused, ${st.deferred} on ${pool.size} workers)`);
   parentPort?.postMessage({ type: 'done', lines });
-}
-
-/** The serving thread's report that a standby's rehearsal is over (rehearsal.ts): calls served and time taken, when it ran. */
-interface RehearsedMessage {
-  type: 'rehearsed';
-  served?: number;
-  ms?: number;
-}
-
-/**
- * Serves a rehearsal (rehearsal.ts) in a standby's serving thread: starts the rehearsal thread,
- * takes its listener and answers its calls with a loop and handlers of this thread, over the
- * host root, until the thread has exited (its listener hangs up). Undefined when the rehearsal
- * thread could not make a listener within 5 s.
- */
-function rehearse(script: string): { served: number; ms: number } | undefined {
-  const t0 = performance.now();
-  const sync = new SharedArrayBuffer(8);
-  const flag = new Int32Array(sync);
-  const thread = sentryThread(script, { role: 'sentry-rehearsal', sync, file: script, rounds: REHEARSAL_ROUNDS } satisfies RehearsalData);
-  thread.on('error', () => {}); // a failed rehearsal only leaves the code colder
-  if (Atomics.wait(flag, 0, 0, 5000) === 'timed-out') return undefined;
-  const listener = Atomics.load(flag, 1);
-  if (listener < 0) return undefined;
-  const rootFd = k.openat(k.AT.FDCWD, k.cpath('/'), k.O.PATH | k.O.DIRECTORY | k.O.CLOEXEC);
-  const ends = k.pipe2(k.O.CLOEXEC); // the loop's hand-over socket: a pipe end nobody writes to
-  try {
-    if (rootFd < 0 || typeof ends === 'number') throw new Error('no root fd or pipe for the rehearsal');
-    const cfg: SentryProcessConfig = {
-      id: 'rehearsal', socket: '', log: '', level: 'balanced', network: 'none', egress: [],
-      limits: { cpus: 1 }, hostname: 'rehearsal', listenFd: ends[0],
-    };
-    const state: SandboxState = { rootFd, initPid: process.pid, heads: [process.pid] };
-    const loop = new SentryLoop(makeSandbox(cfg, state, Date.now(), () => {}), cfg.level, FAMILIES, ends[0], () => {});
-    loop.addListener(listener);
-    loop.run(); // until the rehearsal thread is gone
-    return { served: loop.stats.served, ms: Math.round(performance.now() - t0) };
-  } finally {
-    if (rootFd >= 0) k.close(rootFd);
-    if (typeof ends !== 'number') for (const fd of ends) k.close(fd);
-  }
 }
 
 /**
