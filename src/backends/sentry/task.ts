@@ -3,7 +3,6 @@
  * access to its memory (validated against the notification, so a recycled pid can never be
  * read), its working directory and fds.
  */
-import { readFileSync } from 'node:fs';
 import * as k from '../../sys/kernel.js';
 import type { Creds, Notif, Task } from './types.js';
 
@@ -29,6 +28,35 @@ export function putId(buf: Buffer, n: NotifId): void {
 export function notifValid(listener: number, n: NotifId): boolean {
   putId(idBuf, n);
   return k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ID_VALID, idBuf) === 0;
+}
+
+const PROC_BUF = Buffer.alloc(4096);
+
+/**
+ * A /proc text file as latin1, '' if it cannot be read: opened, read and closed through the
+ * sentry's own bindings. For a status file that is ~12 us against ~19 us through readFileSync,
+ * and every creating call reads one (the caller's umask), as do access checks (its credentials).
+ */
+function readProcFile(path: string): string {
+  const fd = k.openat(k.AT.FDCWD, k.cpath(path), k.O.RDONLY | k.O.CLOEXEC);
+  if (fd < 0) return '';
+  try {
+    let buf = PROC_BUF;
+    let n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        const bigger = Buffer.alloc(buf.length * 2); // a long Groups line
+        buf.copy(bigger);
+        buf = bigger;
+      }
+      const got = k.read(fd, buf.subarray(n), buf.length - n);
+      if (got < 0) return '';
+      if (got === 0) return buf.toString('latin1', 0, n);
+      n += got;
+    }
+  } finally {
+    k.close(fd);
+  }
 }
 
 /** Reads a /proc link of the task as bytes, or null. */
@@ -71,13 +99,7 @@ export class NotifTask implements Task {
   }
 
   private status(): string {
-    if (this.statusCache === undefined) {
-      try {
-        this.statusCache = readFileSync(`/proc/${this.tid}/status`, 'latin1');
-      } catch {
-        this.statusCache = '';
-      }
-    }
+    this.statusCache ??= readProcFile(`/proc/${this.tid}/status`);
     return this.statusCache;
   }
 
