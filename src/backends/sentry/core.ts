@@ -1,6 +1,6 @@
 /**
- * The sentry's serving loop. One thread (a worker thread of the sentry process, so that the
- * main thread's event loop stays free) polls every seccomp listener of the sandbox (the init's
+ * The sentry's serving loop. The sentry process's main thread (blocked in it: the sentry has
+ * nothing else to do) polls every seccomp listener of the sandbox (the init's
  * and one per `exec`) plus the socket new listeners arrive on; each notification is decoded,
  * dispatched through the syscall table to its family's handler, and answered: a value, an
  * errno, CONTINUE, or an fd the sentry opened itself (SECCOMP_IOCTL_NOTIF_ADDFD with

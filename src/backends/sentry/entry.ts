@@ -4,8 +4,7 @@
  */
 import { isMainThread, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { sentryMain, sentryServe, sentryStandby, sentryWorker } from './main.js';
-import type { ServeData } from './main.js';
+import { sentryMain, sentryStandby, sentryWorker } from './main.js';
 import { buildSentryFilter } from './filter.js';
 import type { WorkerSetup } from './workers.js';
 
@@ -35,5 +34,4 @@ export function warmUp(): void {
 }
 
 const role = isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
-if (role === 'sentry-serve') sentryServe(workerData as ServeData);
 if (role === 'sentry-worker') sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });

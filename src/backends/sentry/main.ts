@@ -2,13 +2,12 @@
  * Entry of the sentry process (dist/sentry.cjs): one per sandbox, started by `moat create`
  * with its configuration as a JSON argument. It listens on the sandbox's socket for the notify
  * fds of the init and of every `exec`, then serves the workload's system calls until no task
- * of the sandbox is left. It reports "ready" on fd 3 once it listens.
+ * of the sandbox is left. It reports "ready" on fd 3 once its loop is set up.
  */
 import { closeSync, existsSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { parentPort } from 'node:worker_threads';
-import type { Worker } from 'node:worker_threads';
 import * as k from '../../sys/kernel.js';
 import { descendants, procStat } from '../../container/proc.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
@@ -27,7 +26,7 @@ import { handlers as socketHandlers, mayBlock as socketMayBlock } from './sys_so
 import { entryByNr } from './table.js';
 import { NotifTask } from './task.js';
 import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
-import { fromJob, sentryThread, WorkerPool } from './workers.js';
+import { fromJob, WorkerPool } from './workers.js';
 import type { WorkerJob, WorkerSetup } from './workers.js';
 
 /** What `moat create` tells a new sentry process (JSON in argv). */
@@ -110,10 +109,10 @@ function logger(id: string, logFd: number): (msg: string) => void {
 }
 
 /**
- * Runs the sentry process. Its main thread keeps its event loop free: it starts the serving
- * thread (a worker that polls the notify fds synchronously and answers them), confines the
- * whole process, reports "ready" on fd 3 once the serving thread runs, and exits when that
- * thread reports that no task of the sandbox is left. Resolves with the exit code.
+ * Runs the sentry process: confines it, reports "ready" on fd 3 and serves the sandbox on its
+ * main thread (serveSandbox, which blocks it: nothing else runs there meanwhile) until no task
+ * of the sandbox is left. One V8 isolate for the process rather than a main thread idling beside
+ * a serving thread: ~8 MB less per sandbox. Resolves with the exit code.
  */
 export function sentryMain(argv: string[], script: string): Promise<number> {
   const config = argv[0] ?? '{}';
@@ -121,47 +120,31 @@ export function sentryMain(argv: string[], script: string): Promise<number> {
   const logFd = openSync(cfg.log, 'a');
   const log = logger(cfg.id, logFd);
   k.fcntl(cfg.listenFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
-  const serving = sentryThread(script, { role: 'sentry-serve', config, logFd, script } satisfies ServeData);
   if (!cfg.noConfine) confineSentry(log);
-  return supervise(serving, () => log, () => {
-    try {
-      writeSync(3, 'ready\n');
-      closeSync(3);
-    } catch {
-      // started by hand, without a ready pipe
-    }
-  });
-}
-
-/**
- * Waits for the serving thread: calls `onServing` when it serves, logs its closing lines and
- * resolves 0 when it is done (1 if it failed).
- */
-function supervise(serving: Worker, log: () => (m: string) => void, onServing: () => void): Promise<number> {
-  return new Promise((resolve) => {
-    serving.on('message', (m: { type: 'serving' } | { type: 'done'; lines: string[] }) => {
-      if (m.type === 'serving') {
-        onServing();
-        return;
+  try {
+    const lines = serveSandbox(config, logFd, script, () => {
+      try {
+        writeSync(3, 'ready\n');
+        closeSync(3);
+      } catch {
+        // started by hand, without a ready pipe
       }
-      for (const line of m.lines) log()(line);
-      resolve(0);
     });
-    serving.on('error', (e) => {
-      log()(`serving thread failed: ${e.stack ?? String(e)}`);
-      resolve(1);
-    });
-    serving.on('exit', (code) => resolve(code === 0 ? 0 : 1));
-  });
+    for (const line of lines) log(line);
+    return Promise.resolve(0);
+  } catch (e) {
+    log(`serving failed: ${(e as Error).stack ?? String(e)}`);
+    return Promise.resolve(1);
+  }
 }
 
 /**
  * Runs a warm standby (see standby.ts): takes the key's lock (or exits, another standby has
- * it), starts the serving thread without a sandbox, confines the process and waits on its
- * socket. The first valid request makes it that sandbox's sentry: it copies the create's
- * listening socket, opens the sandbox's log (also as stdout and stderr), hands the
- * configuration to the serving thread and answers "ready" once that serves; from there on it
- * is a sentry like any other. Resolves with the exit code (0 after the idle timeout).
+ * it), binds its system calls, confines the process and waits on its socket. The first valid
+ * request makes it that sandbox's sentry: it copies the create's listening socket, opens the
+ * sandbox's log (also as stdout and stderr) and serves the sandbox on its main thread
+ * (serveSandbox), answering "ready" once the loop is set up; from there on it is a sentry like
+ * any other. Resolves with the exit code (0 after the idle timeout or a rebuild).
  */
 export function sentryStandby(argv: string[], script: string): Promise<number> {
   const args = JSON.parse(argv[0] ?? '{}') as StandbyArgs;
@@ -169,15 +152,13 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
   const stamp = buildStamp([script]); // the bundle the key was made from (standbyKey)
   const lockFd = openSync(files.lock, 'w', 0o600);
   if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
-  const serving = sentryThread(script, { role: 'sentry-serve', script } satisfies ServeData);
-  let log: (m: string) => void = () => {};
-  confineSentry((m) => log(m));
+  bindEarly();
+  confineSentry(() => {}); // no log before a claim: nothing to tell it to
   try {
     unlinkSync(files.socket); // a standby that died left it; the lock says none other is here
   } catch {
     // none
   }
-  const supervised = supervise(serving, () => log, () => {});
   return new Promise((resolve) => {
     const server = createServer();
     const idle = setTimeout(() => {
@@ -185,6 +166,11 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
       resolve(0);
     }, STANDBY_IDLE_MS);
     let claimed = false;
+    // stopped before any claim (pkill, shutdown): leave no socket that refuses connections
+    const onTerm = (): void => {
+      server.close();
+      process.exit(0);
+    };
     // rebuilt or upgraded: creates now make another key, so nobody will claim this standby; its
     // lock file goes with it
     const stopWatch = watchBuild([script], stamp, () => {
@@ -223,6 +209,9 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         claimed = true;
         clearTimeout(idle);
         stopWatch();
+        // from here on the main thread serves and its event loop stands still: a SIGTERM takes
+        // its default action again (it kills the sentry, as it kills one started cold)
+        process.off('SIGTERM', onTerm);
         server.close();
         try {
           unlinkSync(files.socket);
@@ -231,32 +220,28 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         }
         closeSync(lockFd); // the key is free for the next standby, which the create starts
         const { cfg, logFd } = taken;
-        log = logger(cfg.id, logFd);
+        const log = logger(cfg.id, logFd);
         // the container id in ps, as a sentry started for it shows it (the standby's argv
         // reserved the room)
         process.title = `moat --sentry ${cfg.id}`;
-        serving.once('message', () => {
-          sock.end(`ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
-          log(`serving sandbox ${cfg.id} (a standby since ${new Date(Date.now() - process.uptime() * 1000).toISOString()})`);
-        });
-        serving.postMessage({ config: JSON.stringify(cfg), logFd });
-        supervised.then(resolve, () => resolve(1));
+        const since = new Date(Date.now() - process.uptime() * 1000).toISOString();
+        let code = 0;
+        try {
+          const lines = serveSandbox(JSON.stringify(cfg), logFd, script, () => {
+            // written at once: the event loop does not turn again until the sandbox is gone
+            writeSync(k.socketFd(sock), `ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
+            log(`serving sandbox ${cfg.id} (a standby since ${since})`);
+          });
+          for (const line of lines) log(line);
+        } catch (e) {
+          log(`serving failed: ${(e as Error).stack ?? String(e)}`);
+          code = 1;
+        }
+        resolve(code);
       });
     });
     server.listen(files.socket);
-    // stopped before any claim (pkill, shutdown): leave no socket that refuses connections
-    process.once('SIGTERM', () => {
-      if (!claimed) server.close();
-      process.exit(claimed ? 143 : 0);
-    });
-    supervised.then((code) => {
-      if (!claimed) {
-        // the serving thread died before any claim: nothing to serve, nobody to tell
-        clearTimeout(idle);
-        server.close();
-        resolve(code === 0 ? 1 : code);
-      }
-    }, () => resolve(1));
+    process.once('SIGTERM', onTerm);
   });
 }
 
@@ -290,32 +275,18 @@ function takeRequest(line: string, sock: Socket): { cfg: SentryProcessConfig; lo
   return { cfg: { ...(c as Omit<SentryProcessConfig, 'listenFd'>), listenFd }, logFd };
 }
 
-/** What the serving thread is started with. */
-export interface ServeData {
-  role: 'sentry-serve';
-  /** The sentry's JSON configuration; absent in a standby, which posts it (with logFd) once claimed. */
-  config?: string;
-  logFd?: number;
-  /** The bundle file, for the pool of worker threads that take blocking calls. */
-  script: string;
-}
-
-/** The serving thread: polls every notify fd of the sandbox and answers until none is left. */
-export function sentryServe(data: ServeData): void {
-  if (data.config === undefined || data.logFd === undefined) {
-    // a standby's serving thread: booted, waiting for its sandbox
-    bindEarly();
-    parentPort?.once('message', (m: { config: string; logFd: number }) => sentryServe({ ...data, config: m.config, logFd: m.logFd }));
-    return;
-  }
-  const logFd = data.logFd;
-  const config = data.config;
+/**
+ * Serves a sandbox on the calling thread, which it blocks: polls every notify fd of the sandbox
+ * and answers until none is left (`onServing` once the loop is about to run). Returns the
+ * closing lines for the log (the profile, with MOAT_SENTRY_PROFILE=1, and the counts).
+ */
+function serveSandbox(config: string, logFd: number, script: string, onServing: () => void): string[] {
   const cfg = JSON.parse(config) as SentryProcessConfig;
   const log = logger(cfg.id, logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
   const sb = makeSandbox(cfg, state, bootTime, log);
-  const pool = new WorkerPool(data.script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
+  const pool = new WorkerPool(script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
   const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
@@ -325,7 +296,7 @@ export function sentryServe(data: ServeData): void {
     if (state.rootFd < 0) throw new Error(`opening the root of pid ${pid}: errno ${-state.rootFd}`);
     log(`serving init pid ${pid} (notify fd ${fd})`);
   }, (listener, notif, hold) => pool.offload(listener, notif, hold));
-  parentPort?.postMessage({ type: 'serving' });
+  onServing();
   loop.run();
   const lines: string[] = [];
   for (const [nr, p] of [...(loop.profile ?? new Map<number, { n: number; handle: bigint; answer: bigint }>())].sort((a, b) => b[1].n - a[1].n).slice(0, 20)) {
@@ -333,7 +304,7 @@ export function sentryServe(data: ServeData): void {
   }
   const st = loop.stats;
   lines.push(`done: ${st.served} served (${st.continued} continued, ${st.injected} fds injected, ${st.refused} refused, ${st.deferred} on ${pool.size} workers)`);
-  parentPort?.postMessage({ type: 'done', lines });
+  return lines;
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The sentry's warm standby: an idle sentry process, already booted (Node, the sentry bundle,
- * its serving thread, its own seccomp confinement), waiting on a socket only its user can reach
+ * its system-call bindings, its own seccomp confinement), waiting on a socket only its user can reach
  * for a `moat create` to hand it a sandbox. Claimed, it becomes that sandbox's sentry at once,
  * so a create skips the sentry's ~70 ms boot; the create then starts the next standby, off its
  * critical path. An unclaimed standby exits after STANDBY_IDLE_MS. MOAT_SENTRY_STANDBY=0 turns
