@@ -112,7 +112,7 @@ function logger(id: string, logFd: number): (msg: string) => void {
  * Runs the sentry process: confines it, reports "ready" on fd 3 and serves the sandbox on its
  * main thread (serveSandbox, which blocks it: nothing else runs there meanwhile) until no task
  * of the sandbox is left. One V8 isolate for the process rather than a main thread idling beside
- * a serving thread: ~8 MB less per sandbox. Resolves with the exit code.
+ * a serving thread: ~11 MB less per sandbox. Resolves with the exit code.
  */
 export function sentryMain(argv: string[], script: string): Promise<number> {
   const config = argv[0] ?? '{}';
