@@ -294,8 +294,7 @@ export async function cliStandby(args: string[], run: (argv: string[]) => Promis
   // the checks of a caller, on this process: the system-call bindings load and the code compiles
   // now rather than in the caller's time
   for (let i = 0; i < 3; i++) cliContext(process.pid, process.env);
-  await rehearse(own);
-  await rehearse(own);
+  for (let i = 0; i < 2; i++) await rehearse(own); // a second pass runs the code compiled by the first
   // booted at idle priority (the front end does that as root): every thread normal before serving
   leaveIdlePriority();
   const path = join(dir, `${key}.sock`);

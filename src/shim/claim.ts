@@ -65,11 +65,12 @@ function rec(tag: number, data: Buffer): Buffer {
 
 /** Encodes a request (start.ts's side; the C launcher writes the same bytes). */
 export function encodeClaim(r: ClaimRequest): Buffer {
-  const parts: Buffer[] = [CLAIM_MAGIC];
-  for (const a of r.argv) parts.push(rec(T_ARG, Buffer.from(a)));
-  for (const [k, v] of Object.entries(r.env)) parts.push(rec(T_ENV, Buffer.from(`${k}=${v}`)));
-  parts.push(rec(T_CWD, Buffer.from(r.cwd)), rec(T_STDIN, r.stdin), rec(T_END, Buffer.alloc(0)));
-  return Buffer.concat(parts);
+  return encodeRecords(CLAIM_MAGIC, [
+    ...r.argv.map((a) => ({ tag: T_ARG, data: Buffer.from(a) })),
+    ...Object.entries(r.env).map(([k, v]) => ({ tag: T_ENV, data: Buffer.from(`${k}=${v}`) })),
+    { tag: T_CWD, data: Buffer.from(r.cwd) },
+    { tag: T_STDIN, data: r.stdin },
+  ]);
 }
 
 /** A request of `magic` and `records`, closed by the end record: what decodeRecords reads. */
