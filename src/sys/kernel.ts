@@ -172,6 +172,9 @@ interface Bound {
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
   umount2(target: string, flags: number): number;
   pipe2(fds: Buffer, flags: number): number;
+  tee(fdIn: number, fdOut: number, len: number, flags: number): number;
+  inotifyInit1(flags: number): number;
+  inotifyAddWatch(fd: number, path: Buffer, mask: number): number;
   dup3(fd: number, target: number, flags: number): number;
   accept4(fd: number, addr: null, len: null, flags: number): number;
   // --- sockets (sys_socket.ts)
@@ -253,6 +256,9 @@ function b(): Bound {
     mount: f('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: f('int umount2(const char *target, int flags)'),
     pipe2: f('int pipe2(_Out_ uint8_t *fds, int flags)'),
+    tee: f('long tee(int fdIn, int fdOut, size_t len, unsigned int flags)'),
+    inotifyInit1: f('int inotify_init1(int flags)'),
+    inotifyAddWatch: f('int inotify_add_watch(int fd, const uint8_t *path, uint32_t mask)'),
     dup3: f('int dup3(int fd, int target, int flags)'),
     accept4: f('int accept4(int fd, void *addr, void *len, int flags)'),
     // --- sockets (sys_socket.ts)
@@ -304,6 +310,13 @@ export function pipe2(flags: number): [number, number] | number {
   const n = r(b().pipe2(fds, flags));
   return n < 0 ? n : [fds.readInt32LE(0), fds.readInt32LE(4)];
 }
+
+/** tee(2): duplicates up to `len` bytes of one pipe into another without consuming them; -errno on failure. */
+export const tee = (fdIn: number, fdOut: number, len: number, flags: number): number => ri(() => b().tee(fdIn, fdOut, len, flags));
+/** inotify_init1(2). */
+export const inotifyInit1 = (flags: number): number => r(b().inotifyInit1(flags));
+/** inotify_add_watch(2): a watch descriptor, or -errno. */
+export const inotifyAddWatch = (fd: number, path: string, mask: number): number => r(b().inotifyAddWatch(fd, cpath(path), mask >>> 0));
 
 /** ioctl(2) with a buffer argument. */
 export const ioctlBuf = (fd: number, req: number, buf: Buffer): number => r(b().ioctlBuf(fd, req, buf));

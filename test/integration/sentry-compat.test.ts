@@ -131,6 +131,42 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, 'through-fifo\nafter\n');
   });
 
+  it('returns from a FIFO write open once a reader comes later (the waiting writer is woken)', async () => {
+    const r = await run(['--', 'sh', '-c', 'mkfifo /tmp/p; (sleep 0.3; cat /tmp/p) & echo through-fifo > /tmp/p; wait; echo after']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'through-fifo\nafter\n');
+  });
+
+  it('opens a FIFO for reading after its writer came first, wrote and left (the read end is not opened twice)', async () => {
+    // each writer blocks in its open until the reader's open arrives, writes one line and exits
+    const r = await run(['--', 'sh', '-c', 'mkfifo /tmp/p; for i in 1 2 3 4 5 6 7 8; do (echo line$i > /tmp/p &); cat /tmp/p; done; echo end']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'line1\nline2\nline3\nline4\nline5\nline6\nline7\nline8\nend\n');
+  });
+
+  it('returns from a FIFO read open once a writer opens it, before it writes (two FIFOs, opened crosswise)', async () => {
+    // the background side opens a for writing and writes nothing before it opens b for reading:
+    // the reader of a must not wait for data, or both sides wait for ever
+    const script = 'cd /tmp; mkfifo a b; ( exec 3>a; exec 4<b; echo opened; cat <&4 ) & exec 5<a; exec 6>b; echo through-b >&6; exec 6>&-; wait; echo end';
+    const r = await run(['--', 'sh', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'opened\nthrough-b\nend\n');
+  });
+
+  // 20 openers that never get their peer, each killed after 0.2 s, then one that gets it: with
+  // every abandoned wait kept, the pool of workers would run out and the sentry stop serving
+  for (const [side, waiter, last] of [
+    ['read', 'cat /tmp/p', '(echo last > /tmp/p &); cat /tmp/p'],
+    ['write', 'sh -c "echo x > /tmp/p"', '(cat /tmp/p &); echo last > /tmp/p; wait'],
+  ] as const) {
+    it(`lets go of a FIFO ${side} open whose caller was killed while it waited (workers are not held)`, async () => {
+      const script = `mkfifo /tmp/p; i=0; while [ $i -lt 20 ]; do timeout 0.2 ${waiter}; i=$((i+1)); done; ${last}; ls / >/dev/null && echo served`;
+      const r = await run(['--', 'sh', '-c', script]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'last\nserved\n');
+    });
+  }
+
   it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {
     const id = sb.id('stopcont');
     const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; cat /etc/hostname >/dev/null && ls / >/dev/null && echo served']);

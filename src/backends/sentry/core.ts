@@ -281,6 +281,7 @@ export class SentryLoop {
       if (this.offload?.(listener, notif, reply.hold)) return { kind: 'deferred' };
       // no worker can take it: block here (ADDFD and SEND fail with ENOENT if the task died)
       task.onWorker = true;
+      task.held = reply.hold;
       try {
         return handler(task, this.sb);
       } finally {

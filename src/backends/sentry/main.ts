@@ -327,6 +327,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
       const notif = fromJob(job);
       const task = new NotifTask(job.listener, notif);
       task.onWorker = true;
+      task.held = job.hold;
       let reply: Reply;
       try {
         const entry = entryByNr(notif.nr);

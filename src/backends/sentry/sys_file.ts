@@ -13,8 +13,8 @@
  * kernel makes every permission check. Paths under /proc and /sys go to procfs.ts.
  */
 import {
-  AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, linkat, mkdirat,
-  mknodat, openat2, renameat2, statx, symlinkat, unlinkat, utimensat,
+  AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, inotifyAddWatch as addWatch,
+  inotifyInit1, linkat, mkdirat, mknodat, openat2, pipe2, poll, read, renameat2, statx, symlinkat, tee, unlinkat, utimensat,
 } from '../../sys/kernel.js';
 import {
   EMPTY, MAXSYMLINKS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, containerPath,
@@ -32,6 +32,8 @@ const VALID_OPEN =
   O.DIRECT | O.LARGEFILE | O.DIRECTORY | O.NOFOLLOW | O.NOATIME | O.CLOEXEC | O.SYNC | O.PATH | O.TMPFILE;
 /** fcntl(2) F_SETFL, and the file status flags it sets (the access mode and creation flags are not among them). */
 const F_SETFL = 4;
+/** fcntl(2) F_DUPFD_CLOEXEC. */
+const F_DUPFD_CLOEXEC = 1030;
 const STATUS_FLAGS = O.APPEND | O.NONBLOCK | O.DIRECT | O.NOATIME | 0o20000 /* O_ASYNC */;
 /** The flags open(2) keeps with O_PATH. */
 const O_PATH_FLAGS = O.PATH | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC;
@@ -60,6 +62,17 @@ const UTIME_OMIT = (1 << 30) - 2;
 /** inotify_add_watch(2) mask bits that change the lookup. */
 const IN_ONLYDIR = 0x01000000;
 const IN_DONT_FOLLOW = 0x02000000;
+/** inotify: the event of a file being opened, and inotify_init1's non-blocking and close-on-exec flags. */
+const IN_OPEN = 0x20;
+const IN_NONBLOCK = O.NONBLOCK;
+const IN_CLOEXEC = O.CLOEXEC;
+/** poll(2) events. */
+const POLLIN = 0x1;
+const POLLHUP = 0x10;
+/** tee(2) flag: do not wait for data. */
+const SPLICE_F_NONBLOCK = 2;
+/** How long a worker waiting for a FIFO's writer sleeps before it checks the caller still waits (ms). */
+const FIFO_RECHECK_MS = 1000;
 /** statfs f_type of the synthesized trees. */
 const PROC_SUPER_MAGIC = 0x9fa0;
 const SYSFS_MAGIC = 0x62656572;
@@ -231,13 +244,20 @@ function isDevTty(st: Buffer): boolean {
  * close-on-exec as the workload asked.
  */
 function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags: number, mode: number, resolve: number): Reply {
+  // the serving thread found a FIFO opened for reading and passed its read end along
+  if (t.onWorker && (t.held ?? -1) >= 0) return fifoReadEnd(t, t.held!, flags);
   const p = readPathArg(t, pathArg);
   if (typeof p === 'number') return errno(p);
   const m = (flags & WILL_CREATE) !== 0 ? mode & ~t.umask() & 0o7777 : 0;
-  // On the serving thread an open must not block (a FIFO waits for its peer): it is tried
-  // with O_NONBLOCK, a FIFO then goes to a worker, and anything else gets its flags back.
-  const probe = !t.onWorker && (flags & (O.NONBLOCK | O.PATH)) === 0;
-  const found = openPath(t, sb, dirfd, p, probe ? flags | O.NONBLOCK : flags, m, resolve);
+  // An open must not block the sentry (a FIFO waits for its peer): it is tried with O_NONBLOCK;
+  // on the serving thread a FIFO then goes to a worker, and anything else gets its flags back.
+  // On a worker, a FIFO opened for writing (it had no reader) waits there for one.
+  const blocking = (flags & (O.NONBLOCK | O.PATH)) === 0;
+  const probe = !t.onWorker && blocking;
+  const waits = t.onWorker && blocking;
+  const found = waits
+    ? awaitFifoReader(t, sb, dirfd, p, flags & ~(O.CREAT | O.EXCL) | O.NONBLOCK, resolve)
+    : openPath(t, sb, dirfd, p, probe ? flags | O.NONBLOCK : flags, m, resolve);
   const cloexec = (flags & O.CLOEXEC) !== 0;
   if (typeof found === 'number') {
     if (found === -E.ENXIO && (flags & O.PATH) === 0) {
@@ -253,8 +273,8 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
     }
     return errno(found);
   }
-  if (probe && !('synth' in found)) {
-    if ((modeOf(found.st) & S_IFMT) === S_IFIFO && (flags & O.ACCMODE) === O.RDONLY) {
+  if ((probe || waits) && !('synth' in found)) {
+    if (probe && (modeOf(found.st) & S_IFMT) === S_IFIFO && (flags & O.ACCMODE) === O.RDONLY) {
       // a blocking read open waits for a writer: a worker opens it again and may block, while
       // this read end stays open until then, so a writer that the probe woke has its reader
       return offload(found.fd);
@@ -288,6 +308,107 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
     return CONTINUE;
   }
   return giveFd(found.fd, cloexec);
+}
+
+/**
+ * A blocking open of a FIFO for reading, on a worker: answered once a writer has opened it, as
+ * the kernel's open would be. The read end that the serving thread's non-blocking probe opened
+ * (`probe`) becomes the workload's file. Opening the FIFO again here would lose a race: a writer
+ * that the probe let through may write and close before the second open starts to wait, which
+ * then waits for a writer that never comes (found with `(echo hi > fifo &); cat fifo`).
+ */
+function fifoReadEnd(t: Task, probe: number, flags: number): Reply {
+  const rc = awaitFifoWriter(t, probe);
+  if (rc < 0) return errno(rc);
+  const fd = fcntl(probe, F_DUPFD_CLOEXEC, 0); // the worker closes `probe` once it has answered
+  if (fd < 0) return errno(fd);
+  const set = fcntl(fd, F_SETFL, flags & STATUS_FLAGS);
+  if (set < 0) {
+    close(fd);
+    return errno(set);
+  }
+  return giveFd(fd, (flags & O.CLOEXEC) !== 0);
+}
+
+/**
+ * Waits until a writer has opened the FIFO whose read end is `fd` (opened non-blocking before
+ * any wait): 0 then, or -EINTR once the caller stopped waiting (killed, or interrupted by a
+ * signal, after which its open comes again as a new call). A writer counts once it is present
+ * (tee(2) on the empty FIFO answers EAGAIN rather than 0) or has been since `fd` was opened (data
+ * to read, or a hang-up, which poll reports only after a writer). An inotify watch for opens of
+ * the FIFO wakes the wait when a writer comes and writes nothing yet; it is set before the first
+ * check, so no writer can come between the check and the wait unnoticed.
+ */
+function awaitFifoWriter(t: Task, fd: number): number {
+  const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
+  const pipe = pipe2(O.NONBLOCK | O.CLOEXEC);
+  try {
+    if (ino < 0) return ino;
+    if (typeof pipe === 'number') return pipe;
+    const wd = addWatch(ino, `/proc/self/fd/${fd}`, IN_OPEN);
+    if (wd < 0) return wd;
+    const fds = Buffer.alloc(16);
+    fds.writeInt32LE(fd, 0);
+    fds.writeInt16LE(POLLIN, 4);
+    fds.writeInt32LE(ino, 8);
+    fds.writeInt16LE(POLLIN, 12);
+    const events = Buffer.allocUnsafe(4096);
+    for (;;) {
+      fds.writeInt16LE(0, 6);
+      if (poll(fds.subarray(0, 8), 1, 0) > 0 && (fds.readInt16LE(6) & (POLLIN | POLLHUP)) !== 0) return 0;
+      const copied = tee(fd, pipe[1], 1, SPLICE_F_NONBLOCK);
+      if (copied === -E.EAGAIN || copied > 0) return 0; // a writer is there (or data came meanwhile)
+      if (copied < 0) return copied;
+      if (!t.valid()) return -E.EINTR;
+      poll(fds, 2, FIFO_RECHECK_MS);
+      while (read(ino, events, events.length) > 0); // drain: every wake-up checks again
+    }
+  } finally {
+    if (ino >= 0) close(ino);
+    if (typeof pipe !== 'number') {
+      close(pipe[0]);
+      close(pipe[1]);
+    }
+  }
+}
+
+/**
+ * On a worker: opens `p` with `flags` (which hold O_NONBLOCK) until it no longer fails with ENXIO,
+ * the answer of a FIFO opened for writing that has no reader. That is a blocking open's wait,
+ * but one the sentry can abandon: -EINTR once the caller stopped waiting (a worker blocked in
+ * the kernel's open stayed so until a reader came, and enough of them stopped the sentry). An
+ * inotify watch for opens of the FIFO wakes the wait; it is set before the next try, so no
+ * reader that stays can come unnoticed. (One that opens and closes again before the try is
+ * missed: the kernel's own open would have returned, and the first write would fail, EPIPE.)
+ */
+function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: number, resolve: number): Found | number {
+  let ino = -1;
+  try {
+    for (;;) {
+      const found = openPath(t, sb, dirfd, p, flags, 0, resolve);
+      if (found !== -E.ENXIO) return found;
+      if (ino < 0) {
+        ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
+        if (ino < 0) return ino;
+        const node = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
+        if (typeof node === 'number') return node;
+        if (!('fd' in node)) return -E.ENXIO;
+        const wd = addWatch(ino, `/proc/self/fd/${node.fd}`, IN_OPEN);
+        close(node.fd);
+        if (wd < 0) return wd;
+        continue; // try again now that a reader's open wakes the wait
+      }
+      if (!t.valid()) return -E.EINTR;
+      const fds = Buffer.alloc(8);
+      fds.writeInt32LE(ino, 0);
+      fds.writeInt16LE(POLLIN, 4);
+      poll(fds, 1, FIFO_RECHECK_MS);
+      const events = Buffer.allocUnsafe(4096);
+      while (read(ino, events, events.length) > 0); // drain: every wake-up tries again
+    }
+  } finally {
+    if (ino >= 0) close(ino);
+  }
 }
 
 /** Flags and mode of open(2)/openat(2) as the kernel takes them (unknown flags dropped, O_PATH narrowing the rest). */

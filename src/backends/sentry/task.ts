@@ -84,6 +84,8 @@ export class NotifTask implements Task {
   private readonly scratch = SCRATCH;
   /** True on a worker thread, where a handler may block (see Reply 'offload'). */
   onWorker = false;
+  /** The fd kept open for this call by the serving thread (see Task.held), or -1. */
+  held = -1;
   private statusCache: string | undefined;
 
   constructor(listener: number, notif: Notif) {

@@ -115,6 +115,11 @@ export interface Task {
   umask(): number;
   /** True when the handler runs on a worker thread and may block. */
   readonly onWorker: boolean;
+  /**
+   * On a worker (or when no worker was free): the fd the serving thread kept open for this call
+   * (the `hold` of Reply 'offload'), now owned by the caller of the handler; absent or -1 otherwise.
+   */
+  readonly held?: number;
 }
 
 /** The network policy of a sandbox. */
