@@ -14,7 +14,8 @@
  */
 import {
   AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, inotifyAddWatch as addWatch,
-  inotifyInit1, linkat, mkdirat, mknodat, openat2, pipe2, poll, read, renameat2, statx, symlinkat, tee, unlinkat, utimensat,
+  inotifyInit1, linkat, mkdirat, mknodat, openat2, pidfdOpen, pipe2, poll, read, renameat2, statx, symlinkat, tee, unlinkat,
+  utimensat,
 } from '../../sys/kernel.js';
 import {
   EMPTY, MAXSYMLINKS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, containerPath,
@@ -71,7 +72,9 @@ const POLLIN = 0x1;
 const POLLHUP = 0x10;
 /** tee(2) flag: do not wait for data. */
 const SPLICE_F_NONBLOCK = 2;
-/** How long a worker waiting for a FIFO's writer sleeps before it checks the caller still waits (ms). */
+/** pidfd_open(2) flag: a pidfd of one thread, readable once that thread has exited. */
+const PIDFD_THREAD = O.EXCL;
+/** How long a worker waiting on a FIFO sleeps at most before it checks that its caller still waits (ms). */
 const FIFO_RECHECK_MS = 1000;
 /** statfs f_type of the synthesized trees. */
 const PROC_SUPER_MAGIC = 0x9fa0;
@@ -337,34 +340,30 @@ function fifoReadEnd(t: Task, probe: number, flags: number): Reply {
  * (tee(2) on the empty FIFO answers EAGAIN rather than 0) or has been since `fd` was opened (data
  * to read, or a hang-up, which poll reports only after a writer). An inotify watch for opens of
  * the FIFO wakes the wait when a writer comes and writes nothing yet; it is set before the first
- * check, so no writer can come between the check and the wait unnoticed.
+ * check, so no writer can come between the check and the wait unnoticed. `fd` counts as a reader
+ * while it is open, as the kernel counts a reader blocked in its open; a pidfd of the caller
+ * ends the wait as soon as it dies, as its open would, so no writer takes it for a reader then.
  */
 function awaitFifoWriter(t: Task, fd: number): number {
-  const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
+  const watch = fifoWatch(t, fd);
+  if (typeof watch === 'number') return watch;
   const pipe = pipe2(O.NONBLOCK | O.CLOEXEC);
   try {
-    if (ino < 0) return ino;
     if (typeof pipe === 'number') return pipe;
-    const wd = addWatch(ino, `/proc/self/fd/${fd}`, IN_OPEN);
-    if (wd < 0) return wd;
-    const fds = Buffer.alloc(16);
-    fds.writeInt32LE(fd, 0);
-    fds.writeInt16LE(POLLIN, 4);
-    fds.writeInt32LE(ino, 8);
-    fds.writeInt16LE(POLLIN, 12);
-    const events = Buffer.allocUnsafe(4096);
+    const probe = Buffer.alloc(8);
+    probe.writeInt32LE(fd, 0);
+    probe.writeInt16LE(POLLIN, 4);
     for (;;) {
-      fds.writeInt16LE(0, 6);
-      if (poll(fds.subarray(0, 8), 1, 0) > 0 && (fds.readInt16LE(6) & (POLLIN | POLLHUP)) !== 0) return 0;
+      probe.writeInt16LE(0, 6);
+      if (poll(probe, 1, 0) > 0 && (probe.readInt16LE(6) & (POLLIN | POLLHUP)) !== 0) return 0;
       const copied = tee(fd, pipe[1], 1, SPLICE_F_NONBLOCK);
       if (copied === -E.EAGAIN || copied > 0) return 0; // a writer is there (or data came meanwhile)
       if (copied < 0) return copied;
       if (!t.valid()) return -E.EINTR;
-      poll(fds, 2, FIFO_RECHECK_MS);
-      while (read(ino, events, events.length) > 0); // drain: every wake-up checks again
+      watch.sleep(fd);
     }
   } finally {
-    if (ino >= 0) close(ino);
+    watch.close();
     if (typeof pipe !== 'number') {
       close(pipe[0]);
       close(pipe[1]);
@@ -380,35 +379,70 @@ function awaitFifoWriter(t: Task, fd: number): number {
  * inotify watch for opens of the FIFO wakes the wait; it is set before the next try, so no
  * reader that stays can come unnoticed. (One that opens and closes again before the try is
  * missed: the kernel's own open would have returned, and the first write would fail, EPIPE.)
+ * Every try after the first checks first that the caller still waits: an open for a caller
+ * that is gone would show its reader a writer that came and went, an end of file.
  */
 function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: number, resolve: number): Found | number {
-  let ino = -1;
+  let watch: FifoWatch | undefined;
   try {
     for (;;) {
+      if (watch && !t.valid()) return -E.EINTR;
       const found = openPath(t, sb, dirfd, p, flags, 0, resolve);
       if (found !== -E.ENXIO) return found;
-      if (ino < 0) {
-        ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
-        if (ino < 0) return ino;
-        const node = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
-        if (typeof node === 'number') return node;
-        if (!('fd' in node)) return -E.ENXIO;
-        const wd = addWatch(ino, `/proc/self/fd/${node.fd}`, IN_OPEN);
-        close(node.fd);
-        if (wd < 0) return wd;
-        continue; // try again now that a reader's open wakes the wait
+      if (watch) {
+        watch.sleep(-1);
+        continue;
       }
-      if (!t.valid()) return -E.EINTR;
-      const fds = Buffer.alloc(8);
-      fds.writeInt32LE(ino, 0);
-      fds.writeInt16LE(POLLIN, 4);
-      poll(fds, 1, FIFO_RECHECK_MS);
-      const events = Buffer.allocUnsafe(4096);
-      while (read(ino, events, events.length) > 0); // drain: every wake-up tries again
+      const node = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
+      if (typeof node === 'number') return node;
+      if (!('fd' in node)) return -E.ENXIO;
+      const w = fifoWatch(t, node.fd);
+      close(node.fd);
+      if (typeof w === 'number') return w;
+      watch = w; // and try again now that a reader's open wakes the wait
     }
   } finally {
-    if (ino >= 0) close(ino);
+    watch?.close();
   }
+}
+
+/** What a worker waiting on a FIFO sleeps on: opens of the FIFO, and the caller's end. */
+interface FifoWatch {
+  /** Sleeps until the FIFO is opened, `fd` (if not -1) is readable or hung up, the caller exits, or a second passes. */
+  sleep(fd: number): void;
+  close(): void;
+}
+
+/** An inotify watch for opens of the FIFO that `fifo` (any fd of it) names, and a pidfd of the caller's thread. */
+function fifoWatch(t: Task, fifo: number): FifoWatch | number {
+  const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
+  if (ino < 0) return ino;
+  const wd = addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN);
+  if (wd < 0) {
+    close(ino);
+    return wd;
+  }
+  const pidfd = pidfdOpen(t.tid, PIDFD_THREAD); // none (-ESRCH): gone already; the next check sees it
+  const fds = Buffer.alloc(24);
+  const events = Buffer.allocUnsafe(4096);
+  return {
+    sleep(fd: number): void {
+      let n = 0;
+      for (const f of [ino, pidfd, fd]) {
+        if (f < 0) continue;
+        fds.writeInt32LE(f, 8 * n);
+        fds.writeInt16LE(POLLIN, 8 * n + 4);
+        fds.writeInt16LE(0, 8 * n + 6);
+        n++;
+      }
+      poll(fds, n, FIFO_RECHECK_MS);
+      while (read(ino, events, events.length) > 0); // drain: every wake-up checks again
+    },
+    close(): void {
+      close(ino);
+      if (pidfd >= 0) close(pidfd);
+    },
+  };
 }
 
 /** Flags and mode of open(2)/openat(2) as the kernel takes them (unknown flags dropped, O_PATH narrowing the rest). */
