@@ -203,4 +203,19 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(comm, 'sh');
   });
 
+  it('serves the process information calls: CPU affinity, times, rusage, I/O priority', { skip: need('python3') }, async () => {
+    // each of these once had no handler and answered ENOSYS (python's os.sched_getaffinity failed)
+    const script = [
+      'import os, resource, subprocess',
+      'cpus = os.sched_getaffinity(0)',
+      'print("affinity", len(cpus) >= 1 and cpus <= set(range(os.cpu_count())))',
+      'up = float(open("/proc/uptime").read().split()[0])',
+      'print("times from the sandbox boot", abs(os.times().elapsed - up) < 2)',
+      'print("rusage", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0)',
+      'print("ionice", subprocess.run(["ionice", "-p", str(os.getpid())], capture_output=True).returncode)',
+    ].join('\n');
+    const r = await run(['--', 'python3', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'affinity True\ntimes from the sandbox boot True\nrusage True\nionice 0\n');
+  });
 });

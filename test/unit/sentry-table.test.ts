@@ -5,7 +5,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { syscallsJson, syscallsMarkdown } from '../../src/backends/sentry/docs.js';
+import { handlerFor } from '../../src/backends/sentry/core.js';
 import { buildSentryFilter, classify } from '../../src/backends/sentry/filter.js';
+import { FAMILIES } from '../../src/backends/sentry/main.js';
 import { ENOSYS, EPERM, SYSCALL_TABLE, entryByName, entryByNr, fastCount, fastWhenAt, type ArgFilter } from '../../src/backends/sentry/table.js';
 import type { SentryLevel } from '../../src/backends/sentry/types.js';
 import {
@@ -124,6 +126,15 @@ test('served calls have a family, refused ones an errno', () => {
     }
     if (e.fastWhen) assert.ok(e.family, `${e.name} has fastWhen without a family`);
   }
+});
+
+test('every call the sentry can be asked to serve has a handler (no ENOSYS by omission)', () => {
+  const missing: string[] = [];
+  for (const e of SYSCALL_TABLE) {
+    const servable = LEVELS.some((l) => e[l] === 'served') || e.network === 'served' || e.fastWhen !== undefined || e.networkFastWhen !== undefined;
+    if (servable && !handlerFor(FAMILIES, e)) missing.push(`${e.name} (${e.family ?? 'no family'})`);
+  }
+  assert.deepEqual(missing, [], 'served calls whose family table (or misc) has no handler');
 });
 
 test('at most 80 syscalls are fast per level', () => {

@@ -23,6 +23,14 @@ export interface Families {
   mayBlock?: (name: string, t: Task, sb: Sandbox) => boolean;
 }
 
+/**
+ * The handler of a served call: its family's table first; calls the table files under another
+ * family but whose handling is generic (fcntl, ioctl, ...) fall back to the misc table.
+ */
+export function handlerFor(families: Families, entry: { name: string; family?: Family | undefined }): Handler | undefined {
+  return entry.family ? (families.tables[entry.family]?.[entry.name] ?? families.tables.misc?.[entry.name]) : undefined;
+}
+
 const POLLIN = 0x1;
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
@@ -301,9 +309,7 @@ export class SentryLoop {
   private handlerOf(nr: number, entry: { name: string; family?: Family | undefined }): Handler | undefined {
     let h = this.handlers[nr];
     if (h === undefined) {
-      // a family's table first; calls the table files under another family but whose handling is
-      // generic (fcntl, ioctl, ...) fall back to the misc table
-      h = (entry.family ? (this.families.tables[entry.family]?.[entry.name] ?? this.families.tables.misc?.[entry.name]) : undefined) ?? null;
+      h = handlerFor(this.families, entry) ?? null;
       if (nr >= 0 && nr < 1024) this.handlers[nr] = h;
     }
     return h ?? undefined;

@@ -14,7 +14,7 @@ import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
 import { buildStamp, watchBuild } from '../../util/buildstamp.js';
 import { STANDBY_IDLE_MS, standbyFiles } from './standby.js';
 import type { StandbyArgs, StandbyRequest } from './standby.js';
-import { answer, SentryLoop } from './core.js';
+import { answer, handlerFor, SentryLoop } from './core.js';
 import type { Families } from './core.js';
 import { confineSentry } from './confine.js';
 import { parsePolicy } from './netpolicy.js';
@@ -331,7 +331,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
       let reply: Reply;
       try {
         const entry = entryByNr(notif.nr);
-        const handler = entry?.family ? (FAMILIES.tables[entry.family]?.[entry.name] ?? FAMILIES.tables.misc?.[entry.name]) : undefined;
+        const handler = entry ? handlerFor(FAMILIES, entry) : undefined;
         reply = handler ? handler(task, sb) : { kind: 'err', errno: k.E.ENOSYS };
       } catch (e) {
         log(`sentry bug on a worker, nr ${notif.nr}: ${(e as Error).stack ?? String(e)}`);

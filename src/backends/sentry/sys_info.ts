@@ -1,9 +1,10 @@
 /**
- * uname(2) and sysinfo(2) as the sandbox sees them: its hostname and the sentry's kernel release,
- * its memory, uptime and process count (the same view as /proc/meminfo, /proc/uptime and
- * /proc/loadavg, see view.ts).
+ * uname(2), sysinfo(2) and times(2) as the sandbox sees them: its hostname and the sentry's kernel
+ * release, its memory, uptime and process count (the same view as /proc/meminfo, /proc/uptime and
+ * /proc/loadavg, see view.ts), and clock ticks counted from the sandbox's boot.
  */
 import { E } from '../../sys/kernel.js';
+import { readProcFile } from './task.js';
 import { fail, ok, type HandlerTable, type Reply, type Sandbox, type Task } from './types.js';
 import { RELEASE, UTS_VERSION, memory, uptime, usage } from './view.js';
 
@@ -45,8 +46,30 @@ function answer(t: Task, data: Buffer): Reply {
   return t.write(addr, data) ? ok(0) : fail(E.EFAULT);
 }
 
-/** The uname and sysinfo handlers. */
+/** Clock ticks per second (USER_HZ), the unit of times(2) and /proc/PID/stat. */
+const USER_HZ = 100;
+
+/**
+ * times(2): the caller's and its waited-for children's CPU times, as the kernel keeps them
+ * (/proc/TID/stat is the whole thread group's), and as its result the clock ticks since the
+ * sandbox booted, not since the host did (the same clock as /proc/uptime and sysinfo).
+ */
+function times(t: Task, sb: Sandbox): Reply {
+  const ticks = Math.floor(uptime(sb) * USER_HZ);
+  const addr = t.num(0);
+  if (addr === 0) return t.valid() ? ok(ticks) : fail(E.ESRCH);
+  const stat = readProcFile(`/proc/${t.tid}/stat`);
+  // the fields after "(comm)" start at field 3 (state); utime, stime, cutime, cstime are 14-17
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (f.length < 15) return fail(E.ESRCH);
+  const tms = Buffer.alloc(32);
+  for (let i = 0; i < 4; i++) tms.writeBigInt64LE(BigInt(f[11 + i]!), 8 * i);
+  return t.write(addr, tms) ? ok(ticks) : fail(E.EFAULT);
+}
+
+/** The uname, sysinfo and times handlers. */
 export const handlers: HandlerTable = {
   uname: (t, sb) => answer(t, utsname(sb)),
   sysinfo: (t, sb) => answer(t, sysinfoStruct(sb)),
+  times,
 };

@@ -65,6 +65,9 @@ export const handlers: HandlerTable = {
   setpriority: pass,
   sched_setaffinity: pass,
   sched_getaffinity: pass,
+  ioprio_set: pass,
+  ioprio_get: pass,
+  get_robust_list: pass,
   sched_setparam: pass,
   sched_getparam: pass,
   sched_setscheduler: schedSetscheduler,
@@ -89,5 +92,4 @@ export const handlers: HandlerTable = {
   setrlimit: pass,
   getrlimit: pass,
   getrusage: pass,
-  times: pass,
 };

@@ -37,7 +37,7 @@ const PROC_BUF = Buffer.alloc(4096);
  * sentry's own bindings. For a status file that is ~12 us against ~19 us through readFileSync,
  * and every creating call reads one (the caller's umask), as do access checks (its credentials).
  */
-function readProcFile(path: string): string {
+export function readProcFile(path: string): string {
   const fd = k.openat(k.AT.FDCWD, k.cpath(path), k.O.RDONLY | k.O.CLOEXEC);
   if (fd < 0) return '';
   try {
