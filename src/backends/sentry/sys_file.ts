@@ -278,8 +278,8 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
   }
   if ((probe || waits) && !('synth' in found)) {
     if (probe && (modeOf(found.st) & S_IFMT) === S_IFIFO && (flags & O.ACCMODE) === O.RDONLY) {
-      // a blocking read open waits for a writer: a worker opens it again and may block, while
-      // this read end stays open until then, so a writer that the probe woke has its reader
+      // a blocking read open waits for a writer: a worker waits for one (fifoReadEnd) and hands
+      // out this read end, which stays open meanwhile, so a writer that the probe woke has its reader
       return offload(found.fd);
     }
     // the workload did not ask for O_NONBLOCK: give the open file its own status flags back
