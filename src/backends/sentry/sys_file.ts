@@ -342,7 +342,11 @@ function fifoReadEnd(t: Task, probe: number, flags: number): Reply {
  * the FIFO wakes the wait when a writer comes and writes nothing yet; it is set before the first
  * check, so no writer can come between the check and the wait unnoticed. `fd` counts as a reader
  * while it is open, as the kernel counts a reader blocked in its open; a pidfd of the caller
- * ends the wait as soon as it dies, as its open would, so no writer takes it for a reader then.
+ * ends the wait when it dies, as its open would. Not in the same instant, though: the kernel
+ * drops a dying reader's count before its parent can see it exit, while `fd` stays until this
+ * worker runs again (well under a millisecond here, unless the CPUs are busy). A writer that
+ * opens the FIFO in between finds a reader that is gone, and what it writes is lost when `fd`
+ * closes; the sentry knows no reader count to check instead.
  */
 function awaitFifoWriter(t: Task, fd: number): number {
   const watch = fifoWatch(t, fd);
