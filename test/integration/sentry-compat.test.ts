@@ -206,6 +206,26 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(comm, 'sh');
   });
 
+  it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
+    // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
+    // it performs); natively that is the caller's pid, then negative ids once that one is taken
+    const script = [
+      'import os, socket, struct',
+      'ids, keep = [], []',
+      'for how in ("sendto", "connect", "bind"):',
+      '    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)',
+      '    if how == "sendto": s.sendto(struct.pack("=LHHLLBxxx", 20, 18, 0x301, 1, 0, 0), (0, 0))',
+      '    elif how == "connect": s.connect((0, 0))',
+      '    else: s.bind((0, 0))',
+      '    ids.append(s.getsockname()[0])',
+      '    keep.append(s)',
+      'print(ids[0] == os.getpid(), all(i >= 2**31 for i in ids[1:]), os.getpid())',
+    ].join('\n');
+    const r = await run(['--', 'python3', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'True True 1\n');
+  });
+
   it('serves the process information calls: CPU affinity, times, rusage, I/O priority', { skip: need('python3') }, async () => {
     // each of these once had no handler and answered ENOSYS (python's os.sched_getaffinity failed)
     const script = [

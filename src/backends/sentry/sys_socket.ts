@@ -27,6 +27,7 @@ import { createHash } from 'node:crypto';
 import * as k from '../../sys/kernel.js';
 import { AF, decodeSockaddr, egressAllowed, formatAddr } from './netpolicy.js';
 import { S_IFMT, S_IFSOCK, openInRoot, statFd } from './resolve.js';
+import { nsPid } from './view.js';
 import { CONTINUE, fail, fromResult, giveFd, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
 
@@ -309,6 +310,40 @@ function sendFlags(flags: number): number {
   return (flags & ~MSG_ZEROCOPY) | MSG_NOSIGNAL;
 }
 
+/** Whether a socket address names the netlink family (sockaddr_nl: family, pad, nl_pid, nl_groups). */
+function isNetlinkAddr(raw: Buffer): boolean {
+  return raw.length >= 2 && raw.readUInt16LE(0) === AF.NETLINK;
+}
+
+/**
+ * Binds a netlink socket of the workload that asked the kernel to choose its port id (nl_pid 0
+ * in a bind, or the implicit bind of a connect or send to a netlink address, both performed by
+ * the sentry): the kernel would pick the binding process's pid, which is the sentry's host pid
+ * and not for the sandbox to learn. The socket gets the caller's pid in the sandbox, as the
+ * caller's own bind would, or, if that is taken, a negative id, as the kernel's fallback picks.
+ */
+function bindNetlink(t: Task, dup: number, groups: number): number {
+  const addr = Buffer.alloc(12);
+  addr.writeUInt16LE(AF.NETLINK, 0);
+  addr.writeUInt32LE(groups >>> 0, 8);
+  const own = nsPid(t.tgid);
+  for (let i = 0; i < 64; i++) {
+    addr.writeInt32LE(i === 0 && own > 0 ? own : -4096 - Math.floor(Math.random() * 0x7fff0000), 4);
+    const rc = k.bind(dup, addr);
+    if (rc !== -E.EADDRINUSE) return rc;
+  }
+  return -E.EADDRINUSE;
+}
+
+/** Before the sentry connects or sends to a netlink address: binds an unbound netlink socket (bindNetlink); 0 or -errno. */
+function netlinkBound(t: Task, dup: number, dest: Buffer): number {
+  if (!isNetlinkAddr(dest) || k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN) !== AF.NETLINK) return 0;
+  const own = k.getsockname(dup);
+  if (typeof own === 'number') return own;
+  if (own.length >= 8 && own.readUInt32LE(4) !== 0) return 0;
+  return bindNetlink(t, dup, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // socket, socketpair
 
@@ -450,6 +485,11 @@ function sysBind(t: Task, sb: Sandbox): Reply {
       default:
         // IPv4 takes AF_UNSPEC with INADDR_ANY as AF_INET (inet_bind): only in the sandbox's namespace
         if (sa.af === AF.UNSPEC && sb.network.mode !== 'loopback') return fail(E.EAFNOSUPPORT);
+        if (sa.af === AF.NETLINK && raw.length >= 12 && raw.readUInt32LE(4) === 0 && k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN) === AF.NETLINK) {
+          const own = k.getsockname(dup);
+          // an unbound socket; a bound one keeps the kernel's answer (EINVAL: nl_pid is not its id)
+          if (typeof own !== 'number' && own.length >= 8 && own.readUInt32LE(4) === 0) return fromResult(bindNetlink(t, dup, raw.readUInt32LE(8)));
+        }
         return fromResult(k.bind(dup, raw));
     }
   });
@@ -467,6 +507,8 @@ function sysConnect(t: Task, sb: Sandbox): Reply {
     const target = destination(t, sb, raw, 'connect');
     if (typeof target === 'number') return fail(-target);
     try {
+      const bound = netlinkBound(t, dup, target.addr);
+      if (bound < 0) return fail(-bound);
       return fromResult(k.connect(dup, target.addr));
     } finally {
       release(target);
@@ -523,6 +565,8 @@ function sysSendto(t: Task, sb: Sandbox): Reply {
     try {
       const data = readPayload(t, t.num(1), t.num(2), type === SOCK_STREAM);
       if (typeof data === 'number') return fail(-data);
+      const bound = netlinkBound(t, dup, target.addr);
+      if (bound < 0) return fail(-bound);
       return fromResult(k.sendto(dup, data, sendFlags(flags), target.addr));
     } finally {
       release(target);
@@ -643,6 +687,8 @@ function sendOne(t: Task, sb: Sandbox, dup: number, type: number, hdr: Buffer, f
       const tg = destination(t, sb, msg.name, 'sendmsg');
       if (typeof tg === 'number') return tg;
       target = tg;
+      const bound = netlinkBound(t, dup, tg.addr);
+      if (bound < 0) return bound;
     }
     return k.sendmsg(dup, msg.data, sendFlags(flags), target ? target.addr : null, msg.control);
   } finally {
