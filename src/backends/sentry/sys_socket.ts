@@ -335,13 +335,16 @@ function bindNetlink(t: Task, dup: number, groups: number): number {
   return -E.EADDRINUSE;
 }
 
+/** Whether `dup` is a netlink socket with no port id yet (a bound one, or an error, is left to the kernel's call). */
+function unboundNetlink(dup: number): boolean {
+  if (k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN) !== AF.NETLINK) return false;
+  const own = k.getsockname(dup);
+  return typeof own !== 'number' && own.length >= 8 && own.readUInt32LE(4) === 0;
+}
+
 /** Before the sentry connects or sends to a netlink address: binds an unbound netlink socket (bindNetlink); 0 or -errno. */
 function netlinkBound(t: Task, dup: number, dest: Buffer): number {
-  if (!isNetlinkAddr(dest) || k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN) !== AF.NETLINK) return 0;
-  const own = k.getsockname(dup);
-  if (typeof own === 'number') return own;
-  if (own.length >= 8 && own.readUInt32LE(4) !== 0) return 0;
-  return bindNetlink(t, dup, 0);
+  return isNetlinkAddr(dest) && unboundNetlink(dup) ? bindNetlink(t, dup, 0) : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,10 +488,9 @@ function sysBind(t: Task, sb: Sandbox): Reply {
       default:
         // IPv4 takes AF_UNSPEC with INADDR_ANY as AF_INET (inet_bind): only in the sandbox's namespace
         if (sa.af === AF.UNSPEC && sb.network.mode !== 'loopback') return fail(E.EAFNOSUPPORT);
-        if (sa.af === AF.NETLINK && raw.length >= 12 && raw.readUInt32LE(4) === 0 && k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN) === AF.NETLINK) {
-          const own = k.getsockname(dup);
-          // an unbound socket; a bound one keeps the kernel's answer (EINVAL: nl_pid is not its id)
-          if (typeof own !== 'number' && own.length >= 8 && own.readUInt32LE(4) === 0) return fromResult(bindNetlink(t, dup, raw.readUInt32LE(8)));
+        // nl_pid 0 on an unbound socket: the kernel would choose (a bound one answers EINVAL itself)
+        if (sa.af === AF.NETLINK && raw.length >= 12 && raw.readUInt32LE(4) === 0 && unboundNetlink(dup)) {
+          return fromResult(bindNetlink(t, dup, raw.readUInt32LE(8)));
         }
         return fromResult(k.bind(dup, raw));
     }
