@@ -108,6 +108,31 @@ static int seccomp_mode(void) {
 }
 `;
 
+/** The machine's CPU time so far from /proc/stat, in ticks: [busy, total] (idle and iowait are not busy). */
+function cpuTicks() {
+  const f = fs.readFileSync('/proc/stat', 'latin1').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return [total - f[3] - f[4], total];
+}
+
+/**
+ * Waits until the machine is quiet: at most `busyShare` of all its CPU time busy over a `windowMs`
+ * window, for at most `maxMs`. A run that follows another runtime's run would otherwise share the
+ * CPUs with its background work (a teardown, a standby starting for the next command), and on a
+ * VM a cross-CPU wake-up costs far more when the other vCPU is halted than when it is busy, so a
+ * per-call cost depends on what ran just before. Resolves to whether the machine got quiet.
+ */
+export async function settle({ windowMs = 200, busyShare = 0.05, maxMs = 5000 } = {}) {
+  const end = Date.now() + maxMs;
+  for (;;) {
+    const [b0, t0] = cpuTicks();
+    await new Promise((r) => setTimeout(r, windowMs));
+    const [b1, t1] = cpuTicks();
+    if (t1 > t0 && (b1 - b0) / (t1 - t0) <= busyShare) return true;
+    if (Date.now() >= end) return false;
+  }
+}
+
 /** Ctrl-C handling of a bench: `stop()` from a signal handler, `check()`/`tick()` in the loops. */
 export const interrupt = {
   stopped: false,

@@ -43,6 +43,13 @@
 //     of "/" would also expose /proc, /sys, /dev and the bench's own directory for no benefit.
 //     PYTHONDONTWRITEBYTECODE=1 everywhere, so that no run writes .pyc files.
 //
+// Every timed run, in every measure, starts on a quiet machine: the bench waits (up to 5 s) until
+// at most 5% of the CPUs' time is busy over 200 ms. A served call's cost depends on whether the
+// other vCPU is halted (a cross-CPU wake-up then costs tens of µs on a VM) or busy, so without it
+// a run measured while the previous runtime's teardown or a standby's start still ran looked
+// several times faster than the same run on a quiet machine (the C sentry's open+close: 13 µs
+// right after a Moat run, 50-65 µs on a quiet machine).
+//
 // Every container gets a tmpfs at /tmp (the embedded default has one already; runsc would make
 // one by itself anyway), so the untar target is the same kind of filesystem everywhere; the
 // native untar goes to /dev/shm for the same reason.
@@ -72,7 +79,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { C_PRELUDE, flagReader, interrupt, printTable, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, stats, tail, which } from './lib.mjs';
+import { C_PRELUDE, flagReader, interrupt, printTable, ratio, removeTemp, reportFailure, runtime, RuntimeFailure, settle, stats, tail, which } from './lib.mjs';
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CALL_TIMEOUT_MS = 30_000;
@@ -531,9 +538,13 @@ function column(name, forms, missing) {
   return { name, forms, missing, form: undefined, error: missing, notes: [], samples: [], inside: undefined };
 }
 
+/** Timed runs that started on a busy machine (settle gave up), by measure tag. */
+const unsettled = new Map();
+
 /**
  * Warm-up (which also picks the form) then `iterations` timed rounds over the columns, the order
- * rotating each round. `parse(output, ms)` turns one run into a sample or throws.
+ * rotating each round. `parse(output, ms)` turns one run into a sample or throws. Every timed run
+ * starts on a quiet machine (`settle`), `pauseMs` at least after the run before it.
  */
 async function measure(cols, iterations, tag, parse, pauseMs = 0) {
   let seq = 0;
@@ -574,6 +585,7 @@ async function measure(cols, iterations, tag, parse, pauseMs = 0) {
     const k = live.length ? i % live.length : 0;
     for (const col of [...live.slice(k), ...live.slice(0, k)]) {
       if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+      if (!(await settle())) unsettled.set(tag, (unsettled.get(tag) ?? 0) + 1);
       try {
         const r = col.form.run(`${tag}-${seq++}`);
         col.samples.push(parse(r.output, r.ms, col));
@@ -791,7 +803,8 @@ async function main() {
     console.log(`  moat:   ${moat ? moat.label : `n/a (${missing.moat})`}`);
     console.log(`  files:  ${tmp}`);
     // wake-ups between tasks cost far more when the other CPUs are idle (on a VM, waking a halted
-    // vCPU): the served and ptrace'd calls measure differently on a busy and on a quiet machine
+    // vCPU): the served and ptrace'd calls measure differently on a busy and on a quiet machine,
+    // so every timed run waits for a quiet machine first (settle), and this says what it was like
     const load = os.loadavg()[0];
     const cpus = os.availableParallelism?.() ?? os.cpus().length;
     console.log(`  load:   ${load.toFixed(2)} on ${cpus} CPUs${load > cpus / 2 ? ' (busy: other work is running; per-call costs of served and ptrace\'d calls depend on it)' : ''}`);
@@ -1051,6 +1064,7 @@ async function main() {
     console.log('RSS counts shared pages in full (Node or Go runtime code); PSS divides them among the processes that share them.');
 
     // ---- summary
+    for (const [tag, n] of unsettled) notes.push(`${n} timed run(s) of "${tag}" started on a busy machine (other work kept more than 5% of the CPUs busy for 5 s)`);
     if (notes.length) {
       console.log('\nnotes:');
       for (const n of notes) console.log(`  ${n}`);
