@@ -34,4 +34,4 @@ export function warmUp(): void {
 }
 
 const role = isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
-if (role === 'sentry-worker') sentryWorker(workerData as { index: number; busy: Int32Array; setup: WorkerSetup });
+if (role === 'sentry-worker') sentryWorker(workerData as { index: number; busy: Int32Array; fifos: Int32Array; setup: WorkerSetup });

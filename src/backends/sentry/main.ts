@@ -26,6 +26,7 @@ import { handlers as socketHandlers, mayBlock as socketMayBlock } from './sys_so
 import { entryByNr } from './table.js';
 import { NotifTask } from './task.js';
 import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
+import { FifoWaiters } from './fifos.js';
 import { fromJob, WorkerPool } from './workers.js';
 import type { WorkerJob, WorkerSetup } from './workers.js';
 
@@ -68,7 +69,7 @@ interface SandboxState {
 }
 
 /** The sandbox view handlers get, over `state`. */
-function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void): Sandbox {
+function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void, fifoWaiters?: FifoWaiters): Sandbox {
   return {
     id: cfg.id,
     get rootFd() {
@@ -94,6 +95,7 @@ function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: nu
       return [...seen];
     },
     log,
+    fifoWaiters,
   };
 }
 
@@ -285,8 +287,8 @@ function serveSandbox(config: string, logFd: number, script: string, onServing: 
   const log = logger(cfg.id, logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
-  const sb = makeSandbox(cfg, state, bootTime, log);
   const pool = new WorkerPool(script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
+  const sb = makeSandbox(cfg, state, bootTime, log, pool.fifos);
   const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
@@ -318,10 +320,11 @@ function bindEarly(): void {
 }
 
 /** Runs one worker thread of the pool: answers each notification it is handed. */
-export function sentryWorker(data: { index: number; busy: Int32Array; setup: WorkerSetup }): void {
+export function sentryWorker(data: { index: number; busy: Int32Array; fifos: Int32Array; setup: WorkerSetup }): void {
   const cfg = JSON.parse(data.setup.config) as SentryProcessConfig;
   const log = logger(cfg.id, data.setup.logFd);
-  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log);
+  const fifos = new FifoWaiters(data.fifos, data.index);
+  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log, fifos);
   parentPort?.on('message', (job: WorkerJob) => {
     try {
       const notif = fromJob(job);
@@ -342,6 +345,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; setup: Wor
       answer(job.listener, notif, reply);
     } finally {
       if (job.hold >= 0) k.close(job.hold);
+      fifos.release(data.index); // after the close: an opener waiting for this end to go opens again
       Atomics.store(data.busy, data.index, 0);
     }
   });

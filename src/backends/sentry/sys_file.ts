@@ -248,7 +248,7 @@ function isDevTty(st: Buffer): boolean {
  */
 function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags: number, mode: number, resolve: number): Reply {
   // the serving thread found a FIFO opened for reading and passed its read end along
-  if (t.onWorker && (t.held ?? -1) >= 0) return fifoReadEnd(t, t.held!, flags);
+  if (t.onWorker && (t.held ?? -1) >= 0) return fifoReadEnd(t, sb, t.held!, flags);
   const p = readPathArg(t, pathArg);
   if (typeof p === 'number') return errno(p);
   const m = (flags & WILL_CREATE) !== 0 ? mode & ~t.umask() & 0o7777 : 0;
@@ -258,9 +258,12 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
   const blocking = (flags & (O.NONBLOCK | O.PATH)) === 0;
   const probe = !t.onWorker && blocking;
   const waits = t.onWorker && blocking;
-  const found = waits
+  let found = waits
     ? awaitFifoReader(t, sb, dirfd, p, flags & ~(O.CREAT | O.EXCL) | O.NONBLOCK, resolve)
     : openPath(t, sb, dirfd, p, probe ? flags | O.NONBLOCK : flags, m, resolve);
+  if (typeof found !== 'number' && 'fd' in found && (flags & O.ACCMODE) === O.WRONLY && (modeOf(found.st) & S_IFMT) === S_IFIFO) {
+    found = recountFifoReaders(t, sb, dirfd, p, found, flags, resolve, waits);
+  }
   const cloexec = (flags & O.CLOEXEC) !== 0;
   if (typeof found === 'number') {
     if (found === -E.ENXIO && (flags & O.PATH) === 0) {
@@ -314,14 +317,36 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
 }
 
 /**
+ * A FIFO just opened for writing (`w`) counted its readers, and one may be a read end the sentry
+ * still holds for a reader that is gone (see awaitFifoWriter). Once those are dropped, a second
+ * non-blocking open, made while `w` stays open (so that no reader sees a writer come and go),
+ * says whether a reader is left: then `w` stands; if not, `w` closes unseen and the open goes on
+ * as one that found no reader (ENXIO, which hands a blocking open to a worker; on a worker, the
+ * wait for a reader).
+ * (An open that succeeded on a FIFO created nothing: O_CREAT and O_EXCL are left out.)
+ */
+function recountFifoReaders(t: Task, sb: Sandbox, dirfd: number, p: Buffer, w: Extract<Found, { fd: number }>, flags: number, resolve: number, waits: boolean): Found | number {
+  if (!sb.fifoWaiters?.dropStale(w.st)) return w;
+  const f = flags & ~(O.CREAT | O.EXCL);
+  const check = openPath(t, sb, dirfd, p, f | O.NONBLOCK, 0, resolve);
+  if (typeof check !== 'number' && 'fd' in check) {
+    close(check.fd);
+    return w;
+  }
+  close(w.fd);
+  if (check !== -E.ENXIO) return check;
+  return waits ? awaitFifoReader(t, sb, dirfd, p, f | O.NONBLOCK, resolve) : check;
+}
+
+/**
  * A blocking open of a FIFO for reading, on a worker: answered once a writer has opened it, as
  * the kernel's open would be. The read end that the serving thread's non-blocking probe opened
  * (`probe`) becomes the workload's file. Opening the FIFO again here would lose a race: a writer
  * that the probe let through may write and close before the second open starts to wait, which
  * then waits for a writer that never comes (found with `(echo hi > fifo &); cat fifo`).
  */
-function fifoReadEnd(t: Task, probe: number, flags: number): Reply {
-  const rc = awaitFifoWriter(t, probe);
+function fifoReadEnd(t: Task, sb: Sandbox, probe: number, flags: number): Reply {
+  const rc = awaitFifoWriter(t, sb, probe);
   if (rc < 0) return errno(rc);
   const fd = fcntl(probe, F_DUPFD_CLOEXEC, 0); // the worker closes `probe` once it has answered
   if (fd < 0) return errno(fd);
@@ -344,12 +369,12 @@ function fifoReadEnd(t: Task, probe: number, flags: number): Reply {
  * while it is open, as the kernel counts a reader blocked in its open; a pidfd of the caller
  * ends the wait when it dies, as its open would. Not in the same instant, though: the kernel
  * drops a dying reader's count before its parent can see it exit, while `fd` stays until this
- * worker runs again (well under a millisecond here, unless the CPUs are busy). A writer that
- * opens the FIFO in between finds a reader that is gone, and what it writes is lost when `fd`
- * closes; the sentry knows no reader count to check instead.
+ * worker runs again. A writer's open that finds a reader therefore first has the ends held for
+ * callers that are gone dropped (FifoWaiters.dropStale, which wakes this wait through the
+ * worker's kick pipe) and opens again, so it never counts a reader that is gone.
  */
-function awaitFifoWriter(t: Task, fd: number): number {
-  const watch = fifoWatch(t, fd);
+function awaitFifoWriter(t: Task, sb: Sandbox, fd: number): number {
+  const watch = fifoWatch(t, sb, fd);
   if (typeof watch === 'number') return watch;
   const pipe = pipe2(O.NONBLOCK | O.CLOEXEC);
   try {
@@ -400,7 +425,7 @@ function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: 
       const node = openPath(t, sb, dirfd, p, O.PATH | (flags & O.NOFOLLOW), 0, resolve);
       if (typeof node === 'number') return node;
       if (!('fd' in node)) return -E.ENXIO;
-      const w = fifoWatch(t, node.fd);
+      const w = fifoWatch(t, sb, node.fd);
       close(node.fd);
       if (typeof w === 'number') return w;
       watch = w; // and try again now that a reader's open wakes the wait
@@ -410,15 +435,15 @@ function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: 
   }
 }
 
-/** What a worker waiting on a FIFO sleeps on: opens of the FIFO, and the caller's end. */
+/** What a worker waiting on a FIFO sleeps on: opens of the FIFO, the caller's end, and a kick from a writer's open. */
 interface FifoWatch {
-  /** Sleeps until the FIFO is opened, `fd` (if not -1) is readable or hung up, the caller exits, or a second passes. */
+  /** Sleeps until the FIFO is opened, `fd` (if not -1) is readable or hung up, the caller exits, a writer's open asks for a check, or a second passes. */
   sleep(fd: number): void;
   close(): void;
 }
 
-/** An inotify watch for opens of the FIFO that `fifo` (any fd of it) names, and a pidfd of the caller's thread. */
-function fifoWatch(t: Task, fifo: number): FifoWatch | number {
+/** An inotify watch for opens of the FIFO that `fifo` (any fd of it) names, a pidfd of the caller's thread, and this worker's kick pipe. */
+function fifoWatch(t: Task, sb: Sandbox, fifo: number): FifoWatch | number {
   const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
   if (ino < 0) return ino;
   const wd = addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN);
@@ -427,12 +452,13 @@ function fifoWatch(t: Task, fifo: number): FifoWatch | number {
     return wd;
   }
   const pidfd = pidfdOpen(t.tid, PIDFD_THREAD); // none (-ESRCH): gone already; the next check sees it
-  const fds = Buffer.alloc(24);
+  const kick = sb.fifoWaiters?.kickFd() ?? -1;
+  const fds = Buffer.alloc(32);
   const events = Buffer.allocUnsafe(4096);
   return {
     sleep(fd: number): void {
       let n = 0;
-      for (const f of [ino, pidfd, fd]) {
+      for (const f of [ino, pidfd, fd, kick]) {
         if (f < 0) continue;
         fds.writeInt32LE(f, 8 * n);
         fds.writeInt16LE(POLLIN, 8 * n + 4);
@@ -441,6 +467,7 @@ function fifoWatch(t: Task, fifo: number): FifoWatch | number {
       }
       poll(fds, n, FIFO_RECHECK_MS);
       while (read(ino, events, events.length) > 0); // drain: every wake-up checks again
+      sb.fifoWaiters?.drainKick();
     },
     close(): void {
       close(ino);

@@ -4,6 +4,7 @@
  * handler gives. Handlers are synchronous functions; they never throw for a workload error
  * (they answer with an errno), only for a bug or a host failure.
  */
+import type { FifoWaiters } from './fifos.js';
 
 /** One seccomp user notification (struct seccomp_notif), decoded. */
 export interface Notif {
@@ -177,6 +178,8 @@ export interface Sandbox {
   pids(): number[];
   /** Logs one line to the sentry's log (refused calls, policy decisions). */
   log(msg: string): void;
+  /** The FIFO read ends the sentry holds for readers waiting in open (absent where no worker pool serves). */
+  readonly fifoWaiters?: FifoWaiters;
 }
 
 /** A served syscall's implementation. */

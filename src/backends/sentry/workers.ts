@@ -7,6 +7,7 @@
  */
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { FifoWaiters } from './fifos.js';
 import type { Notif } from './types.js';
 
 /** What a worker needs to rebuild the sandbox view (all fds are process-wide). */
@@ -58,6 +59,8 @@ export class WorkerPool {
   private readonly workers: Worker[] = [];
   /** Int32 per worker: 1 while busy (set by the serving thread, cleared by the worker). */
   private readonly busy: Int32Array;
+  /** The FIFO read ends the workers hold for waiting readers (the serving thread's view). */
+  readonly fifos: FifoWaiters;
 
   constructor(
     private readonly script: string,
@@ -65,19 +68,21 @@ export class WorkerPool {
     private readonly max = 16,
   ) {
     this.busy = new Int32Array(new SharedArrayBuffer(4 * max));
+    this.fifos = FifoWaiters.create(max);
   }
 
   /** Hands `notif` to an idle worker (starting one if needed); false if all `max` are busy. */
   offload(listener: number, notif: Notif, hold = -1): boolean {
     let i = this.workers.findIndex((_, j) => Atomics.load(this.busy, j) === 0);
     if (i < 0) {
-      if (this.workers.length >= this.max) return false;
+      if (this.workers.length >= this.max || !this.fifos.addKick(this.workers.length)) return false;
       i = this.workers.length;
-      const w = sentryThread(this.script, { role: 'sentry-worker', index: i, busy: this.busy, setup: this.setup() });
+      const w = sentryThread(this.script, { role: 'sentry-worker', index: i, busy: this.busy, fifos: this.fifos.slots, setup: this.setup() });
       w.unref();
       this.workers.push(w);
     }
     Atomics.store(this.busy, i, 1);
+    this.fifos.hold(i, listener, notif, hold);
     this.workers[i]!.postMessage(toJob(listener, notif, hold));
     return true;
   }
