@@ -164,6 +164,9 @@ interface Bound {
   getsockopt(fd: number, level: number, name: number, val: Buffer, len: Buffer): number;
   seccompFilter(nr: number, op: number, flags: number, prog: { len: number; filter: Buffer }): number;
   capset(hdr: Buffer, data: Buffer): number;
+  capget(hdr: Buffer, data: Buffer): number;
+  setfsid(nr: number, id: number): number;
+  setgroupsRaw(nr: number, n: number, list: Buffer): number;
   prctl(op: number, a: number, b: number, c: number, d: number): number;
   getdents64(fd: number, buf: Buffer, n: number): number;
   processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
@@ -242,6 +245,9 @@ function b(): Bound {
     getsockopt: f('int getsockopt(int fd, int level, int name, _Out_ uint8_t *val, _Inout_ uint8_t *len)'),
     seccompFilter: f('long syscall(long nr, unsigned int op, unsigned int flags, const moat_sock_fprog *prog)'),
     capset: f('int capset(const uint8_t *hdr, const uint8_t *data)'),
+    capget: f('int capget(_Inout_ uint8_t *hdr, _Out_ uint8_t *data)'),
+    setfsid: f('long syscall(long nr, unsigned int id)'),
+    setgroupsRaw: f('long syscall(long nr, size_t n, const uint8_t *list)'),
     prctl: f('int prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d)'),
     getdents64: f('long getdents64(int fd, _Out_ uint8_t *buf, size_t n)'),
     ...((): Pick<Bound, 'processVmReadv' | 'processVmWritev'> => {
@@ -425,6 +431,18 @@ export const seccompFilter = (flags: number, filter: Buffer): number =>
   r(b().seccompFilter(NR.seccomp, 1, flags, { len: filter.length / 8, filter }));
 /** capset(2) for the calling thread (header version 3, two data words). */
 export const capset = (hdr: Buffer, data: Buffer): number => r(b().capset(hdr, data));
+/** capget(2) of the calling thread (header version 3: `data` holds two 12-byte words). */
+export const capget = (hdr: Buffer, data: Buffer): number => r(b().capget(hdr, data));
+/** setfsuid(2) of the calling thread only; returns the previous fsuid (-1 as the id just reads it). */
+export const setfsuid = (uid: number): number => Number(b().setfsid(122, uid >>> 0));
+/** setfsgid(2) of the calling thread only; returns the previous fsgid (-1 as the id just reads it). */
+export const setfsgid = (gid: number): number => Number(b().setfsid(123, gid >>> 0));
+/** setgroups(2) as the raw system call: the calling thread only (glibc's wrapper changes every thread). */
+export const setgroupsThread = (groups: number[]): number => {
+  const list = Buffer.alloc(4 * Math.max(groups.length, 1));
+  groups.forEach((g, i) => list.writeUInt32LE(g >>> 0, 4 * i));
+  return r(b().setgroupsRaw(116, groups.length, list));
+};
 /** prctl(2). */
 export const prctl = (op: number, a = 0, b2 = 0, c = 0, d = 0): number => r(b().prctl(op, a, b2, c, d));
 /** getdents64(2). */

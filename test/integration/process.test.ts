@@ -3,7 +3,7 @@
  * oom score, sysctls, pid 1), runtime-agnostic: runs against Moat and (MOAT_TEST_RUNTIME=runc) runc.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
@@ -99,6 +99,38 @@ describe(`process (${RUNTIME})`, { skip }, () => {
     assert.deepEqual(status.get('Gid')?.split(/\s+/), ['1000', '1000', '1000', '1000']);
     assert.deepEqual(status.get('Groups')?.split(/\s+/).sort(), ['10', '20']);
   });
+
+  // Moat's sentry opens, creates and changes files for the workload: it must do so as the
+  // caller (before, a uid-1000 workload under the sentry read a root-only file, wrote in a
+  // root-owned directory and changed a root-owned file's mode, and what it created was root's).
+  // runc ignores the annotation: both rounds prove the test itself.
+  for (const isolation of ['container', 'sentry'] as const) {
+    it(`checks a non-root user's file access as that user, with its groups (io.moat.isolation=${isolation})`, async () => {
+      const script = [
+        'cat /data/secret || echo no-read',
+        'echo x > /data/new || echo no-create',
+        'chmod 666 /data/secret || echo no-chmod',
+        'rm /data/secret || echo no-unlink',
+        'echo y > /data/group/f && stat -c %u:%g:%a /data/group/f',
+        'mkdir /data/group/d && stat -c %u:%g /data/group/d',
+        'stat -c %a /data/secret',
+      ].join('; ');
+      const b = await sb.bundle(['sh', '-c', script], (s) => {
+        s.process.user = { uid: 1000, gid: 1000, additionalGids: [20], umask: 0o022 };
+        s.root.readonly = false;
+        s.annotations = { ...(s.annotations ?? {}), 'io.moat.isolation': isolation };
+      });
+      const data = join(b, 'rootfs/data');
+      mkdirSync(join(data, 'group'), { recursive: true });
+      chmodSync(data, 0o755);
+      writeFileSync(join(data, 'secret'), 'root only\n', { mode: 0o600 });
+      chownSync(join(data, 'group'), 0, 20);
+      chmodSync(join(data, 'group'), 0o770);
+      const r = await sb.rt(['run', '-b', b, sb.id()]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['no-read', 'no-create', 'no-chmod', 'no-unlink', '1000:1000:644', '1000:1000', '600']);
+    });
+  }
 
   it('clears supplementary groups when additionalGids is empty', async () => {
     const status = statusFields(

@@ -11,6 +11,7 @@
  */
 import * as k from '../../sys/kernel.js';
 import { entryByNr } from './table.js';
+import { identityFor } from './ident.js';
 import type { SentryLevel } from './types.js';
 import { NotifTask, notifValid, putId } from './task.js';
 import type { NotifId } from './task.js';
@@ -281,6 +282,7 @@ export class SentryLoop {
     if (!handler) return this.refuse(notif, entry.name, k.E.ENOSYS);
     const task = new NotifTask(listener, notif);
     try {
+      identityFor(this.sb.ids, entry, task);
       if (this.offload && this.families.mayBlock?.(entry.name, task, this.sb) && this.offload(listener, notif, -1)) {
         return { kind: 'deferred' };
       }

@@ -134,9 +134,12 @@ function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec, use
   const entry = sentryEntry();
   // as root, the sentry holds no capability the workload does not, but CAP_SYS_PTRACE:
   // pidfd_getfd and process_vm_readv/writev on a workload of another uid need it (its own
-  // seccomp allowlist keeps ptrace(2) itself out of reach); setpriv limits the bounding set
-  // (root's permitted set after exec) before Node starts, for every thread
-  const caps = process.geteuid?.() === 0 ? [...new Set([...workloadCaps(spec), 'sys_ptrace'])] : null;
+  // seccomp allowlist keeps ptrace(2) itself out of reach), and CAP_SETUID and CAP_SETGID: its
+  // threads take on each caller's fsuid, fsgid and groups before they touch files for it
+  // (ident.ts; its allowlist has only the per-thread setfsuid, setfsgid, setgroups and capset
+  // of those calls); setpriv limits the bounding set (root's permitted set after exec) before
+  // Node starts, for every thread
+  const caps = process.geteuid?.() === 0 ? [...new Set([...workloadCaps(spec), 'sys_ptrace', 'setuid', 'setgid'])] : null;
   const dir = useStandby && standbyEnabled() ? standbyDir() : null;
   if (dir === null) return coldSentry(cfg, listenFd, entry, caps);
   const place = { dir, key: standbyKey(join(dirname(dirname(entry)), 'dist', 'sentry.cjs'), caps) };

@@ -27,6 +27,7 @@ import { entryByNr } from './table.js';
 import { NotifTask } from './task.js';
 import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
 import { FifoWaiters } from './fifos.js';
+import { identityFor, Identities, ownCreds } from './ident.js';
 import { fromJob, WorkerPool } from './workers.js';
 import type { WorkerJob, WorkerSetup } from './workers.js';
 
@@ -69,7 +70,7 @@ interface SandboxState {
 }
 
 /** The sandbox view handlers get, over `state`. */
-function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void, fifoWaiters?: FifoWaiters): Sandbox {
+function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void, fifoWaiters?: FifoWaiters, ids?: Identities): Sandbox {
   return {
     id: cfg.id,
     get rootFd() {
@@ -96,6 +97,7 @@ function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: nu
     },
     log,
     fifoWaiters,
+    ids,
   };
 }
 
@@ -287,8 +289,11 @@ function serveSandbox(config: string, logFd: number, script: string, onServing: 
   const log = logger(cfg.id, logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
   const bootTime = Date.now();
-  const pool = new WorkerPool(script, () => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd }));
-  const sb = makeSandbox(cfg, state, bootTime, log, pool.fifos);
+  const own = ownCreds(); // before this thread acts as any caller
+  const ids = new Identities(own);
+  const setup = (): WorkerSetup => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd, own });
+  const pool = new WorkerPool(script, setup, (fn) => ids.asSentry(fn));
+  const sb = makeSandbox(cfg, state, bootTime, log, pool.fifos, ids);
   const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
@@ -324,7 +329,9 @@ export function sentryWorker(data: { index: number; busy: Int32Array; fifos: Int
   const cfg = JSON.parse(data.setup.config) as SentryProcessConfig;
   const log = logger(cfg.id, data.setup.logFd);
   const fifos = new FifoWaiters(data.fifos, data.index);
-  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log, fifos);
+  // the thread was made by the serving thread, perhaps while it acted as a caller: not fresh
+  const ids = new Identities(data.setup.own, false);
+  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log, fifos, ids);
   parentPort?.on('message', (job: WorkerJob) => {
     try {
       const notif = fromJob(job);
@@ -335,6 +342,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; fifos: Int
       try {
         const entry = entryByNr(notif.nr);
         const handler = entry ? handlerFor(FAMILIES, entry) : undefined;
+        if (entry && handler) identityFor(ids, entry, task);
         reply = handler ? handler(task, sb) : { kind: 'err', errno: k.E.ENOSYS };
       } catch (e) {
         log(`sentry bug on a worker, nr ${notif.nr}: ${(e as Error).stack ?? String(e)}`);

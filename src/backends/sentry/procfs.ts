@@ -115,6 +115,15 @@ const once = <T>(f: () => T): (() => T) => {
   };
 };
 
+/**
+ * Runs `fn` with the sentry's own file-system identity: the synthesized trees are the sentry's
+ * (their scratch mirrors and the host files they read are root's), and they check the caller's
+ * access themselves (node access rules, dacAllows), whoever the serving thread acts as.
+ */
+function asSentry<T>(sb: Sandbox, fn: () => T): T {
+  return sb.ids ? sb.ids.asSentry(fn) : fn();
+}
+
 /** True for /proc, /sys and every path below them. */
 export function isSynthetic(path: string): boolean {
   return path === '/proc' || path.startsWith('/proc/') || path === '/sys' || path.startsWith('/sys/');
@@ -676,6 +685,10 @@ function walk(c: Ctx, path: string, followLast: boolean, hops = 0): Found | numb
  * functions answer ENOENT for such paths.
  */
 export function magicPath(t: Task, sb: Sandbox, path: string): string | null {
+  return asSentry(sb, () => magicPathOwn(t, sb, path));
+}
+
+function magicPathOwn(t: Task, sb: Sandbox, path: string): string | null {
   const m = /^(\/proc\/\d+(?:\/task\/\d+)?\/(?:root|cwd|fd\/\d+))\/(.+)$/.exec(resolveSelf(t, path));
   if (m === null) return null;
   const found = walk({ t, sb }, m[1] as string, false);
@@ -724,6 +737,10 @@ function mirror(sb: Sandbox, path: string, node: DirNode | null): string {
  * `t`, when given, is the caller, whose pid the self links name.
  */
 export function refreshTree(sb: Sandbox, dir: string, t?: Task): string {
+  return asSentry(sb, () => refreshTreeOwn(sb, dir, t));
+}
+
+function refreshTreeOwn(sb: Sandbox, dir: string, t?: Task): string {
   const found = walk({ t, sb }, dir, true);
   if (typeof found === 'number' || found.node.kind !== 'dir') return mirror(sb, dir, null);
   return mirror(sb, found.path, found.node);
@@ -774,6 +791,10 @@ function openMagic(c: Ctx & { t: Task }, hostPath: string, flags: number): Reply
  * path is ENOENT.
  */
 export function synthOpen(t: Task, sb: Sandbox, path: string, flags: number): Reply {
+  return asSentry(sb, () => synthOpenOwn(t, sb, path, flags));
+}
+
+function synthOpenOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply {
   const c = { t, sb };
   const reopened = reopenFd(t, sb, path, flags);
   if (reopened !== null) return reopened;
@@ -823,6 +844,10 @@ export function synthOpen(t: Task, sb: Sandbox, path: string, flags: number): Re
  * EACCES. Returns null if the path is not of that form.
  */
 export function reopenFd(t: Task, sb: Sandbox, path: string, flags: number): Reply | null {
+  return asSentry(sb, () => reopenFdOwn(t, sb, path, flags));
+}
+
+function reopenFdOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply | null {
   const m = /^\/proc\/(\d+)(?:\/task\/(\d+))?\/fd\/(\d+)$/.exec(resolveSelf(t, path));
   if (m === null) return null;
   const ns = Number(m[1]);
@@ -861,6 +886,10 @@ function inode(path: string): bigint {
  * or -errno: files 0444 of size 0, directories 0555, symlinks 0777, all dated at sandbox boot.
  */
 export function synthStat(t: Task, sb: Sandbox, path: string, follow: boolean): Buffer | number {
+  return asSentry(sb, () => synthStatOwn(t, sb, path, follow));
+}
+
+function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buffer | number {
   const c = { t, sb };
   const found = walk(c, path, follow);
   if (typeof found === 'number') return found;
@@ -896,6 +925,10 @@ export function synthStat(t: Task, sb: Sandbox, path: string, follow: boolean): 
  * and fd/N), or -EINVAL for a file or directory, -ENOENT for an unknown path.
  */
 export function synthReadlink(t: Task, sb: Sandbox, path: string): Buffer | number {
+  return asSentry(sb, () => synthReadlinkOwn(t, sb, path));
+}
+
+function synthReadlinkOwn(t: Task, sb: Sandbox, path: string): Buffer | number {
   const found = walk({ t, sb }, path, false);
   if (typeof found === 'number') return found;
   if (found.node.kind !== 'link') return -E.EINVAL;

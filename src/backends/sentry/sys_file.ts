@@ -446,7 +446,9 @@ interface FifoWatch {
 function fifoWatch(t: Task, sb: Sandbox, fifo: number): FifoWatch | number {
   const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
   if (ino < 0) return ino;
-  const wd = addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN);
+  // the sentry's own watch: it needs read access to the FIFO, which a writer need not have
+  const watchIt = (): number => addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN);
+  const wd = sb.ids ? sb.ids.asSentry(watchIt) : watchIt();
   if (wd < 0) {
     close(ino);
     return wd;

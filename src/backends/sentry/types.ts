@@ -5,6 +5,7 @@
  * (they answer with an errno), only for a bug or a host failure.
  */
 import type { FifoWaiters } from './fifos.js';
+import type { Identities } from './ident.js';
 
 /** One seccomp user notification (struct seccomp_notif), decoded. */
 export interface Notif {
@@ -180,6 +181,8 @@ export interface Sandbox {
   log(msg: string): void;
   /** The FIFO read ends the sentry holds for readers waiting in open (absent where no worker pool serves). */
   readonly fifoWaiters?: FifoWaiters;
+  /** This thread's switching to the caller's file-system identity (absent in tests that serve without one). */
+  readonly ids?: Identities;
 }
 
 /** A served syscall's implementation. */

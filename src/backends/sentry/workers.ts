@@ -8,6 +8,7 @@
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FifoWaiters } from './fifos.js';
+import type { OwnCreds } from './ident.js';
 import type { Notif } from './types.js';
 
 /** What a worker needs to rebuild the sandbox view (all fds are process-wide). */
@@ -20,6 +21,8 @@ export interface WorkerSetup {
   heads: number[];
   bootTime: number;
   logFd: number;
+  /** The sentry's own credentials, which a worker returns to (ident.ts). */
+  own: OwnCreds;
 }
 
 /** A message from the serving thread: one notification to answer. */
@@ -62,9 +65,15 @@ export class WorkerPool {
   /** The FIFO read ends the workers hold for waiting readers (the serving thread's view). */
   readonly fifos: FifoWaiters;
 
+  /**
+   * @param asSentry runs a function with the sentry's own credentials: a new thread starts with
+   *   its creator's, and the serving thread may be acting as a caller (ident.ts) that cannot read
+   *   the sentry's bundle
+   */
   constructor(
     private readonly script: string,
     private readonly setup: () => WorkerSetup,
+    private readonly asSentry: <T>(fn: () => T) => T = (fn) => fn(),
     private readonly max = 16,
   ) {
     this.busy = new Int32Array(new SharedArrayBuffer(4 * max));
@@ -77,7 +86,8 @@ export class WorkerPool {
     if (i < 0) {
       if (this.workers.length >= this.max || !this.fifos.addKick(this.workers.length)) return false;
       i = this.workers.length;
-      const w = sentryThread(this.script, { role: 'sentry-worker', index: i, busy: this.busy, fifos: this.fifos.slots, setup: this.setup() });
+      const data = { role: 'sentry-worker', index: i, busy: this.busy, fifos: this.fifos.slots, setup: this.setup() };
+      const w = this.asSentry(() => sentryThread(this.script, data));
       w.unref();
       this.workers.push(w);
     }
