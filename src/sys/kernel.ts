@@ -165,6 +165,10 @@ interface Bound {
   seccompFilter(nr: number, op: number, flags: number, prog: { len: number; filter: Buffer }): number;
   capset(hdr: Buffer, data: Buffer): number;
   capget(hdr: Buffer, data: Buffer): number;
+  getxattr(path: Buffer, name: Buffer, value: Buffer | null, size: number): number;
+  setxattr(path: Buffer, name: Buffer, value: Buffer, size: number, flags: number): number;
+  listxattr(path: Buffer, list: Buffer | null, size: number): number;
+  removexattr(path: Buffer, name: Buffer): number;
   setfsid(nr: number, id: number): number;
   setgroupsRaw(nr: number, n: number, list: Buffer): number;
   prctl(op: number, a: number, b: number, c: number, d: number): number;
@@ -246,6 +250,10 @@ function b(): Bound {
     seccompFilter: f('long syscall(long nr, unsigned int op, unsigned int flags, const moat_sock_fprog *prog)'),
     capset: f('int capset(const uint8_t *hdr, const uint8_t *data)'),
     capget: f('int capget(_Inout_ uint8_t *hdr, _Out_ uint8_t *data)'),
+    getxattr: f('long getxattr(const uint8_t *path, const uint8_t *name, _Out_ uint8_t *value, size_t size)'),
+    setxattr: f('int setxattr(const uint8_t *path, const uint8_t *name, const uint8_t *value, size_t size, int flags)'),
+    listxattr: f('long listxattr(const uint8_t *path, _Out_ uint8_t *list, size_t size)'),
+    removexattr: f('int removexattr(const uint8_t *path, const uint8_t *name)'),
     setfsid: f('long syscall(long nr, unsigned int id)'),
     setgroupsRaw: f('long syscall(long nr, size_t n, const uint8_t *list)'),
     prctl: f('int prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d)'),
@@ -433,6 +441,14 @@ export const seccompFilter = (flags: number, filter: Buffer): number =>
 export const capset = (hdr: Buffer, data: Buffer): number => r(b().capset(hdr, data));
 /** capget(2) of the calling thread (header version 3: `data` holds two 12-byte words). */
 export const capget = (hdr: Buffer, data: Buffer): number => r(b().capget(hdr, data));
+/** getxattr(2): the value's length (into `value` unless null), or -errno. */
+export const getxattr = (path: Buffer, name: Buffer, value: Buffer | null): number => r(b().getxattr(path, name, value, value?.length ?? 0));
+/** setxattr(2) of `value` (its whole length); 0 or -errno. */
+export const setxattr = (path: Buffer, name: Buffer, value: Buffer, flags: number): number => r(b().setxattr(path, name, value, value.length, flags));
+/** listxattr(2): the list's length (into `list` unless null), or -errno. */
+export const listxattr = (path: Buffer, list: Buffer | null): number => r(b().listxattr(path, list, list?.length ?? 0));
+/** removexattr(2); 0 or -errno. */
+export const removexattr = (path: Buffer, name: Buffer): number => r(b().removexattr(path, name));
 /** setfsuid(2) of the calling thread only; returns the previous fsuid (-1 as the id just reads it). */
 export const setfsuid = (uid: number): number => Number(b().setfsid(122, uid >>> 0));
 /** setfsgid(2) of the calling thread only; returns the previous fsgid (-1 as the id just reads it). */

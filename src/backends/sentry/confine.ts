@@ -25,6 +25,8 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   'openat', 'openat2', 'readlink', 'readlinkat', 'newfstatat', 'fstat', 'statx', 'fstatfs', 'getdents64', 'access', 'faccessat2',
   'mkdirat', 'mknodat', 'unlinkat', 'renameat2', 'linkat', 'symlinkat', 'fchmodat', 'fchmodat2', 'fchownat',
   'utimensat', 'ftruncate', 'fchmod', 'fchown', 'memfd_create', 'fgetxattr', 'flistxattr',
+  // path extended attributes, as the caller, on an object already resolved (through /proc/self/fd/N)
+  'getxattr', 'setxattr', 'listxattr', 'removexattr',
   // a blocking open of a FIFO for reading: waiting for its writer (sys_file.ts awaitFifoWriter)
   'tee', 'inotify_init1', 'inotify_add_watch',
   // the same through Node's fs (libuv calls glibc, which uses the old path calls on x86_64)

@@ -15,7 +15,7 @@
 import {
   AT, E, O, RESOLVE, close, cpath, faccessat2, fcntl, fchmodat2, fchownat, fstatat, fstatfs, ftruncate, inotifyAddWatch as addWatch,
   inotifyInit1, linkat, mkdirat, mknodat, openat2, pidfdOpen, pipe2, poll, read, renameat2, statx, symlinkat, tee, unlinkat,
-  utimensat,
+  utimensat, getxattr, setxattr, listxattr, removexattr,
 } from '../../sys/kernel.js';
 import {
   EMPTY, MAXSYMLINKS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, containerPath,
@@ -1029,16 +1029,77 @@ function inotifyAddWatch(t: Task, sb: Sandbox): Reply {
   return onTarget(t, sb, loc, flags, () => CONTINUE, () => fail(E.EACCES));
 }
 
+/** The largest extended attribute value and name list (XATTR_SIZE_MAX), and name (XATTR_NAME_MAX). */
+const XATTR_SIZE_MAX = 65536;
+const XATTR_NAME_MAX = 255;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+
+/** Which path xattr call a handler serves. */
+type XattrOp = 'get' | 'set' | 'list' | 'remove';
+
 /**
- * The path variants of the xattr calls: the path is resolved (so a missing file is ENOENT as
- * usual), then EOPNOTSUPP, as on a filesystem without extended attributes; the f* variants act
- * on fds the workload holds.
+ * The attribute names the sentry sets or removes for the workload: user.* and POSIX ACLs, which
+ * the kernel checks against the caller's identity (ident.ts: owner or CAP_FOWNER, write
+ * access). The others are checked against capabilities of the sentry beyond the caller's own
+ * file-system ones (security.capability against CAP_SETFCAP, trusted.* against CAP_SYS_ADMIN):
+ * EPERM, as for a caller without them.
  */
-function xattrPath(follow: boolean): Handler {
+const settable = (name: Buffer): boolean => {
+  const s = name.toString('latin1');
+  return s.startsWith('user.') || s === 'system.posix_acl_access' || s === 'system.posix_acl_default';
+};
+
+/**
+ * The path variants of the xattr calls: the path is resolved in the root (following it, or not
+ * for the l* variants), and the call is made by the kernel on that very object, through the
+ * sentry's /proc/self/fd/N of it, with the caller's file-system identity (dispatch took it on).
+ * A symlink itself (l* variants) holds no user attributes: ENODATA, an empty list, EPERM to set.
+ * Synthetic /proc and /sys paths have none either, as procfs: an empty list, else EOPNOTSUPP.
+ */
+function xattrPath(op: XattrOp, follow: boolean): Handler {
   return (t, sb) => {
+    let name: Buffer | null = null;
+    if (op !== 'list') {
+      const n = t.readString(t.num(1), XATTR_NAME_MAX + 1);
+      if (typeof n === 'number') return errno(n === -E.ENAMETOOLONG ? -E.ERANGE : n);
+      if (n.length === 0 || n.length > XATTR_NAME_MAX) return fail(E.ERANGE);
+      name = n;
+    }
+    const size = t.num(op === 'list' ? 2 : 3);
+    let value: Buffer | null = null;
+    if (op === 'set') {
+      const flags = t.int(4);
+      if ((flags & ~(XATTR_CREATE | XATTR_REPLACE)) !== 0) return fail(E.EINVAL);
+      if (size < 0 || size > XATTR_SIZE_MAX) return fail(E.E2BIG);
+      value = size === 0 ? Buffer.alloc(0) : t.read(t.num(2), size);
+      if (value === null) return fail(E.EFAULT);
+    }
     const loc = argLoc(t, AT.FDCWD, 0, 0);
     if (typeof loc !== 'object') return loc === 'empty' ? fail(E.ENOENT) : errno(loc);
-    return onTarget(t, sb, loc, O.PATH | (follow ? 0 : O.NOFOLLOW), () => fail(E.EOPNOTSUPP), () => fail(E.EOPNOTSUPP));
+    return onTarget(t, sb, loc, O.PATH | (follow ? 0 : O.NOFOLLOW), (fd, st) => {
+      const symlink = (modeOf(st) & S_IFMT) === S_IFLNK;
+      if (op === 'set' || op === 'remove') {
+        if (symlink || !settable(name!)) return fail(E.EPERM);
+      } else if (symlink) {
+        return op === 'list' ? ok(0) : fail(E.ENODATA);
+      }
+      const at = cpath(`/proc/self/fd/${fd}`);
+      switch (op) {
+        case 'set':
+          return fromResult(setxattr(at, cpath(name!), value!, t.int(4)));
+        case 'remove':
+          return fromResult(removexattr(at, cpath(name!)));
+        case 'get':
+        case 'list': {
+          const room = size < 0 ? XATTR_SIZE_MAX : Math.min(size, XATTR_SIZE_MAX);
+          const buf = room === 0 ? null : Buffer.alloc(room);
+          const n = op === 'get' ? getxattr(at, cpath(name!), buf) : listxattr(at, buf);
+          if (n < 0 || buf === null) return fromResult(n);
+          return t.write(t.num(op === 'list' ? 1 : 2), buf.subarray(0, n)) ? ok(n) : fail(E.EFAULT);
+        }
+      }
+    }, () => (op === 'list' ? ok(0) : fail(E.EOPNOTSUPP)));
   };
 }
 
@@ -1093,14 +1154,14 @@ export const handlers: HandlerTable = {
   chroot: () => fail(E.EPERM),
   execve: (t, sb) => execCommon(t, sb, AT.FDCWD, 0, 0),
   execveat: (t, sb) => execCommon(t, sb, t.int(0), 1, t.int(4)),
-  getxattr: xattrPath(true),
-  lgetxattr: xattrPath(false),
-  listxattr: xattrPath(true),
-  llistxattr: xattrPath(false),
-  setxattr: xattrPath(true),
-  lsetxattr: xattrPath(false),
-  removexattr: xattrPath(true),
-  lremovexattr: xattrPath(false),
+  getxattr: xattrPath('get', true),
+  lgetxattr: xattrPath('get', false),
+  listxattr: xattrPath('list', true),
+  llistxattr: xattrPath('list', false),
+  setxattr: xattrPath('set', true),
+  lsetxattr: xattrPath('set', false),
+  removexattr: xattrPath('remove', true),
+  lremovexattr: xattrPath('remove', false),
   fgetxattr: pass,
   fsetxattr: pass,
   flistxattr: pass,

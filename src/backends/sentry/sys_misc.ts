@@ -163,8 +163,8 @@ export const handlers: HandlerTable = {
   futex_wake: pass,
   futex_wait: pass,
   futex_requeue: pass,
-  getxattrat: () => fail(E.EOPNOTSUPP),
-  setxattrat: () => fail(E.EOPNOTSUPP),
-  listxattrat: () => fail(E.EOPNOTSUPP),
-  removexattrat: () => fail(E.EOPNOTSUPP),
+  getxattrat: () => fail(E.ENOSYS),
+  setxattrat: () => fail(E.ENOSYS),
+  listxattrat: () => fail(E.ENOSYS),
+  removexattrat: () => fail(E.ENOSYS),
 };
