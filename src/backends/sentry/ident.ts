@@ -18,7 +18,7 @@
  * kernel's cyclic allocator went round the whole pid space, which no sandbox does that fast.
  */
 import * as k from '../../sys/kernel.js';
-import { readProcFile } from './task.js';
+import { readProcFile, statusIds } from './task.js';
 import type { Task } from './types.js';
 
 /** Capability bits of CAP_FS_MASK (plus linux_immutable), low and high 32-bit words. */
@@ -66,21 +66,15 @@ function capField(status: string, name: string): [number, number] {
   return [Number(v & 0xffffffffn), Number(v >> 32n)];
 }
 
-/** The id list of field `name` (Uid, Gid, Groups) of a status file. */
-function idsField(status: string, name: string): number[] {
-  const m = new RegExp(`\\n${name}:([^\\n]*)`).exec(status);
-  return (m?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
-}
-
 /** Parses a /proc status file into a file-system identity and the thread group id; null if unreadable. */
 export function identOf(status: string): { id: Ident; tgid: number } | null {
-  const uid = idsField(status, 'Uid');
-  const gid = idsField(status, 'Gid');
+  const uid = statusIds(status, 'Uid');
+  const gid = statusIds(status, 'Gid');
   if (uid.length < 4 || gid.length < 4) return null;
   const eff = capField(status, 'CapEff');
   return {
-    id: { fsuid: uid[3]!, fsgid: gid[3]!, groups: idsField(status, 'Groups'), fsCaps: [(eff[0] & FS_LO) >>> 0, (eff[1] & FS_HI) >>> 0] },
-    tgid: idsField(status, 'Tgid')[0] ?? 0,
+    id: { fsuid: uid[3]!, fsgid: gid[3]!, groups: statusIds(status, 'Groups'), fsCaps: [(eff[0] & FS_LO) >>> 0, (eff[1] & FS_HI) >>> 0] },
+    tgid: statusIds(status, 'Tgid')[0] ?? 0,
   };
 }
 
@@ -105,6 +99,8 @@ export class Identities {
   private readonly ownKey: string;
   /** The key of the identity this thread has now; '?' when unknown (a thread that may have inherited a switch). */
   private current: string;
+  /** The identity this thread has now, when known. */
+  private currentId: Ident | null;
   private readonly hdr = Buffer.alloc(8);
   private readonly data = Buffer.alloc(24);
 
@@ -115,6 +111,7 @@ export class Identities {
     this.enabled = own.fsuid === 0 && (own.eff[0] & (1 << CAP_SETUID)) !== 0 && (own.eff[0] & (1 << CAP_SETGID)) !== 0;
     this.ownKey = keyOf(own);
     this.current = fresh ? this.ownKey : '?';
+    this.currentId = fresh ? own : null;
   }
 
   /** Makes this thread act with the file-system identity of `t`'s thread. */
@@ -137,7 +134,7 @@ export class Identities {
   asSentry<T>(fn: () => T): T {
     if (!this.enabled || this.current === this.ownKey) return fn();
     const before = this.current;
-    const prior = [...this.kept.values()].find((e) => e.key === before)?.id;
+    const prior = this.currentId;
     this.become(this.own, this.ownKey);
     try {
       return fn();
@@ -159,6 +156,7 @@ export class Identities {
   private become(id: Ident, key: string): void {
     if (key === this.current) return;
     this.current = '?';
+    this.currentId = null;
     let rc = k.setgroupsThread(id.groups);
     if (rc < 0) throw new IdentitySwitchError(`setgroups(${id.groups.join(',')})`, -rc);
     k.setfsgid(id.fsgid);
@@ -181,6 +179,7 @@ export class Identities {
     rc = k.capset(this.hdr, this.data);
     if (rc < 0) throw new IdentitySwitchError('capset', -rc);
     this.current = key;
+    this.currentId = id;
   }
 }
 
