@@ -170,6 +170,7 @@ interface Bound {
   listxattr(path: Buffer, list: Buffer | null, size: number): number;
   removexattr(path: Buffer, name: Buffer): number;
   setfsid(nr: number, id: number): number;
+  setresid(nr: number, r: number, e: number, s: number): number;
   setgroupsRaw(nr: number, n: number, list: Buffer): number;
   prctl(op: number, a: number, b: number, c: number, d: number): number;
   getdents64(fd: number, buf: Buffer, n: number): number;
@@ -255,6 +256,7 @@ function b(): Bound {
     listxattr: f('long listxattr(const uint8_t *path, _Out_ uint8_t *list, size_t size)'),
     removexattr: f('int removexattr(const uint8_t *path, const uint8_t *name)'),
     setfsid: f('long syscall(long nr, unsigned int id)'),
+    setresid: f('long syscall(long nr, unsigned int r, unsigned int e, unsigned int s)'),
     setgroupsRaw: f('long syscall(long nr, size_t n, const uint8_t *list)'),
     prctl: f('int prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d)'),
     getdents64: f('long getdents64(int fd, _Out_ uint8_t *buf, size_t n)'),
@@ -453,6 +455,10 @@ export const removexattr = (path: Buffer, name: Buffer): number => r(b().removex
 export const setfsuid = (uid: number): number => Number(b().setfsid(122, uid >>> 0));
 /** setfsgid(2) of the calling thread only; returns the previous fsgid (-1 as the id just reads it). */
 export const setfsgid = (gid: number): number => Number(b().setfsid(123, gid >>> 0));
+/** setresuid(2) as the raw system call: the calling thread only (glibc's wrapper changes every thread); -1 keeps an id. */
+export const setresuidThread = (ruid: number, euid: number, suid: number): number => r(b().setresid(117, ruid >>> 0, euid >>> 0, suid >>> 0));
+/** setresgid(2) as the raw system call: the calling thread only; -1 keeps an id. */
+export const setresgidThread = (rgid: number, egid: number, sgid: number): number => r(b().setresid(119, rgid >>> 0, egid >>> 0, sgid >>> 0));
 /** setgroups(2) as the raw system call: the calling thread only (glibc's wrapper changes every thread). */
 export const setgroupsThread = (groups: number[]): number => {
   const list = Buffer.alloc(4 * Math.max(groups.length, 1));

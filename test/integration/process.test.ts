@@ -100,9 +100,10 @@ describe(`process (${RUNTIME})`, { skip }, () => {
     assert.deepEqual(status.get('Groups')?.split(/\s+/).sort(), ['10', '20']);
   });
 
-  // Moat's sentry opens, creates and changes files for the workload: it must do so as the
-  // caller (before, a uid-1000 workload under the sentry read a root-only file, wrote in a
-  // root-owned directory and changed a root-owned file's mode, and what it created was root's).
+  // Moat's sentry opens, creates and changes files and binds sockets for the workload: it must
+  // do so as the caller (before, a uid-1000 workload under the sentry read a root-only file,
+  // wrote in a root-owned directory, changed a root-owned file's mode and bound port 80, and
+  // what it created was root's).
   // runc ignores the annotation: both rounds prove the test itself.
   for (const isolation of ['container', 'sentry'] as const) {
     it(`checks a non-root user's file access as that user, with its groups (io.moat.isolation=${isolation})`, async () => {
@@ -114,6 +115,8 @@ describe(`process (${RUNTIME})`, { skip }, () => {
         'echo y > /data/group/f && stat -c %u:%g:%a /data/group/f',
         'mkdir /data/group/d && stat -c %u:%g /data/group/d',
         'stat -c %a /data/secret',
+        // a privileged port: bind fails at once (1); a bound listener waits until timeout kills it
+        'timeout 1 nc -l -p 80 2>/dev/null; [ $? -eq 1 ] && echo no-bind || echo bound',
       ].join('; ');
       const b = await sb.bundle(['sh', '-c', script], (s) => {
         s.process.user = { uid: 1000, gid: 1000, additionalGids: [20], umask: 0o022 };
@@ -128,7 +131,7 @@ describe(`process (${RUNTIME})`, { skip }, () => {
       chmodSync(join(data, 'group'), 0o770);
       const r = await sb.rt(['run', '-b', b, sb.id()]);
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(r.stdout.trim().split('\n'), ['no-read', 'no-create', 'no-chmod', 'no-unlink', '1000:1000:644', '1000:1000', '600']);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['no-read', 'no-create', 'no-chmod', 'no-unlink', '1000:1000:644', '1000:1000', '600', 'no-bind']);
     });
   }
 

@@ -41,6 +41,21 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, '1000\nwritten\n');
   });
 
+  // The sentry makes a unix connect itself; the server's SO_PEERCRED records the connecting
+  // thread's ids, which were the sentry's root ones (0 0) before it took on the caller's.
+  it("shows a unix server the connecting user's ids when the sentry connected for it", { skip: need('python3') }, async () => {
+    const py = [
+      'import socket, struct',
+      "s = socket.socket(socket.AF_UNIX); s.bind('/tmp/pc'); s.listen()",
+      "c = socket.socket(socket.AF_UNIX); c.connect('/tmp/pc')",
+      'a, _ = s.accept()',
+      "print(*struct.unpack('3i', a.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1:])",
+    ].join('\n');
+    const r = await run(['--user', '1000:1000', '--', 'python3', '-c', py]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '1000 1000\n');
+  });
+
   it('runs busybox shell scripts: pipes, redirections, subshells, find, tar, sed, sort', { skip: need('busybox') }, async () => {
     const script = [
       'set -e',

@@ -32,7 +32,7 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   // the same through Node's fs (libuv calls glibc, which uses the old path calls on x86_64)
   'open', 'stat', 'lstat', 'mkdir', 'rmdir', 'unlink', 'symlink', 'rename', 'chmod', 'fsync', 'fdatasync',
   // acting with a caller's file-system identity (ident.ts): per-thread calls
-  'setfsuid', 'setfsgid', 'setgroups', 'capset',
+  'setresuid', 'setresgid', 'setfsuid', 'setfsgid', 'setgroups', 'capset',
   // the workload's tasks: pidfds, the fd hand-over and their memory
   'pidfd_open', 'pidfd_getfd', 'process_vm_readv', 'process_vm_writev',
   // sockets: the hand-over socket and brokered network calls

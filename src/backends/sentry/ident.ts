@@ -1,15 +1,19 @@
 /**
- * The file-system identity the sentry acts with: the caller's.
+ * The identity the sentry acts with: the caller's.
  *
- * The sentry resolves, opens, creates and changes files for the workload. Done with the sentry's
- * own credentials (root), a workload running as uid 1000 read /etc/shadow, removed root's files
- * and created files owned by root. So before a served call of the file or socket family, the
- * serving thread takes on the caller's file-system identity, as the kernel would check it: its
- * fsuid, fsgid and supplementary groups, and of its effective capabilities the file-system ones
- * (CAP_FS_MASK: chown, dac_override, dac_read_search, fowner, fsetid, linux_immutable, mknod,
- * mac_override), as far as the sentry holds them. setfsuid, setfsgid, the raw setgroups and
- * capset act on the calling thread only, so each thread (the serving thread, each worker)
- * switches by itself, and only when the caller's identity differs from the one it has.
+ * The sentry resolves, opens, creates and changes files, and binds and connects sockets, for the
+ * workload. Done with the sentry's own credentials (root), a workload running as uid 1000 read
+ * /etc/shadow, removed root's files, created files owned by root, bound port 80, and reached a
+ * unix socket's server as uid 0 (SO_PEERCRED records the connecting thread's euid). So before a
+ * served call of the file or socket family, the serving thread takes on the caller's identity
+ * as the kernel would check it: effective and file-system uid and gid, supplementary groups,
+ * and effective capabilities, as far as the sentry holds them. It keeps its real and saved uid 0,
+ * and CAP_SYS_PTRACE, CAP_SETUID and CAP_SETGID in effect: what it needs to reach the caller's
+ * memory and fds and to switch again; none of them is checked by the calls it makes as the
+ * caller (credentials in control messages are refused, sys_socket.ts). The raw setresuid,
+ * setresgid, setfsuid, setfsgid, setgroups and capset act on the calling thread only, so each
+ * thread (the serving thread, each worker) switches by itself, and only when the caller's
+ * identity differs from the one it has.
  *
  * A caller's identity comes from /proc/TID/status and is kept per thread id. It is read again
  * after the thread makes a call that may change its credentials (the setuid family, setgroups,
@@ -21,24 +25,26 @@ import * as k from '../../sys/kernel.js';
 import { readProcFile, statusIds } from './task.js';
 import type { Task } from './types.js';
 
-/** Capability bits of CAP_FS_MASK (plus linux_immutable), low and high 32-bit words. */
-const FS_LO = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 9) | (1 << 27);
-const FS_HI = 1 << 0; // CAP_MAC_OVERRIDE (32)
 const CAP_SETGID = 6;
 const CAP_SETUID = 7;
+const CAP_SYS_PTRACE = 19;
+/** The capabilities the sentry keeps in effect whoever it acts as (low word; none in the high one). */
+const KEEP_LO = (1 << CAP_SETGID) | (1 << CAP_SETUID) | (1 << CAP_SYS_PTRACE);
 const CAP_V3 = 0x20080522;
 /** How long a kept identity is trusted before /proc is read again (see the module comment). */
 const REVALIDATE_MS = 10;
 /** How many thread ids are kept. */
 const MAX_KEPT = 1024;
 
-/** A file-system identity: what the kernel checks a path operation against. */
+/** An identity: what the kernel checks a file or socket operation against. */
 export interface Ident {
+  euid: number;
+  egid: number;
   fsuid: number;
   fsgid: number;
   groups: number[];
-  /** File-system capabilities in effect, low and high words (only CAP_FS_MASK bits). */
-  fsCaps: [number, number];
+  /** Effective capabilities, low and high words. */
+  caps: [number, number];
 }
 
 /** The sentry's own credentials, captured on its main thread before any switch (workers get a copy). */
@@ -57,7 +63,7 @@ export class IdentitySwitchError extends Error {
   }
 }
 
-const keyOf = (id: Ident): string => `${id.fsuid}/${id.fsgid}/${id.groups.join(',')}/${id.fsCaps[0]}.${id.fsCaps[1]}`;
+const keyOf = (id: Ident): string => `${id.euid}/${id.egid}/${id.fsuid}/${id.fsgid}/${id.groups.join(',')}/${id.caps[0]}.${id.caps[1]}`;
 
 /** The hex capability field `name` of a status file as (low, high) words. */
 function capField(status: string, name: string): [number, number] {
@@ -73,7 +79,7 @@ export function identOf(status: string): { id: Ident; tgid: number } | null {
   if (uid.length < 4 || gid.length < 4) return null;
   const eff = capField(status, 'CapEff');
   return {
-    id: { fsuid: uid[3]!, fsgid: gid[3]!, groups: statusIds(status, 'Groups'), fsCaps: [(eff[0] & FS_LO) >>> 0, (eff[1] & FS_HI) >>> 0] },
+    id: { euid: uid[1]!, egid: gid[1]!, fsuid: uid[3]!, fsgid: gid[3]!, groups: statusIds(status, 'Groups'), caps: eff },
     tgid: statusIds(status, 'Tgid')[0] ?? 0,
   };
 }
@@ -84,7 +90,7 @@ export function ownCreds(): OwnCreds {
   const parsed = identOf(status);
   const eff = capField(status, 'CapEff');
   return {
-    ...(parsed?.id ?? { fsuid: 0, fsgid: 0, groups: [], fsCaps: [0, 0] }),
+    ...(parsed?.id ?? { euid: 0, egid: 0, fsuid: 0, fsgid: 0, groups: [], caps: eff }),
     eff,
     perm: capField(status, 'CapPrm'),
     inh: capField(status, 'CapInh'),
@@ -157,17 +163,23 @@ export class Identities {
     if (key === this.current) return;
     this.current = '?';
     this.currentId = null;
+    // groups and gids first, while CAP_SETGID is in effect; then the uids (an effective uid
+    // leaving 0 clears the effective capabilities, one coming back to 0 restores the permitted)
     let rc = k.setgroupsThread(id.groups);
     if (rc < 0) throw new IdentitySwitchError(`setgroups(${id.groups.join(',')})`, -rc);
+    rc = k.setresgidThread(-1, id.egid, -1);
+    if (rc < 0) throw new IdentitySwitchError(`setresgid(-1, ${id.egid}, -1)`, -rc);
     k.setfsgid(id.fsgid);
     if (k.setfsgid(-1) !== id.fsgid) throw new IdentitySwitchError(`setfsgid(${id.fsgid})`, k.E.EPERM);
+    rc = k.setresuidThread(-1, id.euid, -1);
+    if (rc < 0) throw new IdentitySwitchError(`setresuid(-1, ${id.euid}, -1)`, -rc);
     k.setfsuid(id.fsuid);
     if (k.setfsuid(-1) !== id.fsuid) throw new IdentitySwitchError(`setfsuid(${id.fsuid})`, k.E.EPERM);
-    // setfsuid dropped (to non-zero) or raised (to 0) the file-system capabilities: set them
-    // exactly, as far as the sentry's permitted set goes; the others stay the sentry's own
+    // the caller's effective capabilities as far as the sentry's permitted set goes, and the
+    // sentry's own tools (KEEP_LO)
     const o = this.own;
-    const eff0 = ((o.eff[0] & ~FS_LO) | (id.fsCaps[0] & o.perm[0])) >>> 0;
-    const eff1 = ((o.eff[1] & ~FS_HI) | (id.fsCaps[1] & o.perm[1])) >>> 0;
+    const eff0 = ((id.caps[0] & o.perm[0]) | (o.eff[0] & KEEP_LO)) >>> 0;
+    const eff1 = (id.caps[1] & o.perm[1]) >>> 0;
     this.hdr.writeUInt32LE(CAP_V3, 0);
     this.hdr.writeInt32LE(0, 4);
     this.data.writeUInt32LE(eff0, 0);
