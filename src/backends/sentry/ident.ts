@@ -23,7 +23,7 @@
  */
 import * as k from '../../sys/kernel.js';
 import { readProcFile, statusIds } from './task.js';
-import type { Task } from './types.js';
+import type { Sandbox, Task } from './types.js';
 
 const CAP_SETGID = 6;
 const CAP_SETUID = 7;
@@ -207,4 +207,13 @@ export function identityFor(ids: Identities | undefined, entry: { name: string; 
   if (CRED_CALLS.has(entry.name)) ids.forget(t.tid);
   else if (entry.name === 'execve' || entry.name === 'execveat') ids.forgetGroup(t.tgid);
   if (entry.family === 'file' || entry.family === 'socket') ids.actAs(t);
+}
+
+/**
+ * Runs `fn` with the sentry's own identity on this thread when the sandbox view switches
+ * identities (for the sentry's own trees and watches, which check the caller's rights themselves
+ * or need none), else just runs it.
+ */
+export function asSentry<T>(sb: Sandbox, fn: () => T): T {
+  return sb.ids ? sb.ids.asSentry(fn) : fn();
 }

@@ -17,6 +17,9 @@ import { join, posix } from 'node:path';
 import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
 import { fail, giveFd, type Creds, type Reply, type Sandbox, type Task } from './types.js';
 import * as v from './view.js';
+// the synthesized trees run as the sentry: their scratch mirrors and the host files they read
+// are root's, and they check the caller's access themselves (node access rules, dacAllows)
+import { asSentry } from './ident.js';
 
 /** The kernel release the sandbox reports (re-exported from view.ts). */
 export const RELEASE = v.RELEASE;
@@ -114,15 +117,6 @@ const once = <T>(f: () => T): (() => T) => {
     return val as T;
   };
 };
-
-/**
- * Runs `fn` with the sentry's own file-system identity: the synthesized trees are the sentry's
- * (their scratch mirrors and the host files they read are root's), and they check the caller's
- * access themselves (node access rules, dacAllows), whoever the serving thread acts as.
- */
-function asSentry<T>(sb: Sandbox, fn: () => T): T {
-  return sb.ids ? sb.ids.asSentry(fn) : fn();
-}
 
 /** True for /proc, /sys and every path below them. */
 export function isSynthetic(path: string): boolean {

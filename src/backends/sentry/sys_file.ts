@@ -23,6 +23,7 @@ import {
   syntheticFound, synthetic,
 } from './resolve.js';
 import type { DotErr, Found, Loc, Parent } from './resolve.js';
+import { asSentry } from './ident.js';
 import { nsPid } from './view.js';
 import { CONTINUE, fail, fromResult, giveFd, offload, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
@@ -447,8 +448,7 @@ function fifoWatch(t: Task, sb: Sandbox, fifo: number): FifoWatch | number {
   const ino = inotifyInit1(IN_NONBLOCK | IN_CLOEXEC);
   if (ino < 0) return ino;
   // the sentry's own watch: it needs read access to the FIFO, which a writer need not have
-  const watchIt = (): number => addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN);
-  const wd = sb.ids ? sb.ids.asSentry(watchIt) : watchIt();
+  const wd = asSentry(sb, () => addWatch(ino, `/proc/self/fd/${fifo}`, IN_OPEN));
   if (wd < 0) {
     close(ino);
     return wd;
