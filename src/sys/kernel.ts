@@ -174,6 +174,11 @@ interface Bound {
   setgroupsRaw(nr: number, n: number, list: Buffer): number;
   prctl(op: number, a: number, b: number, c: number, d: number): number;
   getdents64(fd: number, buf: Buffer, n: number): number;
+  schedGetcpu(): number;
+  schedGetaffinity(pid: number, n: number, mask: Buffer): number;
+  schedSetaffinity(pid: number, n: number, mask: Buffer): number;
+  schedSetscheduler(pid: number, policy: number, param: Buffer): number;
+  setrlimit(resource: number, rlim: Buffer): number;
   processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   processVmWritev(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   listen(fd: number, backlog: number): number;
@@ -260,6 +265,11 @@ function b(): Bound {
     setgroupsRaw: f('long syscall(long nr, size_t n, const uint8_t *list)'),
     prctl: f('int prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d)'),
     getdents64: f('long getdents64(int fd, _Out_ uint8_t *buf, size_t n)'),
+    schedGetcpu: f('int sched_getcpu()'),
+    schedGetaffinity: f('int sched_getaffinity(int pid, size_t n, _Out_ uint8_t *mask)'),
+    schedSetaffinity: f('int sched_setaffinity(int pid, size_t n, const uint8_t *mask)'),
+    schedSetscheduler: f('int sched_setscheduler(int pid, int policy, const uint8_t *param)'),
+    setrlimit: f('int setrlimit(int resource, const uint8_t *rlim)'),
     ...((): Pick<Bound, 'processVmReadv' | 'processVmWritev'> => {
       koffi.struct('moat_local_iovec', { base: 'uint8_t *', len: 'size_t' });
       koffi.struct('moat_remote_iovec', { base: 'uint64_t', len: 'size_t' });
@@ -464,6 +474,27 @@ export const setgroupsThread = (groups: number[]): number => {
   const list = Buffer.alloc(4 * Math.max(groups.length, 1));
   groups.forEach((g, i) => list.writeUInt32LE(g >>> 0, 4 * i));
   return r(b().setgroupsRaw(116, groups.length, list));
+};
+/** sched_getcpu(3): the CPU the calling thread runs on, or -errno. */
+export const schedGetcpu = (): number => r(b().schedGetcpu());
+/** sched_getaffinity(2) of thread `tid` (0: the caller) into `mask` (its whole length); 0 or -errno. */
+export const schedGetaffinity = (tid: number, mask: Buffer): number => r(b().schedGetaffinity(tid, mask.length, mask));
+/** sched_setaffinity(2) of thread `tid` (0: the caller) to `mask` (its whole length); 0 or -errno. */
+export const schedSetaffinity = (tid: number, mask: Buffer): number => r(b().schedSetaffinity(tid, mask.length, mask));
+/** Scheduling policies of sched_setscheduler(2). */
+export const SCHED = { OTHER: 0, FIFO: 1 } as const;
+const schedParam = Buffer.alloc(4);
+/** sched_setscheduler(2) of thread `tid` (0: the caller) to `policy` at static priority `prio`; 0 or -errno. */
+export const schedSetscheduler = (tid: number, policy: number, prio: number): number => {
+  schedParam.writeInt32LE(prio, 0);
+  return r(b().schedSetscheduler(tid, policy, schedParam));
+};
+/** setrlimit(2) of resource `resource` (RLIMIT_* number) to `soft` and `hard`; 0 or -errno. */
+export const setrlimit = (resource: number, soft: bigint, hard: bigint): number => {
+  const lim = Buffer.alloc(16);
+  lim.writeBigUInt64LE(soft, 0);
+  lim.writeBigUInt64LE(hard, 8);
+  return r(b().setrlimit(resource, lim));
 };
 /** prctl(2). */
 export const prctl = (op: number, a = 0, b2 = 0, c = 0, d = 0): number => r(b().prctl(op, a, b2, c, d));

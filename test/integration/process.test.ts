@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
@@ -132,6 +133,20 @@ describe(`process (${RUNTIME})`, { skip }, () => {
       const r = await sb.rt(['run', '-b', b, sb.id()]);
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(r.stdout.trim().split('\n'), ['no-read', 'no-create', 'no-chmod', 'no-unlink', '1000:1000:644', '1000:1000', '600', 'no-bind']);
+    });
+  }
+
+  // Moat's sentry keeps the caller on its own CPU while it hands over an opened fd (pin.ts): the
+  // workload's affinity must be what it was after every open, whether it narrowed it or not.
+  for (const isolation of ['container', 'sentry'] as const) {
+    it(`keeps the process's CPU affinity through many file opens (io.moat.isolation=${isolation})`, async () => {
+      const opens = 'i=0; while [ $i -lt 300 ]; do : < /bin/sh; i=$((i+1)); done';
+      const script = [`${opens}; nproc`, `taskset -c 0 sh -c '${opens}; nproc'`, `${opens}; nproc`].join('; ');
+      const out = await sh(script, (s) => {
+        s.annotations = { ...(s.annotations ?? {}), 'io.moat.isolation': isolation };
+      });
+      const all = String(availableParallelism());
+      assert.deepEqual(out.trim().split('\n'), [all, '1', all]);
     });
   }
 

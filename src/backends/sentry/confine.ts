@@ -14,7 +14,7 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   // resumed after a stop, e.g. SIGSTOP or the cgroup freezer, continues through it)
   'brk', 'mmap', 'munmap', 'mprotect', 'mremap', 'madvise', 'mincore', 'msync', 'membarrier',
   'futex', 'futex_waitv', 'set_robust_list', 'get_robust_list', 'rseq', 'set_tid_address', 'sched_yield',
-  'sched_getaffinity', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'rt_sigtimedwait',
+  'sched_getaffinity', 'sched_setaffinity', 'getcpu', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'rt_sigtimedwait',
   'clock_gettime', 'clock_getres', 'clock_nanosleep', 'nanosleep', 'gettimeofday', 'getrandom',
   'getpid', 'gettid', 'getppid', 'getuid', 'geteuid', 'getgid', 'getegid', 'getresuid', 'getresgid', 'getgroups',
   'tgkill', 'exit', 'exit_group', 'restart_syscall', 'prlimit64', 'getrusage', 'uname', 'sysinfo', 'clone', 'clone3',
@@ -46,7 +46,11 @@ export function confineSentry(log: (msg: string) => void): void {
     defaultAction: 'SCMP_ACT_ERRNO',
     defaultErrnoRet: 1,
     architectures: ['SCMP_ARCH_X86_64'],
-    syscalls: [{ names: [...SENTRY_ALLOWLIST], action: 'SCMP_ACT_ALLOW' }],
+    syscalls: [
+      { names: [...SENTRY_ALLOWLIST], action: 'SCMP_ACT_ALLOW' },
+      // real-time for the length of an fd hand-over (pin.ts): its own thread's policy only
+      { names: ['sched_setscheduler'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 0, op: 'SCMP_CMP_EQ' }] },
+    ],
   });
   if (k.prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1) < 0) log('cannot set no_new_privs for the sentry');
   const rc = k.seccompFilter(SECCOMP_FILTER_FLAG_TSYNC, compiled.filter);

@@ -15,6 +15,7 @@ import { identityFor } from './ident.js';
 import type { SentryLevel } from './types.js';
 import { NotifTask, notifValid, putId } from './task.js';
 import type { NotifId } from './task.js';
+import type { HandoverPinning } from './pin.js';
 import type { Family } from './table.js';
 import type { Handler, HandlerTable, Notif, Reply, Sandbox, Task } from './types.js';
 
@@ -93,8 +94,11 @@ export function decodeNotif(buf: Buffer): Notif {
 const respBuf = Buffer.alloc(24);
 const addfdBuf = Buffer.alloc(24);
 
-/** Answers notification `n` on `listener` with `reply`; false if the task is gone. */
-export function answer(listener: number, n: NotifId, reply: Reply): boolean {
+/**
+ * Answers notification `n` on `listener` with `reply`; false if the task is gone. An fd goes
+ * over with the caller kept on this thread's CPU where `pinning` allows (pin.ts).
+ */
+export function answer(listener: number, n: NotifId & Pick<Notif, 'tid'>, reply: Reply, pinning?: HandoverPinning): boolean {
   if (reply.kind === 'deferred') return true;
   if (reply.kind === 'offload') return answer(listener, n, { kind: 'err', errno: k.E.EAGAIN });
   if (reply.kind === 'fd') {
@@ -103,7 +107,8 @@ export function answer(listener: number, n: NotifId, reply: Reply): boolean {
     addfdBuf.writeUInt32LE(reply.fd, 12);
     addfdBuf.writeUInt32LE(0, 16);
     addfdBuf.writeUInt32LE(reply.cloexec ? k.O.CLOEXEC : 0, 20);
-    const rc = k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ADDFD, addfdBuf);
+    const addfd = (): number => k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ADDFD, addfdBuf);
+    const rc = pinning ? pinning.around(n.tid, addfd) : addfd();
     k.close(reply.fd);
     if (rc >= 0) return true;
     // the fd could not be installed (e.g. EMFILE in the workload): answer with that errno
@@ -257,7 +262,7 @@ export class SentryLoop {
     else if (reply.kind === 'fd') this.stats.injected++;
     else if (reply.kind === 'deferred') this.stats.deferred++;
     const t1 = this.profile ? process.hrtime.bigint() : 0n;
-    answer(listener, notif, reply);
+    answer(listener, notif, reply, this.sb.pinning);
     if (this.profile) {
       const p = this.profile.get(notif.nr) ?? { n: 0, handle: 0n, answer: 0n };
       p.n++;

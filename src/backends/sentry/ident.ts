@@ -8,9 +8,9 @@
  * served call of the file or socket family, the serving thread takes on the caller's identity
  * as the kernel would check it: effective and file-system uid and gid, supplementary groups,
  * and effective capabilities, as far as the sentry holds them. It keeps its real and saved uid 0,
- * and CAP_SYS_PTRACE, CAP_SETUID and CAP_SETGID in effect: what it needs to reach the caller's
- * memory and fds and to switch again; none of them is checked by the calls it makes as the
- * caller (credentials in control messages are refused, sys_socket.ts). The raw setresuid,
+ * and CAP_SYS_PTRACE, CAP_SETUID, CAP_SETGID and CAP_SYS_NICE in effect: what it needs to reach
+ * the caller's memory and fds, to switch again and to keep an fd hand-over on one CPU (pin.ts);
+ * none of them is checked by the calls it makes as the caller (credentials in control messages are refused, sys_socket.ts). The raw setresuid,
  * setresgid, setfsuid, setfsgid, setgroups and capset act on the calling thread only, so each
  * thread (the serving thread, each worker) switches by itself, and only when the caller's
  * identity differs from the one it has.
@@ -28,8 +28,9 @@ import type { Sandbox, Task } from './types.js';
 const CAP_SETGID = 6;
 const CAP_SETUID = 7;
 const CAP_SYS_PTRACE = 19;
+const CAP_SYS_NICE = 23;
 /** The capabilities the sentry keeps in effect whoever it acts as (low word; none in the high one). */
-const KEEP_LO = (1 << CAP_SETGID) | (1 << CAP_SETUID) | (1 << CAP_SYS_PTRACE);
+const KEEP_LO = (1 << CAP_SETGID) | (1 << CAP_SETUID) | (1 << CAP_SYS_PTRACE) | (1 << CAP_SYS_NICE);
 const CAP_V3 = 0x20080522;
 /** How long a kept identity is trusted before /proc is read again (see the module comment). */
 const REVALIDATE_MS = 10;

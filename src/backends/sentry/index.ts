@@ -137,9 +137,10 @@ function startSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, spec: Spec, use
   // seccomp allowlist keeps ptrace(2) itself out of reach), and CAP_SETUID and CAP_SETGID: its
   // threads take on each caller's fsuid, fsgid and groups before they touch files for it
   // (ident.ts; its allowlist has only the per-thread setfsuid, setfsgid, setgroups and capset
-  // of those calls); setpriv limits the bounding set (root's permitted set after exec) before
-  // Node starts, for every thread
-  const caps = process.geteuid?.() === 0 ? [...new Set([...workloadCaps(spec), 'sys_ptrace', 'setuid', 'setgid'])] : null;
+  // of those calls), and CAP_SYS_NICE: a thread handing over an fd is real-time for that
+  // moment (pin.ts; its allowlist has sched_setscheduler for itself only); setpriv limits the
+  // bounding set (root's permitted set after exec) before Node starts, for every thread
+  const caps = process.geteuid?.() === 0 ? [...new Set([...workloadCaps(spec), 'sys_ptrace', 'setuid', 'setgid', 'sys_nice'])] : null;
   const dir = useStandby && standbyEnabled() ? standbyDir() : null;
   if (dir === null) return coldSentry(cfg, listenFd, entry, caps);
   const place = { dir, key: standbyKey(join(dirname(dirname(entry)), 'dist', 'sentry.cjs'), caps) };

@@ -27,6 +27,7 @@ import { entryByNr } from './table.js';
 import { NotifTask } from './task.js';
 import type { Reply, Sandbox, SandboxLimits, SentryLevel } from './types.js';
 import { FifoWaiters } from './fifos.js';
+import { HandoverPinning } from './pin.js';
 import { identityFor, Identities, ownCreds } from './ident.js';
 import { fromJob, WorkerPool } from './workers.js';
 import type { WorkerJob, WorkerSetup } from './workers.js';
@@ -61,6 +62,10 @@ function isAlivePid(pid: number): boolean {
   return existsSync(`/proc/${pid}/stat`);
 }
 
+/** setrlimit(2) resource: CPU time a real-time thread may run without blocking (µs). */
+const RLIMIT_RTTIME = 15;
+const RTTIME_LIMIT_US = 1_000_000n;
+
 /** The mutable parts of a sandbox view (set when the init's notify fd arrives). */
 interface SandboxState {
   rootFd: number;
@@ -70,7 +75,7 @@ interface SandboxState {
 }
 
 /** The sandbox view handlers get, over `state`. */
-function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void, fifoWaiters?: FifoWaiters, ids?: Identities): Sandbox {
+function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: number, log: (m: string) => void, fifoWaiters?: FifoWaiters, ids?: Identities, pinning?: HandoverPinning): Sandbox {
   return {
     id: cfg.id,
     get rootFd() {
@@ -98,6 +103,7 @@ function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: nu
     log,
     fifoWaiters,
     ids,
+    pinning,
   };
 }
 
@@ -291,9 +297,14 @@ function serveSandbox(config: string, logFd: number, script: string, onServing: 
   const bootTime = Date.now();
   const own = ownCreds(); // before this thread acts as any caller
   const ids = new Identities(own);
-  const setup = (): WorkerSetup => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd, own });
+  const pinning = HandoverPinning.create(log);
+  // its threads are real-time only while they hand an fd over (pin.ts), a few µs of CPU: one
+  // that runs away as real-time for a second is killed rather than left to starve its CPU
+  const rc = k.setrlimit(RLIMIT_RTTIME, RTTIME_LIMIT_US, RTTIME_LIMIT_US);
+  if (rc < 0) log(`cannot limit real-time CPU time: errno ${-rc}`);
+  const setup = (): WorkerSetup => ({ config, rootFd: state.rootFd, initPid: state.initPid, heads: state.heads, bootTime, logFd, own, pinning: pinning.state });
   const pool = new WorkerPool(script, setup, (fn) => ids.asSentry(fn));
-  const sb = makeSandbox(cfg, state, bootTime, log, pool.fifos, ids);
+  const sb = makeSandbox(cfg, state, bootTime, log, pool.fifos, ids, pinning);
   const loop = new SentryLoop(sb, cfg.level, FAMILIES, cfg.listenFd, (pid, fd) => {
     state.heads = [...state.heads.filter((h) => h === state.initPid || isAlivePid(h)), pid];
     if (state.rootFd >= 0) return;
@@ -331,7 +342,8 @@ export function sentryWorker(data: { index: number; busy: Int32Array; fifos: Int
   const fifos = new FifoWaiters(data.fifos, data.index);
   // the thread was made by the serving thread, perhaps while it acted as a caller: not fresh
   const ids = new Identities(data.setup.own, false);
-  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log, fifos, ids);
+  const pinning = new HandoverPinning(data.setup.pinning, log);
+  const sb = makeSandbox(cfg, { rootFd: data.setup.rootFd, initPid: data.setup.initPid, heads: data.setup.heads }, data.setup.bootTime, log, fifos, ids, pinning);
   parentPort?.on('message', (job: WorkerJob) => {
     try {
       const notif = fromJob(job);
@@ -350,7 +362,7 @@ export function sentryWorker(data: { index: number; busy: Int32Array; fifos: Int
       } finally {
         task.release();
       }
-      answer(job.listener, notif, reply);
+      answer(job.listener, notif, reply, pinning);
     } finally {
       if (job.hold >= 0) k.close(job.hold);
       fifos.release(data.index); // after the close: an opener waiting for this end to go opens again

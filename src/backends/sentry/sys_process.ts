@@ -6,7 +6,7 @@
  */
 import { E } from '../../sys/kernel.js';
 import { CONTINUE, fail } from './types.js';
-import type { HandlerTable, Reply, Task } from './types.js';
+import type { HandlerTable, Reply, Sandbox, Task } from './types.js';
 
 /** clone(2) flags that create namespaces (or otherwise leave the sandbox's view). */
 const NAMESPACE_FLAGS =
@@ -41,6 +41,18 @@ function schedSetscheduler(t: Task): Reply {
   return policy === 1 || policy === 2 || policy === 6 ? fail(E.EPERM) : CONTINUE;
 }
 
+/** sched_setaffinity: the workload manages affinity, so the sentry stops pinning hand-overs (pin.ts). */
+function schedSetaffinity(_t: Task, sb: Sandbox): Reply {
+  sb.pinning?.stop();
+  return CONTINUE;
+}
+
+/** sched_getaffinity of another thread could see one mid hand-over: the sentry stops pinning them (pin.ts). */
+function schedGetaffinity(t: Task, sb: Sandbox): Reply {
+  if (t.int(0) !== 0) sb.pinning?.stop();
+  return CONTINUE;
+}
+
 /** Handlers of the process family. */
 export const handlers: HandlerTable = {
   fork: pass,
@@ -63,8 +75,8 @@ export const handlers: HandlerTable = {
   getsid: pass,
   getpriority: pass,
   setpriority: pass,
-  sched_setaffinity: pass,
-  sched_getaffinity: pass,
+  sched_setaffinity: schedSetaffinity,
+  sched_getaffinity: schedGetaffinity,
   ioprio_set: pass,
   ioprio_get: pass,
   get_robust_list: pass,

@@ -5,6 +5,7 @@
  * (they answer with an errno), only for a bug or a host failure.
  */
 import type { FifoWaiters } from './fifos.js';
+import type { HandoverPinning } from './pin.js';
 import type { Identities } from './ident.js';
 
 /** One seccomp user notification (struct seccomp_notif), decoded. */
@@ -183,6 +184,8 @@ export interface Sandbox {
   readonly fifoWaiters?: FifoWaiters;
   /** This thread's switching to the caller's file-system identity (absent in tests that serve without one). */
   readonly ids?: Identities;
+  /** Keeping fd hand-overs on the answering CPU (absent in tests that serve without one). */
+  readonly pinning?: HandoverPinning;
 }
 
 /** A served syscall's implementation. */

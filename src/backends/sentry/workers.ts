@@ -23,6 +23,8 @@ export interface WorkerSetup {
   logFd: number;
   /** The sentry's own credentials, which a worker returns to (ident.ts). */
   own: OwnCreds;
+  /** The sandbox's shared hand-over pinning state (pin.ts). */
+  pinning: Int32Array;
 }
 
 /** A message from the serving thread: one notification to answer. */

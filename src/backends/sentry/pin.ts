@@ -1,0 +1,179 @@
+/**
+ * An fd hand-over kept on one CPU.
+ *
+ * SECCOMP_IOCTL_NOTIF_ADDFD wakes the blocked caller with a plain wake-up: the synchronous
+ * wake-up flag (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) covers only SECCOMP_IOCTL_NOTIF_SEND. The
+ * answering thread is running, so the scheduler places the woken caller on an idle CPU, where
+ * it installs the fd and wakes the answering thread (asleep in the ioctl) with another plain
+ * wake-up, which again goes to whichever CPU is idle. In a VM each is an inter-processor
+ * interrupt and a vCPU coming out of halt: on the 2-vCPU machine this was built on, a served
+ * open cost ~75 µs, ~55 of them in that ioctl.
+ *
+ * So for the length of that one ioctl the caller may run only on the answering thread's CPU,
+ * and the answering thread only there too, as SCHED_FIFO: the caller runs as soon as the
+ * answering thread sleeps in the ioctl and installs the fd; its wake-up of the answering thread
+ * then preempts it before it returns to user space (a real-time task preempts a normal one at
+ * once, and a task returning to user space with a reschedule pending switches first). The
+ * answering thread gives the caller its CPUs back, then takes back its own mask and policy.
+ * The workload therefore never runs an instruction with the narrowed mask: a thread or process
+ * it created would inherit it. Without real-time priority (no CAP_SYS_NICE, a real-time group
+ * limit) nothing is pinned. An open costs ~40 µs this way.
+ *
+ * Only a caller whose affinity nobody narrowed is moved: its mask is every online CPU (no cpuset
+ * narrower than the machine, no taskset), and it is given back as "every CPU", which the kernel
+ * keeps as the thread's requested affinity and intersects with its cpuset, as it would with no
+ * request at all.
+ *
+ * A workload that manages affinity itself stops this for its sandbox for good: its first
+ * sched_setaffinity, or a sched_getaffinity of another thread, calls `stop` before the call
+ * continues, and `stop` waits until no hand-over is pinned. The two sides meet in shared memory
+ * (Int32 [pinned hand-overs now, stopped]) across the serving thread and the workers: a hand-over
+ * counts itself in, then looks at the flag; `stop` sets the flag, then waits for the count, so
+ * either the hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a
+ * workload thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
+ */
+import { readFileSync } from 'node:fs';
+import * as k from '../../sys/kernel.js';
+
+const PINNED = 0;
+const STOPPED = 1;
+/** Mask size for sched_{get,set}affinity: 1024 CPUs (a larger machine gets EINVAL and no pinning). */
+const MASK_BYTES = 128;
+/** How long the list of online CPUs is trusted before it is read again. */
+const ONLINE_TTL_MS = 1000;
+const ONLINE = '/sys/devices/system/cpu/online';
+/** The answering thread's real-time priority during a hand-over (the lowest). */
+const RT_PRIO = 1;
+
+/** Parses a kernel CPU list ("0-3,8,10-11") into an affinity mask of MASK_BYTES; undefined if malformed or too large. */
+export function cpuListMask(list: string): Buffer | undefined {
+  const mask = Buffer.alloc(MASK_BYTES);
+  const text = list.trim();
+  if (text === '') return undefined;
+  for (const part of text.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) return undefined;
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo || hi >= MASK_BYTES * 8) return undefined;
+    for (let c = lo; c <= hi; c++) mask[c >> 3]! |= 1 << (c & 7);
+  }
+  return mask;
+}
+
+/** One thread's view of a sandbox's hand-over pinning (see the module comment). */
+export class HandoverPinning {
+  private readonly old = Buffer.alloc(MASK_BYTES);
+  private readonly one = Buffer.alloc(MASK_BYTES);
+  private readonly every = Buffer.alloc(MASK_BYTES, 0xff);
+  /** This thread's own mask to return to (read at its first hand-over), or null if unreadable. */
+  private own: Buffer | null | undefined;
+  private online: Buffer | undefined;
+  private onlineAt = -Infinity;
+  /** Set once this thread could not become real-time: it pins nothing from then on. */
+  private noRealtime = false;
+
+  /** A new shared state (one per sandbox); hand `state` to each worker. */
+  static create(log?: (msg: string) => void): HandoverPinning {
+    return new HandoverPinning(new Int32Array(new SharedArrayBuffer(8)), log);
+  }
+
+  /** @param log told once if this thread cannot become real-time (and so pins nothing) */
+  constructor(
+    readonly state: Int32Array,
+    private readonly log?: (msg: string) => void,
+  ) {}
+
+  /** Whether pinning was stopped for this sandbox. */
+  get stopped(): boolean {
+    return Atomics.load(this.state, STOPPED) !== 0;
+  }
+
+  /**
+   * Runs `handOver` (the NOTIF_ADDFD ioctl for caller `tid`) with `tid` and this thread kept on
+   * this thread's CPU when that is safe, and returns its result. Every failure to pin just hands
+   * over unpinned.
+   */
+  around(tid: number, handOver: () => number): number {
+    Atomics.add(this.state, PINNED, 1);
+    let own: Buffer | null = null;
+    try {
+      if (!this.noRealtime && Atomics.load(this.state, STOPPED) === 0) own = this.pin(tid);
+    } finally {
+      if (own === null) this.leave();
+    }
+    if (own === null) return handOver();
+    try {
+      return handOver();
+    } finally {
+      // the caller first: it may not run before this thread has given its CPUs back
+      k.schedSetaffinity(tid, this.every);
+      k.schedSetaffinity(0, own);
+      k.schedSetscheduler(0, k.SCHED.OTHER, 0);
+      this.leave();
+    }
+  }
+
+  /** Stops pinning in this sandbox for good, once every pinned hand-over has ended. */
+  stop(): void {
+    Atomics.store(this.state, STOPPED, 1);
+    for (let n = Atomics.load(this.state, PINNED); n !== 0; n = Atomics.load(this.state, PINNED)) {
+      Atomics.wait(this.state, PINNED, n, 10);
+    }
+  }
+
+  private leave(): void {
+    if (Atomics.sub(this.state, PINNED, 1) === 1) Atomics.notify(this.state, PINNED);
+  }
+
+  /**
+   * Makes this thread real-time and keeps it and `tid` on its CPU, if `tid`'s mask is every
+   * online CPU; returns the mask this thread goes back to, or null (nothing changed).
+   */
+  private pin(tid: number): Buffer | null {
+    const online = this.onlineMask();
+    const own = this.ownMask();
+    if (!online || !own) return null;
+    const cpu = k.schedGetcpu();
+    if (cpu < 0 || cpu >= MASK_BYTES * 8) return null;
+    if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return null;
+    const rc = k.schedSetscheduler(0, k.SCHED.FIFO, RT_PRIO);
+    if (rc < 0) {
+      this.noRealtime = true;
+      this.log?.(`cannot become real-time (errno ${-rc}): fd hand-overs are not kept on one CPU`);
+      return null;
+    }
+    this.one.fill(0);
+    this.one[cpu >> 3] = 1 << (cpu & 7);
+    if (k.schedSetaffinity(0, this.one) === 0) {
+      if (k.schedSetaffinity(tid, this.one) === 0) return own;
+      k.schedSetaffinity(0, own);
+    }
+    k.schedSetscheduler(0, k.SCHED.OTHER, 0);
+    return null;
+  }
+
+  /** The mask this thread returns to after a hand-over: "every CPU" if it had every online one. */
+  private ownMask(): Buffer | null {
+    if (this.own === undefined) {
+      const mask = Buffer.alloc(MASK_BYTES);
+      const online = this.onlineMask();
+      this.own = k.schedGetaffinity(0, mask) < 0 ? null : online && mask.equals(online) ? this.every : mask;
+    }
+    return this.own;
+  }
+
+  /** The online CPUs as a mask (read again after ONLINE_TTL_MS); undefined if unreadable. */
+  private onlineMask(): Buffer | undefined {
+    const now = performance.now();
+    if (now - this.onlineAt > ONLINE_TTL_MS) {
+      this.onlineAt = now;
+      try {
+        this.online = cpuListMask(readFileSync(ONLINE, 'latin1'));
+      } catch {
+        this.online = undefined;
+      }
+    }
+    return this.online;
+  }
+}
