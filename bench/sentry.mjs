@@ -47,8 +47,8 @@
 // at most 5% of the CPUs' time is busy over 200 ms. A served call's cost depends on whether the
 // other vCPU is halted (a cross-CPU wake-up then costs tens of µs on a VM) or busy, so without it
 // a run measured while the previous runtime's teardown or a standby's start still ran looked
-// several times faster than the same run on a quiet machine (the C sentry's open+close: 13 µs
-// right after a Moat run, 50-65 µs on a quiet machine).
+// several times faster than the same run on a quiet machine (the C sentry's open+close, before
+// it kept a hand-over on one CPU: 13 µs right after a Moat run, 50-65 µs on a quiet machine).
 //
 // Every container gets a tmpfs at /tmp (the embedded default has one already; runsc would make
 // one by itself anyway), so the untar target is the same kind of filesystem everywhere; the
@@ -192,8 +192,11 @@ const C_SENTRY_C = String.raw`/*
  * NOTIF_RECV; the path read with process_vm_readv (256 bytes, then the rest); NOTIF_ID_VALID;
  * openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) under a root fd; a stat answered with
  * fstatat(AT_EMPTY_PATH), close, NOTIF_ID_VALID and process_vm_writev; an open answered by
- * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND. Synchronous wake-ups (Linux 6.6+) where the kernel
- * has them. Paths under /proc and relative paths are let through (CONTINUE): the floor serves
+ * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND, the caller and the supervisor both allowed only the
+ * supervisor's CPU for the length of that ioctl and the supervisor SCHED_FIFO (as Moat's
+ * sentry/pin.ts does: ADDFD's wake-ups are plain ones, which would send each side to an idle
+ * CPU; real-time, the supervisor gives the caller its CPUs back before the caller runs again). Synchronous wake-ups (Linux 6.6+)
+ * where the kernel has them. Paths under /proc and relative paths are let through (CONTINUE): the floor serves
  * only what it times. Exits with PROG's status.
  */
 #define _GNU_SOURCE
@@ -204,6 +207,7 @@ const C_SENTRY_C = String.raw`/*
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -308,8 +312,27 @@ static void serve(int listener, int root, struct seccomp_notif *n) {
   if (n->data.nr == SYS_openat) {
     struct seccomp_notif_addfd add = {.id = n->id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = fd,
                                       .newfd_flags = (n->data.args[2] & O_CLOEXEC) ? O_CLOEXEC : 0};
+    /* the caller (if its affinity was every CPU's) and this thread, real-time, on this CPU for the ioctl */
+    static const struct sched_param fifo = {.sched_priority = 1}, other = {.sched_priority = 0};
+    static cpu_set_t own, every;
+    static int ready;
+    if (!ready) { CPU_ZERO(&own); sched_getaffinity(0, sizeof own, &own); memset(&every, 0xff, sizeof every); ready = 1; }
+    cpu_set_t old, one;
+    int cpu = sched_getcpu(), pinned = 0;
+    CPU_ZERO(&one);
+    if (cpu >= 0) CPU_SET(cpu, &one);
+    if (cpu >= 0 && sched_getaffinity(n->pid, sizeof old, &old) == 0 && CPU_EQUAL(&old, &own) &&
+        sched_setscheduler(0, SCHED_FIFO, &fifo) == 0) {
+      if (sched_setaffinity(0, sizeof one, &one) == 0 && sched_setaffinity(n->pid, sizeof one, &one) == 0) pinned = 1;
+      else { sched_setaffinity(0, sizeof own, &own); sched_setscheduler(0, SCHED_OTHER, &other); }
+    }
     int rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
     int e = errno;
+    if (pinned) {
+      sched_setaffinity(n->pid, sizeof every, &every);
+      sched_setaffinity(0, sizeof own, &own);
+      sched_setscheduler(0, SCHED_OTHER, &other);
+    }
     close(fd);
     if (rc < 0 && e != ENOENT) reply(listener, n->id, 0, -e, 0);
     return;
