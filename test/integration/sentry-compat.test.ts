@@ -56,6 +56,15 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, '1000 1000\n');
   });
 
+  // access(2) checks with the caller's real ids; the sentry's thread, whose real uid is 0,
+  // answered it as root (before, uid 1000 was told it could read /etc/shadow)
+  it("answers access(2) with the caller's real ids", { skip: need('python3') }, async () => {
+    const py = "import os; print(os.access('/etc/shadow', os.R_OK), os.access('/etc/shadow', os.R_OK, effective_ids=True), os.access('/etc/passwd', os.R_OK))";
+    const r = await run(['--user', '1000:1000', '--', 'python3', '-c', py]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'False False True\n');
+  });
+
   it('runs busybox shell scripts: pipes, redirections, subshells, find, tar, sed, sort', { skip: need('busybox') }, async () => {
     const script = [
       'set -e',

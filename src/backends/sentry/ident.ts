@@ -73,14 +73,20 @@ function capField(status: string, name: string): [number, number] {
   return [Number(v & 0xffffffffn), Number(v >> 32n)];
 }
 
-/** Parses a /proc status file into a file-system identity and the thread group id; null if unreadable. */
-export function identOf(status: string): { id: Ident; tgid: number } | null {
+/**
+ * Parses a /proc status file into a file-system identity, the identity access(2) checks with
+ * and the thread group id; null if unreadable. access(2) (faccessat without AT_EACCESS) checks
+ * with the real uid and gid as file-system ids, and with no capabilities unless the real uid is
+ * 0, then with the permitted ones (the kernel's access_override_creds).
+ */
+export function identOf(status: string): { id: Ident; access: Ident; tgid: number } | null {
   const uid = statusIds(status, 'Uid');
   const gid = statusIds(status, 'Gid');
   if (uid.length < 4 || gid.length < 4) return null;
-  const eff = capField(status, 'CapEff');
+  const id: Ident = { euid: uid[1]!, egid: gid[1]!, fsuid: uid[3]!, fsgid: gid[3]!, groups: statusIds(status, 'Groups'), caps: capField(status, 'CapEff') };
   return {
-    id: { euid: uid[1]!, egid: gid[1]!, fsuid: uid[3]!, fsgid: gid[3]!, groups: statusIds(status, 'Groups'), caps: eff },
+    id,
+    access: { ...id, fsuid: uid[0]!, fsgid: gid[0]!, caps: uid[0] === 0 ? capField(status, 'CapPrm') : [0, 0] },
     tgid: statusIds(status, 'Tgid')[0] ?? 0,
   };
 }
@@ -102,7 +108,7 @@ export function ownCreds(): OwnCreds {
 export class Identities {
   /** Whether switching is possible: the sentry runs as root with CAP_SETUID and CAP_SETGID. */
   readonly enabled: boolean;
-  private readonly kept = new Map<number, { id: Ident; key: string; tgid: number; at: number }>();
+  private readonly kept = new Map<number, { id: Ident; key: string; access: Ident; accessKey: string; tgid: number; at: number }>();
   private readonly ownKey: string;
   /** The key of the identity this thread has now; '?' when unknown (a thread that may have inherited a switch). */
   private current: string;
@@ -123,18 +129,30 @@ export class Identities {
 
   /** Makes this thread act with the file-system identity of `t`'s thread. */
   actAs(t: Task): void {
-    if (!this.enabled) return;
+    const e = this.identityOf(t);
+    if (e) this.become(e.id, e.key);
+  }
+
+  /** Makes this thread act with the identity access(2) of `t`'s thread checks with (its real ids). */
+  actAsForAccess(t: Task): void {
+    const e = this.identityOf(t);
+    if (e) this.become(e.access, e.accessKey);
+  }
+
+  /** The kept identities of `t`'s thread (read again when stale); undefined if switching is off or the caller is gone. */
+  private identityOf(t: Task): { id: Ident; key: string; access: Ident; accessKey: string } | undefined {
+    if (!this.enabled) return undefined;
     const now = performance.now();
     let e = this.kept.get(t.tid);
     if (e === undefined || now - e.at > REVALIDATE_MS) {
       const parsed = identOf(readProcFile(`/proc/${t.tid}/status`));
-      if (parsed === null) return; // the caller is gone: whatever is done next fails on its notification
+      if (parsed === null) return undefined; // the caller is gone: whatever is done next fails on its notification
       this.kept.delete(t.tid);
       if (this.kept.size >= MAX_KEPT) this.kept.delete(this.kept.keys().next().value!);
-      e = { id: parsed.id, key: keyOf(parsed.id), tgid: parsed.tgid, at: now };
+      e = { id: parsed.id, key: keyOf(parsed.id), access: parsed.access, accessKey: keyOf(parsed.access), tgid: parsed.tgid, at: now };
       this.kept.set(t.tid, e);
     }
-    this.become(e.id, e.key);
+    return e;
   }
 
   /** Runs `fn` with the sentry's own identity (its scratch trees are root's), then acts as before. */

@@ -629,8 +629,11 @@ function accessCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, mode
   if (loc === 'empty') return CONTINUE; // the dirfd itself: fd-local
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
+  // without AT_EACCESS the whole look-up is checked with the caller's real ids: this thread
+  // takes those on and checks as itself (its real uid is the sentry's)
+  if ((flags & AT.EACCESS) === 0) sb.ids?.actAsForAccess(t);
   return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0),
-    (fd) => fromResult(faccessat2(fd, EMPTY, mode, AT.EMPTY_PATH | (flags & AT.EACCESS))),
+    (fd) => fromResult(faccessat2(fd, EMPTY, mode, AT.EMPTY_PATH | AT.EACCESS)),
     (path) => synthAccess(t, sb, path, mode, flags));
 }
 
