@@ -297,6 +297,9 @@ function serveSandbox(config: string, logFd: number, script: string, onServing: 
   const bootTime = Date.now();
   const own = ownCreds(); // before this thread acts as any caller
   const ids = new Identities(own);
+  // a root sentry that cannot switch acts for every caller as root: say so (unprivileged, it
+  // acts as its own user, which is the workload's)
+  if (!ids.enabled && own.euid === 0) log('cannot take on callers\' identities (no CAP_SETUID or CAP_SETGID): file and socket calls are made as root');
   const pinning = HandoverPinning.create(log);
   // its threads are real-time only while they hand an fd over (pin.ts), a few µs of CPU: one
   // that runs away as real-time for a second is killed rather than left to starve its CPU
