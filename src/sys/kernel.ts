@@ -178,6 +178,7 @@ interface Bound {
   schedGetaffinity(pid: number, n: number, mask: Buffer): number;
   schedSetaffinity(pid: number, n: number, mask: Buffer): number;
   schedSetscheduler(pid: number, policy: number, param: Buffer): number;
+  schedGetscheduler(pid: number): number;
   setrlimit(resource: number, rlim: Buffer): number;
   processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
   processVmWritev(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
@@ -269,6 +270,7 @@ function b(): Bound {
     schedGetaffinity: f('int sched_getaffinity(int pid, size_t n, _Out_ uint8_t *mask)'),
     schedSetaffinity: f('int sched_setaffinity(int pid, size_t n, const uint8_t *mask)'),
     schedSetscheduler: f('int sched_setscheduler(int pid, int policy, const uint8_t *param)'),
+    schedGetscheduler: f('int sched_getscheduler(int pid)'),
     setrlimit: f('int setrlimit(int resource, const uint8_t *rlim)'),
     ...((): Pick<Bound, 'processVmReadv' | 'processVmWritev'> => {
       koffi.struct('moat_local_iovec', { base: 'uint8_t *', len: 'size_t' });
@@ -482,13 +484,15 @@ export const schedGetaffinity = (tid: number, mask: Buffer): number => r(b().sch
 /** sched_setaffinity(2) of thread `tid` (0: the caller) to `mask` (its whole length); 0 or -errno. */
 export const schedSetaffinity = (tid: number, mask: Buffer): number => r(b().schedSetaffinity(tid, mask.length, mask));
 /** Scheduling policies of sched_setscheduler(2). */
-export const SCHED = { OTHER: 0, FIFO: 1 } as const;
+export const SCHED = { OTHER: 0, FIFO: 1, RR: 2, BATCH: 3, IDLE: 5, DEADLINE: 6 } as const;
 const schedParam = Buffer.alloc(4);
 /** sched_setscheduler(2) of thread `tid` (0: the caller) to `policy` at static priority `prio`; 0 or -errno. */
 export const schedSetscheduler = (tid: number, policy: number, prio: number): number => {
   schedParam.writeInt32LE(prio, 0);
   return r(b().schedSetscheduler(tid, policy, schedParam));
 };
+/** sched_getscheduler(2): the policy of thread `tid` (0: the caller), or -errno. */
+export const schedGetscheduler = (tid: number): number => r(b().schedGetscheduler(tid));
 /** setrlimit(2) of resource `resource` (RLIMIT_* number) to `soft` and `hard`; 0 or -errno. */
 export const setrlimit = (resource: number, soft: bigint, hard: bigint): number => {
   const lim = Buffer.alloc(16);

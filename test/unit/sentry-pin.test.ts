@@ -97,6 +97,19 @@ describe('sentry hand-over pinning', () => {
     assert.deepEqual(affinity(pid), [online[online.length - 1]], 'its own mask, not every CPU');
   });
 
+  it('leaves a real-time caller alone (it could run on before getting its CPUs back)', { skip: oneCpu }, async () => {
+    const c = spawn('chrt', ['-f', '1', 'sleep', '60']);
+    children.push(c);
+    assert.ok(c.pid);
+    await settled(c.pid);
+    let during: number[] = [];
+    HandoverPinning.create().around(c.pid, () => {
+      during = affinity(c.pid!);
+      return 0;
+    });
+    assert.deepEqual(during, online);
+  });
+
   it('pins nothing once stopped, in any thread\'s view of the same sandbox', { skip: oneCpu }, async () => {
     const pid = sleeper();
     await settled(pid);

@@ -14,7 +14,7 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   // resumed after a stop, e.g. SIGSTOP or the cgroup freezer, continues through it)
   'brk', 'mmap', 'munmap', 'mprotect', 'mremap', 'madvise', 'mincore', 'msync', 'membarrier',
   'futex', 'futex_waitv', 'set_robust_list', 'get_robust_list', 'rseq', 'set_tid_address', 'sched_yield',
-  'sched_getaffinity', 'sched_setaffinity', 'getcpu', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'rt_sigtimedwait',
+  'sched_getaffinity', 'sched_setaffinity', 'sched_getscheduler', 'getcpu', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'rt_sigtimedwait',
   'clock_gettime', 'clock_getres', 'clock_nanosleep', 'nanosleep', 'gettimeofday', 'getrandom',
   'getpid', 'gettid', 'getppid', 'getuid', 'geteuid', 'getgid', 'getegid', 'getresuid', 'getresgid', 'getgroups',
   'tgkill', 'exit', 'exit_group', 'restart_syscall', 'prlimit64', 'getrusage', 'uname', 'sysinfo', 'clone', 'clone3',

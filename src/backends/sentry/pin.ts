@@ -19,8 +19,9 @@
  * it created would inherit it. Without real-time priority (no CAP_SYS_NICE, a real-time group
  * limit) nothing is pinned. An open costs ~40 µs this way.
  *
- * Only a caller whose affinity nobody narrowed is moved: its mask is every online CPU (no cpuset
- * narrower than the machine, no taskset), and it is given back as "every CPU", which the kernel
+ * Only a caller of a normal scheduling class (a real-time one could preempt the answering thread)
+ * whose affinity nobody narrowed is moved: its mask is every online CPU (no cpuset narrower than
+ * the machine, no taskset), and it is given back as "every CPU", which the kernel
  * keeps as the thread's requested affinity and intersects with its cpuset, as it would with no
  * request at all.
  *
@@ -137,6 +138,9 @@ export class HandoverPinning {
     const cpu = k.schedGetcpu();
     if (cpu < 0 || cpu >= MASK_BYTES * 8) return null;
     if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return null;
+    // a real-time caller could preempt this thread and run on before it is given its CPUs back
+    const policy = k.schedGetscheduler(tid);
+    if (policy !== k.SCHED.OTHER && policy !== k.SCHED.BATCH && policy !== k.SCHED.IDLE) return null;
     const rc = k.schedSetscheduler(0, k.SCHED.FIFO, RT_PRIO);
     if (rc < 0) {
       this.noRealtime = true;
