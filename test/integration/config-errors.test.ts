@@ -107,6 +107,17 @@ const CASES: BadConfig[] = [
   { name: 'rootfs that does not exist', path: 'root.path', says: /not a directory/, mutate: (s) => (s.root.path = 'no-such-rootfs') },
   { name: 'ociVersion missing', path: 'ociVersion', says: /missing/, mutate: (s) => delete s.ociVersion },
   { name: 'ociVersion not a string', path: 'ociVersion', says: /string/, mutate: (s) => (s.ociVersion = 1) },
+  {
+    name: 'a user namespace that moves ids, under the sentry',
+    path: 'linux.uidMappings[0]',
+    says: /identity mappings/,
+    mutate: (s) => {
+      s.annotations = { 'io.moat.isolation': 'sentry' };
+      s.linux.namespaces.push({ type: 'user' });
+      s.linux.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      s.linux.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    },
+  },
   { name: 'unknown isolation annotation', path: 'annotations["io.moat.isolation"]', says: /nonsense/, mutate: (s) => (s.annotations = { 'io.moat.isolation': 'nonsense' }) },
   { name: 'config.json is not JSON', path: '(root)', says: /not valid JSON/, raw: '{"ociVersion": "1.0.2",' },
   { name: 'config.json is an array', path: '(root)', says: /object/, raw: '[]' },

@@ -57,6 +57,15 @@ export function sentrySpec(spec: Spec): Spec {
     throw new ConfigError('linux.sysctl', 'sysctls cannot be set under the sentry: the workload has no /proc/sys of the host kernel');
   }
   if (!spec.process) throw new ConfigError('process', 'required to create a container');
+  if (process.geteuid?.() === 0) {
+    // a root sentry acts for the workload with host ids and host capabilities (ident.ts): under
+    // a mapping that moves ids, a mapped root's capabilities would reach files its namespace
+    // does not own (the kernel allows them only on inodes whose owner is mapped)
+    for (const field of ['uidMappings', 'gidMappings'] as const) {
+      const i = (spec.linux?.[field] ?? []).findIndex((m) => m.containerID !== m.hostID);
+      if (i >= 0) throw new ConfigError(`linux.${field}[${i}]`, 'only identity mappings (containerID = hostID) can be used under the sentry when Moat runs as root');
+    }
+  }
   return { ...spec, mounts, linux, process: { ...spec.process, noNewPrivileges: true } };
 }
 
