@@ -65,6 +65,21 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, 'False False True\n');
   });
 
+  // /proc/PID/fd (0500) and environ (0400) belong to the process's user: the sentry, which then
+  // holds no DAC capability, read them empty or refused; and lstat of "/proc/self/." gave the
+  // "self" link, so ls -la listed "." as a symlink
+  it('shows a non-root process its own /proc/self/fd and environ; a trailing "." follows /proc/self', { skip: need('python3') }, async () => {
+    const py = [
+      'import os, stat',
+      "print(sorted(set(os.listdir('/proc/self/fd')) & {'0', '1', '2'}), os.readlink('/proc/self/fd/0').startswith('/'))",
+      "print(b'MOAT_PROBE=1' in open('/proc/self/environ', 'rb').read().split(b'\\0'))",
+      "print(stat.S_ISDIR(os.lstat('/proc/self/.').st_mode), stat.S_ISLNK(os.lstat('/proc/self').st_mode), stat.S_ISDIR(os.lstat('/proc/self/fd/..').st_mode))",
+    ].join('\n');
+    const r = await run(['--user', '1000:1000', '-e', 'MOAT_PROBE=1', '--', 'python3', '-c', py], '');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "['0', '1', '2'] True\nTrue\nTrue True True\n");
+  });
+
   it('runs busybox shell scripts: pipes, redirections, subshells, find, tar, sed, sort', { skip: need('busybox') }, async () => {
     const script = [
       'set -e',

@@ -168,6 +168,25 @@ export class Identities {
     }
   }
 
+  /**
+   * Runs `fn` with the sentry's own identity but file-system ids `uid` and `gid`, then acts as
+   * before: for host /proc entries only their owner may read (a non-root workload's fd directory
+   * and environ), which the sentry, holding no DAC capability the workload lacks, cannot.
+   */
+  asOwner<T>(uid: number, gid: number, fn: () => T): T {
+    if (!this.enabled || (uid === this.own.fsuid && gid === this.own.fsgid)) return this.asSentry(fn);
+    const before = this.current;
+    const prior = this.currentId;
+    const id: Ident = { ...this.own, fsuid: uid, fsgid: gid };
+    this.become(id, keyOf(id));
+    try {
+      return fn();
+    } finally {
+      if (prior) this.become(prior, before);
+      else this.become(this.own, this.ownKey);
+    }
+  }
+
   /** Forgets thread `tid`'s identity (it made a call that may change its credentials). */
   forget(tid: number): void {
     this.kept.delete(tid);

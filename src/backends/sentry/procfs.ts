@@ -11,7 +11,7 @@
  *
  * Paths are canonical absolute container paths (latin1 strings, no ".", ".." or "//").
  */
-import { fstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { fstatSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
 import { join, posix } from 'node:path';
 
 import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
@@ -162,6 +162,23 @@ function mayAccess(c: Ctx, host: number): number {
   return v.hostOwner(host)?.[0] === cr.fsuid ? 0 : -E.EACCES;
 }
 
+/**
+ * Runs `fn` (a read of host /proc under `dir`) with the sentry's file-system ids set to the
+ * owner of host directory `dir` (ident.ts asOwner): a non-root workload's /proc/PID/fd is its
+ * own, mode 0500, and its environ 0400, and the sentry then holds no DAC capability.
+ */
+function asHostOwner<T>(c: Ctx, dir: string, fn: () => T): T {
+  const ids = c.sb.ids;
+  if (ids === undefined) return fn();
+  let owner: { uid: number; gid: number };
+  try {
+    owner = lstatSync(dir);
+  } catch {
+    return fn(); // gone: fn answers for it
+  }
+  return ids.asOwner(owner.uid, owner.gid, fn);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Magic-link targets
 
@@ -185,7 +202,7 @@ function magic(c: Ctx, hostPath: string, host: number, owner: Owner, fixed?: str
       const a = access();
       if (a < 0) return a;
       if (fixed !== undefined) return fixed;
-      const t = v.linkHost(hostPath);
+      const t = asHostOwner(c, posix.dirname(hostPath), () => v.linkHost(hostPath));
       return typeof t === 'number' ? t : translateTarget(c.sb, t);
     },
     { magic: hostPath, access, owner },
@@ -356,7 +373,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   const owner = once(() => v.owner(p.host));
   const extra: Common = { owner };
   const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
-  const ownOnly = (name: string) => (): Node => file(() => (own ? v.readHostBuf(`${base}/${name}`) : -E.EACCES), extra);
+  const ownOnly = (name: string) => (): Node => file(() => (own ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), extra);
   const entries: Record<string, () => Node> = {
     cgroup: () => file(() => '0::/\n', extra),
     cmdline: host('cmdline'),
@@ -388,13 +405,13 @@ function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
     owner,
     access,
     list: () => {
-      const names = access() < 0 ? -E.EACCES : v.listHost(`${base}/fd`);
+      const names = access() < 0 ? -E.EACCES : asHostOwner(c, `${base}/fd`, () => v.listHost(`${base}/fd`));
       if (typeof names === 'number') return [];
       return names.sort((a, b) => Number(a) - Number(b)).map((n): [string, Node] => [n, entry(n)]);
     },
     child: (name) => {
       if (!/^(0|[1-9]\d{0,9})$/.test(name) || access() < 0) return null;
-      return typeof v.linkHost(`${base}/fd/${name}`) === 'string' ? entry(name) : null;
+      return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
     },
   };
 }

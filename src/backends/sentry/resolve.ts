@@ -163,6 +163,15 @@ function endsWithSlash(p: Buffer | string): boolean {
   return typeof p === 'string' ? p.endsWith('/') : p.length > 0 && p[p.length - 1] === SLASH;
 }
 
+/**
+ * Whether the kernel follows a path's last symlink even without being asked to: a trailing "/",
+ * or a last component "." or ".." (lstat("/proc/self/.") is the process's directory).
+ */
+function followsLast(p: Buffer | string): boolean {
+  const s = typeof p === 'string' ? p : p.toString('latin1');
+  return s.endsWith('/') || s === '.' || s === '..' || s.endsWith('/.') || s.endsWith('/..');
+}
+
 /** Whether a canonical path is /proc, /sys or below (or otherwise claimed by procfs). */
 function underSynthetic(p: string): boolean {
   return p === '/proc' || p.startsWith('/proc/') || p === '/sys' || p.startsWith('/sys/') || synthetic.isSynthetic(p);
@@ -321,7 +330,7 @@ function components(p: string): string[] {
  */
 export function walk(sb: Sandbox, path: Buffer | string, follow: boolean): string | number | null {
   const s = typeof path === 'string' ? path : path.toString('latin1');
-  const followLast = follow || endsWithSlash(s);
+  const followLast = follow || followsLast(s);
   /** Components still to walk, next one last. */
   const pending = components(s).reverse();
   /** Owned fds of the directories walked below the root, deepest last, and their names. */
@@ -419,7 +428,7 @@ export function lookup(t: Task, sb: Sandbox, loc: Loc, flags: number, mode = 0, 
     }
     return { fd, st };
   }
-  const follow = (flags & O.NOFOLLOW) === 0 || endsWithSlash(loc.path);
+  const follow = (flags & O.NOFOLLOW) === 0 || followsLast(loc.path);
   let path = loc.path;
   for (let hop = 0; ; hop++) {
     let syn = syntheticTarget(normalize(path), follow);
