@@ -125,6 +125,16 @@ describe('sentry hand-over pinning', () => {
     assert.deepEqual(during, online);
   });
 
+  it('stops without waiting for ever on a hand-over that does not end (a stopped caller)', () => {
+    const logged: string[] = [];
+    const p = HandoverPinning.create((m) => logged.push(m));
+    Atomics.store(p.state, 0, 1); // one pinned hand-over, never ending
+    p.stop();
+    assert.ok(p.stopped);
+    assert.equal(logged.length, 1);
+    assert.match(logged[0]!, /still pinned/);
+  });
+
   it('hands over unpinned when the caller is gone', () => {
     const p = HandoverPinning.create();
     assert.equal(p.around(0x3fffffff, () => -3), -3);

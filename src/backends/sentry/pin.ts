@@ -27,11 +27,12 @@
  *
  * A workload that manages affinity itself stops this for its sandbox for good: its first
  * sched_setaffinity, or a sched_getaffinity of another thread, calls `stop` before the call
- * continues, and `stop` waits until no hand-over is pinned. The two sides meet in shared memory
- * (Int32 [pinned hand-overs now, stopped]) across the serving thread and the workers: a hand-over
- * counts itself in, then looks at the flag; `stop` sets the flag, then waits for the count, so
- * either the hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a
- * workload thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
+ * continues, and `stop` waits until no hand-over is pinned (at most 100 ms: one to a stopped
+ * caller lasts until it continues). The two sides meet in shared memory (Int32 [pinned
+ * hand-overs now, stopped]) across the serving thread and the workers: a hand-over counts itself
+ * in, then looks at the flag; `stop` sets the flag, then waits for the count, so either the
+ * hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a workload
+ * thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
  */
 import { readFileSync } from 'node:fs';
 import * as k from '../../sys/kernel.js';
@@ -43,6 +44,8 @@ const MASK_BYTES = 128;
 /** How long the list of online CPUs is trusted before it is read again. */
 const ONLINE_TTL_MS = 1000;
 const ONLINE = '/sys/devices/system/cpu/online';
+/** How long `stop` waits for pinned hand-overs to end. */
+const STOP_WAIT_MS = 100;
 /** The answering thread's real-time priority during a hand-over (the lowest). */
 const RT_PRIO = 1;
 
@@ -115,11 +118,21 @@ export class HandoverPinning {
     }
   }
 
-  /** Stops pinning in this sandbox for good, once every pinned hand-over has ended. */
+  /**
+   * Stops pinning in this sandbox for good, once every pinned hand-over has ended, or after
+   * STOP_WAIT_MS: a hand-over to a stopped caller (SIGSTOP) lasts until it continues, and the
+   * call that would continue it may be waiting behind this one.
+   */
   stop(): void {
     Atomics.store(this.state, STOPPED, 1);
+    const until = performance.now() + STOP_WAIT_MS;
     for (let n = Atomics.load(this.state, PINNED); n !== 0; n = Atomics.load(this.state, PINNED)) {
-      Atomics.wait(this.state, PINNED, n, 10);
+      const left = until - performance.now();
+      if (left <= 0) {
+        this.log?.(`${n} fd hand-over(s) still pinned after ${STOP_WAIT_MS} ms (a stopped caller?): not waiting for them`);
+        return;
+      }
+      Atomics.wait(this.state, PINNED, n, Math.min(left, 10));
     }
   }
 
