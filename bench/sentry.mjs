@@ -192,10 +192,10 @@ const C_SENTRY_C = String.raw`/*
  * NOTIF_RECV; the path read with process_vm_readv (256 bytes, then the rest); NOTIF_ID_VALID;
  * openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) under a root fd; a stat answered with
  * fstatat(AT_EMPTY_PATH), close, NOTIF_ID_VALID and process_vm_writev; an open answered by
- * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND, the caller and the supervisor both allowed only the
- * supervisor's CPU for the length of that ioctl and the supervisor SCHED_FIFO (as Moat's
- * sentry/pin.ts does: ADDFD's wake-ups are plain ones, which would send each side to an idle
- * CPU; real-time, the supervisor gives the caller its CPUs back before the caller runs again). Synchronous wake-ups (Linux 6.6+)
+ * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND, the supervisor SCHED_FIFO and the caller allowed only
+ * the supervisor's CPU for the length of that ioctl (as Moat's sentry/pin.ts does: ADDFD's
+ * wake-ups are plain ones, which would send each side to an idle CPU; real-time, the supervisor
+ * gives the caller its CPUs back before the caller runs again). Synchronous wake-ups (Linux 6.6+)
  * where the kernel has them. Paths under /proc and relative paths are let through (CONTINUE): the floor serves
  * only what it times. Exits with PROG's status.
  */
@@ -312,25 +312,24 @@ static void serve(int listener, int root, struct seccomp_notif *n) {
   if (n->data.nr == SYS_openat) {
     struct seccomp_notif_addfd add = {.id = n->id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = fd,
                                       .newfd_flags = (n->data.args[2] & O_CLOEXEC) ? O_CLOEXEC : 0};
-    /* the caller (if its affinity was every CPU's) and this thread, real-time, on this CPU for the ioctl */
+    /* this thread real-time, then the caller (if its affinity was every CPU's) on this CPU for the ioctl */
     static const struct sched_param fifo = {.sched_priority = 1}, other = {.sched_priority = 0};
     static cpu_set_t own, every;
     static int ready;
     if (!ready) { CPU_ZERO(&own); sched_getaffinity(0, sizeof own, &own); memset(&every, 0xff, sizeof every); ready = 1; }
     cpu_set_t old, one;
-    int cpu = sched_getcpu(), pinned = 0;
-    CPU_ZERO(&one);
-    if (cpu >= 0) CPU_SET(cpu, &one);
-    if (cpu >= 0 && sched_getaffinity(n->pid, sizeof old, &old) == 0 && CPU_EQUAL(&old, &own) &&
-        sched_setscheduler(0, SCHED_FIFO, &fifo) == 0) {
-      if (sched_setaffinity(0, sizeof one, &one) == 0 && sched_setaffinity(n->pid, sizeof one, &one) == 0) pinned = 1;
-      else { sched_setaffinity(0, sizeof own, &own); sched_setscheduler(0, SCHED_OTHER, &other); }
+    int pinned = 0;
+    if (sched_getaffinity(n->pid, sizeof old, &old) == 0 && CPU_EQUAL(&old, &own) && sched_setscheduler(0, SCHED_FIFO, &fifo) == 0) {
+      int cpu = sched_getcpu();
+      CPU_ZERO(&one);
+      if (cpu >= 0) CPU_SET(cpu, &one);
+      if (cpu >= 0 && sched_setaffinity(n->pid, sizeof one, &one) == 0) pinned = 1;
+      else sched_setscheduler(0, SCHED_OTHER, &other);
     }
     int rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
     int e = errno;
     if (pinned) {
       sched_setaffinity(n->pid, sizeof every, &every);
-      sched_setaffinity(0, sizeof own, &own);
       sched_setscheduler(0, SCHED_OTHER, &other);
     }
     close(fd);

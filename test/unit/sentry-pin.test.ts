@@ -1,7 +1,8 @@
 /**
  * The sentry's fd hand-over pinning (pin.ts) on real processes: during the hand-over the caller
- * may run only on the answering thread's CPU, which is real-time, afterwards both have their
- * CPUs (and the answering thread its policy) again; a caller whose
+ * may run only on the answering thread's CPU, which is real-time, afterwards it has every CPU
+ * (and the answering thread its policy) again; if the answering thread was moved meanwhile, the
+ * caller's group and children get their CPUs back too; a caller whose
  * affinity was narrowed is left alone; once stopped, nothing is pinned; the CPU list parser.
  */
 import assert from 'node:assert/strict';
@@ -11,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 
 import { cpuListMask, HandoverPinning } from '../../src/backends/sentry/pin.js';
-import { schedGetaffinity, schedGetcpu } from '../../src/sys/kernel.js';
+import { schedGetaffinity, schedGetcpu, schedSetaffinity } from '../../src/sys/kernel.js';
 
 /** The CPUs set in an affinity mask. */
 function cpusOf(mask: Buffer): number[] {
@@ -77,11 +78,48 @@ describe('sentry hand-over pinning', () => {
     });
     assert.equal(rc, 7, 'the hand-over\'s result comes back');
     assert.deepEqual(during, [cpu], 'the caller may run only on the answering CPU');
-    assert.deepEqual(self, [cpu], 'the answering thread stays on its CPU');
+    assert.deepEqual(self, mine, 'the answering thread keeps its own mask');
     assert.equal(rt, 1, 'the answering thread is SCHED_FIFO during the hand-over');
     assert.equal(policy(), 0, 'and SCHED_OTHER after it');
     assert.deepEqual(affinity(pid), online, 'the caller has every CPU again');
     assert.deepEqual(affinity(0), mine, 'the answering thread has its CPUs again');
+  });
+
+  it('gives the narrowed tasks of the caller\'s group and children their CPUs back if the answering thread was moved', { skip: oneCpu }, async () => {
+    const parent = spawn('sh', ['-c', 'sleep 60 & wait']);
+    children.push(parent);
+    assert.ok(parent.pid);
+    let child = 0;
+    for (let i = 0; i < 200 && child === 0; i++) {
+      const list = readFileSync(`/proc/${parent.pid}/task/${parent.pid}/children`, 'latin1').trim();
+      if (list !== '') child = Number(list.split(' ')[0]);
+      else await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(child > 0, 'the child sleep started');
+    const logged: string[] = [];
+    const mine = affinity(0);
+    try {
+      HandoverPinning.create((m) => logged.push(m)).around(parent.pid, () => {
+        const cpu = schedGetcpu();
+        // as if the caller had forked while pinned, and this thread was pushed elsewhere
+        const one = Buffer.alloc(128);
+        one[cpu >> 3] = 1 << (cpu & 7);
+        assert.equal(schedSetaffinity(child, one), 0);
+        const other = online.find((c) => c !== cpu)!;
+        const there = Buffer.alloc(128);
+        there[other >> 3] = 1 << (other & 7);
+        assert.equal(schedSetaffinity(0, there), 0);
+        return 0;
+      });
+    } finally {
+      const back = Buffer.alloc(128);
+      for (const c of mine) back[c >> 3]! |= 1 << (c & 7);
+      schedSetaffinity(0, back);
+    }
+    assert.deepEqual(affinity(child), online, 'the child has every CPU again');
+    assert.deepEqual(affinity(parent.pid), online, 'the caller has every CPU again');
+    assert.equal(logged.length, 1);
+    assert.match(logged[0]!, /1 task\(s\) given them back/);
   });
 
   it('leaves a caller whose affinity was narrowed alone', { skip: oneCpu }, async () => {

@@ -9,15 +9,19 @@
  * interrupt and a vCPU coming out of halt: on the 2-vCPU machine this was built on, a served
  * open cost ~75 µs, ~55 of them in that ioctl.
  *
- * So for the length of that one ioctl the caller may run only on the answering thread's CPU,
- * and the answering thread only there too, as SCHED_FIFO: the caller runs as soon as the
- * answering thread sleeps in the ioctl and installs the fd; its wake-up of the answering thread
- * then preempts it before it returns to user space (a real-time task preempts a normal one at
- * once, and a task returning to user space with a reschedule pending switches first). The
- * answering thread gives the caller its CPUs back, then takes back its own mask and policy.
- * The workload therefore never runs an instruction with the narrowed mask: a thread or process
- * it created would inherit it. Without real-time priority (no CAP_SYS_NICE, a real-time group
- * limit) nothing is pinned. An open costs ~40 µs this way.
+ * So for the length of that one ioctl the caller may run only on the answering thread's CPU, and
+ * the answering thread is SCHED_FIFO (it takes the priority first and reads its CPU after: a
+ * running real-time thread is not moved by load balancing). The caller runs there as soon as
+ * the answering thread sleeps in the ioctl and installs the fd; its wake-up of the real-time
+ * thread, whose CPU that is, preempts it before it returns to user space (a real-time task
+ * preempts a normal one at once, and a task returning to user space with a reschedule pending
+ * switches first). The answering thread gives the caller its CPUs back, then drops its
+ * priority. The workload therefore never runs an instruction with the narrowed mask: a thread
+ * or process it created would inherit it. Only if a higher real-time task pushed the answering
+ * thread to another CPU in between can the caller run first; the answering thread sees it is
+ * elsewhere after the ioctl, and gives every task of the caller's group and of its children
+ * that has the narrowed mask its CPUs back (logged). Without real-time priority (no
+ * CAP_SYS_NICE, a real-time group limit) nothing is pinned. An open costs ~45 µs this way.
  *
  * Only a caller of a normal scheduling class (a real-time one could preempt the answering thread)
  * whose affinity nobody narrowed is moved: its mask is every online CPU (no cpuset narrower than
@@ -34,7 +38,7 @@
  * hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a workload
  * thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import * as k from '../../sys/kernel.js';
 
 const PINNED = 0;
@@ -48,6 +52,34 @@ const ONLINE = '/sys/devices/system/cpu/online';
 const STOP_WAIT_MS = 100;
 /** The answering thread's real-time priority during a hand-over (the lowest). */
 const RT_PRIO = 1;
+
+/** The numeric entries of a host /proc directory (none if it is gone). */
+function listNumbers(dir: string): number[] {
+  try {
+    return readdirSync(dir).filter((n) => /^\d+$/.test(n)).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** The thread group of host thread `tid`, or undefined if it is gone. */
+function readTgid(tid: number): number | undefined {
+  try {
+    const m = /\nTgid:\s*(\d+)/.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The child processes of task `t` of group `pid` (/proc/PID/task/T/children), or none. */
+function readChildren(pid: number, t: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1').split(' ').filter((n) => /^\d+$/.test(n)).map(Number);
+  } catch {
+    return [];
+  }
+}
 
 /** Parses a kernel CPU list ("0-3,8,10-11") into an affinity mask of MASK_BYTES; undefined if malformed or too large. */
 export function cpuListMask(list: string): Buffer | undefined {
@@ -70,8 +102,6 @@ export class HandoverPinning {
   private readonly old = Buffer.alloc(MASK_BYTES);
   private readonly one = Buffer.alloc(MASK_BYTES);
   private readonly every = Buffer.alloc(MASK_BYTES, 0xff);
-  /** This thread's own mask to return to (read at its first hand-over), or null if unreadable. */
-  private own: Buffer | null | undefined;
   private online: Buffer | undefined;
   private onlineAt = -Infinity;
   /** Set once this thread could not become real-time: it pins nothing from then on. */
@@ -100,19 +130,20 @@ export class HandoverPinning {
    */
   around(tid: number, handOver: () => number): number {
     Atomics.add(this.state, PINNED, 1);
-    let own: Buffer | null = null;
+    let cpu = -1;
     try {
-      if (!this.noRealtime && Atomics.load(this.state, STOPPED) === 0) own = this.pin(tid);
+      if (!this.noRealtime && Atomics.load(this.state, STOPPED) === 0) cpu = this.pin(tid);
     } finally {
-      if (own === null) this.leave();
+      if (cpu < 0) this.leave();
     }
-    if (own === null) return handOver();
+    if (cpu < 0) return handOver();
     try {
       return handOver();
     } finally {
       // the caller first: it may not run before this thread has given its CPUs back
+      const moved = k.schedGetcpu() !== cpu;
       k.schedSetaffinity(tid, this.every);
-      k.schedSetaffinity(0, own);
+      if (moved) this.repair(tid);
       k.schedSetscheduler(0, k.SCHED.OTHER, 0);
       this.leave();
     }
@@ -141,43 +172,46 @@ export class HandoverPinning {
   }
 
   /**
-   * Makes this thread real-time and keeps it and `tid` on its CPU, if `tid`'s mask is every
-   * online CPU; returns the mask this thread goes back to, or null (nothing changed).
+   * Makes this thread real-time and keeps `tid` on this thread's CPU, if `tid` is of a normal
+   * scheduling class and its mask is every online CPU; returns that CPU, or -1 (nothing changed).
    */
-  private pin(tid: number): Buffer | null {
+  private pin(tid: number): number {
     const online = this.onlineMask();
-    const own = this.ownMask();
-    if (!online || !own) return null;
-    const cpu = k.schedGetcpu();
-    if (cpu < 0 || cpu >= MASK_BYTES * 8) return null;
-    if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return null;
+    if (!online) return -1;
+    if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return -1;
     // a real-time caller could preempt this thread and run on before it is given its CPUs back
     const policy = k.schedGetscheduler(tid);
-    if (policy !== k.SCHED.OTHER && policy !== k.SCHED.BATCH && policy !== k.SCHED.IDLE) return null;
+    if (policy !== k.SCHED.OTHER && policy !== k.SCHED.BATCH && policy !== k.SCHED.IDLE) return -1;
     const rc = k.schedSetscheduler(0, k.SCHED.FIFO, RT_PRIO);
     if (rc < 0) {
       this.noRealtime = true;
       this.log?.(`cannot become real-time (errno ${-rc}): fd hand-overs are not kept on one CPU`);
-      return null;
+      return -1;
     }
-    this.one.fill(0);
-    this.one[cpu >> 3] = 1 << (cpu & 7);
-    if (k.schedSetaffinity(0, this.one) === 0) {
-      if (k.schedSetaffinity(tid, this.one) === 0) return own;
-      k.schedSetaffinity(0, own);
+    const cpu = k.schedGetcpu(); // as real-time: where it stays while it runs
+    if (cpu >= 0 && cpu < MASK_BYTES * 8) {
+      this.one.fill(0);
+      this.one[cpu >> 3] = 1 << (cpu & 7);
+      if (k.schedSetaffinity(tid, this.one) === 0) return cpu;
     }
     k.schedSetscheduler(0, k.SCHED.OTHER, 0);
-    return null;
+    return -1;
   }
 
-  /** The mask this thread returns to after a hand-over: "every CPU" if it had every online one. */
-  private ownMask(): Buffer | null {
-    if (this.own === undefined) {
-      const mask = Buffer.alloc(MASK_BYTES);
-      const online = this.onlineMask();
-      this.own = k.schedGetaffinity(0, mask) < 0 ? null : online && mask.equals(online) ? this.every : mask;
-    }
-    return this.own;
+  /**
+   * The caller may have run before getting its CPUs back (this thread was moved off the CPU):
+   * gives every task of its thread group, and of its child processes, that has the narrowed
+   * mask every CPU again.
+   */
+  private repair(tid: number): void {
+    const group = readTgid(tid);
+    if (group === undefined) return;
+    const tasks = (pid: number): number[] => listNumbers(`/proc/${pid}/task`);
+    const own = tasks(group);
+    const all = [...own, ...own.flatMap((t) => readChildren(group, t).flatMap(tasks))];
+    const mask = Buffer.alloc(MASK_BYTES);
+    const fixed = all.filter((t) => k.schedGetaffinity(t, mask) === 0 && mask.equals(this.one) && k.schedSetaffinity(t, this.every) === 0);
+    this.log?.(`an fd hand-over's caller (tid ${tid}) may have run before it got its CPUs back: ${fixed.length} task(s) given them back`);
   }
 
   /** The online CPUs as a mask (read again after ONLINE_TTL_MS); undefined if unreadable. */
