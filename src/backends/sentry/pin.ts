@@ -38,8 +38,11 @@
  * hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a workload
  * thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { descendants } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
+import { readProcFile, statusIds } from './task.js';
+import { listHost } from './view.js';
 
 const PINNED = 0;
 const STOPPED = 1;
@@ -52,34 +55,6 @@ const ONLINE = '/sys/devices/system/cpu/online';
 const STOP_WAIT_MS = 100;
 /** The answering thread's real-time priority during a hand-over (the lowest). */
 const RT_PRIO = 1;
-
-/** The numeric entries of a host /proc directory (none if it is gone). */
-function listNumbers(dir: string): number[] {
-  try {
-    return readdirSync(dir).filter((n) => /^\d+$/.test(n)).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** The thread group of host thread `tid`, or undefined if it is gone. */
-function readTgid(tid: number): number | undefined {
-  try {
-    const m = /\nTgid:\s*(\d+)/.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The child processes of task `t` of group `pid` (/proc/PID/task/T/children), or none. */
-function readChildren(pid: number, t: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1').split(' ').filter((n) => /^\d+$/.test(n)).map(Number);
-  } catch {
-    return [];
-  }
-}
 
 /** Parses a kernel CPU list ("0-3,8,10-11") into an affinity mask of MASK_BYTES; undefined if malformed or too large. */
 export function cpuListMask(list: string): Buffer | undefined {
@@ -200,17 +175,18 @@ export class HandoverPinning {
 
   /**
    * The caller may have run before getting its CPUs back (this thread was moved off the CPU):
-   * gives every task of its thread group, and of its child processes, that has the narrowed
-   * mask every CPU again.
+   * gives every task of its process, and of the processes below it, that has the narrowed mask
+   * every CPU again.
    */
   private repair(tid: number): void {
-    const group = readTgid(tid);
+    const group = statusIds(readProcFile(`/proc/${tid}/status`), 'Tgid')[0];
     if (group === undefined) return;
-    const tasks = (pid: number): number[] => listNumbers(`/proc/${pid}/task`);
-    const own = tasks(group);
-    const all = [...own, ...own.flatMap((t) => readChildren(group, t).flatMap(tasks))];
+    const tasks = descendants(group).flatMap((pid) => {
+      const names = listHost(`/proc/${pid}/task`);
+      return typeof names === 'number' ? [] : names.map(Number);
+    });
     const mask = Buffer.alloc(MASK_BYTES);
-    const fixed = all.filter((t) => k.schedGetaffinity(t, mask) === 0 && mask.equals(this.one) && k.schedSetaffinity(t, this.every) === 0);
+    const fixed = tasks.filter((t) => k.schedGetaffinity(t, mask) === 0 && mask.equals(this.one) && k.schedSetaffinity(t, this.every) === 0);
     this.log?.(`an fd hand-over's caller (tid ${tid}) may have run before it got its CPUs back: ${fixed.length} task(s) given them back`);
   }
 
