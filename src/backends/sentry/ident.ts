@@ -10,10 +10,10 @@
  * and effective capabilities, as far as the sentry holds them. It keeps its real and saved uid 0,
  * and CAP_SYS_PTRACE, CAP_SETUID, CAP_SETGID and CAP_SYS_NICE in effect: what it needs to reach
  * the caller's memory and fds, to switch again and to keep an fd hand-over on one CPU (pin.ts);
- * none of them is checked by the calls it makes as the caller (credentials in control messages are refused, sys_socket.ts). The raw setresuid,
- * setresgid, setfsuid, setfsgid, setgroups and capset act on the calling thread only, so each
- * thread (the serving thread, each worker) switches by itself, and only when the caller's
- * identity differs from the one it has.
+ * none of them is checked by the calls it makes as the caller (credentials in control messages
+ * are refused, sys_socket.ts). The raw setresuid, setresgid, setfsuid, setfsgid, setgroups and
+ * capset act on the calling thread only, so each thread (the serving thread, each worker)
+ * switches by itself, and only when the caller's identity differs from the one it has.
  *
  * A caller's identity comes from /proc/TID/status and is kept per thread id. It is read again
  * after the thread makes a call that may change its credentials (the setuid family, setgroups,
