@@ -211,7 +211,9 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
   // A reader blocked in its open is killed and reaped; a writer then opens at once. The kernel
   // counts the reader no more, so a non-blocking writer gets ENXIO; the sentry held a read end
   // for it until its worker woke, which that writer counted as a reader (20 of 20, before).
-  // With a second reader that lives, the writer's data must reach that one.
+  // With a second reader that lives, the writer's data must reach that one. (A worker that saw
+  // its caller die and closed the end itself between the writer's open and its look at the
+  // record let 1 in about 500 opens through: 19 of 20, in CI.)
   it('counts no reader that was killed in its open of a FIFO, and still counts one that waits', { skip: need('python3') }, async () => {
     const py = [
       'import errno, os, signal, time',

@@ -12,8 +12,14 @@
  * (its notification is no longer pending); if so it wakes that worker, waits for it to close the
  * end, and opens again.
  *
+ * A worker may also close a dead reader's end by itself (its wait saw the caller's pidfd) after
+ * the writer's open counted that end but before the writer looks at the record; so every
+ * release also counts up a shared generation, and a writer whose open began before a release
+ * opens again too.
+ *
  * Shared memory: per worker slot, ten int32s
  *   [state, dev lo, dev hi, ino lo, ino hi, listener fd, notification id lo, id hi, kick read fd, kick write fd]
+ * then one int32 after the last slot: the release generation.
  * `state` is 1 while the worker holds a FIFO read end (set by the serving thread before it hands
  * the call over, cleared by the worker after it closed the end) and 0 otherwise. A byte written
  * to the kick pipe wakes the worker's wait, which then checks its caller again.
@@ -45,14 +51,24 @@ export class FifoWaiters {
    * @param slots the shared table (see the module comment)
    * @param self  this thread's slot (a worker's index), or -1 on the serving thread
    */
+  /** Where the release generation is kept (after the last slot). */
+  private readonly gen: number;
+
   constructor(
     readonly slots: Int32Array,
     private readonly self = -1,
-  ) {}
+  ) {
+    this.gen = slots.length - 1;
+  }
 
   /** A table with `max` slots; each worker's kick pipe is made when the worker is (`addKick`). */
   static create(max: number): FifoWaiters {
-    return new FifoWaiters(new Int32Array(new SharedArrayBuffer(4 * SLOT * max)));
+    return new FifoWaiters(new Int32Array(new SharedArrayBuffer(4 * (SLOT * max + 1))));
+  }
+
+  /** The release generation: taken before a FIFO open for writing, then given to `dropStale`. */
+  generation(): number {
+    return Atomics.load(this.slots, this.gen);
   }
 
   /** Makes slot `i`'s kick pipe (non-blocking, close-on-exec); false if pipe2 failed. */
@@ -91,7 +107,9 @@ export class FifoWaiters {
 
   /** Worker `i`, after it closed the end it held: clears the slot and wakes an opener waiting for that. */
   release(i: number): void {
-    if (Atomics.exchange(this.slots, i * SLOT + STATE, 0) !== 0) Atomics.notify(this.slots, i * SLOT + STATE);
+    if (Atomics.exchange(this.slots, i * SLOT + STATE, 0) === 0) return;
+    Atomics.add(this.slots, this.gen, 1);
+    Atomics.notify(this.slots, i * SLOT + STATE);
   }
 
   /** The read end of this thread's kick pipe (a FIFO wait polls it too), or -1. */
@@ -109,17 +127,18 @@ export class FifoWaiters {
    * Before an open for writing of the FIFO `st` (a struct stat) counts the readers it found: lets
    * go of every end held for that FIFO whose caller stopped waiting (killed, or interrupted: its
    * notification is no longer pending). Wakes each such worker and waits (up to DROP_WAIT_MS) until
-   * it has closed the end. True if one was closed (the open must be tried again: it may have
-   * counted that end as its reader), false if none was held for a gone caller.
+   * it has closed the end. True if one was closed, here or by its worker since `since` (the
+   * generation taken before the open): the open must be tried again, as it may have counted that
+   * end as its reader. False if none was.
    */
-  dropStale(st: Buffer): boolean {
+  dropStale(st: Buffer, since: number): boolean {
     const s = this.slots;
     const dev0 = st.readInt32LE(0);
     const dev1 = st.readInt32LE(4);
     const ino0 = st.readInt32LE(8);
     const ino1 = st.readInt32LE(12);
     let dropped = false;
-    for (let b = 0; b < s.length; b += SLOT) {
+    for (let b = 0; b < this.gen; b += SLOT) {
       if (b === this.self * SLOT || Atomics.load(s, b + STATE) !== 1) continue;
       if (s[b + DEV] !== dev0 || s[b + DEV + 1] !== dev1 || s[b + INO] !== ino0 || s[b + INO + 1] !== ino1) continue;
       this.idBuf.writeInt32LE(s[b + ID]!, 0);
@@ -128,6 +147,6 @@ export class FifoWaiters {
       k.write(s[b + KICK_W]!, this.one, 1);
       if (Atomics.wait(s, b + STATE, 1, DROP_WAIT_MS) !== 'timed-out') dropped = true;
     }
-    return dropped;
+    return dropped || this.generation() !== since;
   }
 }

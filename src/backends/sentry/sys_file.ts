@@ -259,11 +259,12 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
   const blocking = (flags & (O.NONBLOCK | O.PATH)) === 0;
   const probe = !t.onWorker && blocking;
   const waits = t.onWorker && blocking;
+  const since = sb.fifoWaiters?.generation() ?? 0; // before the open: see recountFifoReaders
   let found = waits
     ? awaitFifoReader(t, sb, dirfd, p, flags & ~(O.CREAT | O.EXCL) | O.NONBLOCK, resolve)
     : openPath(t, sb, dirfd, p, probe ? flags | O.NONBLOCK : flags, m, resolve);
   if (typeof found !== 'number' && 'fd' in found && (flags & O.ACCMODE) === O.WRONLY && (modeOf(found.st) & S_IFMT) === S_IFIFO) {
-    found = recountFifoReaders(t, sb, dirfd, p, found, flags, resolve, waits);
+    found = recountFifoReaders(t, sb, dirfd, p, found, flags, resolve, waits, since);
   }
   const cloexec = (flags & O.CLOEXEC) !== 0;
   if (typeof found === 'number') {
@@ -319,15 +320,15 @@ function openCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
 
 /**
  * A FIFO just opened for writing (`w`) counted its readers, and one may be a read end the sentry
- * still holds for a reader that is gone (see awaitFifoWriter). Once those are dropped, a second
- * non-blocking open, made while `w` stays open (so that no reader sees a writer come and go),
- * says whether a reader is left: then `w` stands; if not, `w` closes unseen and the open goes on
- * as one that found no reader (ENXIO, which hands a blocking open to a worker; on a worker, the
- * wait for a reader).
+ * still holds, or held when the open began (`since`, a FifoWaiters generation), for a reader
+ * that is gone (see awaitFifoWriter). Once those are dropped, a second non-blocking open, made
+ * while `w` stays open (so that no reader sees a writer come and go), says whether a reader is
+ * left: then `w` stands; if not, `w` closes unseen and the open goes on as one that found no
+ * reader (ENXIO, which hands a blocking open to a worker; on a worker, the wait for a reader).
  * (An open that succeeded on a FIFO created nothing: O_CREAT and O_EXCL are left out.)
  */
-function recountFifoReaders(t: Task, sb: Sandbox, dirfd: number, p: Buffer, w: Extract<Found, { fd: number }>, flags: number, resolve: number, waits: boolean): Found | number {
-  if (!sb.fifoWaiters?.dropStale(w.st)) return w;
+function recountFifoReaders(t: Task, sb: Sandbox, dirfd: number, p: Buffer, w: Extract<Found, { fd: number }>, flags: number, resolve: number, waits: boolean, since: number): Found | number {
+  if (!sb.fifoWaiters?.dropStale(w.st, since)) return w;
   const f = flags & ~(O.CREAT | O.EXCL);
   const check = openPath(t, sb, dirfd, p, f | O.NONBLOCK, 0, resolve);
   if (typeof check !== 'number' && 'fd' in check) {
