@@ -306,6 +306,33 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(comm, 'sh');
   });
 
+  // The listings' mirrors live on a tmpfs, which lists its newest entry first: /proc came out
+  // backwards (pids descending, after them the fixed entries), and busybox ps, which shows
+  // processes in that order, with them. procfs lists the pids last, in ascending order, also
+  // those that came after the directory was first listed; a directory a process is in stays.
+  it('lists /proc as procfs does: pids last and ascending, also those that come later', async () => {
+    const nums = 'grep -E "^[0-9]+$" | tr "\\n" " "; echo';
+    const script = [
+      `sleep 30 & a=$!; sleep 30 & b=$!; ls -f /proc | ${nums}`,
+      `cd /proc/1; sleep 30 & c=$!; ls -f /proc | ${nums}`,
+      `cat comm; ls -f /proc/self/fd | ${nums}; ps -o pid | tail -n +2 | tr -d " " | tr "\\n" " "; echo`,
+      'kill $a $b $c',
+    ].join('\n');
+    const r = await run(['--', 'sh', '-c', script]);
+    assert.equal(r.status, 0, r.stderr);
+    const [first, second, comm, fds, ps] = r.stdout.split('\n');
+    const ascending = (line: string | undefined): number[] => {
+      const n = (line ?? '').trim().split(' ').map(Number);
+      assert.deepEqual(n, [...n].sort((x, y) => x - y), `not ascending: ${line}`);
+      return n;
+    };
+    assert.ok(ascending(first).slice(0, 3).join() === '1,2,3', first);
+    assert.ok(ascending(second).length > 3, second);
+    assert.equal(comm, 'sh');
+    assert.ok(ascending(fds).slice(0, 3).join() === '0,1,2', fds);
+    assert.ok(ascending(ps).length >= 4, ps);
+  });
+
   it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
     // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
     // it performs); natively that is the caller's pid, then negative ids once that one is taken

@@ -11,7 +11,7 @@
  *
  * Paths are canonical absolute container paths (latin1 strings, no ".", ".." or "//").
  */
-import { fstatSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { fstatSync, lstatSync, mkdirSync, opendirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
 import { join, posix } from 'node:path';
 
 import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
@@ -715,30 +715,58 @@ function magicPathOwn(t: Task, sb: Sandbox, path: string): string | null {
 function mirror(sb: Sandbox, path: string, node: DirNode | null): string {
   const host = join(sb.scratchDir, path);
   mkdirSync(host, { recursive: true });
+  // the mirror's entries in the order getdents gives them (tmpfs: newest first)
   const have = new Map<string, Dirent>();
-  for (const d of readdirSync(host, { withFileTypes: true })) have.set(d.name, d);
-  for (const [name, n] of node?.list() ?? []) {
-    const d = have.get(name);
-    have.delete(name);
-    const p = join(host, name);
-    if (n.kind === 'link') {
-      const t = n.target();
-      const want = typeof t === 'string' && t !== '' ? t : '?';
-      if (d?.isSymbolicLink() && readlinkSync(p, { encoding: 'latin1' }) === want) continue;
-      if (d !== undefined) rmSync(p, { recursive: true, force: true });
-      symlinkSync(Buffer.from(want, 'latin1'), p);
-    } else if (n.kind === 'dir') {
-      if (d?.isDirectory()) continue;
-      if (d !== undefined) rmSync(p, { recursive: true, force: true });
-      mkdirSync(p);
-    } else {
-      if (d?.isFile()) continue;
-      if (d !== undefined) rmSync(p, { recursive: true, force: true });
-      writeFileSync(p, '', { mode: 0o444 });
-    }
+  const dir = opendirSync(host);
+  try {
+    for (let d = dir.readSync(); d !== null; d = dir.readSync()) have.set(d.name, d);
+  } finally {
+    dir.closeSync();
   }
-  for (const name of have.keys()) rmSync(join(host, name), { recursive: true, force: true });
+  const want = node?.list() ?? [];
+  const wanted = new Set(want.map(([name]) => name));
+  for (const [name, n] of want) {
+    const d = have.get(name);
+    if (d === undefined) continue;
+    const p = join(host, name);
+    const same =
+      n.kind === 'link' ? d.isSymbolicLink() && readlinkSync(p, { encoding: 'latin1' }) === linkText(n) : n.kind === 'dir' ? d.isDirectory() : d.isFile();
+    if (same) continue;
+    rmSync(p, { recursive: true, force: true });
+    have.delete(name);
+  }
+  for (const name of have.keys()) {
+    if (wanted.has(name)) continue;
+    rmSync(join(host, name), { recursive: true, force: true });
+    have.delete(name);
+  }
+  // The listing's order, as procfs lists (fixed entries, then pids in ascending order): an
+  // entry made or renamed last comes first, so the entries before the longest tail the mirror
+  // already has in order are made, or moved up by a rename (which keeps a directory someone is
+  // in), from the last to the first.
+  const order = [...have.keys()];
+  let tail = 0;
+  while (tail < order.length && tail < want.length && order[order.length - 1 - tail] === (want[want.length - 1 - tail] as [string, Node])[0]) tail++;
+  for (let i = want.length - 1 - tail; i >= 0; i--) {
+    const [name, n] = want[i] as [string, Node];
+    const p = join(host, name);
+    if (have.has(name)) {
+      renameSync(p, join(host, BUMP));
+      renameSync(join(host, BUMP), p);
+    } else if (n.kind === 'link') symlinkSync(Buffer.from(linkText(n), 'latin1'), p);
+    else if (n.kind === 'dir') mkdirSync(p);
+    else writeFileSync(p, '', { mode: 0o444 });
+  }
   return host;
+}
+
+/** A name no listing has (procfs names never start with "."), for a rename that moves an entry up. */
+const BUMP = '.moat-bump';
+
+/** What a mirrored link holds: its target, or "?" for one that has none now. */
+function linkText(n: LinkNode): string {
+  const t = n.target();
+  return typeof t === 'string' && t !== '' ? t : '?';
 }
 
 /**
