@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  copyFileSync, existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
+  copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { Server } from 'node:net';
@@ -265,6 +265,33 @@ describe('sentry isolation: security properties', { skip }, () => {
     const changes = diff(before, snapshot(rootfs));
     assert.deepEqual(changes, [], `the bundle rootfs changed:\n${changes.join('\n')}`);
     assert.equal(readFileSync(victim, 'utf8'), 'original\n', 'a write through a symlink reached a host file');
+  });
+
+  // The listings of the synthesized /proc live in mirrors whose links hold container paths (a
+  // process's cwd and root); the sentry must never make, list or prune anything through one, as
+  // it would resolve that path against the host's root. A chdir into /proc/self/cwd once did
+  // (the mirror of a link's path, pruned as empty): it emptied the host directory of the same
+  // name. Here the container's cwd has the path of a host directory the test owns.
+  it('never touches the host through a link of the synthesized /proc (chdir into cwd and fd links)', async () => {
+    const victim = join(sb.tmp, `victim-dir-${randomBytes(4).toString('hex')}`);
+    mkdirSync(victim);
+    writeFileSync(join(victim, 'sentinel'), 'original\n');
+    // (every link here names the victim: were one followed on the host, only the test's own
+    // directory could be hurt; a root link would name the host's "/")
+    const script = [
+      `cd ${victim} && cd /proc/self/cwd && ls`,
+      `cd ${victim} && cd /proc/1/cwd && ls`,
+      `cd / && exec 3<${victim} && cd /proc/self/fd/3 && ls`,
+      'echo finished',
+    ].join('\n');
+    const b = await sb.bundle(['sh', '-c', script]);
+    mkdirSync(join(b, 'rootfs', victim), { recursive: true });
+    writeFileSync(join(b, 'rootfs', victim, 'inside'), 'x\n');
+    const r = await runBundle(b);
+    assert.equal(r.status, 0, show(r));
+    assert.equal(r.stdout, 'inside\ninside\ninside\nfinished\n', show(r));
+    assert.deepEqual(readdirSync(victim), ['sentinel'], 'the host directory named by a mirror link was changed');
+    assert.equal(readFileSync(join(victim, 'sentinel'), 'utf8'), 'original\n');
   });
 
   it('keeps the network to its own loopback, none, or the --allow-egress destinations', async (t) => {

@@ -714,6 +714,17 @@ function magicPathOwn(t: Task, sb: Sandbox, path: string): string | null {
 
 function mirror(sb: Sandbox, path: string, node: DirNode | null): string {
   const host = join(sb.scratchDir, path);
+  // The mirrors hold symlinks whose targets are container paths ("/", a process's cwd), which
+  // this process would resolve against the host's root: a path through one must never be made,
+  // listed or pruned here.
+  let cur = sb.scratchDir;
+  for (const part of path.split('/')) {
+    if (part === '') continue;
+    cur = join(cur, part);
+    const st = lstatSync(cur, { throwIfNoEntry: false });
+    if (st === undefined) break; // made below, under directories checked here
+    if (!st.isDirectory()) throw new Error(`mirror of ${path}: ${cur} is not a directory of the scratch tree`);
+  }
   mkdirSync(host, { recursive: true });
   // the mirror's entries in the order getdents gives them (tmpfs: newest first)
   const have = new Map<string, Dirent>();
@@ -777,6 +788,24 @@ function linkText(n: LinkNode): string {
  */
 export function refreshTree(sb: Sandbox, dir: string, t?: Task): string {
   return asSentry(sb, () => refreshTreeOwn(sb, dir, t));
+}
+
+/**
+ * Before a chdir into the synthetic directory `path` continues (the kernel then walks the same
+ * path through the mirrors): brings the mirror of every directory along it up to date for the
+ * caller, so that each exists and a "self" link on the way names the caller.
+ */
+export function mirrorPath(t: Task, sb: Sandbox, path: string): void {
+  asSentry(sb, () => {
+    const parts = path.split('/');
+    for (let i = 2; i <= parts.length; i++) {
+      // only directories of the tree: a magic link's mirror is a symlink the kernel follows in
+      // the container's root (its target is a container path); nothing is made through it
+      const found = walk({ t, sb }, parts.slice(0, i).join('/'), true);
+      if (typeof found === 'number' || found.node.kind !== 'dir') return;
+      mirror(sb, found.path, found.node);
+    }
+  });
 }
 
 function refreshTreeOwn(sb: Sandbox, dir: string, t?: Task): string {

@@ -66,6 +66,7 @@ export interface SyntheticFs {
   resolveSelf(t: Task, path: string): string;
   reopenFd(t: Task, sb: Sandbox, path: string, flags: number): Reply | null;
   magicPath(t: Task, sb: Sandbox, path: string): string | null;
+  mirrorPath(t: Task, sb: Sandbox, path: string): void;
 }
 
 /** The synthetic layer in use (procfs.ts; the functions are looked up at call time). */
@@ -77,6 +78,7 @@ export const synthetic: SyntheticFs = {
   resolveSelf: (t, p) => procfs.resolveSelf(t, p),
   reopenFd: (t, sb, p, flags) => procfs.reopenFd(t, sb, p, flags),
   magicPath: (t, sb, p) => procfs.magicPath(t, sb, p),
+  mirrorPath: (t, sb, p) => procfs.mirrorPath(t, sb, p),
 };
 
 /** Where a path argument is resolved: a container path, or a path relative to a sentry-owned dir fd. */

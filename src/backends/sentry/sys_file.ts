@@ -24,6 +24,7 @@ import {
 } from './resolve.js';
 import type { DotErr, Found, Loc, Parent } from './resolve.js';
 import { asSentry } from './ident.js';
+import { posix } from 'node:path';
 import { nsPid } from './view.js';
 import { CONTINUE, fail, fromResult, giveFd, offload, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
@@ -993,10 +994,19 @@ function truncate(t: Task, sb: Sandbox): Reply {
 function chdir(t: Task, sb: Sandbox): Reply {
   const loc = argLoc(t, AT.FDCWD, 0, 0);
   if (typeof loc !== 'object') return loc === 'empty' ? fail(E.ENOENT) : errno(loc);
+  // The kernel walks the path again (CONTINUE), through the mirrors of /proc and /sys when it
+  // names them, "self" links and magic links included: they must be there and name the caller.
+  // (Only listings are refreshed here; what the chdir may reach is decided below.)
+  if ('path' in loc) {
+    const literal = loc.path.toString('latin1');
+    if (/^\/+(proc|sys)(\/|$)/.test(literal)) synthetic.mirrorPath(t, sb, posix.normalize(literal).replace(/(.)\/+$/, '$1'));
+  }
   return onTarget(t, sb, loc, O.PATH | O.DIRECTORY, () => CONTINUE, (path) => {
     const st = synthetic.synthStat(t, sb, path, true);
     if (typeof st === 'number') return errno(st);
-    return (modeOf(st) & S_IFMT) === S_IFDIR ? CONTINUE : fail(E.ENOTDIR);
+    if ((modeOf(st) & S_IFMT) !== S_IFDIR) return fail(E.ENOTDIR);
+    synthetic.mirrorPath(t, sb, path);
+    return CONTINUE; // checked: a directory of the synthetic tree, whose mirrors bound the walk
   });
 }
 
