@@ -333,6 +333,24 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.ok(ascending(ps).length >= 4, ps);
   });
 
+  // Runtimes size themselves from the cgroup v2 files of their own cgroup (Node's
+  // process.constrainedMemory() reads memory.max and memory.high, the JVM and Go find the mount
+  // in mountinfo and read cpu.max); /sys/fs/cgroup was empty, so they saw no limit. And a chdir
+  // into a synthesized directory that nothing had listed yet failed (ENOENT: no mirror).
+  it('shows the sandbox its limits as cgroup v2 files; chdir works into any synthesized directory', async () => {
+    const script = [
+      'cd /sys/fs/cgroup && cat memory.max memory.high cpu.max pids.max cgroup.controllers && grep -c . cgroup.procs',
+      'grep " /sys/fs/cgroup " /proc/self/mountinfo | cut -d" " -f5,9; cat /proc/self/cgroup; stat -f -c %t /sys/fs/cgroup',
+      'cd /proc/self/fd && ls | head -3 | tr "\\n" " "; echo; cd /proc/1 && cat comm; cd /', // sh stays pid 1
+    ].join('\n');
+    const b = await sb.bundle(['sh', '-c', script], (spec) => {
+      spec['linux'].resources = { memory: { limit: 256 * 1024 * 1024 }, cpu: { quota: 150000, period: 100000 }, pids: { limit: 100 } };
+    });
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('cgroup')], { timeoutMs: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '268435456\nmax\n150000 100000\n100\ncpuset cpu memory pids\n2\n/sys/fs/cgroup cgroup2\n0::/\n63677270\n0 1 2 \nsh\n');
+  });
+
   it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
     // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
     // it performs); natively that is the caller's pid, then negative ids once that one is taken

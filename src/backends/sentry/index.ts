@@ -88,7 +88,10 @@ export function sandboxLimits(spec: Spec): SandboxLimits {
   if (typeof mem === 'number' && mem > 0) limits.memoryBytes = mem;
   const quota = r?.cpu?.quota;
   const period = r?.cpu?.period ?? 100000;
-  if (typeof quota === 'number' && quota > 0 && period > 0) limits.cpus = Math.max(1, Math.min(limits.cpus, Math.ceil(quota / period)));
+  if (typeof quota === 'number' && quota > 0 && period > 0) {
+    limits.cpus = Math.max(1, Math.min(limits.cpus, Math.ceil(quota / period)));
+    limits.cpuQuota = { quota, period };
+  }
   const cpus = r?.cpu?.cpus;
   if (cpus) {
     let n = 0;

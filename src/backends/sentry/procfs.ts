@@ -309,6 +309,7 @@ const FALLBACK_MOUNTS: readonly MountRow[] = [
 ];
 const PROC_ROW: MountRow = { point: '/proc', fstype: 'proc', opts: 'rw,nosuid,nodev,noexec,relatime' };
 const SYS_ROW: MountRow = { point: '/sys', fstype: 'sysfs', opts: 'ro,nosuid,nodev,noexec,relatime' };
+const CGROUP_ROW: MountRow = { point: '/sys/fs/cgroup', fstype: 'cgroup2', opts: 'ro,nosuid,nodev,noexec,relatime' };
 
 /**
  * The workload's mounts: mount points, types and per-mount options of its own mount namespace
@@ -335,7 +336,7 @@ function mountRows(host: number): MountRow[] {
     if (found.some((r) => r.point === '/')) rows = found;
   }
   const root = rows.findIndex((r) => r.point === '/');
-  rows.splice(root + 1, 0, PROC_ROW, SYS_ROW);
+  rows.splice(root + 1, 0, PROC_ROW, SYS_ROW, CGROUP_ROW);
   return rows;
 }
 
@@ -580,6 +581,7 @@ const line = (s: string) => (): string => `${s}\n`;
 
 function procSpec(): Spec {
   return {
+    cgroups: line('#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\ncpu\t0\t1\t1\nmemory\t0\t1\t1\npids\t0\t1\t1'),
     cpuinfo,
     filesystems: line(FILESYSTEMS),
     loadavg,
@@ -644,10 +646,49 @@ function sysRoot(c: Ctx): DirNode {
   const spec: Spec = {
     class: {},
     devices: { system: { cpu } },
-    fs: { cgroup: {} },
+    fs: { cgroup: cgroupSpec(range) },
     kernel: { mm: { transparent_hugepage: { enabled: line('always [madvise] never') } } },
   };
   return specNode(c, spec) as DirNode;
+}
+
+/**
+ * /sys/fs/cgroup: the sandbox's own cgroup, as a container with a private cgroup namespace sees
+ * it (/proc/PID/cgroup says "0::/"), with the limits it was given and what its processes use.
+ * Runtimes size themselves from these files (the JVM's heap from memory.max, Go's GOMAXPROCS
+ * from cpu.max, libuv's constrained memory); without them they saw no limit at all.
+ */
+function cgroupSpec(range: () => string): Spec {
+  const usec = (ticks: number): number => Math.round((ticks * 1_000_000) / v.CLK_TCK);
+  const max = (n: number | undefined): string => `${n ?? 'max'}\n`;
+  return {
+    'cgroup.controllers': line('cpuset cpu memory pids'),
+    'cgroup.events': line('populated 1\nfrozen 0'),
+    'cgroup.procs': (c) => v.processes(c.sb).map((p) => `${p.ns}\n`).join(''),
+    'cgroup.subtree_control': line(''),
+    'cgroup.type': line('domain'),
+    'cpu.max': (c) => {
+      const q = c.sb.limits.cpuQuota;
+      return q === undefined ? 'max 100000\n' : `${q.quota} ${q.period}\n`;
+    },
+    'cpu.stat': (c) => {
+      const u = v.usage(c.sb);
+      return `usage_usec ${usec(u.userTicks + u.systemTicks)}\nuser_usec ${usec(u.userTicks)}\nsystem_usec ${usec(u.systemTicks)}\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n`;
+    },
+    'cpu.weight': line('100'),
+    'cpuset.cpus.effective': range,
+    'cpuset.mems.effective': line('0'),
+    'memory.current': (c) => `${v.memory(c.sb).used}\n`,
+    'memory.high': line('max'),
+    'memory.low': line('0'),
+    'memory.max': (c) => max(c.sb.limits.memoryBytes),
+    'memory.min': line('0'),
+    'memory.stat': (c) => `anon ${v.memory(c.sb).used}\nfile 0\nkernel 0\nshmem 0\n`,
+    'memory.swap.current': line('0'),
+    'memory.swap.max': line('0'),
+    'pids.current': (c) => `${v.usage(c.sb).threads}\n`,
+    'pids.max': (c) => max(c.sb.limits.pids),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

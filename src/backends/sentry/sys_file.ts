@@ -81,6 +81,7 @@ const FIFO_RECHECK_MS = 1000;
 /** statfs f_type of the synthesized trees. */
 const PROC_SUPER_MAGIC = 0x9fa0;
 const SYSFS_MAGIC = 0x62656572;
+const CGROUP2_SUPER_MAGIC = 0x63677270;
 /** st_rdev of /dev/tty (5, 0): the opener's controlling terminal. */
 const DEV_TTY = 0x500;
 
@@ -675,7 +676,9 @@ function readlinkCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, bu
 function synthStatfs(path: string): Buffer {
   const b = Buffer.alloc(120);
   const sys = path === '/sys' || path.startsWith('/sys/');
-  b.writeBigInt64LE(BigInt(sys ? SYSFS_MAGIC : PROC_SUPER_MAGIC), 0);
+  // the cgroup v2 tree is a mount of its own (mountinfo lists it): how runtimes tell v2 from v1
+  const cgroup = path === '/sys/fs/cgroup' || path.startsWith('/sys/fs/cgroup/');
+  b.writeBigInt64LE(BigInt(cgroup ? CGROUP2_SUPER_MAGIC : sys ? SYSFS_MAGIC : PROC_SUPER_MAGIC), 0);
   b.writeBigInt64LE(4096n, 8);
   b.writeBigInt64LE(255n, 64);
   b.writeBigInt64LE(4096n, 72);

@@ -149,6 +149,8 @@ export interface SandboxLimits {
   memoryBytes?: number;
   /** CPUs available (quota/period rounded up, or the cpuset size). */
   cpus: number;
+  /** The CPU bandwidth limit as configured (cpu.max), if there is one. */
+  cpuQuota?: { quota: number; period: number };
   /** Maximum processes, if limited. */
   pids?: number;
 }
