@@ -351,6 +351,26 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, '268435456\nmax\n150000 100000\n100\ncpuset cpu memory pids\n2\n/sys/fs/cgroup cgroup2\n0::/\n63677270\n0 1 2 \nsh\n');
   });
 
+  // /proc/PID had 17 entries: a program probing its user namespace (uid_map), its audit login
+  // (loginuid), its I/O or memory accounting (io, smaps_rollup) got ENOENT. The same script
+  // under the container backend is the reference.
+  it('serves the per-process /proc files programs probe: uid_map, loginuid, io, smaps_rollup, auxv', { skip: need('python3') }, async () => {
+    const py = [
+      "for f in ['uid_map', 'gid_map', 'setgroups', 'loginuid', 'sessionid', 'personality', 'wchan']: print(f, open('/proc/self/' + f).read().split())",
+      "print(open('/proc/self/oom_score').read().strip().isdigit(), open('/proc/self/io').read().split()[0], 'Rss:' in open('/proc/self/smaps_rollup').read(), len(open('/proc/self/auxv', 'rb').read()) % 16)",
+    ].join('\n');
+    const out: string[] = [];
+    for (const isolation of ['container', 'sentry']) {
+      const r = await sb.rt(['run', '--isolation', isolation, '--user', '1000:1000', '--', 'python3', '-c', py], { timeoutMs: 120_000 });
+      assert.equal(r.status, 0, `${isolation}: ${r.stderr}`);
+      out.push(r.stdout);
+    }
+    assert.equal(out[1], out[0]);
+    assert.match(out[1]!, /^uid_map \['0', '0', '4294967295'\]$/m);
+    assert.match(out[1]!, /^loginuid \['4294967295'\]$/m);
+    assert.match(out[1]!, /^True rchar: True 0$/m);
+  });
+
   it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
     // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
     // it performs); natively that is the caller's pid, then negative ids once that one is taken

@@ -375,7 +375,10 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   const extra: Common = { owner };
   const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
   const ownOnly = (name: string) => (): Node => file(() => (own ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), extra);
+  // no audit login session: what a process started outside any login has
+  const unset = (): Node => file(() => '4294967295', extra);
   const entries: Record<string, () => Node> = {
+    auxv: ownOnly('auxv'),
     cgroup: () => file(() => '0::/\n', extra),
     cmdline: host('cmdline'),
     comm: host('comm'),
@@ -383,15 +386,27 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     environ: ownOnly('environ'),
     exe: () => magic(c, `${base}/exe`, p.host, owner),
     fd: () => fdDir(c, p.host, base, owner),
+    gid_map: host('gid_map'),
+    io: ownOnly('io'),
     limits: host('limits'),
+    loginuid: unset,
     maps: ownOnly('maps'),
     mountinfo: () => file(() => mountinfoText(p.host), extra),
     mounts: () => file(() => mountsText(p.host), extra),
+    oom_score: host('oom_score'),
     oom_score_adj: host('oom_score_adj'),
+    personality: ownOnly('personality'),
     root: () => magic(c, `${base}/root`, p.host, owner, '/'),
+    sessionid: unset,
+    setgroups: host('setgroups'),
+    smaps: ownOnly('smaps'),
+    smaps_rollup: ownOnly('smaps_rollup'),
     stat: () => file(() => procStat(c, base), extra),
     statm: host('statm'),
     status: () => file(() => procStatus(c, base, p.host), extra),
+    uid_map: host('uid_map'),
+    // the kernel function a process sleeps in is host data: "0", as for a running process
+    wchan: () => file(() => '0', extra),
   };
   if (th === undefined) entries.task = () => taskDir(c, p, owner);
   return dirOf(entries, extra);
