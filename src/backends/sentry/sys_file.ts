@@ -999,16 +999,16 @@ function chdir(t: Task, sb: Sandbox): Reply {
   if (typeof loc !== 'object') return loc === 'empty' ? fail(E.ENOENT) : errno(loc);
   // The kernel walks the path again (CONTINUE), through the mirrors of /proc and /sys when it
   // names them, "self" links and magic links included: they must be there and name the caller.
-  // (Only listings are refreshed here; what the chdir may reach is decided below.)
-  if ('path' in loc) {
-    const literal = loc.path.toString('latin1');
-    if (/^\/+(proc|sys)(\/|$)/.test(literal)) synthetic.mirrorPath(t, sb, posix.normalize(literal).replace(/(.)\/+$/, '$1'));
-  }
+  // (Only listings are refreshed here; what the chdir may reach is decided below.) A relative
+  // path is walked from the caller's cwd, which is in a mirror then: its target's are refreshed.
+  const literal = 'path' in loc ? loc.path.toString('latin1') : '';
+  const absolute = /^\/+(proc|sys)(\/|$)/.test(literal);
+  if (absolute) synthetic.mirrorPath(t, sb, posix.normalize(literal).replace(/(.)\/+$/, '$1'));
   return onTarget(t, sb, loc, O.PATH | O.DIRECTORY, () => CONTINUE, (path) => {
     const st = synthetic.synthStat(t, sb, path, true);
     if (typeof st === 'number') return errno(st);
     if ((modeOf(st) & S_IFMT) !== S_IFDIR) return fail(E.ENOTDIR);
-    synthetic.mirrorPath(t, sb, path);
+    if (!absolute) synthetic.mirrorPath(t, sb, path);
     return CONTINUE; // checked: a directory of the synthetic tree, whose mirrors bound the walk
   });
 }
