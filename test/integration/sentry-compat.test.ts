@@ -339,6 +339,7 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
   // into a synthesized directory that nothing had listed yet failed (ENOENT: no mirror).
   it('shows the sandbox its limits as cgroup v2 files; chdir works into any synthesized directory', async () => {
     const script = [
+      // cgroup.procs: the shell and grep
       'cd /sys/fs/cgroup && cat memory.max memory.high cpu.max pids.max cgroup.controllers && grep -c . cgroup.procs',
       'grep " /sys/fs/cgroup " /proc/self/mountinfo | cut -d" " -f5,9; cat /proc/self/cgroup; stat -f -c %t /sys/fs/cgroup',
       'cd /proc/self/fd && ls | head -3 | tr "\\n" " "; echo; cd /proc/1 && cat comm; cd /', // sh stays pid 1
