@@ -7,8 +7,12 @@
 // (a) per-syscall cost. A small static C program (inline below, built with `cc -O2 -static`)
 //     times open+close and stat (served by the sentry) and getppid and a 4 KiB pread (fast path:
 //     the host kernel runs them) in loops, after a warm-up, with clock_gettime(CLOCK_MONOTONIC),
-//     and prints "name ns_per_call" lines. It runs on the host (native), in a busybox bundle under
-//     runc and runsc, and under `moat run --isolation sentry -- PROG` (the embedded default: the
+//     and prints "name ns_per_call" lines. The pread runs twice: on the program's own file, on the
+//     root filesystem (an overlay under Moat's sentry, as under containerd), and on a 4 KiB file it
+//     writes on a tmpfs (/tmp in the sandboxes, /dev/shm on the host), which no runtime stacks
+//     anything on: that row is the fast path's own cost. It runs on the host (native), in a busybox
+//     bundle under runc (also as containerd runs it: "runc overlay", the rootfs under an overlay
+//     mounted in a private mount namespace around runc) and runsc, and under `moat run --isolation sentry -- PROG` (the embedded default: the
 //     host root read-only; the bundle form `moat run --isolation sentry -b BUNDLE ID` is the
 //     fallback when the embedded form fails). The file it opens, stats and reads is the program
 //     itself, so it lives on the root filesystem in every case. The C floor of a served call comes
@@ -88,6 +92,9 @@ const FAST_TARGET = 1.2; // moat sentry / native, fast-path calls
 const STARTUP_TARGET = 0.5; // moat sentry / runsc, run of /bin/true
 /** Column of table (a): the host under one seccomp filter, reading through an overlay of "/". */
 const FAST_FLOOR = 'filter+overlay';
+/** Column of table (a): runc with the bundle's rootfs under an overlay, as containerd's overlayfs snapshotter gives it. */
+const RUNC_OVERLAY = 'runc overlay';
+const TMPFS_MAGIC = 0x01021994;
 /** Column of table (a): the program under a supervisor in plain C doing the sentry's kernel work per served call. */
 const C_SENTRY = 'C sentry';
 /** Row of table (b): Node's own start, no script. */
@@ -102,12 +109,12 @@ const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 const PYTHON = '/usr/bin/python3';
 const PY_IMPORTS = 'import json, email, http.client, decimal, sqlite3';
 
-/** The timed program. Usage: bench-sys FILE FAST SERVED; prints "name ns_per_call" lines. */
+/** The timed program. Usage: bench-sys FILE FAST SERVED [TMPFS-DIR]; prints "name ns_per_call" lines. */
 const SYS_C = String.raw`${C_PRELUDE}
 static char buf[4096];
 
-/* One pass of each loop; returns 0, or 1 after printing why. */
-static int loops(const char *file, long fast, long served, double out[4]) {
+/* One pass of each loop; returns 0, or 1 after printing why. tmpfd: a 4 KiB file on a tmpfs, or -1. */
+static int loops(const char *file, int tmpfd, long fast, long served, double out[5]) {
   struct stat st;
   int fd = open(file, O_RDONLY | O_CLOEXEC);
   if (fd < 0) { perror(file); return 1; }
@@ -126,25 +133,45 @@ static int loops(const char *file, long fast, long served, double out[4]) {
   for (long i = 0; i < fast; i++)
     if (pread(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) { fprintf(stderr, "pread: short read of %s\n", file); return 1; }
   double t4 = now();
+  for (long i = 0; tmpfd >= 0 && i < fast; i++)
+    if (pread(tmpfd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) { fprintf(stderr, "pread: short read of the tmpfs file\n"); return 1; }
+  double t5 = now();
   close(fd);
   out[0] = (t1 - t0) / served;
   out[1] = (t2 - t1) / served;
   out[2] = (t3 - t2) / fast;
   out[3] = (t4 - t3) / fast;
+  out[4] = (t5 - t4) / fast;
   return 0;
 }
 
+/* A 4 KiB file in dir (a tmpfs), already unlinked; -1 after printing why. */
+static int tmpfile4k(const char *dir) {
+  char name[4096];
+  snprintf(name, sizeof name, "%s/bench-pread-%d", dir, (int)getpid());
+  int fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) { perror(name); return -1; }
+  memset(buf, 'x', sizeof buf);
+  ssize_t n = write(fd, buf, sizeof buf);
+  unlink(name);
+  if (n != (ssize_t)sizeof buf) { fprintf(stderr, "%s: short write\n", name); close(fd); return -1; }
+  return fd;
+}
+
 int main(int argc, char **argv) {
-  if (argc != 4) { fprintf(stderr, "usage: %s FILE FAST SERVED\n", argv[0]); return 2; }
+  if (argc != 4 && argc != 5) { fprintf(stderr, "usage: %s FILE FAST SERVED [TMPFS-DIR]\n", argv[0]); return 2; }
   long fast = atol(argv[2]), served = atol(argv[3]);
   if (fast < 1 || served < 1) { fprintf(stderr, "bad counts\n"); return 2; }
-  double r[4];
+  int tmpfd = argc == 5 ? tmpfile4k(argv[4]) : -1;
+  if (argc == 5 && tmpfd < 0) return 1;
+  double r[5];
   long wf = fast / 10 > 100 ? fast / 10 : 100, ws = served / 10 > 100 ? served / 10 : 100;
-  if (loops(argv[1], wf, ws, r)) return 1; /* warm-up */
-  if (loops(argv[1], fast, served, r)) return 1;
+  if (loops(argv[1], tmpfd, wf, ws, r)) return 1; /* warm-up */
+  if (loops(argv[1], tmpfd, fast, served, r)) return 1;
   struct utsname u;
   uname(&u);
   printf("open+close %.1f\nstat %.1f\ngetppid %.1f\npread4k %.1f\n", r[0], r[1], r[2], r[3]);
+  if (tmpfd >= 0) printf("pread4k-tmpfs %.1f\n", r[4]);
   printf("uname %s\nseccomp %d\n", u.release, seccomp_mode());
   return 0;
 }
@@ -381,7 +408,8 @@ const SYSCALLS = [
   { key: 'open+close', label: 'open+close', path: 'served', floor: 'open' },
   { key: 'stat', label: 'stat', path: 'served' },
   { key: 'getppid', label: 'getppid', path: 'fast', floor: 'getppid' },
-  { key: 'pread4k', label: 'pread 4 KiB', path: 'fast' },
+  { key: 'pread4k', label: 'pread 4 KiB, root', path: 'fast' },
+  { key: 'pread4k-tmpfs', label: 'pread 4 KiB, tmpfs', path: 'fast' },
 ];
 
 function usage(code) {
@@ -518,6 +546,27 @@ function moatEnv() {
 function runBundle(rt, runFlags, bundle, id, env = {}) {
   rt.ids.add(id);
   const r = call(rt, ['run', ...runFlags, '--bundle', bundle, id], rt.name.startsWith('moat') ? { env: { ...moatEnv(), ...env } } : {});
+  rt.ids.delete(id);
+  return r;
+}
+
+/**
+ * `runc run` of a bundle whose rootfs is first covered by an overlay (lower: the rootfs itself,
+ * upper and work on a tmpfs at scratch), in a private mount namespace that dies with the run.
+ */
+function runOverlaid(rt, bundle, id, scratch) {
+  fs.mkdirSync(scratch, { recursive: true });
+  const rootfs = path.join(bundle, 'rootfs');
+  const script = [
+    'set -e',
+    `mount -t tmpfs -o mode=0755 tmpfs ${scratch}`,
+    `mkdir ${scratch}/upper ${scratch}/work`,
+    `mount -t overlay overlay -o lowerdir=${rootfs},upperdir=${scratch}/upper,workdir=${scratch}/work ${rootfs}`,
+    'exec "$@"',
+  ].join('\n');
+  rt.ids.add(id);
+  const r = exec(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...rt.cmd, '--root', rt.root, 'run', '--bundle', bundle, id],
+    { env: { PATH: HOST_PATH }, what: `${rt.name} on an overlay root: run --bundle ${bundle} ${id}` });
   rt.ids.delete(id);
   return r;
 }
@@ -780,8 +829,14 @@ async function main() {
     const withTmp = (s) => {
       s.mounts.push({ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] });
     };
-    const loopArgs = (file) => [file, file, String(opts.fast), String(opts.served)];
-    const sysBundle = await makeBundle({ dir: path.join(tmp, 'bundle-sys'), args: loopArgs('/bench-sys'), mutate: withTmp });
+    // the pread of a tmpfs file: /tmp in every container (a tmpfs in each), /dev/shm on the host
+    const hostTmpfs = '/dev/shm';
+    if (fs.statfsSync(hostTmpfs, { throwIfNoEntry: false })?.type !== TMPFS_MAGIC) {
+      console.error(`${hostTmpfs} is not a tmpfs: the native pread of a tmpfs file needs one`);
+      return 1;
+    }
+    const loopArgs = (file, tmpfsDir) => [file, file, String(opts.fast), String(opts.served), tmpfsDir];
+    const sysBundle = await makeBundle({ dir: path.join(tmp, 'bundle-sys'), args: loopArgs('/bench-sys', '/tmp'), mutate: withTmp });
     fs.copyFileSync(prog, path.join(sysBundle, 'rootfs/bench-sys'));
     fs.chmodSync(path.join(sysBundle, 'rootfs/bench-sys'), 0o755);
     const trueBundle = await makeBundle({ dir: path.join(tmp, 'bundle-true'), args: ['/bin/true'], mutate: withTmp });
@@ -858,26 +913,30 @@ async function main() {
       'mount -t tmpfs -o mode=0755 tmpfs $o',
       'mkdir $o/upper $o/work $o/merged',
       'mount -t overlay overlay -o lowerdir=/,upperdir=$o/upper,workdir=$o/work $o/merged',
-      `exec ${filtered} ${loopArgs(`$o/merged${prog}`).join(' ')}`,
+      `exec ${filtered} ${loopArgs(`$o/merged${prog}`, hostTmpfs).join(' ')}`,
     ].join('\n');
     const sysCols = [
-      column('native', [{ label: 'host', run: () => exec(loopArgs(prog), { what: 'native bench-sys' }) }]),
+      column('native', [{ label: 'host', run: () => exec(loopArgs(prog, hostTmpfs), { what: 'native bench-sys' }) }]),
       column(FAST_FLOOR, [{ label: 'host', run: () => exec(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', floorScript], { env: { PATH: HOST_PATH }, what: 'bench-sys under a filter on an overlay' }) }],
         which('unshare') ? undefined : 'unshare (util-linux) not found'),
       column('runc', runc ? [{ label: 'bundle', run: (id) => runBundle(runc, [], sysBundle, id) }] : [], missing.runc),
+      // runc as containerd and Docker run it: the bundle's rootfs an overlay (the overlayfs
+      // snapshotter's), here mounted over the rootfs in a private mount namespace of runc's
+      column(RUNC_OVERLAY, runc && which('unshare') ? [{ label: 'bundle', run: (id) => runOverlaid(runc, sysBundle, id, path.join(tmp, 'runc-ovl')) }] : [],
+        missing.runc ?? (which('unshare') ? undefined : 'unshare (util-linux) not found')),
       column('runsc', runsc ? [{ label: 'bundle', run: (id) => runBundle(runsc, [], sysBundle, id) }] : [], missing.runsc),
       column(
         'moat sentry',
         moat
           ? [
-              { label: 'embedded (run -- PROG)', run: (id) => runEmbedded(moat, ['--isolation', 'sentry'], loopArgs(prog), id) },
+              { label: 'embedded (run -- PROG)', run: (id) => runEmbedded(moat, ['--isolation', 'sentry'], loopArgs(prog, '/tmp'), id) },
               { label: 'bundle (run -b BUNDLE ID)', run: (id) => runBundle(moat, ['--isolation', 'sentry'], sysBundle, id) },
             ]
           : [],
         missing.moat,
       ),
       // the floor of the sentry's design: the same kernel work per served call, in plain C
-      column(C_SENTRY, [{ label: 'host', run: () => exec([cSentry, ...loopArgs(prog)], { env: { PATH: HOST_PATH }, what: 'bench-sys under the C sentry' }) }], cSentryMissing),
+      column(C_SENTRY, [{ label: 'host', run: () => exec([cSentry, ...loopArgs(prog, hostTmpfs)], { env: { PATH: HOST_PATH }, what: 'bench-sys under the C sentry' }) }], cSentryMissing),
     ];
     console.log(`\n(a) per-call cost in µs: ${opts.served} open+close and stat, ${opts.fast} getppid and pread of 4 KiB per run (after a warm-up pass)`);
     await measure(sysCols, opts.iterations, 'sys', parseSys);
@@ -910,7 +969,10 @@ async function main() {
       const fl = med[s.path === 'served' ? C_SENTRY : FAST_FLOOR]?.[s.key];
       const flWhat = s.path === 'served' ? `${C_SENTRY}: the same kernel work in plain C` : FAST_FLOOR;
       const floorNote = fl !== undefined && base !== undefined ? `; mechanism floor (${flWhat}) / ${baseName} ${ratio(fl, base)}${fl / base > target ? ', above the target' : ''}` : '';
-      sysTargets.push(`  ${s.label.padEnd(12)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}${floorNote}`);
+      // a fast-path call's cost in runc as containerd runs it (an overlay root, no filter here)
+      const ro = med[RUNC_OVERLAY]?.[s.key];
+      const peerNote = s.path === 'fast' && ro !== undefined && base !== undefined ? `; ${RUNC_OVERLAY} / native ${ratio(ro, base)}` : '';
+      sysTargets.push(`  ${s.label.padEnd(18)} (${s.path}) moat sentry / ${baseName} <= ${target}: ${result}${floorNote}${peerNote}`);
     }
     printTable(rows);
     // medians hide how much a runtime varies from one run to the next (runsc's ptrace platform
