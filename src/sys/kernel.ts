@@ -7,6 +7,7 @@
  * not text, and the sentry never re-encodes them.
  */
 import type { Socket } from 'node:net';
+import { HostError } from '../errors.js';
 import { loadKoffi } from './koffi.js';
 
 
@@ -178,6 +179,7 @@ interface Bound {
   schedGetaffinity(pid: number, n: number, mask: Buffer): number;
   schedSetaffinity(pid: number, n: number, mask: Buffer): number;
   schedSetscheduler(pid: number, policy: number, param: Buffer): number;
+  pthreadSigmask(how: number, set: Buffer | null, old: Buffer | null): number;
   schedGetscheduler(pid: number): number;
   setrlimit(resource: number, rlim: Buffer): number;
   processVmReadv(pid: number, local: { base: Buffer; len: number }, ln: number, remote: { base: number; len: number }, rn: number, flags: number): number;
@@ -271,6 +273,7 @@ function b(): Bound {
     schedSetaffinity: f('int sched_setaffinity(int pid, size_t n, const uint8_t *mask)'),
     schedSetscheduler: f('int sched_setscheduler(int pid, int policy, const uint8_t *param)'),
     schedGetscheduler: f('int sched_getscheduler(int pid)'),
+    pthreadSigmask: f('int pthread_sigmask(int how, const uint8_t *set, uint8_t *old)'),
     setrlimit: f('int setrlimit(int resource, const uint8_t *rlim)'),
     ...((): Pick<Bound, 'processVmReadv' | 'processVmWritev'> => {
       koffi.struct('moat_local_iovec', { base: 'uint8_t *', len: 'size_t' });
@@ -348,6 +351,22 @@ export const inotifyAddWatch = (fd: number, path: string, mask: number): number 
 
 /** ioctl(2) with a buffer argument. */
 export const ioctlBuf = (fd: number, req: number, buf: Buffer): number => r(b().ioctlBuf(fd, req, buf));
+const everySignal = Buffer.alloc(128, 0xff); // a full glibc sigset_t (glibc keeps its own two out)
+const maskBefore = Buffer.alloc(128);
+/**
+ * ioctl(2) with a buffer argument and every signal blocked in the calling thread while it runs:
+ * for a request whose wait a signal must not cut short (SECCOMP_IOCTL_NOTIF_ADDFD, sentry/core.ts).
+ */
+export function ioctlBufUnsignalled(fd: number, req: number, buf: Buffer): number {
+  const l = b();
+  const e = l.pthreadSigmask(0 /* SIG_BLOCK */, everySignal, maskBefore);
+  if (e !== 0) throw new HostError(`pthread_sigmask(SIG_BLOCK) around ioctl ${req.toString(16)} on fd ${fd} failed with errno ${e}`);
+  try {
+    return r(l.ioctlBuf(fd, req, buf));
+  } finally {
+    l.pthreadSigmask(2 /* SIG_SETMASK */, maskBefore, null);
+  }
+}
 /** ioctl(2) with an integer argument. */
 export const ioctlVal = (fd: number, req: number, val: number): number => r(b().ioctlVal(fd, req, val));
 /** poll(2) over `n` struct pollfd entries in `fds` (8 bytes each); retried on EINTR. */

@@ -407,4 +407,29 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'affinity True\ntimes from the sandbox boot True\nrusage True\nionice 0\n');
   });
+
+  // SECCOMP_IOCTL_NOTIF_ADDFD with SEND marks the open answered before the caller installs the
+  // fd; a signal that cut the sentry's wait short took the fd back and the open returned 0 with
+  // no fd. A sentry gets signals (SIGCHLD after a spawn, SIGTERM); the V8 profiler's SIGPROF, every
+  // millisecond with MOAT_SENTRY_CPU_PROF, makes them frequent enough to catch it every run.
+  it('returns the fd it opened to every open, also while the sentry is taking signals', { skip: need('python3') }, async () => {
+    const py = [
+      'import os',
+      "want = os.stat('/etc/hostname').st_ino",
+      'bad = 0',
+      'for i in range(20000):',
+      "    fd = os.open('/etc/hostname', os.O_RDONLY)",
+      '    try:',
+      '        bad += os.fstat(fd).st_ino != want',
+      '        os.close(fd)',
+      '    except OSError:',
+      '        bad += 1',
+      "print('opens that gave no fd to the file:', bad)",
+    ].join('\n');
+    const prof = join(sb.tmp, 'cpu-prof');
+    mkdirSync(prof);
+    const r = await sb.rt(['run', '--isolation', 'sentry', '--', 'python3', '-c', py], { timeoutMs: 120_000, env: { MOAT_SENTRY_CPU_PROF: prof } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'opens that gave no fd to the file: 0\n');
+  });
 });

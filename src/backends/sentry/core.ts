@@ -107,7 +107,12 @@ export function answer(listener: number, n: NotifId & Pick<Notif, 'tid'>, reply:
     addfdBuf.writeUInt32LE(reply.fd, 12);
     addfdBuf.writeUInt32LE(0, 16);
     addfdBuf.writeUInt32LE(reply.cloexec ? k.O.CLOEXEC : 0, 20);
-    const addfd = (): number => k.ioctlBuf(listener, k.SECCOMP_IOCTL.NOTIF_ADDFD, addfdBuf);
+    // with every signal blocked: ADDFD with SEND marks the notification answered, then waits for
+    // the caller to install the fd. A signal that cuts the wait short (any handler: SIGCHLD after
+    // a spawn, SIGTERM, the profiler's SIGPROF) takes the fd back but leaves the notification
+    // answered, and the caller's open returns 0 with no fd installed (Linux 6.18; seen here in
+    // about 1 open in 5 with a 20 kHz timer signal in the supervisor, and in none with it blocked)
+    const addfd = (): number => k.ioctlBufUnsignalled(listener, k.SECCOMP_IOCTL.NOTIF_ADDFD, addfdBuf);
     const rc = pinning ? pinning.around(n.tid, addfd) : addfd();
     k.close(reply.fd);
     if (rc >= 0) return true;
