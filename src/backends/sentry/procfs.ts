@@ -386,6 +386,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     environ: ownOnly('environ'),
     exe: () => magic(c, `${base}/exe`, p.host, owner),
     fd: () => fdDir(c, p.host, base, owner),
+    fdinfo: () => fdinfoDir(c, p.host, base, owner),
     gid_map: host('gid_map'),
     io: ownOnly('io'),
     limits: host('limits'),
@@ -393,6 +394,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     maps: ownOnly('maps'),
     mountinfo: () => file(() => mountinfoText(p.host), extra),
     mounts: () => file(() => mountsText(p.host), extra),
+    ns: () => nsDir(c, p.host, base, owner),
     oom_score: host('oom_score'),
     oom_score_adj: host('oom_score_adj'),
     personality: ownOnly('personality'),
@@ -420,16 +422,94 @@ function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
     kind: 'dir',
     owner,
     access,
-    list: () => {
-      const names = access() < 0 ? -E.EACCES : asHostOwner(c, `${base}/fd`, () => v.listHost(`${base}/fd`));
-      if (typeof names === 'number') return [];
-      return names.sort((a, b) => Number(a) - Number(b)).map((n): [string, Node] => [n, entry(n)]);
-    },
+    list: () => fdNames(c, host, base).map((n): [string, Node] => [n, entry(n)]),
     child: (name) => {
-      if (!/^(0|[1-9]\d{0,9})$/.test(name) || access() < 0) return null;
+      if (!FD_NAME.test(name) || access() < 0) return null;
       return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
     },
   };
+}
+
+/** The fd numbers of process `host` (under `base`), ascending; [] when the caller may not see them. */
+function fdNames(c: Ctx, host: number, base: string): string[] {
+  const names = mayAccess(c, host) < 0 ? -E.EACCES : asHostOwner(c, `${base}/fd`, () => v.listHost(`${base}/fd`));
+  return typeof names === 'number' ? [] : names.sort((a, b) => Number(a) - Number(b));
+}
+
+const FD_NAME = /^(0|[1-9]\d{0,9})$/;
+
+/** /proc/PID/fdinfo: one file per open fd, its host text with only what holds no host data. */
+function fdinfoDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
+  const access = (): number => mayAccess(c, host);
+  const entry = (n: string): FileNode => file(() => (access() < 0 ? -E.EACCES : fdinfoText(c, host, base, n)), { owner, access });
+  return {
+    kind: 'dir',
+    owner,
+    access,
+    list: () => fdNames(c, host, base).map((n): [string, Node] => [n, entry(n)]),
+    child: (name) => {
+      if (!FD_NAME.test(name) || access() < 0) return null;
+      return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
+    },
+  };
+}
+
+/** The mount id of the synthesized mountinfo for an fd whose target is `target` (a sandbox path, or "pipe:[N]" and the like). */
+function mountIdOf(host: number, target: string): number {
+  if (!target.startsWith('/')) return 15; // pipefs, sockfs, anon inodes: internal mounts mountinfo never lists
+  const rows = mountRows(host);
+  let best = -1;
+  let id = 21;
+  rows.forEach((r, i) => {
+    if (r.point.length > best && (r.point === '/' || target === r.point || target.startsWith(`${r.point}/`))) {
+      best = r.point.length;
+      id = 21 + i;
+    }
+  });
+  return id;
+}
+
+/** Keys of fdinfo lines passed as they are: they hold no host data. */
+const FDINFO_KEEP = new Set(['pos', 'flags', 'ino', 'eventfd-count', 'eventfd-id', 'eventfd-semaphore', 'clockid', 'ticks', 'settime flags',
+  'it_value', 'it_interval', 'sigmask', 'tfd', 'inotify']);
+
+/**
+ * The lines of an fdinfo file the sandbox may see: position, flags, inode and the per-type
+ * lines of eventfd, timerfd, signalfd, epoll and inotify; mnt_id in the synthesized mountinfo's
+ * numbering; the pids of a pidfd and of file locks in the sandbox's pid namespace. Lines of
+ * other kinds are left out: they may hold host data.
+ */
+function fdinfoText(c: Ctx, host: number, base: string, n: string): Content {
+  const text = asHostOwner(c, `${base}/fdinfo`, () => v.readHost(`${base}/fdinfo/${n}`));
+  if (typeof text === 'number') return text;
+  const target = asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${n}`));
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const key = line.slice(0, colon);
+    if (FDINFO_KEEP.has(key)) out.push(line);
+    else if (key === 'mnt_id') out.push(`mnt_id:\t${mountIdOf(host, typeof target === 'string' ? translateTarget(c.sb, target) : '')}`);
+    else if (key === 'Pid' || key === 'NSpid') {
+      const pid = v.visiblePid(c.sb, Number(line.slice(colon + 1).trim().split(/\s+/)[0]));
+      out.push(`${key}:\t${pid === 0 ? -1 : pid}`);
+    } else if (key === 'lock') {
+      // lock:\t1: FLOCK  ADVISORY  WRITE 1234 00:2e:5678 0 EOF -- the sixth field is a pid
+      const m = /^(lock:\s+\d+:\s+(?:->\s+)?\S+\s+\S+\s+\S+\s+)(-?\d+)(\s.*)$/.exec(line);
+      if (m) out.push(`${m[1]}${v.visiblePid(c.sb, Number(m[2]))}${m[3]}`);
+    }
+  }
+  return out.length ? `${out.join('\n')}\n` : '';
+}
+
+/** The namespace links of /proc/PID/ns, in the kernel's order. */
+const NS_NAMES = ['net', 'uts', 'ipc', 'pid', 'pid_for_children', 'user', 'mnt', 'cgroup', 'time', 'time_for_children'];
+
+/** /proc/PID/ns: the magic links to the process's own namespaces (the sandbox's), as procfs shows them. */
+function nsDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
+  const entries: Record<string, () => Node> = {};
+  for (const name of NS_NAMES) entries[name] = () => magic(c, `${base}/ns/${name}`, host, owner);
+  return dirOf(entries, { owner, access: () => mayAccess(c, host) });
 }
 
 /** /proc/PID/task: one directory per thread, by namespace tid. */
