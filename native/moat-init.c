@@ -86,6 +86,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5) /* Linux 5.19 */
+#endif
+
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
@@ -957,6 +961,10 @@ static void load_sentry_filter(void) {
      that window: under the sentry there is no /proc in the container and ptrace is refused. */
   if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) { dprintf(2, "moat-init: dumpable: %s\n", strerror(errno)); _exit(1); }
   long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, pl.sentry_flags | SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+  /* WAIT_KILLABLE_RECV (Linux 5.19+): without it, a signal that comes while the sentry serves a
+     call makes the call fail with EINTR or run twice; older kernels refuse the flag */
+  if (rc < 0 && errno == EINVAL && (pl.sentry_flags & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV))
+    rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, (pl.sentry_flags & ~SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) | SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
   if (rc < 0) { dprintf(2, "moat-init: loading the sentry filter: %s\n", strerror(errno)); _exit(1); }
   char msg[64];
   int len = snprintf(msg, sizeof msg, "{\"pid\":%d,\"fd\":%ld}\n", host_pid ? host_pid : getpid(), rc);

@@ -102,6 +102,11 @@ export const E = {
   EPROTOTYPE: 91, ENOPROTOOPT: 92, EPROTONOSUPPORT: 93, EOPNOTSUPP: 95, EAFNOSUPPORT: 97,
   EADDRINUSE: 98, EADDRNOTAVAIL: 99, ENETUNREACH: 101, ECONNREFUSED: 111, EHOSTUNREACH: 113,
   EINPROGRESS: 115,
+  /**
+   * Not an errno a program sees: a system call's answer that makes the kernel restart it once the
+   * pending signal's handler returns (SA_RESTART), or fail with EINTR (no SA_RESTART).
+   */
+  ERESTARTSYS: 512,
 } as const;
 
 /** A NUL-terminated copy of a path for the kernel. */

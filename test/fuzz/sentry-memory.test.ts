@@ -137,6 +137,10 @@ class FakeTask implements Task {
     return true;
   }
 
+  signalPending(): boolean {
+    return false;
+  }
+
   getFd(fd: number): number {
     if (!this.giveFds || fd < 0 || fd > 4096) return -E.EBADF;
     const own = openSync('/dev/null', 'r');

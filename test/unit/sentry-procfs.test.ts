@@ -64,6 +64,7 @@ const task: Task = {
     return true;
   },
   valid: () => true,
+  signalPending: () => false,
   getFd: (fd) => {
     try {
       return openSync(`/proc/self/fd/${fd}`, 'r');

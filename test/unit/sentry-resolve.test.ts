@@ -176,6 +176,10 @@ class FakeTask implements Task {
     return true;
   }
 
+  signalPending(): boolean {
+    return false;
+  }
+
   getFd(fd: number): number {
     const own = this.fds.get(fd);
     return own === undefined ? -E.EBADF : fcntl(own, F_DUPFD_CLOEXEC, 0);

@@ -11,7 +11,7 @@ import type { CapabilityName, MountSpec, NamespaceType, ProcessSpec, Spec } from
 import type { CreateRequest, SentryJail } from '../backend.js';
 import { parseCgroupMounts, UNIFIED } from '../../cgroups/index.js';
 import type { CgroupMounts } from '../../cgroups/index.js';
-import { compileSeccomp, isSeccompDisabled } from '../../seccomp/index.js';
+import { compileSeccomp, isSeccompDisabled, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV } from '../../seccomp/index.js';
 import type { Logger } from '../../util/log.js';
 import { MS, PROPAGATION, parseMountOptions } from './mounts.js';
 import { PlanWriter, Tag } from './planfmt.js';
@@ -252,7 +252,9 @@ function addProcess(w: PlanWriter, proc: ProcessSpec, extras: ProcessExtras): vo
 function addSeccomp(w: PlanWriter, spec: Spec, log: Logger | undefined, id: string, jail?: SentryJail): void {
   if (jail) {
     w.add(Tag.SECCOMP_LISTENER, { str: jail.socket }, { str: '' });
-    w.add(Tag.SENTRY_FILTER, { u32: 0 }, { bytes: jail.filter });
+    // notified calls wait killably once the sentry has them: no signal makes one fail with EINTR
+    // or run twice (the stage loads the filter without the flag where the kernel lacks it)
+    w.add(Tag.SENTRY_FILTER, { u32: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV }, { bytes: jail.filter });
     if (jail.restoreStop) w.add(Tag.RESTORE_STOP);
     const t = jail.restoreTree;
     if (t) {

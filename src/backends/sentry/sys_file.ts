@@ -76,8 +76,11 @@ const POLLHUP = 0x10;
 const SPLICE_F_NONBLOCK = 2;
 /** pidfd_open(2) flag: a pidfd of one thread, readable once that thread has exited. */
 const PIDFD_THREAD = O.EXCL;
-/** How long a worker waiting on a FIFO sleeps at most before it checks that its caller still waits (ms). */
-const FIFO_RECHECK_MS = 1000;
+/**
+ * How long a worker waiting on a FIFO sleeps at most before it checks that its caller still
+ * waits and has no signal pending (ms): how late a handled signal may interrupt that open.
+ */
+const FIFO_RECHECK_MS = 50;
 /** statfs f_type of the synthesized trees. */
 const PROC_SUPER_MAGIC = 0x9fa0;
 const SYSFS_MAGIC = 0x62656572;
@@ -364,8 +367,9 @@ function fifoReadEnd(t: Task, sb: Sandbox, probe: number, flags: number): Reply 
 
 /**
  * Waits until a writer has opened the FIFO whose read end is `fd` (opened non-blocking before
- * any wait): 0 then, or -EINTR once the caller stopped waiting (killed, or interrupted by a
- * signal, after which its open comes again as a new call). A writer counts once it is present
+ * any wait): 0 then, -EINTR once the caller stopped waiting (killed), or -ERESTARTSYS once it
+ * has a signal pending (the kernel then restarts its open or fails it with EINTR, as the
+ * handler's SA_RESTART says, as for a native open). A writer counts once it is present
  * (tee(2) on the empty FIFO answers EAGAIN rather than 0) or has been since `fd` was opened (data
  * to read, or a hang-up, which poll reports only after a writer). An inotify watch for opens of
  * the FIFO wakes the wait when a writer comes and writes nothing yet; it is set before the first
@@ -393,6 +397,7 @@ function awaitFifoWriter(t: Task, sb: Sandbox, fd: number): number {
       if (copied === -E.EAGAIN || copied > 0) return 0; // a writer is there (or data came meanwhile)
       if (copied < 0) return copied;
       if (!t.valid()) return -E.EINTR;
+      if (t.signalPending()) return -E.ERESTARTSYS; // as fifo_open's wait answers a signal
       watch.sleep(fd);
     }
   } finally {
@@ -407,8 +412,9 @@ function awaitFifoWriter(t: Task, sb: Sandbox, fd: number): number {
 /**
  * On a worker: opens `p` with `flags` (which hold O_NONBLOCK) until it no longer fails with ENXIO,
  * the answer of a FIFO opened for writing that has no reader. That is a blocking open's wait,
- * but one the sentry can abandon: -EINTR once the caller stopped waiting (a worker blocked in
- * the kernel's open stayed so until a reader came, and enough of them stopped the sentry). An
+ * but one the sentry can abandon: -EINTR once the caller stopped waiting, -ERESTARTSYS once it
+ * has a signal pending (a worker blocked in the kernel's open stayed so until a reader came,
+ * and enough of them stopped the sentry). An
  * inotify watch for opens of the FIFO wakes the wait; it is set before the next try, so no
  * reader that stays can come unnoticed. (One that opens and closes again before the try is
  * missed: the kernel's own open would have returned, and the first write would fail, EPIPE.)
@@ -420,6 +426,7 @@ function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: 
   try {
     for (;;) {
       if (watch && !t.valid()) return -E.EINTR;
+      if (watch && t.signalPending()) return -E.ERESTARTSYS;
       const found = openPath(t, sb, dirfd, p, flags, 0, resolve);
       if (found !== -E.ENXIO) return found;
       if (watch) {

@@ -104,7 +104,7 @@ const CLONE_TRACE = 0x2000 | 0x00800000;
 /**
  * clone: a new thread or process that creates no namespace and asks for no tracing. The flags
  * are a register value, so the filter checks them as well as the sentry would; served, a fork
- * could also fail with EINTR when a signal came while the sentry answered (fork never does).
+ * could also fail with EINTR when a signal came before the sentry took it (fork never does).
  */
 const CLONE_FAST = [[masked(0, CLONE_NEW_ANY | CLONE_TRACE, 0)]];
 

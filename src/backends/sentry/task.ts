@@ -130,6 +130,19 @@ export class NotifTask implements Task {
     return notifValid(this.listener, this.notif);
   }
 
+  signalPending(): boolean {
+    // read afresh: the cached status is the one of the call's start
+    const status = readProcFile(`/proc/${this.tid}/status`);
+    const mask = (key: string): bigint => {
+      const m = new RegExp(`\\n${key}:\\s*([0-9a-f]+)`).exec(status);
+      return m ? BigInt(`0x${m[1]}`) : 0n;
+    };
+    const blocked = mask('SigBlk');
+    // a signal to the process goes to one of its threads: to this one for sure only if it is alone
+    const alone = /\nThreads:\s*1\n/.test(status);
+    return ((mask('SigPnd') | (alone ? mask('ShdPnd') : 0n)) & ~blocked) !== 0n;
+  }
+
   /*
    * Memory goes through process_vm_readv/writev (one system call, no fd). A read is checked
    * afterwards: if the notification is still pending, the task was alive and waiting during the

@@ -104,6 +104,13 @@ export interface Task {
   /** Whether the notification is still pending (the task did not die or get interrupted). */
   valid(): boolean;
   /**
+   * Whether a signal is pending that would interrupt the call if the kernel ran it: one sent to
+   * the thread, or to its process when it has one thread, and not blocked. The task waits for
+   * the answer killably (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV), so a handler that blocks
+   * answers -ERESTARTSYS itself when this turns true.
+   */
+  signalPending(): boolean;
+  /**
    * A sentry-owned duplicate of the task's fd `fd` (pidfd_getfd), or -errno (EBADF if the task
    * has no such fd). The caller closes it.
    */
