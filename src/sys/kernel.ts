@@ -101,7 +101,7 @@ export const E = {
   ENOTEMPTY: 39, ELOOP: 40, ENODATA: 61, EOVERFLOW: 75, ENOTSOCK: 88, EDESTADDRREQ: 89,
   EPROTOTYPE: 91, ENOPROTOOPT: 92, EPROTONOSUPPORT: 93, EOPNOTSUPP: 95, EAFNOSUPPORT: 97,
   EADDRINUSE: 98, EADDRNOTAVAIL: 99, ENETUNREACH: 101, ECONNREFUSED: 111, EHOSTUNREACH: 113,
-  EINPROGRESS: 115,
+  EALREADY: 114, EINPROGRESS: 115,
   /**
    * Not an errno a program sees: a system call's answer that makes the kernel restart it once the
    * pending signal's handler returns (SA_RESTART), or fail with EINTR (no SA_RESTART).

@@ -483,6 +483,39 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(out, 'r interrupted True\nw interrupted True\n');
   });
 
+  // The sentry performs a connect itself (the address was checked), on a worker when the socket
+  // blocks; the caller waits killably, so a handled signal must end that wait as it ends the
+  // kernel's. A full accept queue on loopback makes the connect wait (its SYNs are dropped).
+  it('lets a handled signal interrupt a blocking connect the sentry performs', { skip: need('python3') }, async () => {
+    const py = [
+      'import socket, signal, time',
+      'class Alarm(Exception): pass',
+      'def ring(s, f): raise Alarm()',
+      'signal.signal(signal.SIGALRM, ring)',
+      "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(0)",
+      'addr = srv.getsockname()',
+      'held = []',
+      'for i in range(3):  # fill the accept queue: later SYNs are dropped, a connect then waits',
+      '    c = socket.socket(); c.setblocking(False); c.connect_ex(addr); held.append(c)',
+      'time.sleep(0.2)',
+      'c = socket.socket()',
+      'signal.setitimer(signal.ITIMER_REAL, 0.5)',
+      't = time.monotonic()',
+      'try:',
+      '    c.connect(addr)',
+      "    print('connected')",
+      'except Alarm:',
+      "    print('interrupted', time.monotonic() - t < 5)",
+      'srv.close()',
+      'for h in held: h.close()',
+      "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(8)",
+      "c = socket.socket(); c.connect(srv.getsockname()); print('then connects', c.getpeername() == srv.getsockname())",
+      "c2 = socket.socket(); print('refused', c2.connect_ex(('127.0.0.1', 1)))",
+    ].join('\n');
+    const out = await sameAsContainer(py);
+    assert.equal(out, 'interrupted True\nthen connects True\nrefused 111\n');
+  });
+
   it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
     // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
     // it performs); natively that is the caller's pid, then negative ids once that one is taken

@@ -65,6 +65,11 @@ const MSG_NOSIGNAL = 0x4000;
 const MSG_ZEROCOPY = 0x4000000;
 
 const F_GETFL = 3;
+const F_SETFL = 4;
+const SO_ERROR = 4;
+const POLLOUT = 4;
+/** How often a worker waiting for a connect checks that its caller still waits and has no signal pending (ms). */
+const CONNECT_RECHECK_MS = 50;
 
 /** sizeof(struct sockaddr_storage): the largest address the kernel copies. */
 const MAX_ADDR_LEN = 128;
@@ -511,11 +516,53 @@ function sysConnect(t: Task, sb: Sandbox): Reply {
     try {
       const bound = netlinkBound(t, dup, target.addr);
       if (bound < 0) return fail(-bound);
+      if (t.onWorker && isIpStream(dup)) return fromResult(connectInterruptibly(t, dup, target.addr));
       return fromResult(k.connect(dup, target.addr));
     } finally {
       release(target);
     }
   });
+}
+
+/** Whether `dup` is a TCP-like socket: IPv4 or IPv6, SOCK_STREAM. */
+function isIpStream(dup: number): boolean {
+  const domain = k.getsockoptInt(dup, SOL_SOCKET, SO_DOMAIN);
+  return (domain === AF.INET || domain === AF.INET6) && sockType(dup) === SOCK_STREAM;
+}
+
+/**
+ * connect(2) of a blocking IP stream socket on a worker, which a signal ends as it would the
+ * kernel's own wait: started non-blocking (O_NONBLOCK set on the shared open file for that one
+ * call), then waited for with poll in 50 ms steps, each of which checks the caller. -ERESTARTSYS
+ * once it has a signal pending (the kernel then restarts the connect, which waits on, EALREADY
+ * here, or fails it with EINTR); else the outcome, from SO_ERROR. The caller waits killably
+ * (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV): a blocking connect in the worker could otherwise
+ * keep it waiting through every handled signal until the connection succeeded or timed out.
+ */
+function connectInterruptibly(t: Task, dup: number, addr: Buffer): number {
+  const fl = k.fcntl(dup, F_GETFL);
+  if (fl < 0) return fl;
+  const set = k.fcntl(dup, F_SETFL, fl | k.O.NONBLOCK);
+  if (set < 0) return set;
+  let rc: number;
+  try {
+    rc = k.connect(dup, addr);
+  } finally {
+    k.fcntl(dup, F_SETFL, fl);
+  }
+  if (rc !== -E.EINPROGRESS && rc !== -E.EALREADY) return rc;
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(dup, 0);
+  pfd.writeInt16LE(POLLOUT, 4);
+  for (;;) {
+    pfd.writeInt16LE(0, 6);
+    if (k.poll(pfd, 1, CONNECT_RECHECK_MS) > 0) {
+      const err = k.getsockoptInt(dup, SOL_SOCKET, SO_ERROR);
+      return err <= 0 ? err : -err;
+    }
+    if (!t.valid()) return -E.EINTR;
+    if (t.signalPending()) return -E.ERESTARTSYS;
+  }
 }
 
 /**
