@@ -516,6 +516,38 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(out, 'interrupted True\nthen connects True\nrefused 111\n');
   });
 
+  // A send with an address is the sentry's to perform (the address was checked): on a worker when
+  // the socket blocks, here a unix datagram socket whose receiver's queue is full.
+  it('lets a handled signal interrupt a blocking send the sentry performs', { skip: need('python3') }, async () => {
+    const py = [
+      'import socket, signal, time',
+      'class Alarm(Exception): pass',
+      'def ring(s, f): raise Alarm()',
+      'signal.signal(signal.SIGALRM, ring)',
+      "r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); r.bind('/tmp/r')",
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      's.setblocking(False)',
+      'n = 0',
+      'try:',
+      '    while True:',
+      "        s.sendto(b'x' * 100, '/tmp/r'); n += 1",
+      'except BlockingIOError:',
+      '    pass',
+      's.setblocking(True)',
+      'signal.setitimer(signal.ITIMER_REAL, 0.5)',
+      't = time.monotonic()',
+      'try:',
+      "    s.sendto(b'y' * 100, '/tmp/r')",
+      "    print('sent')",
+      'except Alarm:',
+      "    print('interrupted', n > 0, time.monotonic() - t < 5)",
+      'for i in range(n): r.recv(100)',
+      "print('then sends', s.sendto(b'z' * 100, '/tmp/r'), r.recv(100) == b'z' * 100)",
+    ].join('\n');
+    const out = await sameAsContainer(py);
+    assert.equal(out, 'interrupted True True\nthen sends 100 True\n');
+  });
+
   it('gives a netlink socket the port id its own bind would get, not the sentry\'s host pid', { skip: need('python3') }, async () => {
     // the kernel's choice is the binding process's pid (the sentry's, for a bind, connect or send
     // it performs); natively that is the caller's pid, then negative ids once that one is taken

@@ -68,7 +68,7 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const SO_ERROR = 4;
 const POLLOUT = 4;
-/** How often a worker waiting for a connect checks that its caller still waits and has no signal pending (ms). */
+/** How often a worker waiting for a connect or a send checks that its caller still waits and has no signal pending (ms). */
 const CONNECT_RECHECK_MS = 50;
 
 /** sizeof(struct sockaddr_storage): the largest address the kernel copies. */
@@ -587,6 +587,39 @@ function sysListen(t: Task, sb: Sandbox): Reply {
 // ---------------------------------------------------------------------------------------------
 // sends
 
+/**
+ * A send the sentry performs, which on a worker (a blocking socket, no MSG_DONTWAIT) a signal
+ * ends as it would the kernel's own wait: tried with MSG_DONTWAIT and, while the socket has no
+ * room, waited for with poll in 50 ms steps that check the caller. A stream's bytes go on until
+ * all `len` are sent, as a blocking send does; once the caller has a signal pending the answer is
+ * the count sent so far, or -ERESTARTSYS if none (the kernel then restarts the send or fails it
+ * with EINTR). `send(flags, from)` sends the bytes from offset `from`. Elsewhere it runs once.
+ */
+function sendWaiting(t: Task, dup: number, flags: number, len: number, send: (flags: number, from: number) => number): number {
+  if (!t.onWorker || (flags & MSG_DONTWAIT) !== 0) return send(flags, 0);
+  const fl = k.fcntl(dup, F_GETFL);
+  if (fl < 0 || (fl & k.O.NONBLOCK) !== 0) return send(flags, 0);
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(dup, 0);
+  pfd.writeInt16LE(POLLOUT, 4);
+  let sent = 0;
+  let full = 0; // EAGAINs in a row although poll said there was room
+  for (;;) {
+    const rc = send(flags | MSG_DONTWAIT, sent);
+    if (rc >= 0) sent += rc;
+    else if (rc !== -E.EAGAIN) return sent > 0 ? sent : rc;
+    if (sent >= len || (rc > 0 && sockType(dup) !== SOCK_STREAM)) return sent;
+    full = rc < 0 ? full + 1 : 0;
+    if (!t.valid()) return -E.EINTR;
+    if (t.signalPending()) return sent > 0 ? sent : -E.ERESTARTSYS;
+    // an unconnected datagram socket polls writable while its peer's queue is full (poll cannot
+    // see the peer): after a second such EAGAIN, try again in 5 ms rather than at once
+    pfd.writeInt16LE(0, 6);
+    if (full >= 2) k.poll(pfd, 0, 5);
+    else k.poll(pfd, 1, CONNECT_RECHECK_MS);
+  }
+}
+
 /** Reads a payload for a send: at most 64 KiB (datagrams above get -EMSGSIZE, streams a short write). */
 function readPayload(t: Task, ptr: number, len: number, stream: boolean): Buffer | number {
   let n = len;
@@ -616,7 +649,7 @@ function sysSendto(t: Task, sb: Sandbox): Reply {
       if (typeof data === 'number') return fail(-data);
       const bound = netlinkBound(t, dup, target.addr);
       if (bound < 0) return fail(-bound);
-      return fromResult(k.sendto(dup, data, sendFlags(flags), target.addr));
+      return fromResult(sendWaiting(t, dup, flags, data.length, (f, from) => k.sendto(dup, data.subarray(from), sendFlags(f), target.addr)));
     } finally {
       release(target);
     }
@@ -739,7 +772,9 @@ function sendOne(t: Task, sb: Sandbox, dup: number, type: number, hdr: Buffer, f
       const bound = netlinkBound(t, dup, tg.addr);
       if (bound < 0) return bound;
     }
-    return k.sendmsg(dup, msg.data, sendFlags(flags), target ? target.addr : null, msg.control);
+    const to = target ? target.addr : null;
+    // the control data (SCM_RIGHTS, credentials) goes with the first bytes only, as the kernel's own partial send
+    return sendWaiting(t, dup, flags, msg.data.length, (f, from) => k.sendmsg(dup, msg.data.subarray(from), sendFlags(f), to, from === 0 ? msg.control : null));
   } finally {
     release(target);
     for (const fd of msg.fds) k.close(fd);
