@@ -366,15 +366,18 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
   // /proc/PID had 17 entries: a program probing its user namespace (uid_map), its audit login
   // (loginuid), its I/O or memory accounting (io, smaps_rollup) got ENOENT. The same script
   // under the container backend is the reference.
-  it('serves the per-process /proc files programs probe: uid_map, loginuid, io, smaps_rollup, auxv', { skip: need('python3') }, async () => {
+  it('serves the per-process /proc files programs probe: uid_map, loginuid, io, smaps_rollup, auxv, its own state', { skip: need('python3') }, async () => {
     const py = [
       "for f in ['uid_map', 'gid_map', 'setgroups', 'loginuid', 'sessionid', 'personality', 'wchan']: print(f, open('/proc/self/' + f).read().split())",
       "print(open('/proc/self/oom_score').read().strip().isdigit(), open('/proc/self/io').read().split()[0], 'Rss:' in open('/proc/self/smaps_rollup').read(), len(open('/proc/self/auxv', 'rb').read()) % 16)",
+      // a process reading its own state is running (it waited for the sentry, which the kernel shows as sleeping)
+      "print(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[0], [l.strip() for l in open('/proc/self/status') if l.startswith('State:')])",
     ].join('\n');
     const out = await sameAsContainer(py);
     assert.match(out, /^uid_map \['0', '0', '4294967295'\]$/m);
     assert.match(out, /^loginuid \['4294967295'\]$/m);
     assert.match(out, /^True rchar: True 0$/m);
+    assert.match(out, /^R \['State:\\tR \(running\)'\]$/m);
   });
 
   // /proc/PID/fdinfo and /proc/PID/ns were missing: lsof-style tools, `ls -l /proc/self/ns`, and

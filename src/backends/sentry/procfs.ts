@@ -214,8 +214,15 @@ function magic(c: Ctx, hostPath: string, host: number, owner: Owner, fixed?: str
 
 const field = v.field;
 
+/**
+ * True when the task shown (host tid `shown`) is the caller itself: it reads its own stat or
+ * status while it waits for the sentry, which the kernel shows as sleeping; natively a task
+ * reading its own state is running (ps shows itself R, top counts itself running).
+ */
+const isCaller = (c: Ctx, shown: number): boolean => c.t !== undefined && c.t.tid === shown;
+
 /** /proc/PID/stat with every pid-like field in the sandbox's namespace and a rebased start time. */
-function procStat(c: Ctx, base: string): Content {
+function procStat(c: Ctx, base: string, shown: number): Content {
   const text = v.readHost(`${base}/stat`);
   if (typeof text === 'number') return text;
   const status = v.readHost(`${base}/status`);
@@ -234,6 +241,7 @@ function procStat(c: Ctx, base: string): Content {
   if (tpgid > 0) set(8, tpgid === Number(pgid?.split(/\s+/)[0]) ? v.lastNumber(pgid) : v.visiblePid(c.sb, tpgid));
   set(22, v.startTicks(c.sb, v.statField(rest, 22)));
   set(39, v.statField(rest, 39) % v.cpuCount(c.sb));
+  if (isCaller(c, shown)) rest[0] = 'R';
   return `${v.lastNumber(field(status, 'NSpid'))} ${st.comm} ${rest.join(' ')}\n`;
 }
 
@@ -245,7 +253,7 @@ function cpuMask(n: number): string {
 }
 
 /** /proc/PID/status with pids, ids and CPU affinity as the sandbox sees them. */
-function procStatus(c: Ctx, base: string, host: number): Content {
+function procStatus(c: Ctx, base: string, host: number, shown: number): Content {
   const text = v.readHost(`${base}/status`);
   if (typeof text === 'number') return text;
   const uid = v.idMapper(host, 'uid');
@@ -263,6 +271,8 @@ function procStatus(c: Ctx, base: string, host: number): Content {
     const key = line.slice(0, colon);
     const val = line.slice(colon + 1).trim();
     switch (key) {
+      case 'State':
+        return isCaller(c, shown) ? 'State:\tR (running)' : line;
       case 'Tgid':
         return `Tgid:\t${v.lastNumber(field(text, 'NStgid'))}`;
       case 'Pid':
@@ -403,9 +413,9 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     setgroups: host('setgroups'),
     smaps: ownOnly('smaps'),
     smaps_rollup: ownOnly('smaps_rollup'),
-    stat: () => file(() => procStat(c, base), extra),
+    stat: () => file(() => procStat(c, base, th?.host ?? p.host), extra),
     statm: host('statm'),
-    status: () => file(() => procStatus(c, base, p.host), extra),
+    status: () => file(() => procStatus(c, base, p.host, th?.host ?? p.host), extra),
     uid_map: host('uid_map'),
     // the kernel function a process sleeps in is host data: "0", as for a running process
     wchan: () => file(() => '0', extra),
