@@ -6,7 +6,7 @@
  * affinity was narrowed is left alone; once stopped, nothing is pinned; the CPU list parser.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
@@ -146,6 +146,28 @@ describe('sentry hand-over pinning', () => {
       return 0;
     });
     assert.deepEqual(during, online);
+  });
+
+  // a caller found fit is not looked at again for every hand-over: a sched_setattr in the sandbox
+  // (policyChanged, from the served call, in any thread's view) makes every one be looked at again
+  it('looks at a caller again once a thread of the sandbox may have changed its class', { skip: oneCpu }, async () => {
+    const pid = sleeper();
+    await settled(pid);
+    const p = HandoverPinning.create();
+    const during = (view: HandoverPinning): number[] => {
+      let seen: number[] = [];
+      view.around(pid, () => {
+        seen = affinity(pid);
+        return 0;
+      });
+      return seen;
+    };
+    assert.equal(during(p).length, 1, 'fit: pinned to one CPU');
+    execFileSync('chrt', ['-f', '-p', '1', String(pid)]);
+    assert.equal(during(p).length, 1, 'remembered as fit (the sandbox said nothing)');
+    new HandoverPinning(p.state).policyChanged();
+    assert.deepEqual(during(p), online, 'real-time now: left alone');
+    assert.deepEqual(affinity(pid), online);
   });
 
   it('pins nothing once stopped, in any thread\'s view of the same sandbox', { skip: oneCpu }, async () => {

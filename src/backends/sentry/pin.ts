@@ -33,10 +33,13 @@
  * sched_setaffinity, or a sched_getaffinity of another thread, calls `stop` before the call
  * continues, and `stop` waits until no hand-over is pinned (at most 100 ms: one to a stopped
  * caller lasts until it continues). The two sides meet in shared memory (Int32 [pinned
- * hand-overs now, stopped]) across the serving thread and the workers: a hand-over counts itself
- * in, then looks at the flag; `stop` sets the flag, then waits for the count, so either the
- * hand-over sees the flag or `stop` sees the hand-over. Left alone: the host changing a workload
- * thread's affinity (taskset -p from outside) during a pinned hand-over is undone by it.
+ * hand-overs now, stopped, policy generation]) across the serving thread and the workers: a
+ * hand-over counts itself in, then looks at the flag; `stop` sets the flag, then waits for the
+ * count, so either the hand-over sees the flag or `stop` sees the hand-over. A caller found fit
+ * (every CPU, a normal class) is trusted for a second, until a sched_setattr in the sandbox bumps
+ * the generation. Left alone: the host changing a workload thread's affinity (taskset -p from
+ * outside) during a pinned hand-over is undone by it, and one changing its class (chrt -p) is
+ * seen up to a second late.
  */
 import { readFileSync } from 'node:fs';
 import { descendants } from '../../container/proc.js';
@@ -46,6 +49,12 @@ import { listHost } from './view.js';
 
 const PINNED = 0;
 const STOPPED = 1;
+/** Bumped when a workload thread may have changed its scheduling class (sched_setattr). */
+const POLICY_GEN = 2;
+/** How long a caller found fit to pin (every CPU, a normal class) is trusted without looking again. */
+const FIT_TTL_MS = 1000;
+/** Most callers remembered as fit at once (a fork-heavy workload has many tids). */
+const FIT_MAX = 4096;
 /** Mask size for sched_{get,set}affinity: 1024 CPUs (a larger machine gets EINVAL and no pinning). */
 const MASK_BYTES = 128;
 /** How long the list of online CPUs is trusted before it is read again. */
@@ -81,10 +90,17 @@ export class HandoverPinning {
   private onlineAt = -Infinity;
   /** Set once this thread could not become real-time: it pins nothing from then on. */
   private noRealtime = false;
+  /**
+   * Callers found fit to pin, by tid: when, and at which POLICY_GEN. Their mask can change only
+   * by sched_setaffinity (which stops pinning for good) or from outside the sandbox, their class
+   * only by sched_setattr (which bumps POLICY_GEN; sched_setscheduler to a real-time class is
+   * refused), so the two look-ups are not made again for every hand-over.
+   */
+  private readonly fit = new Map<number, { at: number; gen: number }>();
 
   /** A new shared state (one per sandbox); hand `state` to each worker. */
   static create(log?: (msg: string) => void): HandoverPinning {
-    return new HandoverPinning(new Int32Array(new SharedArrayBuffer(8)), log);
+    return new HandoverPinning(new Int32Array(new SharedArrayBuffer(12)), log);
   }
 
   /** @param log told once if this thread cannot become real-time (and so pins nothing) */
@@ -92,6 +108,11 @@ export class HandoverPinning {
     readonly state: Int32Array,
     private readonly log?: (msg: string) => void,
   ) {}
+
+  /** Says that a workload thread may have changed its scheduling class: every caller is looked at again. */
+  policyChanged(): void {
+    Atomics.add(this.state, POLICY_GEN, 1);
+  }
 
   /** Whether pinning was stopped for this sandbox. */
   get stopped(): boolean {
@@ -153,10 +174,18 @@ export class HandoverPinning {
   private pin(tid: number): number {
     const online = this.onlineMask();
     if (!online) return -1;
-    if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return -1;
-    // a real-time caller could preempt this thread and run on before it is given its CPUs back
-    const policy = k.schedGetscheduler(tid);
-    if (policy !== k.SCHED.OTHER && policy !== k.SCHED.BATCH && policy !== k.SCHED.IDLE) return -1;
+    const now = performance.now();
+    const gen = Atomics.load(this.state, POLICY_GEN);
+    const seen = this.fit.get(tid);
+    if (seen === undefined || seen.gen !== gen || now - seen.at > FIT_TTL_MS) {
+      this.fit.delete(tid);
+      if (k.schedGetaffinity(tid, this.old) < 0 || !this.old.equals(online)) return -1;
+      // a real-time caller could preempt this thread and run on before it is given its CPUs back
+      const policy = k.schedGetscheduler(tid);
+      if (policy !== k.SCHED.OTHER && policy !== k.SCHED.BATCH && policy !== k.SCHED.IDLE) return -1;
+      if (this.fit.size >= FIT_MAX) this.fit.clear();
+      this.fit.set(tid, { at: now, gen });
+    }
     const rc = k.schedSetscheduler(0, k.SCHED.FIFO, RT_PRIO);
     if (rc < 0) {
       this.noRealtime = true;

@@ -41,6 +41,12 @@ function schedSetscheduler(t: Task): Reply {
   return policy === 1 || policy === 2 || policy === 6 ? fail(E.EPERM) : CONTINUE;
 }
 
+/** sched_setattr: may change a thread's class, which fd hand-overs look at before pinning it (pin.ts). */
+function schedSetattr(_t: Task, sb: Sandbox): Reply {
+  sb.pinning?.policyChanged();
+  return CONTINUE;
+}
+
 /** sched_setaffinity: the workload manages affinity, so the sentry stops pinning hand-overs (pin.ts). */
 function schedSetaffinity(_t: Task, sb: Sandbox): Reply {
   sb.pinning?.stop();
@@ -87,7 +93,7 @@ export const handlers: HandlerTable = {
   sched_get_priority_max: pass,
   sched_get_priority_min: pass,
   sched_rr_get_interval: pass,
-  sched_setattr: pass,
+  sched_setattr: schedSetattr,
   sched_getattr: pass,
   setuid: pass,
   setgid: pass,
