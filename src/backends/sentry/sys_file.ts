@@ -26,7 +26,7 @@ import type { DotErr, Found, Loc, Parent } from './resolve.js';
 import { asSentry } from './ident.js';
 import { posix } from 'node:path';
 import { nsPid } from './view.js';
-import { CONTINUE, fail, fromResult, giveFd, offload, ok } from './types.js';
+import { CONTINUE, fail, fromResult, giveFd, interruption, offload, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
 
 /** open(2) flags the kernel accepts (VALID_OPEN_FLAGS); open and openat drop the rest. */
@@ -396,8 +396,8 @@ function awaitFifoWriter(t: Task, sb: Sandbox, fd: number): number {
       const copied = tee(fd, pipe[1], 1, SPLICE_F_NONBLOCK);
       if (copied === -E.EAGAIN || copied > 0) return 0; // a writer is there (or data came meanwhile)
       if (copied < 0) return copied;
-      if (!t.valid()) return -E.EINTR;
-      if (t.signalPending()) return -E.ERESTARTSYS; // as fifo_open's wait answers a signal
+      const stop = interruption(t); // as fifo_open's wait answers a signal
+      if (stop < 0) return stop;
       watch.sleep(fd);
     }
   } finally {
@@ -425,8 +425,8 @@ function awaitFifoReader(t: Task, sb: Sandbox, dirfd: number, p: Buffer, flags: 
   let watch: FifoWatch | undefined;
   try {
     for (;;) {
-      if (watch && !t.valid()) return -E.EINTR;
-      if (watch && t.signalPending()) return -E.ERESTARTSYS;
+      const stop = watch ? interruption(t) : 0;
+      if (stop < 0) return stop;
       const found = openPath(t, sb, dirfd, p, flags, 0, resolve);
       if (found !== -E.ENXIO) return found;
       if (watch) {

@@ -28,7 +28,7 @@ import * as k from '../../sys/kernel.js';
 import { AF, decodeSockaddr, egressAllowed, formatAddr } from './netpolicy.js';
 import { S_IFMT, S_IFSOCK, openInRoot, statFd } from './resolve.js';
 import { nsPid } from './view.js';
-import { CONTINUE, fail, fromResult, giveFd, ok } from './types.js';
+import { CONTINUE, fail, fromResult, giveFd, interruption, ok } from './types.js';
 import type { Handler, HandlerTable, Reply, Sandbox, Task } from './types.js';
 
 const { E } = k;
@@ -69,7 +69,7 @@ const F_SETFL = 4;
 const SO_ERROR = 4;
 const POLLOUT = 4;
 /** How often a worker waiting for a connect or a send checks that its caller still waits and has no signal pending (ms). */
-const CONNECT_RECHECK_MS = 50;
+const WAIT_RECHECK_MS = 50;
 
 /** sizeof(struct sockaddr_storage): the largest address the kernel copies. */
 const MAX_ADDR_LEN = 128;
@@ -556,12 +556,12 @@ function connectInterruptibly(t: Task, dup: number, addr: Buffer): number {
   pfd.writeInt16LE(POLLOUT, 4);
   for (;;) {
     pfd.writeInt16LE(0, 6);
-    if (k.poll(pfd, 1, CONNECT_RECHECK_MS) > 0) {
+    if (k.poll(pfd, 1, WAIT_RECHECK_MS) > 0) {
       const err = k.getsockoptInt(dup, SOL_SOCKET, SO_ERROR);
       return err <= 0 ? err : -err;
     }
-    if (!t.valid()) return -E.EINTR;
-    if (t.signalPending()) return -E.ERESTARTSYS;
+    const stop = interruption(t);
+    if (stop < 0) return stop;
   }
 }
 
@@ -610,13 +610,13 @@ function sendWaiting(t: Task, dup: number, flags: number, len: number, send: (fl
     else if (rc !== -E.EAGAIN) return sent > 0 ? sent : rc;
     if (sent >= len || (rc > 0 && sockType(dup) !== SOCK_STREAM)) return sent;
     full = rc < 0 ? full + 1 : 0;
-    if (!t.valid()) return -E.EINTR;
-    if (t.signalPending()) return sent > 0 ? sent : -E.ERESTARTSYS;
+    const stop = interruption(t);
+    if (stop < 0) return stop === -E.ERESTARTSYS && sent > 0 ? sent : stop;
     // an unconnected datagram socket polls writable while its peer's queue is full (poll cannot
     // see the peer): after a second such EAGAIN, try again in 5 ms rather than at once
     pfd.writeInt16LE(0, 6);
     if (full >= 2) k.poll(pfd, 0, 5);
-    else k.poll(pfd, 1, CONNECT_RECHECK_MS);
+    else k.poll(pfd, 1, WAIT_RECHECK_MS);
   }
 }
 

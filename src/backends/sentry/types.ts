@@ -4,6 +4,7 @@
  * handler gives. Handlers are synchronous functions; they never throw for a workload error
  * (they answer with an errno), only for a bug or a host failure.
  */
+import { E } from '../../sys/kernel.js';
 import type { FifoWaiters } from './fifos.js';
 import type { HandoverPinning } from './pin.js';
 import type { Identities } from './ident.js';
@@ -130,6 +131,17 @@ export interface Task {
    * (the `hold` of Reply 'offload'), now owned by the caller of the handler; absent or -1 otherwise.
    */
   readonly held?: number;
+}
+
+/**
+ * Why a handler that waits on behalf of its caller must stop now: -EINTR once the caller is
+ * gone (killed), -ERESTARTSYS once it has a signal pending (the kernel then restarts the call or
+ * fails it with EINTR, as the handler's SA_RESTART says, as for a wait of its own); 0 while it
+ * still waits.
+ */
+export function interruption(t: Task): number {
+  if (!t.valid()) return -E.EINTR;
+  return t.signalPending() ? -E.ERESTARTSYS : 0;
 }
 
 /** The network policy of a sandbox. */
