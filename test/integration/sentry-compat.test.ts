@@ -406,6 +406,23 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.ok(out.endsWith("\nTrue True\n['cgroup', 'ipc', 'mnt', 'net', 'pid', 'pid_for_children', 'time', 'time_for_children', 'user', 'uts']\n['net', 'pid', 'mnt', 'user']\nTrue True\n"), out);
   });
 
+  // stat of a synthesized /proc entry gave 0444, 0555 or 0777 whatever procfs shows: `ls -l
+  // /proc/self/fd` said every fd was open read-write, and /proc/self/fd, environ and auxv looked
+  // readable by anyone. Reference: the container backend's real procfs.
+  it('shows the permission bits procfs gives its entries and fd links', { skip: need('python3') }, async () => {
+    const py = [
+      'import os',
+      "r, w = os.pipe(); rw = os.open('/tmp/m', os.O_RDWR | os.O_CREAT)",
+      "names = ['auxv', 'cmdline', 'environ', 'fd', 'fdinfo', 'ns', 'maps', 'exe', 'cwd', 'task', 'status', 'io']",
+      "print([(n, oct(os.lstat('/proc/self/' + n).st_mode)) for n in names])",
+      "print([oct(os.lstat(f'/proc/self/fd/{fd}').st_mode) for fd in (r, w, rw)])",
+      "print(oct(os.lstat('/proc/self/ns/net').st_mode), oct(os.stat('/proc/1').st_mode), oct(os.stat(f'/proc/self/fdinfo/{r}').st_mode))",
+    ].join('\n');
+    const out = await sameAsContainer(py);
+    assert.match(out, /\('environ', '0o100400'\), \('fd', '0o40500'\)/);
+    assert.match(out, /^\['0o120500', '0o120300', '0o120700'\]$/m);
+  });
+
   // A notified call used to wait interruptibly: a signal while the sentry served it made it fail
   // with EINTR (a handler without SA_RESTART, Python's), though the sentry had done it, or run
   // again (SA_RESTART: Node, Go, bash), which then failed (mkdir: EEXIST). The filter now has

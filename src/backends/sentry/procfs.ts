@@ -62,6 +62,12 @@ interface Common {
   owner?: Owner;
   /** 0, or the -errno that opening (or reading the link) fails with. */
   access?: () => number;
+  /**
+   * Permission bits stat shows, where procfs narrows them (the defaults: files 0444, directories
+   * 0555, links 0777). Files the kernel makes writable (comm, oom_score_adj) stay 0444: the
+   * sentry serves no writes to them.
+   */
+  perm?: number;
 }
 interface DirNode extends Common {
   kind: 'dir';
@@ -384,7 +390,9 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   const owner = once(() => v.owner(p.host));
   const extra: Common = { owner };
   const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
-  const ownOnly = (name: string) => (): Node => file(() => (own ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), extra);
+  // procfs checks ptrace access when these are opened; auxv, environ, io and personality are also 0400
+  const ownOnly = (name: string, perm = 0o400) => (): Node =>
+    file(() => (own ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), { ...extra, perm });
   // no audit login session: what a process started outside any login has
   const unset = (): Node => file(() => '4294967295', extra);
   const entries: Record<string, () => Node> = {
@@ -401,7 +409,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     io: ownOnly('io'),
     limits: host('limits'),
     loginuid: unset,
-    maps: ownOnly('maps'),
+    maps: ownOnly('maps', 0o444),
     mountinfo: () => file(() => mountinfoText(p.host), extra),
     mounts: () => file(() => mountsText(p.host), extra),
     ns: () => nsDir(c, p.host, base, owner),
@@ -411,8 +419,8 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     root: () => magic(c, `${base}/root`, p.host, owner, '/'),
     sessionid: unset,
     setgroups: host('setgroups'),
-    smaps: ownOnly('smaps'),
-    smaps_rollup: ownOnly('smaps_rollup'),
+    smaps: ownOnly('smaps', 0o444),
+    smaps_rollup: ownOnly('smaps_rollup', 0o444),
     stat: () => file(() => procStat(c, base, th?.host ?? p.host), extra),
     statm: host('statm'),
     status: () => file(() => procStatus(c, base, p.host, th?.host ?? p.host), extra),
@@ -432,6 +440,7 @@ function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
     kind: 'dir',
     owner,
     access,
+    perm: 0o500,
     list: () => fdNames(c, host, base).map((n): [string, Node] => [n, entry(n)]),
     child: (name) => {
       if (!FD_NAME.test(name) || access() < 0) return null;
@@ -519,7 +528,7 @@ const NS_NAMES = ['net', 'uts', 'ipc', 'pid', 'pid_for_children', 'user', 'mnt',
 function nsDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
   const entries: Record<string, () => Node> = {};
   for (const name of NS_NAMES) entries[name] = () => magic(c, `${base}/ns/${name}`, host, owner);
-  return dirOf(entries, { owner, access: () => mayAccess(c, host) });
+  return dirOf(entries, { owner, access: () => mayAccess(c, host), perm: 0o511 });
 }
 
 /** /proc/PID/task: one directory per thread, by namespace tid. */
@@ -1097,7 +1106,8 @@ function inode(path: string): bigint {
 
 /**
  * A 144-byte x86_64 struct stat of a synthetic path (what a magic link points to when `follow`),
- * or -errno: files 0444 of size 0, directories 0555, symlinks 0777, all dated at sandbox boot.
+ * or -errno: files of size 0, 0444, directories 0555, symlinks 0777 unless procfs narrows them (see
+ * Common.perm and linkPerm), all dated at sandbox boot.
  */
 export function synthStat(t: Task, sb: Sandbox, path: string, follow: boolean): Buffer | number {
   return asSentry(sb, () => synthStatOwn(t, sb, path, follow));
@@ -1115,7 +1125,7 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
     const rc = fstatat(-100, cpath(node.magic), buf, 0);
     return rc < 0 ? rc : buf;
   }
-  const mode = node.kind === 'dir' ? S_IFDIR | 0o555 : node.kind === 'link' ? S_IFLNK | 0o777 : S_IFREG | 0o444;
+  const mode = node.kind === 'dir' ? S_IFDIR | (node.perm ?? 0o555) : node.kind === 'link' ? S_IFLNK | linkPerm(c, node) : S_IFREG | (node.perm ?? 0o444);
   const [uid, gid] = node.owner?.() ?? [0, 0];
   const b = Buffer.alloc(144);
   b.writeBigUInt64LE(BigInt(found.path.startsWith('/sys') ? SYS_DEV : PROC_DEV), 0);
@@ -1132,6 +1142,21 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
     b.writeBigInt64LE(nsec, off + 8);
   }
   return b;
+}
+
+/**
+ * The permission bits of a link as lstat shows them: a magic link's are its host link's (an fd
+ * link's say how the file is open: r-x for reading, -wx for writing), any other link's 0777.
+ */
+function linkPerm(c: Ctx, node: LinkNode): number {
+  if (node.magic === undefined) return node.perm ?? 0o777;
+  const hostPath = node.magic;
+  try {
+    const st = asHostOwner(c, posix.dirname(hostPath), () => lstatSync(hostPath, { throwIfNoEntry: false }));
+    return st === undefined ? 0o777 : st.mode & 0o777;
+  } catch {
+    return 0o777; // not looked at (the process is going away): the default
+  }
 }
 
 /**
