@@ -455,6 +455,13 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const rc = r(b().getsockopt(fd, level, name, val, len));
   return rc < 0 ? rc : val.readInt32LE(0);
 }
+/** getsockopt(2) into `val` (its length is the room given); the option's length, or -errno. */
+export function getsockoptBuf(fd: number, level: number, name: number, val: Buffer): number {
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(val.length);
+  const rc = r(b().getsockopt(fd, level, name, val, len));
+  return rc < 0 ? rc : len.readUInt32LE(0);
+}
 /** The fd of a connected net.Socket (a unix stream); -1 if Node does not show it. */
 export function socketFd(sock: Socket): number {
   // `_handle` is Node's internal Pipe handle; its `fd` is public on Unix but untyped

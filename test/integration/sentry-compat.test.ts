@@ -503,6 +503,16 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(out, 'r interrupted True\nw interrupted True\n');
   });
 
+  /** Python lines that leave `srv` (at `addr`) listening on loopback with a full accept queue: a connect to it then waits (its SYNs are dropped). */
+  const FULL_ACCEPT_QUEUE = [
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(0)",
+    'addr = srv.getsockname()',
+    'held = []',
+    'for i in range(3):',
+    '    c = socket.socket(); c.setblocking(False); c.connect_ex(addr); held.append(c)',
+    'time.sleep(0.2)',
+  ];
+
   // The sentry performs a connect itself (the address was checked), on a worker when the socket
   // blocks; the caller waits killably, so a handled signal must end that wait as it ends the
   // kernel's. A full accept queue on loopback makes the connect wait (its SYNs are dropped).
@@ -512,12 +522,7 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
       'class Alarm(Exception): pass',
       'def ring(s, f): raise Alarm()',
       'signal.signal(signal.SIGALRM, ring)',
-      "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(0)",
-      'addr = srv.getsockname()',
-      'held = []',
-      'for i in range(3):  # fill the accept queue: later SYNs are dropped, a connect then waits',
-      '    c = socket.socket(); c.setblocking(False); c.connect_ex(addr); held.append(c)',
-      'time.sleep(0.2)',
+      ...FULL_ACCEPT_QUEUE,
       'c = socket.socket()',
       'signal.setitimer(signal.ITIMER_REAL, 0.5)',
       't = time.monotonic()',
@@ -534,6 +539,34 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     ].join('\n');
     const out = await sameAsContainer(py);
     assert.equal(out, 'interrupted True\nthen connects True\nrefused 111\n');
+  });
+
+  // A blocking connect or send the sentry performs waited with no end on a socket with a send
+  // timeout: SO_SNDTIMEO bounds the kernel's own wait (connect then says EINPROGRESS, send
+  // EAGAIN), and the sentry's waits ignored it (the connect failed after the SYN retries, minutes
+  // later; the send never returned).
+  it("keeps a socket's send timeout (SO_SNDTIMEO) on a connect or send the sentry performs", { skip: need('python3') }, async () => {
+    const py = [
+      'import errno, socket, struct, time',
+      "def timeo(s): s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 0, 300000))",
+      ...FULL_ACCEPT_QUEUE,
+      'c = socket.socket(); timeo(c)',
+      't = time.monotonic()',
+      "print('connect', errno.errorcode.get(c.connect_ex(addr)), time.monotonic() - t < 5)",
+      "r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); r.bind('/tmp/r')",
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.setblocking(False)',
+      'while True:  # fill the receiver queue',
+      '    try: s.sendto(b"x", "/tmp/r")',
+      '    except BlockingIOError: break',
+      's.setblocking(True); timeo(s)',
+      't = time.monotonic()',
+      'try:',
+      "    s.sendto(b'y', '/tmp/r'); print('sent')",
+      'except OSError as e:',
+      "    print('send', errno.errorcode.get(e.errno), time.monotonic() - t < 5)",
+    ].join('\n');
+    const out = await sameAsContainer(py);
+    assert.equal(out, 'connect EINPROGRESS True\nsend EAGAIN True\n');
   });
 
   // A send with an address is the sentry's to perform (the address was checked): on a worker when

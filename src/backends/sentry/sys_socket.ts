@@ -535,11 +535,13 @@ function isIpStream(dup: number): boolean {
  * kernel's own wait: started non-blocking (O_NONBLOCK set on the shared open file for that one
  * call), then waited for with poll in 50 ms steps, each of which checks the caller. -ERESTARTSYS
  * once it has a signal pending (the kernel then restarts the connect, which waits on, EALREADY
- * here, or fails it with EINTR); else the outcome, from SO_ERROR. The caller waits killably
+ * here, or fails it with EINTR); -EINPROGRESS once the socket's SO_SNDTIMEO has passed (the
+ * kernel's connect answers so, and the connection goes on); else the outcome, from SO_ERROR. The caller waits killably
  * (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV): a blocking connect in the worker could otherwise
  * keep it waiting through every handled signal until the connection succeeded or timed out.
  */
 function connectInterruptibly(t: Task, dup: number, addr: Buffer): number {
+  const until = performance.now() + sendTimeoutMs(dup);
   const fl = k.fcntl(dup, F_GETFL);
   if (fl < 0) return fl;
   const set = k.fcntl(dup, F_SETFL, fl | k.O.NONBLOCK);
@@ -556,13 +558,31 @@ function connectInterruptibly(t: Task, dup: number, addr: Buffer): number {
   pfd.writeInt16LE(POLLOUT, 4);
   for (;;) {
     pfd.writeInt16LE(0, 6);
-    if (k.poll(pfd, 1, WAIT_RECHECK_MS) > 0) {
+    if (k.poll(pfd, 1, stepMs(until)) > 0) {
       const err = k.getsockoptInt(dup, SOL_SOCKET, SO_ERROR);
       return err <= 0 ? err : -err;
     }
     const stop = interruption(t);
     if (stop < 0) return stop;
+    // the socket's SO_SNDTIMEO ran out: the kernel's connect says EINPROGRESS and goes on connecting
+    if (performance.now() >= until) return -E.EINPROGRESS;
   }
+}
+
+/** SO_SNDTIMEO (x86_64: a struct timeval): how long a blocking connect or send may wait. */
+const SO_SNDTIMEO = 21;
+
+/** A socket's SO_SNDTIMEO in ms; Infinity if it has none (0), or if it cannot be read. */
+function sendTimeoutMs(dup: number): number {
+  const tv = Buffer.alloc(16);
+  if (k.getsockoptBuf(dup, SOL_SOCKET, SO_SNDTIMEO, tv) !== 16) return Infinity;
+  const ms = Number(tv.readBigInt64LE(0)) * 1000 + Number(tv.readBigInt64LE(8)) / 1000;
+  return ms > 0 ? ms : Infinity;
+}
+
+/** The next poll's timeout: a WAIT_RECHECK_MS step, shorter if the deadline `until` comes first. */
+function stepMs(until: number): number {
+  return Math.max(0, Math.min(WAIT_RECHECK_MS, Math.ceil(until - performance.now())));
 }
 
 /**
@@ -593,12 +613,14 @@ function sysListen(t: Task, sb: Sandbox): Reply {
  * room, waited for with poll in 50 ms steps that check the caller. A stream's bytes go on until
  * all `len` are sent, as a blocking send does; once the caller has a signal pending the answer is
  * the count sent so far, or -ERESTARTSYS if none (the kernel then restarts the send or fails it
- * with EINTR). `send(flags, from)` sends the bytes from offset `from`. Elsewhere it runs once.
+ * with EINTR); once the socket's SO_SNDTIMEO has passed, the count or -EAGAIN, as the kernel's
+ * send answers. `send(flags, from)` sends the bytes from offset `from`. Elsewhere it runs once.
  */
 function sendWaiting(t: Task, dup: number, flags: number, len: number, send: (flags: number, from: number) => number): number {
   if (!t.onWorker || (flags & MSG_DONTWAIT) !== 0) return send(flags, 0);
   const fl = k.fcntl(dup, F_GETFL);
   if (fl < 0 || (fl & k.O.NONBLOCK) !== 0) return send(flags, 0);
+  const until = performance.now() + sendTimeoutMs(dup);
   const pfd = Buffer.alloc(8);
   pfd.writeInt32LE(dup, 0);
   pfd.writeInt16LE(POLLOUT, 4);
@@ -612,11 +634,13 @@ function sendWaiting(t: Task, dup: number, flags: number, len: number, send: (fl
     full = rc < 0 ? full + 1 : 0;
     const stop = interruption(t);
     if (stop < 0) return stop === -E.ERESTARTSYS && sent > 0 ? sent : stop;
+    // the socket's SO_SNDTIMEO ran out: what was sent, or EAGAIN, as the kernel's send answers
+    if (performance.now() >= until) return sent > 0 ? sent : -E.EAGAIN;
     // an unconnected datagram socket polls writable while its peer's queue is full (poll cannot
     // see the peer): after a second such EAGAIN, try again in 5 ms rather than at once
     pfd.writeInt16LE(0, 6);
-    if (full >= 2) k.poll(pfd, 0, 5);
-    else k.poll(pfd, 1, WAIT_RECHECK_MS);
+    if (full >= 2) k.poll(pfd, 0, Math.min(5, stepMs(until)));
+    else k.poll(pfd, 1, stepMs(until));
   }
 }
 
