@@ -440,6 +440,27 @@ describe('sentry isolation: security properties', { skip }, () => {
     assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), show(r));
   });
 
+  // glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH): the sentry used to read the empty path
+  // and let the kernel run the call, which reads the path again; a second thread that wrote a
+  // name there meanwhile had the kernel resolve it unchecked (here: the scratch entry behind the
+  // synthetic /proc/cpuinfo, in about 1 call in 8).
+  it('never lets the kernel read an empty path again: a flipped AT_EMPTY_PATH stat stays checked', async (t) => {
+    const { bin, why } = compile('emptyrace', ['-pthread']);
+    if (!bin) return skipWith(t, why!);
+    const b = await sb.bundle(['/bin/emptyrace', '20000']);
+    copyFileSync(bin, join(b, 'rootfs/bin/emptyrace'));
+    const r = await runBundle(b, [], 300_000);
+    assert.equal(r.status, 0, show(r));
+    const m = /^empty stats=(\d+) dir=(\d+) synth=(\d+) kernel=(\d+) failed=(\d+) flips=(\d+)$/m.exec(r.stdout);
+    assert.ok(m, `no result line:\n${show(r)}`);
+    t.diagnostic(m[0]);
+    const [, stats, dir, synth, kernel, failed] = m.map(Number);
+    assert.equal(stats, 20000);
+    assert.equal(kernel, 0, `the kernel resolved a path the sentry never checked ${kernel} times: ${m[0]}`);
+    assert.equal(failed, 0, m[0]);
+    assert.ok(dir! > 0 && synth! > 0, `the flips never reached the sentry both ways, so the race did not run: ${m[0]}`);
+  });
+
   /** fd -> link target from `ls -l /proc/self/fd` (busybox format). */
   const parseFds = (out: string): Map<number, string> => {
     const m = new Map<number, string>();

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import {
-  existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync,
+  closeSync, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync,
   statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -296,8 +296,24 @@ describe('sentry file handlers', () => {
     assert.deepEqual(t.call('statx', AT.FDCWD, t.str('/sub/link'), 0, 0x7ff, sx), { kind: 'ok', val: 0 });
     assert.equal(t.mem(sx).readBigUInt64LE(40), 11n);
 
-    // glibc's fstat: newfstatat(fd, "", buf, AT_EMPTY_PATH) is fd-local
-    assert.deepEqual(t.call('newfstatat', 3, t.str(''), buf, AT.EMPTY_PATH), { kind: 'continue' });
+    // glibc's fstat: newfstatat(fd, "", buf, AT_EMPTY_PATH), answered with the stat of the
+    // caller's open file (never CONTINUE: the kernel would read the path again); with AT_FDCWD,
+    // the cwd. The fake caller is this process, so its fd numbers are this process's.
+    const own = openSync(join(root, 'file'), 'r');
+    try {
+      t.fds.set(own, own);
+      const ino = BigInt(statSync(join(root, 'file')).ino);
+      assert.deepEqual(t.call('newfstatat', own, t.str(''), buf, AT.EMPTY_PATH), { kind: 'ok', val: 0 });
+      assert.equal(t.mem(buf).readBigUInt64LE(8), ino);
+      assert.deepEqual(t.call('statx', own, t.str(''), AT.EMPTY_PATH, 0x7ff, sx), { kind: 'ok', val: 0 });
+      assert.equal(t.mem(sx).readBigUInt64LE(32), ino);
+      assert.deepEqual(t.call('newfstatat', 987654, t.str(''), buf, AT.EMPTY_PATH), fail(E.EBADF));
+      assert.deepEqual(t.call('newfstatat', AT.FDCWD, t.str(''), buf, AT.EMPTY_PATH), { kind: 'ok', val: 0 });
+      assert.equal(t.mem(buf).readBigUInt64LE(8), BigInt(statSync(root).ino));
+    } finally {
+      t.fds.delete(own);
+      closeSync(own);
+    }
     assert.deepEqual(t.call('newfstatat', AT.FDCWD, t.str('/file'), buf, 0x8000), fail(E.EINVAL));
     assert.deepEqual(t.call('stat', t.str('/missing'), buf), fail(E.ENOENT));
     assert.deepEqual(t.call('stat', t.str(''), buf), fail(E.ENOENT));

@@ -91,7 +91,7 @@ const DEV_TTY = 0x500;
 const pass = (): Reply => CONTINUE;
 const errno = (rc: number): Reply => fail(-rc);
 
-/** A path argument as a Loc, 'empty' for an empty (or NULL) path with AT_EMPTY_PATH (fd-local), or -errno. */
+/** A path argument as a Loc, 'empty' for an empty (or NULL) path with AT_EMPTY_PATH (the dirfd itself: onEmptyPath), or -errno. */
 function argLoc(t: Task, dirfd: number, i: number, atFlags: number, check = true): Loc | 'empty' | number {
   const emptyOk = (atFlags & AT.EMPTY_PATH) !== 0;
   if (emptyOk && t.num(i) === 0) return 'empty';
@@ -99,6 +99,31 @@ function argLoc(t: Task, dirfd: number, i: number, atFlags: number, check = true
   if (typeof p === 'number') return p;
   if (emptyOk && p.length === 0) return 'empty';
   return containerPath(t, dirfd, p);
+}
+
+/** The path "." (an empty path with AT_FDCWD names the working directory). */
+const DOT = Buffer.from('.');
+
+/**
+ * Runs `real` on the object an empty path with AT_EMPTY_PATH names: a duplicate of the caller's
+ * fd `dirfd` (pidfd_getfd), or with AT_FDCWD its working directory, looked up as "." (`synth` if
+ * that is a synthetic directory). Never CONTINUE: the kernel would read the path again, and by
+ * then a thread of the workload may have written another one there, which the kernel would
+ * resolve unchecked (glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH)).
+ */
+function onEmptyPath(t: Task, sb: Sandbox, dirfd: number, real: (fd: number) => Reply, synth: (path: string) => Reply): Reply {
+  if (dirfd === AT.FDCWD) {
+    const loc = containerPath(t, AT.FDCWD, DOT);
+    if (typeof loc === 'number') return errno(loc);
+    return onTarget(t, sb, loc, O.PATH, (fd) => real(fd), synth);
+  }
+  const dup = t.getFd(dirfd);
+  if (dup < 0) return errno(dup);
+  try {
+    return real(dup);
+  } finally {
+    close(dup);
+  }
 }
 
 /**
@@ -582,15 +607,42 @@ function statCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, bufArg
   if ((flags & ~(AT.SYMLINK_NOFOLLOW | AT.NO_AUTOMOUNT | AT.EMPTY_PATH)) !== 0) return fail(E.EINVAL);
   // a look-up without side effects, answered through put() (which confirms the notification)
   const loc = argLoc(t, dirfd, pathArg, flags, false);
-  if (loc === 'empty') return CONTINUE; // fstat of the dirfd: fd-local (glibc's fstat)
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
   const addr = t.num(bufArg);
-  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), (_fd, st) => put(t, addr, st), (path) => {
+  const synth = (path: string): Reply => {
     const st = synthetic.synthStat(t, sb, path, !nofollow);
     return typeof st === 'number' ? errno(st) : put(t, addr, st);
-  });
+  };
+  if (loc === 'empty') {
+    // fstat of the dirfd (glibc's fstat)
+    const viaProc = statCallerFd(t, dirfd);
+    if (viaProc !== undefined) return typeof viaProc === 'number' ? errno(viaProc) : put(t, addr, viaProc);
+    return onEmptyPath(t, sb, dirfd, (fd) => {
+      const st = statFd(fd);
+      return typeof st === 'number' ? errno(st) : put(t, addr, st);
+    }, synth);
+  }
+  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), (_fd, st) => put(t, addr, st), synth);
 }
+
+/**
+ * The struct stat of the caller's open file `fd`, read through /proc/TID/fd/N (procfs follows
+ * the magic link to the open file itself, whatever it is: one look-up, where a duplicate would
+ * take four calls to make, stat and close); -EBADF if the caller has no such fd; undefined for
+ * AT_FDCWD or if procfs refused (then the caller takes a duplicate). The reply's confirmation
+ * that the notification is still pending (put) proves that TID was the caller's all along.
+ */
+function statCallerFd(t: Task, fd: number): Buffer | number | undefined {
+  if (fd < 0) return fd === AT.FDCWD ? undefined : -E.EBADF;
+  const st = Buffer.allocUnsafe(144); // fstatat fills all of it
+  const rc = fstatat(AT.FDCWD, callerFdPath(t, fd), st, 0);
+  if (rc === 0) return st;
+  return rc === -E.ENOENT ? -E.EBADF : undefined;
+}
+
+/** The host path of the caller's fd `fd` in procfs, which a look-up follows to the open file itself. */
+const callerFdPath = (t: Task, fd: number): Buffer => cpath(`/proc/${t.tid}/fd/${fd}`);
 
 /** statx(dirfd, path, flags, mask, buf). */
 function statxH(t: Task, sb: Sandbox): Reply {
@@ -600,18 +652,29 @@ function statxH(t: Task, sb: Sandbox): Reply {
   if ((flags & ~STATX_FLAGS) !== 0 || (flags & AT.STATX_SYNC_TYPE) === AT.STATX_SYNC_TYPE) return fail(E.EINVAL);
   if ((mask & STATX_RESERVED) !== 0) return fail(E.EINVAL);
   const loc = argLoc(t, dirfd, 1, flags, false); // as stat: no side effects, answered through put()
-  if (loc === 'empty') return CONTINUE; // statx of the dirfd: fd-local
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
   const addr = t.num(4);
-  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), (fd) => {
+  const real = (fd: number): Reply => {
     const buf = Buffer.alloc(256);
     const rc = statx(fd, EMPTY, AT.EMPTY_PATH | (flags & (AT.STATX_SYNC_TYPE | AT.NO_AUTOMOUNT)), mask, buf);
     return rc < 0 ? errno(rc) : put(t, addr, buf);
-  }, (path) => {
+  };
+  const synth = (path: string): Reply => {
     const st = synthetic.synthStat(t, sb, path, !nofollow);
     return typeof st === 'number' ? errno(st) : put(t, addr, statxOf(st));
-  });
+  };
+  if (loc === 'empty') {
+    // statx of the dirfd: through /proc/TID/fd/N as statCallerFd does, else on a duplicate
+    if (dirfd >= 0) {
+      const buf = Buffer.alloc(256);
+      const rc = statx(AT.FDCWD, callerFdPath(t, dirfd), flags & (AT.STATX_SYNC_TYPE | AT.NO_AUTOMOUNT), mask, buf);
+      if (rc === 0) return put(t, addr, buf);
+      if (rc === -E.ENOENT) return fail(E.EBADF);
+    }
+    return onEmptyPath(t, sb, dirfd, real, synth);
+  }
+  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), real, synth);
 }
 
 /** access on a synthetic path: existence, and the mode bits procfs reports (no kernel inode to ask). */
@@ -636,15 +699,15 @@ function accessCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, mode
   if ((flags & ~(AT.EACCESS | AT.SYMLINK_NOFOLLOW | AT.EMPTY_PATH)) !== 0) return fail(E.EINVAL);
   // no side effects: the answer is the reply, which the kernel refuses for a stale notification
   const loc = argLoc(t, dirfd, pathArg, flags, false);
-  if (loc === 'empty') return CONTINUE; // the dirfd itself: fd-local
   if (typeof loc === 'number') return errno(loc);
   const nofollow = (flags & AT.SYMLINK_NOFOLLOW) !== 0;
   // without AT_EACCESS the whole look-up is checked with the caller's real ids: this thread
   // takes those on and checks as itself (its real uid is the sentry's)
   if ((flags & AT.EACCESS) === 0) sb.ids?.actAsForAccess(t);
-  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0),
-    (fd) => fromResult(faccessat2(fd, EMPTY, mode, AT.EMPTY_PATH | AT.EACCESS)),
-    (path) => synthAccess(t, sb, path, mode, flags));
+  const real = (fd: number): Reply => fromResult(faccessat2(fd, EMPTY, mode, AT.EMPTY_PATH | AT.EACCESS));
+  const synth = (path: string): Reply => synthAccess(t, sb, path, mode, flags);
+  if (loc === 'empty') return onEmptyPath(t, sb, dirfd, real, synth); // the dirfd itself
+  return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), real, synth);
 }
 
 /** readlink/readlinkat: the target, truncated to bufsiz as the kernel does; the byte count. */
@@ -882,7 +945,7 @@ function symlinkCommon(t: Task, sb: Sandbox, targetArg: number, dirfd: number, p
 function attrCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags: number, real: (fd: number) => Reply): Reply {
   if ((flags & ~(AT.SYMLINK_NOFOLLOW | AT.EMPTY_PATH)) !== 0) return fail(E.EINVAL);
   const loc = argLoc(t, dirfd, pathArg, flags);
-  if (loc === 'empty') return CONTINUE; // the dirfd itself: fd-local
+  if (loc === 'empty') return onEmptyPath(t, sb, dirfd, real, () => fail(E.EACCES)); // the dirfd itself
   if (typeof loc === 'number') return errno(loc);
   return onTarget(t, sb, loc, O.PATH | ((flags & AT.SYMLINK_NOFOLLOW) !== 0 ? O.NOFOLLOW : 0), real, () => fail(E.EACCES));
 }
