@@ -412,6 +412,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
     maps: ownOnly('maps', 0o444),
     mountinfo: () => file(() => mountinfoText(p.host), extra),
     mounts: () => file(() => mountsText(p.host), extra),
+    net: () => netDir(c, p.host),
     ns: () => nsDir(c, p.host, base, owner),
     oom_score: host('oom_score'),
     oom_score_adj: host('oom_score_adj'),
@@ -519,6 +520,34 @@ function fdinfoText(c: Ctx, host: number, base: string, n: string): Content {
     }
   }
   return out.length ? `${out.join('\n')}\n` : '';
+}
+
+/**
+ * The files of /proc/PID/net passed on: the tables of sockets, interfaces, routes and counters of
+ * the sandbox's own network namespace. Not unix, packet or netlink: their lines carry host paths
+ * (a socket the sentry bound) or host pids.
+ */
+const NET_FILES = ['dev', 'if_inet6', 'ipv6_route', 'netstat', 'raw', 'raw6', 'route', 'snmp', 'snmp6', 'sockstat', 'sockstat6', 'tcp', 'tcp6', 'udp', 'udp6'];
+
+/** A kernel pointer as the socket tables print it (16 hex digits, hashed): nothing a sandbox needs. */
+const KERNEL_POINTER = /\b[0-9a-f]{16}\b/g;
+
+/**
+ * /proc/PID/net: the process's network namespace, which is the sandbox's (it cannot make or join
+ * another: unshare, setns and clone's CLONE_NEWNET are refused). Read from the host's
+ * /proc/PID/net, kernel pointers zeroed; empty if the process shares the sentry's own namespace
+ * (the host network), whose tables are host data.
+ */
+function netDir(c: Ctx, host: number): DirNode {
+  const entries: Record<string, () => Node> = {};
+  for (const name of NET_FILES) {
+    entries[name] = () => file(() => {
+      if (v.linkHost(`/proc/${host}/ns/net`) === v.linkHost('/proc/self/ns/net')) return '';
+      const text = v.readHost(`/proc/${host}/net/${name}`);
+      return typeof text === 'number' ? text : text.replace(KERNEL_POINTER, '0000000000000000');
+    });
+  }
+  return dirOf(entries, { perm: 0o555 });
 }
 
 /** The namespace links of /proc/PID/ns, in the kernel's order. */
@@ -729,6 +758,7 @@ function procRoot(c: Ctx): DirNode {
     self: () => link(() => selfTarget(c)),
     'thread-self': () => link(() => (c.t === undefined ? `${selfTarget(c)}/task/${selfTarget(c)}` : `${selfTarget(c)}/task/${v.nsPid(c.t.tid)}`)),
     mounts: () => link(() => 'self/mounts'),
+    net: () => link(() => 'self/net'),
   };
   return {
     kind: 'dir',
