@@ -529,6 +529,8 @@ function fdinfoText(c: Ctx, host: number, base: string, n: string): Content {
  */
 const NET_FILES = ['dev', 'if_inet6', 'ipv6_route', 'netstat', 'raw', 'raw6', 'route', 'snmp', 'snmp6', 'sockstat', 'sockstat6', 'tcp', 'tcp6', 'udp', 'udp6'];
 
+/** The /proc/net files with a column of kernel pointers (the others hold no 16-digit hex numbers, but may hold 16-digit counters). */
+const SOCKET_TABLES = new Set(['raw', 'raw6', 'tcp', 'tcp6', 'udp', 'udp6']);
 /** A kernel pointer as the socket tables print it (16 hex digits, hashed): nothing a sandbox needs. */
 const KERNEL_POINTER = /\b[0-9a-f]{16}\b/g;
 
@@ -544,7 +546,8 @@ function netDir(c: Ctx, host: number): DirNode {
     entries[name] = () => file(() => {
       if (v.linkHost(`/proc/${host}/ns/net`) === v.linkHost('/proc/self/ns/net')) return '';
       const text = v.readHost(`/proc/${host}/net/${name}`);
-      return typeof text === 'number' ? text : text.replace(KERNEL_POINTER, '0000000000000000');
+      if (typeof text === 'number' || !SOCKET_TABLES.has(name)) return text;
+      return text.replace(KERNEL_POINTER, '0000000000000000');
     });
   }
   return dirOf(entries, { perm: 0o555 });
