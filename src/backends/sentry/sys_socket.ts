@@ -536,9 +536,10 @@ function isIpStream(dup: number): boolean {
  * call), then waited for with poll in 50 ms steps, each of which checks the caller. -ERESTARTSYS
  * once it has a signal pending (the kernel then restarts the connect, which waits on, EALREADY
  * here, or fails it with EINTR); -EINPROGRESS once the socket's SO_SNDTIMEO has passed (the
- * kernel's connect answers so, and the connection goes on); else the outcome, from SO_ERROR. The caller waits killably
- * (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV): a blocking connect in the worker could otherwise
- * keep it waiting through every handled signal until the connection succeeded or timed out.
+ * kernel's connect answers so, and the connection goes on); else the outcome, from SO_ERROR.
+ * The caller waits killably (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV): a blocking connect in the
+ * worker could otherwise keep it waiting through every handled signal until the connection
+ * succeeded or timed out.
  */
 function connectInterruptibly(t: Task, dup: number, addr: Buffer): number {
   const until = performance.now() + sendTimeoutMs(dup);
