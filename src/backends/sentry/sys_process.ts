@@ -77,6 +77,7 @@ export const handlers: HandlerTable = {
   pidfd_getfd: () => fail(E.EPERM),
   setpgid: pass,
   setsid: pass,
+  umask: pass,
   getpgid: pass,
   getsid: pass,
   getpriority: pass,

@@ -138,9 +138,6 @@ const IOCTL_FAST = [
 /** prctl: thread name, dumpable query, parent-death signal, VMA names, and read-only queries. */
 const PRCTL_FAST = [[oneOf(0, 15, 16, 3, 1, 2, 0x53564d41, 39, 23, 21)]];
 
-/** arch_prctl: ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS, ARCH_CET_STATUS. */
-const ARCH_PRCTL_FAST = [[oneOf(0, 0x1001, 0x1002, 0x1003, 0x1004, 0x3001)]];
-
 /** prlimit64(0, resource, NULL, old): reading the caller's own limits. */
 const PRLIMIT_FAST = [[eq(0, 0), eq(2, 0)]];
 
@@ -195,7 +192,7 @@ const ROWS: SyscallEntry[] = [
   served(37, 'alarm', 'misc', 'process alarm timer: the sentry lets it run'),
   served(38, 'setitimer', 'misc', 'process interval timers: the sentry lets it run'),
   fast(39, 'getpid', 'process-local: the caller\'s pid'),
-  served(40, 'sendfile', 'misc', 'fd-to-fd copy between fds the workload holds, served to keep the fast set small; the sentry lets it continue'),
+  fast(40, 'sendfile', 'fd-local: copies between fds the workload holds (busybox cat, cp and tar use it for every file)', { strict: 'served', family: 'misc' }),
   served(41, 'socket', 'socket', 'the sentry checks the address family and type against the network policy'),
   served(42, 'connect', 'socket', 'the sentry checks the destination against the network policy'),
   served(43, 'accept', 'socket', 'the sentry accepts on a socket the policy admitted'),
@@ -257,7 +254,7 @@ const ROWS: SyscallEntry[] = [
   served(92, 'chown', 'file', 'resolves the path inside the container root and changes its owner'),
   served(93, 'fchown', 'file', 'fd-local: the kernel changes the owner of an open file, with the workload\'s credentials'),
   served(94, 'lchown', 'file', 'resolves the path (last component not followed) and changes its owner'),
-  fast(95, 'umask', 'process-local: sets the caller\'s file creation mask'),
+  served(95, 'umask', 'process', 'process-local: sets the caller\'s file creation mask; served (a few calls per process) to keep the fast set small, the sentry lets it run'),
   fast(96, 'gettimeofday', 'reads the clock (normally the vDSO)'),
   served(97, 'getrlimit', 'process', 'reports the caller\'s limits; served to keep the fast set small'),
   served(98, 'getrusage', 'process', 'reports resource usage of the caller or its children'),
@@ -324,10 +321,7 @@ const ROWS: SyscallEntry[] = [
     family: 'misc',
     fastWhen: PRCTL_FAST,
   }),
-  fast(158, 'arch_prctl', 'thread-local FS/GS base and CET status run directly; other codes are checked by the sentry', {
-    family: 'misc',
-    fastWhen: ARCH_PRCTL_FAST,
-  }),
+  served(158, 'arch_prctl', 'misc', 'thread-local FS/GS base and CET status, once or twice per program start: served to keep the fast set small, the sentry lets it run'),
   refused(159, 'adjtimex', EPERM, 'would read or tune the host clock (CAP_SYS_TIME)'),
   served(160, 'setrlimit', 'process', 'the kernel refuses raising hard limits without CAP_SYS_RESOURCE; the sentry lets it continue'),
   served(161, 'chroot', 'file', 'refused by the sentry with EPERM: a sandbox has no root to change'),
@@ -502,7 +496,7 @@ const ROWS: SyscallEntry[] = [
   refused(323, 'userfaultfd', EPERM, 'would let the workload stall host kernel page faults (exploit aid)'),
   served(324, 'membarrier', 'misc', 'the sentry allows the private-expedited commands only'),
   served(325, 'mlock2', 'misc', 'locks memory; the sentry lets it run within RLIMIT_MEMLOCK'),
-  served(326, 'copy_file_range', 'misc', 'copies between fds the workload holds; the sentry lets it continue'),
+  fast(326, 'copy_file_range', 'fd-local: copies between fds the workload holds (coreutils cat, cp and install use it for every file)', { strict: 'served', family: 'misc' }),
   fast(327, 'preadv2', 'fd-local: positioned vectored read with flags'),
   fast(328, 'pwritev2', 'fd-local: positioned vectored write with flags'),
   served(329, 'pkey_mprotect', 'misc', 'memory-local protection keys, served to keep the fast set small'),
