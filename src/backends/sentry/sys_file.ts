@@ -616,8 +616,9 @@ function statCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, bufArg
   };
   if (loc === 'empty') {
     // fstat of the dirfd (glibc's fstat)
-    const viaProc = statCallerFd(t, dirfd);
-    if (viaProc !== undefined) return typeof viaProc === 'number' ? errno(viaProc) : put(t, addr, viaProc);
+    const st = Buffer.allocUnsafe(144); // fstatat fills all of it
+    const rc = viaCallerFd(t, dirfd, (path) => fstatat(AT.FDCWD, path, st, 0));
+    if (rc !== undefined) return rc < 0 ? errno(rc) : put(t, addr, st);
     return onEmptyPath(t, sb, dirfd, (fd) => {
       const st = statFd(fd);
       return typeof st === 'number' ? errno(st) : put(t, addr, st);
@@ -627,17 +628,16 @@ function statCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, bufArg
 }
 
 /**
- * The struct stat of the caller's open file `fd`, read through /proc/TID/fd/N (procfs follows
+ * Runs a stat-like `call` on the caller's open file `fd` through /proc/TID/fd/N (procfs follows
  * the magic link to the open file itself, whatever it is: one look-up, where a duplicate would
- * take four calls to make, stat and close); -EBADF if the caller has no such fd; undefined for
- * AT_FDCWD or if procfs refused (then the caller takes a duplicate). The reply's confirmation
+ * take four calls to make, stat and close): 0, or -EBADF if the caller has no such fd; undefined
+ * for AT_FDCWD or if procfs refused (then the caller takes a duplicate). The reply's confirmation
  * that the notification is still pending (put) proves that TID was the caller's all along.
  */
-function statCallerFd(t: Task, fd: number): Buffer | number | undefined {
+function viaCallerFd(t: Task, fd: number, call: (path: Buffer) => number): number | undefined {
   if (fd < 0) return fd === AT.FDCWD ? undefined : -E.EBADF;
-  const st = Buffer.allocUnsafe(144); // fstatat fills all of it
-  const rc = fstatat(AT.FDCWD, callerFdPath(t, fd), st, 0);
-  if (rc === 0) return st;
+  const rc = call(callerFdPath(t, fd));
+  if (rc === 0) return 0;
   return rc === -E.ENOENT ? -E.EBADF : undefined;
 }
 
@@ -665,13 +665,10 @@ function statxH(t: Task, sb: Sandbox): Reply {
     return typeof st === 'number' ? errno(st) : put(t, addr, statxOf(st));
   };
   if (loc === 'empty') {
-    // statx of the dirfd: through /proc/TID/fd/N as statCallerFd does, else on a duplicate
-    if (dirfd >= 0) {
-      const buf = Buffer.alloc(256);
-      const rc = statx(AT.FDCWD, callerFdPath(t, dirfd), flags & (AT.STATX_SYNC_TYPE | AT.NO_AUTOMOUNT), mask, buf);
-      if (rc === 0) return put(t, addr, buf);
-      if (rc === -E.ENOENT) return fail(E.EBADF);
-    }
+    // statx of the dirfd, as stat's
+    const buf = Buffer.alloc(256);
+    const rc = viaCallerFd(t, dirfd, (path) => statx(AT.FDCWD, path, flags & (AT.STATX_SYNC_TYPE | AT.NO_AUTOMOUNT), mask, buf));
+    if (rc !== undefined) return rc < 0 ? errno(rc) : put(t, addr, buf);
     return onEmptyPath(t, sb, dirfd, real, synth);
   }
   return onTarget(t, sb, loc, O.PATH | (nofollow ? O.NOFOLLOW : 0), real, synth);
