@@ -118,7 +118,10 @@ export function cpath(p: Buffer | string): Buffer {
   return out;
 }
 
-type Fn = (...args: unknown[]) => number | bigint;
+type Fn = ((...args: unknown[]) => number | bigint) & {
+  /** koffi's asynchronous form: the call runs on a libuv threadpool thread; the callback gets its result on this thread. */
+  async(...argsThenCallback: unknown[]): void;
+};
 
 interface KoffiLib {
   func(sig: string): Fn;
@@ -137,6 +140,8 @@ interface Bound {
   ioctlBuf(fd: number, req: number, buf: Buffer): number;
   ioctlVal(fd: number, req: number, val: number): number;
   poll(fds: Buffer, n: number, timeout: number): number;
+  /** poll(2) on a libuv threadpool thread. */
+  pollAsync(fds: Buffer, n: number, timeout: number, done: (err: unknown, rc: number) => void): void;
   openat(dirfd: number, path: Buffer, flags: number, mode: number): number;
   openat2(nr: number, dirfd: number, path: Buffer, how: Buffer, size: number): number;
   close(fd: number): number;
@@ -230,6 +235,10 @@ function b(): Bound {
     ioctlBuf: f('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *buf)'),
     ioctlVal: f('int ioctl(int fd, unsigned long req, unsigned long val)'),
     poll: f('int poll(_Inout_ uint8_t *fds, unsigned long n, int timeout)'),
+    pollAsync: (() => {
+      const fn = lib.func('int poll(_Inout_ uint8_t *fds, unsigned long n, int timeout)');
+      return (fds: Buffer, n: number, timeout: number, done: (err: unknown, rc: number) => void) => fn.async(fds, n, timeout, done);
+    })(),
     openat: f('int openat(int dirfd, const uint8_t *path, int flags, uint32_t mode)'),
     openat2: f('long syscall(long nr, int dirfd, const uint8_t *path, const uint8_t *how, size_t size)'),
     close: f('int close(int fd)'),
@@ -376,6 +385,14 @@ export function ioctlBufUnsignalled(fd: number, req: number, buf: Buffer): numbe
 export const ioctlVal = (fd: number, req: number, val: number): number => r(b().ioctlVal(fd, req, val));
 /** poll(2) over `n` struct pollfd entries in `fds` (8 bytes each); retried on EINTR. */
 export const poll = (fds: Buffer, n: number, timeout: number): number => ri(() => b().poll(fds, n, timeout));
+
+/**
+ * poll(2) as `poll` does, but made on a libuv threadpool thread, so this thread's event loop
+ * turns while it waits; resolves with its result, or -1 when it failed (errno belongs to that
+ * thread: a caller that needs it polls again synchronously). `fds` must not be touched meanwhile.
+ */
+export const pollAsync = (fds: Buffer, n: number, timeout: number): Promise<number> =>
+  new Promise((resolve, reject) => b().pollAsync(fds, n, timeout, (err, rc) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(Number(rc)))));
 /** openat(2). */
 export const openat = (dirfd: number, path: Buffer, flags: number, mode = 0): number => ri(() => b().openat(dirfd, path, flags, mode));
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
@@ -281,27 +281,47 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, "b'val' ['user.k'] b'val' []\n61 1 61 2 95\n[] []\n");
   });
 
-  it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {
-    const id = sb.id('stopcont');
-    const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; cat /etc/hostname >/dev/null && ls / >/dev/null && echo served']);
+  /** The pid of container `id`'s sentry, once its create is over (the sentry is confined and serves). */
+  async function sentryOf(id: string): Promise<number> {
     const stateFile = join(sb.root, id, 'state.json');
-    // once the record has the container's pid, create is over: the sentry is confined and polls
-    let sentryPid = 0;
-    for (let i = 0; i < 200 && sentryPid === 0; i++) {
+    for (let i = 0; i < 200; i++) {
       await new Promise((r) => setTimeout(r, 50));
       if (!existsSync(stateFile)) continue;
       try {
         const st = JSON.parse(readFileSync(stateFile, 'utf8')) as { pid?: number; backendState?: { pid?: number } };
-        if ((st.pid ?? 0) > 0) sentryPid = Number(st.backendState?.pid ?? 0);
+        if ((st.pid ?? 0) > 0) return Number(st.backendState?.pid ?? 0);
       } catch {
         // written meanwhile: read again
       }
     }
+    return 0;
+  }
+
+  it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {
+    const id = sb.id('stopcont');
+    const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; cat /etc/hostname >/dev/null && ls / >/dev/null && echo served']);
+    const sentryPid = await sentryOf(id);
     assert.ok(sentryPid > 0, 'the container was created and its record names its sentry');
     await new Promise((r) => setTimeout(r, 300));
     process.kill(sentryPid, 'SIGSTOP');
     await new Promise((r) => setTimeout(r, 200));
     process.kill(sentryPid, 'SIGCONT');
+    const r = await done;
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'served\n');
+  });
+
+  it('leaves the sentry\'s event loop free while the sandbox is quiet: the wait moves to a libuv thread', async () => {
+    const id = sb.id('idle');
+    const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; ls / >/dev/null && echo served']);
+    const pid = await sentryOf(id);
+    assert.ok(pid > 0, 'the container was created and its record names its sentry');
+    await new Promise((r) => setTimeout(r, 500));
+    // the system call each thread waits in (/proc/PID/task/TID/syscall: its number first)
+    const waits = new Map(readdirSync(`/proc/${pid}/task`).map((tid) => [tid, readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'utf8').split(' ')[0]]));
+    const EPOLL_WAITS = ['232', '281', '441']; // epoll_wait, epoll_pwait, epoll_pwait2
+    assert.ok(EPOLL_WAITS.includes(waits.get(String(pid))!), `the main thread waits in syscall ${waits.get(String(pid))}, not in the event loop's epoll wait`);
+    assert.ok([...waits].some(([tid, nr]) => tid !== String(pid) && nr === '7'), `no other thread polls the notify fds: ${JSON.stringify([...waits])}`);
     const r = await done;
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'served\n');

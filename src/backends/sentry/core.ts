@@ -1,7 +1,9 @@
 /**
- * The sentry's serving loop. The sentry process's main thread (blocked in it: the sentry has
- * nothing else to do) polls every seccomp listener of the sandbox (the init's
- * and one per `exec`) plus the socket new listeners arrive on; each notification is decoded,
+ * The sentry's serving loop. The sentry process's main thread polls every seccomp listener of
+ * the sandbox (the init's and one per `exec`) plus the socket new listeners arrive on, itself
+ * while the sandbox keeps it busy and from a libuv thread once it has been quiet for IDLE_MS, so
+ * that Node's event loop turns while nothing is to be served (and at least every TURN_MS while
+ * something is); each notification is decoded,
  * dispatched through the syscall table to its family's handler, and answered: a value, an
  * errno, CONTINUE, or an fd the sentry opened itself (SECCOMP_IOCTL_NOTIF_ADDFD with
  * SECCOMP_ADDFD_FLAG_SEND, so installing the fd and answering are one atomic step).
@@ -32,6 +34,15 @@ export interface Families {
 export function handlerFor(families: Families, entry: { name: string; family?: Family | undefined }): Handler | undefined {
   return entry.family ? (families.tables[entry.family]?.[entry.name] ?? families.tables.misc?.[entry.name]) : undefined;
 }
+
+/**
+ * How long (ms) the main thread waits for a notification in its own poll before it hands the
+ * wait to a libuv thread and returns to the event loop. A call after a longer pause pays the
+ * hand-back (one more thread wake-up) once; a busy sandbox never does.
+ */
+const IDLE_MS = 10;
+/** The longest (ms) the loop serves without letting the event loop turn. */
+const TURN_MS = 50;
 
 const POLLIN = 0x1;
 const POLLERR = 0x8;
@@ -173,11 +184,17 @@ export class SentryLoop {
   /** Bumped whenever the poll set (listeners, hand-over connections) changes. */
   private fdSetVersion = 0;
 
-  /** Serves until every listener has hung up after at least one arrived. */
-  run(): void {
+  /**
+   * Serves until every listener has hung up after at least one arrived. Polls on this thread
+   * while notifications keep coming; after IDLE_MS without one the wait moves to a libuv thread
+   * and the event loop turns until something arrives, and a loop kept busy yields to the event
+   * loop every TURN_MS.
+   */
+  async run(): Promise<void> {
     let pb = Buffer.alloc(0);
     let fds: number[] = [];
     let built = -1;
+    let turnAt = Date.now() + TURN_MS;
     while (!this.seen || this.listeners.length > 0 || this.conns.length > 0) {
       if (built !== this.fdSetVersion) {
         // the poll set changes only when a listener or hand-over connection comes or goes
@@ -191,7 +208,16 @@ export class SentryLoop {
       } else {
         for (let i = 0; i < fds.length; i++) pb.writeInt16LE(0, i * 8 + 6);
       }
-      const rc = k.poll(pb, fds.length, -1);
+      let rc = k.poll(pb, fds.length, IDLE_MS);
+      if (rc === 0) {
+        rc = await k.pollAsync(pb, fds.length, -1);
+        turnAt = Date.now() + TURN_MS;
+        if (rc < 0) continue; // its errno is the other thread's: the next poll here reports it
+      } else if (Date.now() >= turnAt) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turnAt = Date.now() + TURN_MS;
+        continue; // the events seen are still there: poll again
+      }
       if (rc < 0) throw new Error(`poll: errno ${-rc}`);
       const nl = this.listeners.length;
       const nc = this.conns.length;

@@ -8,8 +8,17 @@ import { sentryMain, sentryStandby, sentryWorker } from './main.js';
 import { buildSentryFilter } from './filter.js';
 import type { WorkerSetup } from './workers.js';
 
+/**
+ * The sentry's only work on libuv's threadpool is the serving loop's idle wait (core.ts): one
+ * thread, not libuv's default four. Read when the pool starts, on its first use.
+ */
+function oneThreadpoolThread(): void {
+  process.env.UV_THREADPOOL_SIZE = '1';
+}
+
 /** Runs the sentry with the JSON configuration in argv[0]; resolves with the exit code. */
 export async function run(argv: string[]): Promise<number> {
+  oneThreadpoolThread();
   try {
     return await sentryMain(argv, fileURLToPath(import.meta.url));
   } catch (e) {
@@ -20,6 +29,7 @@ export async function run(argv: string[]): Promise<number> {
 
 /** Runs a warm standby sentry (standby.ts) with its JSON arguments in argv[0]; resolves with the exit code. */
 export async function standby(argv: string[]): Promise<number> {
+  oneThreadpoolThread();
   try {
     return await sentryStandby(argv, fileURLToPath(import.meta.url));
   } catch (e) {

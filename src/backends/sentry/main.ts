@@ -120,11 +120,11 @@ function logger(id: string, logFd: number): (msg: string) => void {
 
 /**
  * Runs the sentry process: confines it, reports "ready" on fd 3 and serves the sandbox on its
- * main thread (serveSandbox, which blocks it: nothing else runs there meanwhile) until no task
- * of the sandbox is left. One V8 isolate for the process rather than a main thread idling beside
- * a serving thread: ~11 MB less per sandbox. Resolves with the exit code.
+ * main thread (serveSandbox) until no task of the sandbox is left. One V8 isolate for the
+ * process rather than a main thread idling beside a serving thread: ~11 MB less per sandbox.
+ * Resolves with the exit code.
  */
-export function sentryMain(argv: string[], script: string): Promise<number> {
+export async function sentryMain(argv: string[], script: string): Promise<number> {
   const config = argv[0] ?? '{}';
   const cfg = JSON.parse(config) as SentryProcessConfig;
   const logFd = openSync(cfg.log, 'a');
@@ -132,7 +132,7 @@ export function sentryMain(argv: string[], script: string): Promise<number> {
   k.fcntl(cfg.listenFd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
   if (!cfg.noConfine) confineSentry(log);
   try {
-    const lines = serveSandbox(config, logFd, script, () => {
+    const lines = await serveSandbox(config, logFd, script, () => {
       try {
         writeSync(3, 'ready\n');
         closeSync(3);
@@ -141,10 +141,10 @@ export function sentryMain(argv: string[], script: string): Promise<number> {
       }
     });
     for (const line of lines) log(line);
-    return Promise.resolve(0);
+    return 0;
   } catch (e) {
     log(`serving failed: ${(e as Error).stack ?? String(e)}`);
-    return Promise.resolve(1);
+    return 1;
   }
 }
 
@@ -219,8 +219,8 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         claimed = true;
         clearTimeout(idle);
         stopWatch();
-        // from here on the main thread serves and its event loop stands still: a SIGTERM takes
-        // its default action again (it kills the sentry, as it kills one started cold)
+        // from here on the main thread serves: a SIGTERM takes its default action again (it
+        // kills the sentry, as it kills one started cold)
         process.off('SIGTERM', onTerm);
         server.close();
         try {
@@ -235,19 +235,20 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         // reserved the room)
         process.title = `moat --sentry ${cfg.id}`;
         const since = new Date(Date.now() - process.uptime() * 1000).toISOString();
-        let code = 0;
-        try {
-          const lines = serveSandbox(JSON.stringify(cfg), logFd, script, () => {
-            // written at once: the event loop does not turn again until the sandbox is gone
-            writeSync(k.socketFd(sock), `ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
-            log(`serving sandbox ${cfg.id} (a standby since ${since})`);
-          });
-          for (const line of lines) log(line);
-        } catch (e) {
-          log(`serving failed: ${(e as Error).stack ?? String(e)}`);
-          code = 1;
-        }
-        resolve(code);
+        serveSandbox(JSON.stringify(cfg), logFd, script, () => {
+          // written at once, before the first notification is served
+          writeSync(k.socketFd(sock), `ready ${process.pid} ${procStat(process.pid)?.startTime ?? ''}\n`);
+          log(`serving sandbox ${cfg.id} (a standby since ${since})`);
+        }).then(
+          (lines) => {
+            for (const line of lines) log(line);
+            resolve(0);
+          },
+          (e: unknown) => {
+            log(`serving failed: ${(e as Error).stack ?? String(e)}`);
+            resolve(1);
+          },
+        );
       });
     });
     server.listen(files.socket);
@@ -286,11 +287,11 @@ function takeRequest(line: string, sock: Socket): { cfg: SentryProcessConfig; lo
 }
 
 /**
- * Serves a sandbox on the calling thread, which it blocks: polls every notify fd of the sandbox
- * and answers until none is left (`onServing` once the loop is about to run). Returns the
- * closing lines for the log (the profile, with MOAT_SENTRY_PROFILE=1, and the counts).
+ * Serves a sandbox on the calling thread: polls every notify fd of the sandbox and answers
+ * until none is left (`onServing` once the loop is about to run). Resolves with the closing
+ * lines for the log (the profile, with MOAT_SENTRY_PROFILE=1, and the counts).
  */
-function serveSandbox(config: string, logFd: number, script: string, onServing: () => void): string[] {
+async function serveSandbox(config: string, logFd: number, script: string, onServing: () => void): Promise<string[]> {
   const cfg = JSON.parse(config) as SentryProcessConfig;
   const log = logger(cfg.id, logFd);
   const state: SandboxState = { rootFd: -1, initPid: 0, heads: [] };
@@ -318,7 +319,7 @@ function serveSandbox(config: string, logFd: number, script: string, onServing: 
     log(`serving init pid ${pid} (notify fd ${fd})`);
   }, (listener, notif, hold) => pool.offload(listener, notif, hold));
   onServing();
-  loop.run();
+  await loop.run();
   const lines: string[] = [];
   for (const [nr, p] of [...(loop.profile ?? new Map<number, { n: number; handle: bigint; answer: bigint }>())].sort((a, b) => b[1].n - a[1].n).slice(0, 20)) {
     lines.push(`profile: ${entryByNr(nr)?.name ?? nr} x${p.n}: handle ${(Number(p.handle) / p.n / 1000).toFixed(1)} us, answer ${(Number(p.answer) / p.n / 1000).toFixed(1)} us`);
