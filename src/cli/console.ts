@@ -5,7 +5,7 @@
  * when stdin is a terminal, forwarding window size changes.
  */
 import { closeSync, read, write } from 'node:fs';
-import { setWindowSize } from '../sys/libc.js';
+import { makeRaw, setWindowSize } from '../sys/libc.js';
 import { ConsoleSocket } from '../util/consolesocket.js';
 
 /** A console socket Moat serves itself, then the relay between the pty and Moat's stdio. */
@@ -42,7 +42,11 @@ export class ConsoleRelay {
       stdout.on('resize', resize);
     }
     if (stdin.isTTY) {
+      // Node's raw mode keeps output processing (ONLCR: the container's "\r\n" would reach the
+      // screen as "\r\r\n"); cfmakeraw's does not. Leaving raw mode, libuv puts back the
+      // whole termios it saved when it entered it.
       stdin.setRawMode(true);
+      makeRaw(0);
       this.restore = () => stdin.setRawMode(false);
     }
     stdin.on('data', (d: Buffer) => write(master, d, () => {}));

@@ -22,6 +22,7 @@ interface RunFlags extends CreateFlags {
   network: string;
   user?: string;
   name?: string;
+  tty?: boolean;
 }
 
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
@@ -38,6 +39,7 @@ export function register(program: Command): void {
     .option('--network <mode>', 'embedded default: loopback (default), none or host', 'loopback')
     .option('--user <uid[:gid]>', 'embedded default: user to run as (default 0, with no capabilities)')
     .option('--name <id>', 'embedded default: container id (default: a random one)')
+    .option('-t, --tty', 'embedded default: give the command a terminal of its own (a new pty, relayed to this one)')
     .action(async (operands: string[], flags: RunFlags, cmd: Command) => {
       const lifecycle = await import('../container/lifecycle.js');
       const ctx = context(cmd);
@@ -72,11 +74,13 @@ export function register(program: Command): void {
           network: flags.network as 'none' | 'loopback' | 'host',
           ...(flags.cwd ? { cwd: flags.cwd } : {}),
           ...(flags.user ? { user: flags.user } : {}),
+          ...(flags.tty ? { terminal: true } : {}),
         });
         opts = { id, bundle: '', spec, embedded: { lower: '/' }, network: flags.network as 'none' | 'loopback' | 'host', ...common };
       } else {
         if (operands.length !== 1) throw new UsageError('run: expected exactly one container id (or a command after "--")');
         for (const f of ['volume', 'env'] as const) if (flags[f].length) throw new UsageError(`run: --${f} is only for the embedded default (a command after "--")`);
+        if (flags.tty) throw new UsageError('run: --tty is only for the embedded default (a command after "--"); a bundle asks for a terminal with process.terminal in its config.json');
         id = operands[0]!;
         const { loadSpec } = await import('../spec/validate.js');
         const bundle = resolve(flags.bundle ?? '.');

@@ -19,6 +19,8 @@ export interface EmbeddedOptions {
   volumes: string[];
   network: 'none' | 'loopback' | 'host';
   user?: string;
+  /** Give the command a terminal of its own (process.terminal), as `docker run -t` does. */
+  terminal?: boolean;
 }
 
 const MASKED = ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
@@ -99,7 +101,7 @@ export function embeddedSpec(opts: EmbeddedOptions): Spec {
     ociVersion: '1.2.0',
     root: { path: '/', readonly: false },
     process: {
-      terminal: false,
+      terminal: opts.terminal === true,
       user,
       args: opts.command,
       env,
