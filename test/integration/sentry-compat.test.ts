@@ -383,6 +383,32 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, '268435456\nmax\n150000 100000\n100\ncpuset cpu memory pids\n2\n/sys/fs/cgroup cgroup2\n0::/\n63677270\n0 1 2 \nsh\n');
   });
 
+  // inotify_add_watch continued after the sentry checked the path: the kernel read it again.
+  // Now the sentry adds the watch to the caller's instance on the object it resolved.
+  it('adds inotify watches on the objects the sentry resolved: events, IN_DONT_FOLLOW, IN_ONLYDIR, errors', { skip: need('python3') }, async () => {
+    const py = [
+      'import ctypes, os, struct',
+      "libc = ctypes.CDLL(None, use_errno=True)",
+      'ino = libc.inotify_init1(os.O_NONBLOCK)',
+      'def watch(p, m):',
+      '    wd = libc.inotify_add_watch(ino, p.encode(), m)',
+      '    return wd if wd >= 0 else -ctypes.get_errno()',
+      "os.mkdir('/tmp/w'); open('/tmp/w/f', 'w').close(); os.symlink('/tmp/w', '/tmp/wl')",
+      'IN_CREATE, IN_ATTRIB, IN_ONLYDIR, IN_DONT_FOLLOW = 0x100, 0x4, 0x01000000, 0x02000000',
+      "d = watch('/tmp/w', IN_CREATE); print('dir', d, watch('/tmp/w', IN_CREATE))",
+      "print('via symlink', watch('/tmp/wl', IN_CREATE) == d, 'the link itself', watch('/tmp/wl', IN_ATTRIB | IN_DONT_FOLLOW) != d)",
+      "print('onlydir', watch('/tmp/w/f', IN_CREATE | IN_ONLYDIR), 'missing', watch('/tmp/none', IN_CREATE), 'bad fd', libc.inotify_add_watch(99, b'/tmp', IN_CREATE), ctypes.get_errno())",
+      "fd = os.open('/tmp/w', os.O_RDONLY); print('own fd link', watch('/proc/self/fd/%d' % fd, IN_CREATE) == d)",
+      "open('/tmp/w/new', 'w').close(); os.lchown('/tmp/wl', 1000, 1000)",
+      'buf = os.read(ino, 4096); evs = []',
+      'while buf:',
+      "    wd, mask, cookie, n = struct.unpack('iIII', buf[:16]); evs.append((wd == d, hex(mask), buf[16:16 + n].rstrip(b'\\0').decode())); buf = buf[16 + n:]",
+      'print(evs)',
+    ].join('\n');
+    const out = await sameAsContainer(py);
+    assert.equal(out, "dir 1 1\nvia symlink True the link itself True\nonlydir -20 missing -2 bad fd -1 9\nown fd link True\n[(True, '0x100', 'new'), (False, '0x4', '')]\n");
+  });
+
   // /proc/PID had 17 entries: a program probing its user namespace (uid_map), its audit login
   // (loginuid), its I/O or memory accounting (io, smaps_rollup) got ENOENT. The same script
   // under the container backend is the reference.

@@ -5,7 +5,7 @@
  * object through its own fd (AT_EMPTY_PATH, ftruncate, fstatfs) or on one final component of an
  * opened parent directory with a call that does not follow it. The kernel never acts on the
  * workload's path pointer, except where it must run the call in the caller's own context
- * (execve, chdir, inotify_add_watch, opening /dev/tty): there the sentry checks the path first
+ * (execve, chdir, opening /dev/tty): there the sentry checks the path first
  * and lets the call continue, and the kernel's own re-resolution is bounded by the jail (the
  * workload's root and mount namespace are the container's, with no /proc or /sys).
  *
@@ -1101,16 +1101,28 @@ function execCommon(t: Task, sb: Sandbox, dirfd: number, pathArg: number, flags:
 }
 
 /**
- * inotify_add_watch(fd, path, mask): the kernel needs the path itself, so the sentry checks it
- * names an object of the container (not a synthetic one: EACCES) and lets the call continue;
- * the kernel's re-resolution is bounded by the jail.
+ * inotify_add_watch(fd, path, mask), performed by the sentry: the path is resolved in the root
+ * (with IN_DONT_FOLLOW and IN_ONLYDIR applied there), and the watch is added to the caller's
+ * inotify instance (a pidfd_getfd duplicate: the same group, so the same watch descriptors) on
+ * the object resolved, named as /proc/self/fd/N of the sentry's own fd: the kernel looks up
+ * nothing the workload could change after the check. Synthetic files cannot be watched (EACCES).
  */
 function inotifyAddWatch(t: Task, sb: Sandbox): Reply {
   const mask = Number(t.notif.args[2] & 0xffffffffn);
   const loc = argLoc(t, AT.FDCWD, 1, 0);
   if (typeof loc !== 'object') return loc === 'empty' ? fail(E.ENOENT) : errno(loc);
   const flags = O.PATH | ((mask & IN_DONT_FOLLOW) !== 0 ? O.NOFOLLOW : 0) | ((mask & IN_ONLYDIR) !== 0 ? O.DIRECTORY : 0);
-  return onTarget(t, sb, loc, flags, () => CONTINUE, () => fail(E.EACCES));
+  return onTarget(t, sb, loc, flags, (fd) => {
+    const group = t.getFd(t.int(0));
+    if (group < 0) return fail(-group);
+    try {
+      // the magic link is followed to the object itself (a symlink opened with O_NOFOLLOW
+      // stays that symlink); IN_DONT_FOLLOW would watch the link in /proc instead
+      return fromResult(addWatch(group, `/proc/self/fd/${fd}`, mask & ~IN_DONT_FOLLOW));
+    } finally {
+      close(group);
+    }
+  }, () => fail(E.EACCES));
 }
 
 /** The largest extended attribute value and name list (XATTR_SIZE_MAX), and name (XATTR_NAME_MAX). */
