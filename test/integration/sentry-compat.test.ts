@@ -409,6 +409,20 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(out, "dir 1 1\nvia symlink True the link itself True\nonlydir -20 missing -2 bad fd -1 9\nown fd link True\n[(True, '0x100', 'new'), (False, '0x4', '')]\n");
   });
 
+  // auxv, environ, io, maps and smaps were readable only by the process itself: ps e, lsof
+  // (its "mem" lines) and top got EACCES for another process of the same user.
+  it('lets a process read the maps, environ and io of another process of its user, as procfs does', { skip: need('python3') }, async () => {
+    const py = [
+      'import subprocess, time',
+      "c = subprocess.Popen(['sleep', '30'], env={'MOAT_K': 'v'}); time.sleep(0.3)",
+      "base = '/proc/%d/' % c.pid",
+      "print('MOAT_K=v' in open(base + 'environ').read().split('\\0'), any(l.endswith('/sleep') for l in open(base + 'maps').read().split('\\n')))",
+      "print('Rss:' in open(base + 'smaps_rollup').read(), open(base + 'io').read().split()[0], len(open(base + 'auxv', 'rb').read()) % 16, 'Size:' in open(base + 'smaps').read())",
+      'c.kill(); c.wait()',
+    ].join('\n');
+    assert.equal(await sameAsContainer(py), 'True True\nTrue rchar: 0 True\n');
+  });
+
   // /proc/PID had 17 entries: a program probing its user namespace (uid_map), its audit login
   // (loginuid), its I/O or memory accounting (io, smaps_rollup) got ENOENT. The same script
   // under the container backend is the reference.

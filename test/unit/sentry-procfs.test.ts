@@ -200,10 +200,16 @@ test('a directory opens as its scratch mirror', () => {
   assert.deepEqual(synthOpen(task, sb, '/proc/meminfo', O.RDONLY | O.DIRECTORY), { kind: 'err', errno: E.ENOTDIR });
 });
 
-test('another process: environ is EACCES, its pids are translated', () => {
+test('another process: environ and maps for its user (or root), EACCES for another user; its pids are translated', () => {
   const ns = ownNsPid(childPid);
-  assert.deepEqual(synthOpen(task, sb, `/proc/${ns}/environ`, O.RDONLY), { kind: 'err', errno: E.EACCES });
-  assert.deepEqual(synthOpen(task, sb, `/proc/${ns}/maps`, O.RDONLY), { kind: 'err', errno: E.EACCES });
+  const owner = process.getuid?.() ?? 0;
+  const stranger = owner === 0 ? 1000 : owner + 1;
+  const other: Task = { ...task, creds: (): Creds => ({ uid: stranger, gid: stranger, euid: stranger, egid: stranger, fsuid: stranger, fsgid: stranger, groups: [] }) };
+  for (const name of ['environ', 'maps']) {
+    assert.deepEqual(synthOpen(other, sb, `/proc/${ns}/${name}`, O.RDONLY), { kind: 'err', errno: E.EACCES }, `${name} of another user's process`);
+  }
+  assert.match(readSynth(`/proc/${ns}/maps`), /\[stack\]/);
+  assert.ok(readSynth(`/proc/${ns}/environ`).includes('PATH='));
   const stat = readSynth(`/proc/${ns}/stat`).split(' ');
   assert.equal(stat[0], String(ns));
   assert.equal(stat[3], String(ownNsPid(process.pid)), 'ppid is the test process');
@@ -245,6 +251,21 @@ test('/sys and /proc/sys values', () => {
   const mounts = readSynth('/proc/self/mounts');
   assert.match(mounts, /^overlay \/ overlay /m);
   assert.match(mounts, /^proc \/proc proc /m);
+  // a fresh UUID per read; the sandbox's own boot id, the same on every read
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\n$/;
+  const u1 = readSynth('/proc/sys/kernel/random/uuid');
+  assert.match(u1, UUID);
+  assert.notEqual(readSynth('/proc/sys/kernel/random/uuid'), u1);
+  const boot = readSynth('/proc/sys/kernel/random/boot_id');
+  assert.match(boot, UUID);
+  assert.equal(readSynth('/proc/sys/kernel/random/boot_id'), boot);
+  assert.notEqual(boot, readFileSync('/proc/sys/kernel/random/boot_id', 'latin1'), 'the host\'s boot id');
+  // limits the host kernel enforces on the workload too are the host's; its boot parameters are not shown
+  for (const name of ['vm/max_map_count', 'fs/inotify/max_user_watches', 'fs/file-max', 'fs/pipe-max-size']) {
+    assert.equal(readSynth(`/proc/sys/${name}`), readFileSync(`/proc/sys/${name}`, 'latin1'), name);
+  }
+  assert.equal(readSynth('/proc/sys/kernel/shmmni'), '4096\n');
+  assert.equal(readSynth('/proc/cmdline'), `BOOT_IMAGE=/boot/vmlinuz-${RELEASE} ro quiet\n`);
 });
 
 test('reopening one of the caller\'s fds through /proc/self/fd/N', () => {

@@ -12,6 +12,7 @@
  * Paths are canonical absolute container paths (latin1 strings, no ".", ".." or "//").
  */
 import { fstatSync, lstatSync, mkdirSync, opendirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { join, posix } from 'node:path';
 
 import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
@@ -390,38 +391,39 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   const owner = once(() => v.owner(p.host));
   const extra: Common = { owner };
   const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
-  // procfs checks ptrace access when these are opened; auxv, environ, io and personality are also 0400
-  const ownOnly = (name: string, perm = 0o400) => (): Node =>
-    file(() => (own ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), { ...extra, perm });
+  // procfs checks ptrace access when these are opened (a process of the same user, or root, may
+  // read another's maps or environ: ps e, lsof and top do); auxv, environ, io and personality are also 0400
+  const traced = (name: string, perm = 0o400) => (): Node =>
+    file(() => (c.t !== undefined && mayAccess(c, p.host) === 0 ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), { ...extra, perm });
   // no audit login session: what a process started outside any login has
   const unset = (): Node => file(() => '4294967295', extra);
   const entries: Record<string, () => Node> = {
-    auxv: ownOnly('auxv'),
+    auxv: traced('auxv'),
     cgroup: () => file(() => '0::/\n', extra),
     cmdline: host('cmdline'),
     comm: host('comm'),
     cwd: () => magic(c, `${base}/cwd`, p.host, owner),
-    environ: ownOnly('environ'),
+    environ: traced('environ'),
     exe: () => magic(c, `${base}/exe`, p.host, owner),
     fd: () => fdDir(c, p.host, base, owner),
     fdinfo: () => fdinfoDir(c, p.host, base, owner),
     gid_map: host('gid_map'),
-    io: ownOnly('io'),
+    io: traced('io'),
     limits: host('limits'),
     loginuid: unset,
-    maps: ownOnly('maps', 0o444),
+    maps: traced('maps', 0o444),
     mountinfo: () => file(() => mountinfoText(p.host), extra),
     mounts: () => file(() => mountsText(p.host), extra),
     net: () => netDir(c, p.host),
     ns: () => nsDir(c, p.host, base, owner),
     oom_score: host('oom_score'),
     oom_score_adj: host('oom_score_adj'),
-    personality: ownOnly('personality'),
+    personality: traced('personality'),
     root: () => magic(c, `${base}/root`, p.host, owner, '/'),
     sessionid: unset,
     setgroups: host('setgroups'),
-    smaps: ownOnly('smaps', 0o444),
-    smaps_rollup: ownOnly('smaps_rollup', 0o444),
+    smaps: traced('smaps', 0o444),
+    smaps_rollup: traced('smaps_rollup', 0o444),
     stat: () => file(() => procStat(c, base, th?.host ?? p.host), extra),
     statm: host('statm'),
     status: () => file(() => procStatus(c, base, p.host, th?.host ?? p.host), extra),
@@ -725,6 +727,34 @@ const FILESYSTEMS = [
 
 const line = (s: string) => (): string => `${s}\n`;
 
+/**
+ * A host sysctl that is a limit the host kernel enforces on the workload as on everyone (the
+ * number of map areas, inotify watches, open files), not data about the host: passed through.
+ */
+const hostLimit = (name: string) => (): Content => v.readHostBuf(`/proc/sys/${name}`);
+
+/** A UUID (version 4 layout) made from 16 bytes. */
+function uuidOf(b: Buffer): string {
+  b[6] = ((b[6] as number) & 0x0f) | 0x40;
+  b[8] = ((b[8] as number) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** kernel.random.boot_id: one per sandbox (its own boot), the same in every thread of the sentry. */
+const bootId = (sb: Sandbox): string => uuidOf(createHash('sha256').update(`moat boot ${sb.id} ${sb.bootTime}`).digest().subarray(0, 16));
+
+/** The System V IPC limits of a new IPC namespace (the sandbox has its own): the kernel's defaults. */
+const IPC_DEFAULTS = {
+  shmmax: line('18446744073692774399'),
+  shmall: line('18446744073692774399'),
+  shmmni: line('4096'),
+  msgmax: line('8192'),
+  msgmnb: line('16384'),
+  msgmni: line('32000'),
+  sem: line('32000\t1024000000\t500\t32000'),
+};
+
 function procSpec(): Spec {
   return {
     cgroups: line('#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\ncpu\t0\t1\t1\nmemory\t0\t1\t1\npids\t0\t1\t1'),
@@ -735,18 +765,40 @@ function procSpec(): Spec {
     stat: procStatFile,
     uptime: uptimeFile,
     version: line(`Linux version ${v.RELEASE} (moat@sentry) ${v.UTS_VERSION}`),
+    // the sandbox's boot, not the host's parameters
+    cmdline: line(`BOOT_IMAGE=/boot/vmlinuz-${v.RELEASE} ro quiet`),
     sys: {
-      fs: { nr_open: line('1048576') },
+      fs: {
+        'file-max': hostLimit('fs/file-max'),
+        inotify: {
+          max_queued_events: hostLimit('fs/inotify/max_queued_events'),
+          max_user_instances: hostLimit('fs/inotify/max_user_instances'),
+          max_user_watches: hostLimit('fs/inotify/max_user_watches'),
+        },
+        nr_open: line('1048576'),
+        'pipe-max-size': hostLimit('fs/pipe-max-size'),
+      },
       kernel: {
         cap_last_cap: line('40'),
+        domainname: line('(none)'),
         hostname: (c) => `${c.sb.hostname}\n`,
         ngroups_max: line('65536'),
         osrelease: line(v.RELEASE),
         ostype: line('Linux'),
         pid_max: line('4194304'),
+        random: {
+          boot_id: (c) => `${bootId(c.sb)}\n`,
+          entropy_avail: line('256'),
+          poolsize: line('256'),
+          uuid: () => `${uuidOf(randomBytes(16))}\n`,
+        },
+        randomize_va_space: hostLimit('kernel/randomize_va_space'),
+        'threads-max': hostLimit('kernel/threads-max'),
+        version: line(v.UTS_VERSION),
+        ...IPC_DEFAULTS,
       },
       net: { core: { somaxconn: line('4096') } },
-      vm: { overcommit_memory: line('0') },
+      vm: { max_map_count: hostLimit('vm/max_map_count'), mmap_min_addr: hostLimit('vm/mmap_min_addr'), overcommit_memory: line('0') },
     },
   };
 }
