@@ -595,6 +595,32 @@ describe('sentry isolation: security properties', { skip }, () => {
     return { id, pid: (await sb.state(id)).pid };
   }
 
+  // Without its sentry, every served call of the workload fails with ENOSYS while its fast-path
+  // code runs on: a foreground run (or the containerd shim) kills the container instead.
+  it('fails closed: a container whose sentry is killed is killed too (foreground run)', async () => {
+    const id = sb.id('sentry-gone');
+    const done = runEmbedded(['--name', id], ['sh', '-c', 'sleep 3; echo survived']);
+    const stateFile = join(sb.root, id, 'state.json');
+    // once the init runs the shell (its exe is no longer the runtime's stage), the sandbox serves
+    let pid = 0;
+    for (let i = 0; i < 200 && pid === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        const st = JSON.parse(readFileSync(stateFile, 'utf8')) as { pid?: number };
+        if ((st.pid ?? 0) > 0 && /\/(dash|sh|bash)$/.test(readlinkSync(`/proc/${st.pid}/exe`))) pid = sentryPid(id);
+      } catch {
+        // not written yet, or not exec'd yet
+      }
+    }
+    assert.ok(pid > 0, 'the container runs its shell and its record names its sentry');
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(pid, 'SIGKILL');
+    const r = await done;
+    assert.equal(r.status, 137, `${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stdout, /survived/);
+    assert.match(r.stderr, new RegExp(`the sentry of container "${id}" \\(pid ${pid}\\) is gone while the container runs: killing the container`));
+  });
+
   it('leaks no fd of the runtime or the sentry into the workload', async () => {
     const b = await sb.bundle(['sh', '-c', 'ls -l /proc/self/fd']);
     const r = await runBundle(b);

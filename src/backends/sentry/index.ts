@@ -427,6 +427,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     if (restore) await restore(created);
     const s = await sentry.ready;
     trace('sentry ready');
+    if (created.waitExit) failClosed(req.id, s, created.pid, created.waitExit);
     const record: SentryRecord = { pid: s.pid, startTime: s.startTime, level, socket };
     return { ...created, backendState: { ...record } };
   } catch (e) {
@@ -440,6 +441,35 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     await containerBackend.destroy({ id: req.id, cgroupPaths: created.cgroupPaths } as ContainerRecord, req.dir).catch(() => {});
     throw e;
   }
+}
+
+/** How often (ms) a foreground create looks whether its container's sentry is still there. */
+const SENTRY_WATCH_MS = 250;
+
+/**
+ * Fails closed when the sentry of a running container is gone (killed, out of memory): the
+ * workload would go on with every served call failing with ENOSYS. In the foreground (`moat
+ * run`, the containerd shim), whose process waits for the container, the init is killed then,
+ * and with it the pid namespace. An unref'd timer: it keeps no process alive.
+ */
+function failClosed(id: string, sentry: { pid: number; startTime: string }, initPid: number, waitExit: Promise<number>): void {
+  const timer = setInterval(() => {
+    const st = procStat(sentry.pid);
+    // a zombie is gone too (its parent may be an init that reaps late)
+    if (st !== undefined && st.startTime === sentry.startTime && st.state !== 'Z' && st.state !== 'X') return;
+    clearInterval(timer);
+    const init = procStat(initPid);
+    // after the sandbox's last task, the sentry ends too: only a sentry gone first is a failure
+    if (init === undefined || init.state === 'Z' || init.state === 'X') return;
+    process.stderr.write(`moat: the sentry of container "${id}" (pid ${sentry.pid}) is gone while the container runs: killing the container\n`);
+    try {
+      process.kill(initPid, 'SIGKILL');
+    } catch {
+      // it ended meanwhile
+    }
+  }, SENTRY_WATCH_MS);
+  timer.unref();
+  void waitExit.finally(() => clearInterval(timer)).catch(() => {});
 }
 
 /** The `sentry` backend. */
