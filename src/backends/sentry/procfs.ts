@@ -387,7 +387,6 @@ function mountinfoText(host: number): string {
 /** /proc/PID (or /proc/PID/task/TID when `th` is given). */
 function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   const base = th === undefined ? `/proc/${p.host}` : `/proc/${p.host}/task/${th.host}`;
-  const own = c.t !== undefined && c.t.tgid === p.host;
   const owner = once(() => v.owner(p.host));
   const extra: Common = { owner };
   const host = (name: string) => (): Node => file(() => v.readHostBuf(`${base}/${name}`), extra);
