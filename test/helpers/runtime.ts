@@ -154,6 +154,24 @@ export class Sandbox {
     return JSON.parse((await this.ok(['state', id])).stdout);
   }
 
+  /**
+   * The sentry pid a container record names, once `ready` holds for the record's init pid (a
+   * create in progress, run in the background, has written it); 0 if that takes over 10 s.
+   */
+  async sentryPidWhen(id: string, ready: (initPid: number) => boolean = () => true): Promise<number> {
+    const stateFile = join(this.root, id, 'state.json');
+    for (let i = 0; i < 200; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        const st = JSON.parse(readFileSync(stateFile, 'utf8')) as { pid?: number; backendState?: { pid?: number } };
+        if ((st.pid ?? 0) > 0 && ready(st.pid!)) return Number(st.backendState?.pid ?? 0);
+      } catch {
+        // not written yet (or being written), or its init not ready yet
+      }
+    }
+    return 0;
+  }
+
   /** Force-deletes every container under this root and removes the scratch directory. */
   async cleanup(): Promise<void> {
     if (this.dir === undefined) return;

@@ -281,26 +281,10 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, "b'val' ['user.k'] b'val' []\n61 1 61 2 95\n[] []\n");
   });
 
-  /** The pid of container `id`'s sentry, once its create is over (the sentry is confined and serves). */
-  async function sentryOf(id: string): Promise<number> {
-    const stateFile = join(sb.root, id, 'state.json');
-    for (let i = 0; i < 200; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      if (!existsSync(stateFile)) continue;
-      try {
-        const st = JSON.parse(readFileSync(stateFile, 'utf8')) as { pid?: number; backendState?: { pid?: number } };
-        if ((st.pid ?? 0) > 0) return Number(st.backendState?.pid ?? 0);
-      } catch {
-        // written meanwhile: read again
-      }
-    }
-    return 0;
-  }
-
   it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {
     const id = sb.id('stopcont');
     const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; cat /etc/hostname >/dev/null && ls / >/dev/null && echo served']);
-    const sentryPid = await sentryOf(id);
+    const sentryPid = await sb.sentryPidWhen(id);
     assert.ok(sentryPid > 0, 'the container was created and its record names its sentry');
     await new Promise((r) => setTimeout(r, 300));
     process.kill(sentryPid, 'SIGSTOP');
@@ -314,7 +298,7 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
   it('leaves the sentry\'s event loop free while the sandbox is quiet: the wait moves to a libuv thread', async () => {
     const id = sb.id('idle');
     const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; ls / >/dev/null && echo served']);
-    const pid = await sentryOf(id);
+    const pid = await sb.sentryPidWhen(id);
     assert.ok(pid > 0, 'the container was created and its record names its sentry');
     await new Promise((r) => setTimeout(r, 500));
     // the system call each thread waits in (/proc/PID/task/TID/syscall: its number first)

@@ -600,18 +600,8 @@ describe('sentry isolation: security properties', { skip }, () => {
   it('fails closed: a container whose sentry is killed is killed too (foreground run)', async () => {
     const id = sb.id('sentry-gone');
     const done = runEmbedded(['--name', id], ['sh', '-c', 'sleep 3; echo survived']);
-    const stateFile = join(sb.root, id, 'state.json');
     // once the init runs the shell (its exe is no longer the runtime's stage), the sandbox serves
-    let pid = 0;
-    for (let i = 0; i < 200 && pid === 0; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      try {
-        const st = JSON.parse(readFileSync(stateFile, 'utf8')) as { pid?: number };
-        if ((st.pid ?? 0) > 0 && /\/(dash|sh|bash)$/.test(readlinkSync(`/proc/${st.pid}/exe`))) pid = sentryPid(id);
-      } catch {
-        // not written yet, or not exec'd yet
-      }
-    }
+    const pid = await sb.sentryPidWhen(id, (init) => /\/(dash|sh|bash)$/.test(readlinkSync(`/proc/${init}/exe`)));
     assert.ok(pid > 0, 'the container runs its shell and its record names its sentry');
     await new Promise((r) => setTimeout(r, 200));
     process.kill(pid, 'SIGKILL');
