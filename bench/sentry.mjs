@@ -1110,10 +1110,10 @@ async function main() {
     summary.push('workloads:', ...wsum);
 
     // ---- (d) memory of the sandbox machinery
-    console.log(`\n(d) memory per sandbox: the sentry process (moat) and runsc's sandbox and gofer processes, K=${MEM_SANDBOXES} detached "sleep 1000" sandboxes each, KiB`);
+    console.log(`\n(d) memory per sandbox: the sentry process and its watcher (moat) and runsc's sandbox and gofer processes, K=${MEM_SANDBOXES} detached "sleep 1000" sandboxes each, KiB`);
     const mrows = [['runtime', 'processes', 'RSS each', 'PSS each']];
     for (const [name, rt, flags, pick] of [
-      ['moat sentry', moat, ['--isolation', 'sentry'], (cmd) => cmd.includes('--sentry')],
+      ['moat sentry', moat, ['--isolation', 'sentry'], (cmd) => cmd.includes('--sentry') || cmd.startsWith('moat-watch\0')],
       ['runsc', runsc, [], (cmd) => /runsc(-sandbox|-gofer)?\0/.test(cmd) && !/\0(create|start|kill|delete|state)\0/.test(cmd)],
     ]) {
       if (!rt) {

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SENTRY_ALLOWLIST } from '../../src/backends/sentry/confine.js';
 import type { TestContext } from 'node:test';
-import { REPO, RUNTIME, Sandbox, processAlive, skipReason } from '../helpers/runtime.js';
+import { REPO, RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 import type { Result } from '../helpers/runtime.js';
 
 const skip = RUNTIME !== 'moat' ? 'the sentry is Moat-only (runc has no --isolation sentry)' : skipReason();
@@ -493,7 +493,6 @@ describe('sentry isolation: security properties', { skip }, () => {
     for (const [fd, target] of fds) assert.ok(!runtimeFd(target), `${where}: fd ${fd} -> ${target} belongs to the runtime or the sentry`);
   };
 
-  /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */
   /** The sentry's pid from the container record. */
   function sentryPid(id: string): number {
     const rec = JSON.parse(readFileSync(join(sb.root, id, 'state.json'), 'utf8')) as { backendState?: { pid?: number } };
@@ -588,6 +587,7 @@ describe('sentry isolation: security properties', { skip }, () => {
     }
   });
 
+  /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */
   async function sleeper(): Promise<{ id: string; pid: number }> {
     const b = await sb.bundle(['sleep', '1000']);
     const id = sb.id('sentry-bg');
@@ -609,6 +609,53 @@ describe('sentry isolation: security properties', { skip }, () => {
     assert.equal(r.status, 137, `${r.stdout}${r.stderr}`);
     assert.doesNotMatch(r.stdout, /survived/);
     assert.match(r.stderr, new RegExp(`the sentry of container "${id}" \\(pid ${pid}\\) is gone while the container runs: killing the container`));
+  });
+
+  /** Host pids of the processes whose argv starts with `argv`. */
+  function processesWith(argv: string[]): number[] {
+    const want = `${argv.join('\0')}\0`;
+    const found: number[] = [];
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        if (readFileSync(`/proc/${name}/cmdline`, 'latin1').startsWith(want)) found.push(Number(name));
+      } catch {
+        // ended meanwhile
+      }
+    }
+    return found;
+  }
+
+  it('fails closed detached too: a run -d container whose sentry is killed is killed by its watcher', async () => {
+    const { id, pid: init } = await sleeper();
+    try {
+      const sentry = sentryPid(id);
+      const watchers = processesWith(['moat-watch', id, String(sentry)]);
+      assert.equal(watchers.length, 1, `one watcher for ${id}: ${watchers.join(' ')}`);
+      const w = watchers[0]!;
+      // only what it needs: its stdio on /dev/null, the two pidfds and the sentry's log
+      const fds = readdirSync(`/proc/${w}/fd`).map((fd) => readlinkSync(`/proc/${w}/fd/${fd}`));
+      assert.deepEqual(fds.filter((t) => t !== '/dev/null' && t !== 'anon_inode:[pidfd]' && !t.endsWith(`/${id}/sentry.log`)), [], fds.join('\n'));
+      const status = readFileSync(`/proc/${w}/status`, 'utf8');
+      assert.match(status, /^CapEff:\s+0+20$/m, 'the watcher keeps CAP_KILL only');
+      assert.match(status, /^Seccomp:\s+2$/m, 'the watcher runs under a seccomp filter');
+      process.kill(sentry, 'SIGKILL');
+      assert.ok(await waitFor(async () => (await sb.state(id)).status === 'stopped', 10_000), `${id} still runs without its sentry`);
+      assert.ok(!processAlive(init), `the init ${init} is gone`);
+      assert.ok(await waitFor(() => !processAlive(w), 5000), 'the watcher exits once it killed the container');
+      assert.match(readFileSync(join(sb.root, id, 'sentry.log'), 'utf8'), new RegExp(`moat-watch: the sentry \\(pid ${sentry}\\) is gone while the container runs: killed the container \\(init pid ${init}\\)`));
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+    // the normal end: the container stops, its watcher goes with it and kills nothing else
+    const other = await sleeper();
+    const w = processesWith(['moat-watch', other.id]);
+    assert.equal(w.length, 1);
+    await sb.ok(['kill', other.id, 'KILL']);
+    assert.ok(await waitFor(() => !processAlive(w[0]!), 5000), 'the watcher of a container that ended exits');
+    assert.doesNotMatch(readFileSync(join(sb.root, other.id, 'sentry.log'), 'utf8'), /moat-watch/);
+    assert.ok(await waitFor(async () => (await sb.state(other.id)).status === 'stopped', 10_000));
+    await sb.ok(['delete', other.id]);
   });
 
   it('leaks no fd of the runtime or the sentry into the workload', async () => {

@@ -18,7 +18,7 @@ import * as k from '../../sys/kernel.js';
 import { trace } from '../../util/log.js';
 import { primeMigration } from '../../cgroups/prime.js';
 import type { Backend, CreateRequest, Created, SentryJail } from '../backend.js';
-import { containerBackend } from '../container/index.js';
+import { containerBackend, stagePath } from '../container/index.js';
 import { buildSentryFilter } from './filter.js';
 import { parsePolicy } from './netpolicy.js';
 import type { SentryProcessConfig } from './main.js';
@@ -428,6 +428,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     const s = await sentry.ready;
     trace('sentry ready');
     if (created.waitExit) failClosed(req.id, s, created.pid, created.waitExit);
+    else await spawnWatcher(req.id, s, created, cfg.log);
     const record: SentryRecord = { pid: s.pid, startTime: s.startTime, level, socket };
     return { ...created, backendState: { ...record } };
   } catch (e) {
@@ -450,7 +451,8 @@ const SENTRY_WATCH_MS = 250;
  * Fails closed when the sentry of a running container is gone (killed, out of memory): the
  * workload would go on with every served call failing with ENOSYS. In the foreground (`moat
  * run`, the containerd shim), whose process waits for the container, the init is killed then,
- * and with it the pid namespace. An unref'd timer: it keeps no process alive.
+ * and with it the pid namespace. An unref'd timer: it keeps no process alive. A detached
+ * container has a watcher process instead (spawnWatcher).
  */
 function failClosed(id: string, sentry: { pid: number; startTime: string }, initPid: number, waitExit: Promise<number>): void {
   const timer = setInterval(() => {
@@ -470,6 +472,29 @@ function failClosed(id: string, sentry: { pid: number; startTime: string }, init
   }, SENTRY_WATCH_MS);
   timer.unref();
   void waitExit.finally(() => clearInterval(timer)).catch(() => {});
+}
+
+/**
+ * Fails a detached container closed (`run -d`, `create` under conmon): nothing of Moat waits
+ * for it, so a small native process (native/moat-watch.c), in a session of its own, waits for
+ * whichever of the sentry and the init ends first and kills the init if it is the sentry. It
+ * learns both pids from this create, never from the sentry. Rejects with a HostError if it
+ * cannot be started: a detached sandbox is not left without it.
+ */
+async function spawnWatcher(id: string, sentry: { pid: number; startTime: string }, init: Created, log: string): Promise<void> {
+  const path = join(dirname(stagePath()), 'moat-watch');
+  const child = spawn(path, [id, String(sentry.pid), sentry.startTime, String(init.pid), init.pidStartTime, log], {
+    stdio: 'ignore',
+    detached: true,
+    env: {},
+    argv0: 'moat-watch',
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => reject(new HostError(`starting ${path} for container "${id}": ${e.message}`)));
+  });
+  child.unref();
+  trace('watcher started');
 }
 
 /** The `sentry` backend. */
