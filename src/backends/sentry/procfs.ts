@@ -74,6 +74,13 @@ interface DirNode extends Common {
   kind: 'dir';
   list(): Array<[string, Node]>;
   child(name: string): Node | null;
+  /**
+   * The listing an open of this directory at container path `path` mirrors, where it differs
+   * from `list` (an fd directory the opener's own fd joins).
+   */
+  listForOpen?(path: string): Array<[string, Node]>;
+  /** What stat reports as its size, where procfs reports one (0 if absent). */
+  size?(): number;
 }
 interface FileNode extends Common {
   kind: 'file';
@@ -436,17 +443,15 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
 
 /** /proc/PID/fd: one magic link per open fd. */
 function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
-  const access = (): number => mayAccess(c, host);
   const entry = (n: string): LinkNode => magic(c, `${base}/fd/${n}`, host, owner);
   return {
-    kind: 'dir',
-    owner,
-    access,
+    ...fdTableDir(c, host, base, owner, entry, (path) => link(() => path, { owner })),
     perm: 0o500,
-    list: () => fdNames(c, host, base).map((n): [string, Node] => [n, entry(n)]),
-    child: (name) => {
-      if (!FD_NAME.test(name) || access() < 0) return null;
-      return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
+    // procfs reports the number of open fds as its size (Linux 6.2 on): the host's own figure
+    size: () => {
+      if (mayAccess(c, host) < 0) return 0;
+      const st = asHostOwner(c, base, () => lstatSync(`${base}/fd`, { throwIfNoEntry: false }));
+      return st?.size ?? 0;
     },
   };
 }
@@ -459,10 +464,13 @@ function fdNames(c: Ctx, host: number, base: string): string[] {
 
 const FD_NAME = /^(0|[1-9]\d{0,9})$/;
 
-/** /proc/PID/fdinfo: one file per open fd, its host text with only what holds no host data. */
-function fdinfoDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
+/**
+ * A directory with an entry per open fd of process `host` (fd, fdinfo). An open of one of the
+ * opener's own lists the fd of that open too, as procfs does (the kernel installs it before any
+ * getdents): the lowest number free in the table now, as `own` makes it for the opened path.
+ */
+function fdTableDir(c: Ctx, host: number, base: string, owner: Owner, entry: (n: string) => Node, own: (path: string) => Node): DirNode {
   const access = (): number => mayAccess(c, host);
-  const entry = (n: string): FileNode => file(() => (access() < 0 ? -E.EACCES : fdinfoText(c, host, base, n)), { owner, access });
   return {
     kind: 'dir',
     owner,
@@ -472,7 +480,24 @@ function fdinfoDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
       if (!FD_NAME.test(name) || access() < 0) return null;
       return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
     },
+    listForOpen: (path) => {
+      const names = fdNames(c, host, base);
+      const listed = names.map((n): [string, Node] => [n, entry(n)]);
+      if (c.t === undefined || c.t.tgid !== host || access() < 0) return listed;
+      const used = new Set(names);
+      let n = 0;
+      while (used.has(String(n))) n++;
+      listed.push([String(n), own(path)]);
+      return listed.sort((a, b) => Number(a[0]) - Number(b[0]));
+    },
   };
+}
+
+/** /proc/PID/fdinfo: one file per open fd, its host text with only what holds no host data. */
+function fdinfoDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
+  const access = (): number => mayAccess(c, host);
+  const entry = (n: string): FileNode => file(() => (access() < 0 ? -E.EACCES : fdinfoText(c, host, base, n)), { owner, access });
+  return fdTableDir(c, host, base, owner, entry, () => file(() => '', { owner }));
 }
 
 /** The mount id of the synthesized mountinfo for an fd whose target is `target` (a sandbox path, or "pipe:[N]" and the like). */
@@ -1126,7 +1151,8 @@ function synthOpenOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply 
       }
       case 'dir': {
         if (writes) return fail(E.EISDIR);
-        const host = mirror(sb, found.path, node);
+        const listForOpen = node.listForOpen;
+        const host = mirror(sb, found.path, listForOpen ? { ...node, list: () => listForOpen(found.path) } : node);
         const fd = openat(-100, cpath(host), O.RDONLY | O.DIRECTORY | O.CLOEXEC | (flags & O.PATH));
         return fd < 0 ? fail(-fd) : giveFd(fd, (flags & O.CLOEXEC) !== 0);
       }
@@ -1191,7 +1217,8 @@ function inode(path: string): bigint {
 /**
  * A 144-byte x86_64 struct stat of a synthetic path (what a magic link points to when `follow`),
  * or -errno: files of size 0, 0444, directories 0555, symlinks 0777 unless procfs narrows them (see
- * Common.perm and linkPerm), all dated at sandbox boot.
+ * Common.perm and linkStat), all dated at sandbox boot; sizes are 0 but a magic link's and an fd
+ * directory's, which are the host's.
  */
 export function synthStat(t: Task, sb: Sandbox, path: string, follow: boolean): Buffer | number {
   return asSentry(sb, () => synthStatOwn(t, sb, path, follow));
@@ -1209,7 +1236,8 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
     const rc = fstatat(-100, cpath(node.magic), buf, 0);
     return rc < 0 ? rc : buf;
   }
-  const mode = node.kind === 'dir' ? S_IFDIR | (node.perm ?? 0o555) : node.kind === 'link' ? S_IFLNK | linkPerm(c, node) : S_IFREG | (node.perm ?? 0o444);
+  const ls = node.kind === 'link' ? linkStat(c, node) : undefined;
+  const mode = node.kind === 'dir' ? S_IFDIR | (node.perm ?? 0o555) : ls !== undefined ? S_IFLNK | ls.perm : S_IFREG | (node.perm ?? 0o444);
   const [uid, gid] = node.owner?.() ?? [0, 0];
   const b = Buffer.alloc(144);
   b.writeBigUInt64LE(BigInt(found.path.startsWith('/sys') ? SYS_DEV : PROC_DEV), 0);
@@ -1218,6 +1246,7 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
   b.writeUInt32LE(mode, 24);
   b.writeUInt32LE(uid >>> 0, 28);
   b.writeUInt32LE(gid >>> 0, 32);
+  b.writeBigInt64LE(BigInt(ls?.size ?? (node.kind === 'dir' ? (node.size?.() ?? 0) : 0)), 48);
   b.writeBigInt64LE(1024n, 56);
   const sec = BigInt(Math.floor(sb.bootTime / 1000));
   const nsec = BigInt(Math.floor(sb.bootTime % 1000) * 1_000_000);
@@ -1229,17 +1258,19 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
 }
 
 /**
- * The permission bits of a link as lstat shows them: a magic link's are its host link's (an fd
- * link's say how the file is open: r-x for reading, -wx for writing), any other link's 0777.
+ * The permission bits and size of a link as lstat shows them: a magic link's are its host link's
+ * (an fd link's bits say how the file is open: r-x for reading, -wx for writing; its size is 64),
+ * any other link's 0777 and 0.
  */
-function linkPerm(c: Ctx, node: LinkNode): number {
-  if (node.magic === undefined) return node.perm ?? 0o777;
+function linkStat(c: Ctx, node: LinkNode): { perm: number; size: number } {
+  const plain = { perm: node.perm ?? 0o777, size: 0 };
+  if (node.magic === undefined) return plain;
   const hostPath = node.magic;
   try {
     const st = asHostOwner(c, posix.dirname(hostPath), () => lstatSync(hostPath, { throwIfNoEntry: false }));
-    return st === undefined ? 0o777 : st.mode & 0o777;
+    return st === undefined ? { perm: 0o777, size: 0 } : { perm: st.mode & 0o777, size: st.size };
   } catch {
-    return 0o777; // not looked at (the process is going away): the default
+    return { perm: 0o777, size: 0 }; // not looked at (the process is going away): the default
   }
 }
 
