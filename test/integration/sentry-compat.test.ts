@@ -469,19 +469,22 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
 
   // The sentry's listing of /proc/self/fd is made when the directory is opened, before the
   // kernel installs the fd of that open: procfs lists it too (ls -l shows "3 -> /proc/N/fd").
-  it('lists the fd an fd directory is read through, and the sizes procfs gives fd links and fd directories', { skip: need('python3') }, async () => {
+  it('lists the fd an fd directory is read through, gives fd links and fd directories procfs\'s sizes, reopens a user\'s pipe through its fd link', { skip: need('python3') }, async () => {
     const py = [
       'import os',
       "print(os.listdir('/proc/self/fd'), os.listdir(f'/proc/{os.getppid()}/fd') if os.getppid() else '')",
       "print(os.readlink('/proc/self/fd/0'), os.lstat('/proc/self/fd/0').st_size, os.stat('/proc/self/fd').st_size)",
       "fd = os.open('/etc/hostname', os.O_RDONLY); print(os.listdir('/proc/self/fd'), os.stat('/proc/self/fd').st_size)",
       "print('fdinfo', os.listdir('/proc/self/fdinfo'), os.stat('/proc/self/fdinfo').st_size)",
+      // a pipe of a non-root user is 0600: reopened through its fd link (bash's <(...)) as the user
+      "r, w = os.pipe(); os.write(w, b'piped'); print(os.read(os.open(f'/dev/fd/{r}', os.O_RDONLY), 5))",
     ].join('\n');
     const out = await sameAsContainer(py);
     assert.match(out, /^\['0', '1', '2', '3'\] /, 'the listing has the fd it is read through');
     assert.match(out, /^\/dev\/null 64 3$/m);
     assert.match(out, /^\['0', '1', '2', '3', '4'\] 4$/m);
     assert.match(out, /^fdinfo \['0', '1', '2', '3', '4'\] 0$/m);
+    assert.match(out, /^b'piped'$/m);
   });
 
   // /proc/net was missing: ss and netstat (whose fallback, when the sock_diag netlink socket is

@@ -187,6 +187,21 @@ export class Identities {
     }
   }
 
+  /** Runs `fn` with the file-system identity of `t`'s thread (as actAs), then acts as before. */
+  asCaller<T>(t: Task, fn: () => T): T {
+    const e = this.identityOf(t);
+    if (e === undefined || e.key === this.current) return fn();
+    const before = this.current;
+    const prior = this.currentId;
+    this.become(e.id, e.key);
+    try {
+      return fn();
+    } finally {
+      if (prior) this.become(prior, before);
+      else this.become(this.own, this.ownKey);
+    }
+  }
+
   /** Forgets thread `tid`'s identity (it made a call that may change its credentials). */
   forget(tid: number): void {
     this.kept.delete(tid);

@@ -1194,7 +1194,11 @@ function reopenFdOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply |
   try {
     const st = fstatSync(dup);
     if (!dacAllows(st.mode, st.uid, st.gid, t.creds(), wanted(flags))) return fail(E.EACCES);
-    const fd = openat(-100, cpath(`/proc/self/fd/${dup}`), (flags & ~(O.CREAT | O.EXCL)) | O.CLOEXEC);
+    // opened as the caller: the kernel checks the object (a pipe of a non-root user is 0600,
+    // which the sentry may lack the capability to open) as it would for the caller's own open;
+    // procfs lets a thread through its own process's fd links whoever it acts as
+    const reopen = (): number => openat(-100, cpath(`/proc/self/fd/${dup}`), (flags & ~(O.CREAT | O.EXCL)) | O.CLOEXEC);
+    const fd = sb.ids ? sb.ids.asCaller(t, reopen) : reopen();
     return fd < 0 ? fail(-fd) : giveFd(fd, (flags & O.CLOEXEC) !== 0);
   } catch (err) {
     sb.log(`procfs: reopen ${path}: ${err instanceof Error ? err.message : String(err)}`);
