@@ -158,14 +158,7 @@ export class Identities {
   /** Runs `fn` with the sentry's own identity (its scratch trees are root's), then acts as before. */
   asSentry<T>(fn: () => T): T {
     if (!this.enabled || this.current === this.ownKey) return fn();
-    const before = this.current;
-    const prior = this.currentId;
-    this.become(this.own, this.ownKey);
-    try {
-      return fn();
-    } finally {
-      if (prior) this.become(prior, before);
-    }
+    return this.during(this.own, this.ownKey, fn);
   }
 
   /**
@@ -175,25 +168,22 @@ export class Identities {
    */
   asOwner<T>(uid: number, gid: number, fn: () => T): T {
     if (!this.enabled || (uid === this.own.fsuid && gid === this.own.fsgid)) return this.asSentry(fn);
-    const before = this.current;
-    const prior = this.currentId;
     const id: Ident = { ...this.own, fsuid: uid, fsgid: gid };
-    this.become(id, keyOf(id));
-    try {
-      return fn();
-    } finally {
-      if (prior) this.become(prior, before);
-      else this.become(this.own, this.ownKey);
-    }
+    return this.during(id, keyOf(id), fn);
   }
 
   /** Runs `fn` with the file-system identity of `t`'s thread (as actAs), then acts as before. */
   asCaller<T>(t: Task, fn: () => T): T {
     const e = this.identityOf(t);
     if (e === undefined || e.key === this.current) return fn();
+    return this.during(e.id, e.key, fn);
+  }
+
+  /** Runs `fn` acting as `id`, then as before (as the sentry, if what came before is unknown). */
+  private during<T>(id: Ident, key: string, fn: () => T): T {
     const before = this.current;
     const prior = this.currentId;
-    this.become(e.id, e.key);
+    this.become(id, key);
     try {
       return fn();
     } finally {
