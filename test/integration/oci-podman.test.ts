@@ -122,6 +122,31 @@ describe(`podman (${RUNTIME})`, { skip }, () => {
     });
   });
 
+  // Moat's isolation per container through podman: the annotation reaches the runtime's create
+  // under conmon, a detached create with nothing of Moat waiting for it (moat-watch fails it
+  // closed when its sentry dies)
+  it('io.moat.isolation=sentry: runs under the sentry; a detached container whose sentry is killed exits 137', { skip: RUNTIME === 'runc' ? 'the sentry is Moat\'s' : false }, async () => {
+    const sentry = ['--annotation', 'io.moat.isolation=sentry'];
+    const r = await p().run(['--rm', ...sentry, IMAGE, 'sh', '-c', 'echo under $$; cat /proc/version; exit 3']);
+    assert.equal(r.status, 3, r.stderr);
+    const [first, version] = r.stdout.split('\n');
+    assert.equal(first, 'under 1');
+    assert.notEqual(version, readFileSync('/proc/version', 'utf8').trim(), 'the host /proc/version: not under the sentry');
+    const n = name('sentry-det');
+    const cid = (await p().ok(['run', '-d', '--name', n, ...sentry, IMAGE, 'sleep', '1000'])).stdout.trim();
+    const rec = JSON.parse(readFileSync(join(runtimeState(cid), 'state.json'), 'utf8')) as { backendState?: { pid?: number } };
+    const sentryPid = rec.backendState?.pid ?? 0;
+    assert.ok(sentryPid > 0 && processAlive(sentryPid), `the container's record names no live sentry: ${JSON.stringify(rec.backendState)}`);
+    process.kill(sentryPid, 'SIGKILL');
+    const w = await p().ok(['wait', n]);
+    assert.equal(w.stdout.trim(), '137');
+    await p().ok(['rm', n]);
+    // conmon waits for every process it adopted: nothing of Moat may stay its child (a warm
+    // standby sentry started by the create would, for ten minutes)
+    const conmon = (): ReturnType<typeof leftoverProcesses> => leftoverProcesses({ ids: [cid] }).filter((x) => x.cmdline.startsWith('/usr/bin/conmon') || x.cmdline.includes('conmon '));
+    assert.ok(await waitFor(() => conmon().length === 0, 10_000), `conmon of ${n} stays: ${JSON.stringify(conmon())}`);
+  });
+
   it('leaves no container, runtime state or process behind', async () => {
     assert.equal((await p().ok(['ps', '-a', '-q'])).stdout.trim(), '');
     const ids = await p().containerIds();

@@ -12,7 +12,7 @@ import * as k from '../../sys/kernel.js';
 import { descendants, procStat } from '../../container/proc.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
 import { buildStamp, watchBuild } from '../../util/buildstamp.js';
-import { STANDBY_IDLE_MS, standbyFiles } from './standby.js';
+import { adoptedStandby, STANDBY_IDLE_MS, standbyFiles } from './standby.js';
 import type { StandbyArgs, StandbyRequest } from './standby.js';
 import { answer, handlerFor, SentryLoop } from './core.js';
 import type { Families } from './core.js';
@@ -162,6 +162,8 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
   const stamp = buildStamp([script]); // the bundle the key was made from (standbyKey)
   const lockFd = openSync(files.lock, 'w', 0o600);
   if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
+  // adopted by a subreaper (conmon waits for every child before it exits): not a place to wait
+  if (adoptedStandby(args)) return Promise.resolve(0);
   bindEarly();
   confineSentry(() => {}); // no log before a claim: nothing to tell it to
   try {

@@ -22,10 +22,11 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, mkdirSync, openSync, readlinkSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import { procStat } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
 import type { SentryProcessConfig } from './main.js';
@@ -43,6 +44,8 @@ export interface StandbyPlace {
 export interface StandbyArgs extends StandbyPlace {
   /** Room in argv for the process title the claimed sentry takes (its container id). */
   pad: string;
+  /** The pid of the process that started it (a create), whose end reparents it. */
+  spawner?: number;
 }
 
 /** A request to a standby (one line of JSON). */
@@ -119,7 +122,8 @@ export function spawnStandby(node: string, moatCjs: string, place: StandbyPlace,
   // a standby of this key that holds its lock (booting, or waiting with its socket not yet
   // reached) makes another one pointless: it would boot Node only to exit
   if (lockHeld(standbyFiles(place).lock)) return;
-  const arg: StandbyArgs = { ...place, pad: ' '.repeat(160) };
+  if (underAdopter(place.dir)) return;
+  const arg: StandbyArgs = { ...place, pad: ' '.repeat(160), spawner: process.pid };
   const own = [moatCjs, '--sentry-standby', JSON.stringify(arg)];
   const [cmd, argv] = caps
     ? ['setpriv', ['--bounding-set', boundingSet(caps), '--inh-caps', '-all', '--no-new-privs', '--', node, ...own]]
@@ -131,6 +135,73 @@ export function spawnStandby(node: string, moatCjs: string, place: StandbyPlace,
   } catch {
     // as above
   }
+}
+
+/**
+ * The file listing the programs that adopted a standby (one executable path per line): a
+ * subreaper among a create's ancestors (conmon, a shim) becomes the parent of whatever the
+ * create leaves behind, and conmon waits for every child before it exits, so a standby there
+ * would keep it for the standby's whole life (and a claimed one, for its sandbox's).
+ */
+const adoptersFile = (dir: string): string => join(dir, 'adopters');
+
+/** Whether one of this process's ancestors runs a program known to adopt standbys. */
+function underAdopter(dir: string): boolean {
+  let known: Set<string>;
+  try {
+    known = new Set(readFileSync(adoptersFile(dir), 'utf8').split('\n').filter(Boolean));
+  } catch {
+    return false; // none known
+  }
+  let pid = process.ppid;
+  for (let hops = 0; pid > 1 && hops < 64; hops++) {
+    try {
+      if (known.has(readlinkSync(`/proc/${pid}/exe`))) return true;
+    } catch {
+      // a process this user may not look into: not one it started
+    }
+    const st = procStat(pid);
+    if (st === undefined) return false;
+    pid = st.ppid;
+  }
+  return false;
+}
+
+/** How long a new standby waits for the create that started it to end (ms). */
+const SPAWNER_WAIT_MS = 2000;
+
+/**
+ * Run by a new standby first: once the create that started it has ended, whether it was
+ * reparented to a subreaper rather than to pid 1. If so, the subreaper's program is added to
+ * the adopters file (so that creates under it start no standby) and true is returned: the
+ * standby should exit at once.
+ */
+export function adoptedStandby(args: StandbyArgs): boolean {
+  const spawner = args.spawner;
+  if (spawner === undefined) return false;
+  const deadline = Date.now() + SPAWNER_WAIT_MS;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  while (process.ppid === spawner && Date.now() < deadline) Atomics.wait(nap, 0, 0, 1);
+  const parent = process.ppid;
+  if (parent === spawner || parent === 1) return false; // a long-lived spawner, or pid 1
+  let exe: string;
+  try {
+    exe = readlinkSync(`/proc/${parent}/exe`);
+  } catch {
+    return true; // adopted all the same; unnamed, so not remembered
+  }
+  try {
+    const listed = readFileSync(adoptersFile(args.dir), 'utf8').split('\n');
+    if (listed.includes(exe)) return true;
+  } catch {
+    // the first one
+  }
+  try {
+    appendFileSync(adoptersFile(args.dir), `${exe}\n`, { mode: 0o600 });
+  } catch {
+    // not remembered: the next create under it boots a standby that exits again
+  }
+  return true;
 }
 
 /** Whether another process holds the flock on `lock` (a missing or unopenable file: no). */
