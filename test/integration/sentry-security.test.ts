@@ -587,6 +587,35 @@ describe('sentry isolation: security properties', { skip }, () => {
     }
   });
 
+  it('a standby that goes unclaimed (SIGTERM, the idle timeout) removes its socket and lock files', async () => {
+    const dir = '/run/moat-sentry-standby';
+    const first = await sleeper(); // leaves a standby behind
+    await sb.rt(['delete', '--force', first.id]);
+    let waiting: { pid: number; key: string } | undefined;
+    for (let i = 0; i < 100 && waiting === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      for (const sock of existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.sock')) : []) {
+        const key = sock.slice(0, -'.sock'.length);
+        const pid = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).find((p) => {
+          try {
+            const cmd = readFileSync(`/proc/${p}/cmdline`, 'latin1');
+            return cmd.includes('\0--sentry-standby\0') && cmd.includes(`"key":"${key}"`);
+          } catch {
+            return false; // ended meanwhile
+          }
+        });
+        if (pid !== undefined) waiting = { pid, key };
+      }
+    }
+    assert.ok(waiting !== undefined, `no standby waits in ${dir}`);
+    process.kill(waiting.pid, 'SIGTERM');
+    assert.ok(await waitFor(() => !processAlive(waiting!.pid), 5000), 'the standby exits on SIGTERM');
+    for (const f of [`${waiting.key}.sock`, `${waiting.key}.lock`]) assert.equal(existsSync(join(dir, f)), false, `${f} is left in ${dir}`);
+    const next = await sleeper();
+    assert.ok(sentryPid(next.id) > 0, 'the next create still gets a sentry');
+    await sb.rt(['delete', '--force', next.id]);
+  });
+
   /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */
   async function sleeper(): Promise<{ id: string; pid: number }> {
     const b = await sb.bundle(['sleep', '1000']);

@@ -4,7 +4,7 @@
  * fds of the init and of every `exec`, then serves the workload's system calls until no task
  * of the sandbox is left. It reports "ready" on fd 3 once its loop is set up.
  */
-import { closeSync, existsSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { parentPort } from 'node:worker_threads';
@@ -162,8 +162,14 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
   const stamp = buildStamp([script]); // the bundle the key was made from (standbyKey)
   const lockFd = openSync(files.lock, 'w', 0o600);
   if (!flock(lockFd, LOCK_EX | LOCK_NB, files.lock)) return Promise.resolve(0);
+  // a standby that went idle removes the lock file before it lets the lock go: one that locked
+  // that file meanwhile holds the lock of a name no longer there, and leaves
+  if (!sameFile(lockFd, files.lock)) return Promise.resolve(0);
   // adopted by a subreaper (conmon waits for every child before it exits): not a place to wait
-  if (adoptedStandby(args)) return Promise.resolve(0);
+  if (adoptedStandby(args)) {
+    removeFiles({ lock: files.lock });
+    return Promise.resolve(0);
+  }
   bindEarly();
   confineSentry(() => {}); // no log before a claim: nothing to tell it to
   try {
@@ -173,14 +179,17 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
   }
   return new Promise((resolve) => {
     const server = createServer();
+    // unclaimed for that long: it goes, and its files with it (the lock is still held)
     const idle = setTimeout(() => {
       server.close();
+      removeFiles(files);
       resolve(0);
     }, STANDBY_IDLE_MS);
     let claimed = false;
     // stopped before any claim (pkill, shutdown): leave no socket that refuses connections
     const onTerm = (): void => {
       server.close();
+      removeFiles(files);
       process.exit(0);
     };
     // rebuilt or upgraded: creates now make another key, so nobody will claim this standby; its
@@ -188,13 +197,7 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
     const stopWatch = watchBuild([script], stamp, () => {
       clearTimeout(idle);
       server.close();
-      for (const f of [files.socket, files.lock]) {
-        try {
-          unlinkSync(f);
-        } catch {
-          // gone already
-        }
-      }
+      removeFiles(files);
       resolve(0);
     });
     server.on('connection', (sock: Socket) => {
@@ -256,6 +259,32 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
     server.listen(files.socket);
     process.once('SIGTERM', onTerm);
   });
+}
+
+/**
+ * Removes a standby's socket and lock files. Only while the lock is held: a standby that locks
+ * the lock file after its removal sees that it is gone (sameFile) and leaves.
+ */
+function removeFiles(files: { socket?: string; lock: string }): void {
+  for (const f of [files.socket, files.lock]) {
+    if (f === undefined) continue;
+    try {
+      unlinkSync(f);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/** Whether the open file `fd` is the file at `path` now (same device and inode). */
+function sameFile(fd: number, path: string): boolean {
+  try {
+    const a = fstatSync(fd);
+    const b = statSync(path);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
 }
 
 /** Checks a standby request from `sock` and takes what it names: the listening socket and the sandbox's log. */
