@@ -6,6 +6,7 @@
  * Paths are Buffers holding the exact bytes (NUL-terminated by `cpath`): file names are bytes,
  * not text, and the sentry never re-encodes them.
  */
+import { readdirSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { HostError } from '../errors.js';
 import { loadKoffi } from './koffi.js';
@@ -654,3 +655,30 @@ export const sendmsg = (fd: number, data: Buffer, flags: number, name: Buffer | 
     ),
   );
 // --- end sockets (sys_socket.ts)
+
+let fdsSealed = false;
+
+/**
+ * Marks close-on-exec every fd above 2 this process inherited open across exec (Node's own are
+ * close-on-exec already), once per process. Node's spawn keeps such fds open in every child,
+ * so without this a caller's pipe at fd 50 (or a conmon's or make's) would stay open in the
+ * sentries, standbys and VM monitors a command leaves behind: `moat run -d ... 50>&1 | cat`
+ * waited for a standby's ten idle minutes. What a command hands on it passes explicitly (the
+ * stdio of spawn: --preserve-fds, the listening socket of a sentry).
+ */
+export function sealInheritedFds(): void {
+  if (fdsSealed) return;
+  fdsSealed = true;
+  let names: string[];
+  try {
+    names = readdirSync('/proc/self/fd');
+  } catch {
+    return; // no /proc: nothing to go by
+  }
+  for (const name of names) {
+    const fd = Number(name);
+    if (fd <= 2) continue;
+    const flags = fcntl(fd, 1 /* F_GETFD */);
+    if (flags >= 0 && (flags & 1) === 0) fcntl(fd, 2 /* F_SETFD */, flags | 1 /* FD_CLOEXEC */);
+  }
+}

@@ -59,8 +59,8 @@ export interface RunOptions {
   input?: string;
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
-  /** Extra fds passed as 3, 4, ... (for --preserve-fds). */
-  extraFds?: number[];
+  /** Extra fds passed as 3, 4, ... (for --preserve-fds); 'ignore' leaves that number closed. */
+  extraFds?: (number | 'ignore')[];
   /** Run the runtime as this unprivileged uid (and gid), through setpriv. */
   asUser?: number;
 }

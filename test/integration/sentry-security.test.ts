@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
+  closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { Server } from 'node:net';
@@ -701,6 +701,38 @@ describe('sentry isolation: security properties', { skip }, () => {
       await sb.ok(['exec', '--detach', '--pid-file', pidFile, id, 'sleep', '1000']);
       checkHost('exec\'d process', Number(readFileSync(pidFile, 'utf8')));
     } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
+  // Node's spawn keeps every fd a process inherited open in its children: a caller's pipe at fd
+  // 50 stayed open in the sentry, the next standby and (until it closed it) the watcher, and a
+  // reader of that pipe waited for the standby's ten idle minutes.
+  it('keeps no fd of its caller open in the sentry, the standby or the watcher it leaves behind', async () => {
+    const fifo = join(sb.tmp, 'held.fifo');
+    const mk = spawnSync('mkfifo', [fifo]);
+    assert.equal(mk.status, 0, String(mk.stderr));
+    const rd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const wr = openSync(fifo, constants.O_WRONLY);
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('sentry-fds');
+    try {
+      // fd 50 of the runtime (the CLI in Node, not a warm CLI standby, which takes fds 0-2 only)
+      const running = sb.rt(['run', '--isolation', 'sentry', '-d', '-b', b, id], { extraFds: [...Array(47).fill('ignore'), wr], env: { MOAT_CLI_STANDBY: '0' } });
+      closeSync(wr);
+      const r = await running;
+      assert.equal(r.status, 0, show(r));
+      const eof = (): boolean => {
+        try {
+          return readSync(rd, Buffer.alloc(16)) === 0; // no writer is left
+        } catch {
+          return false; // EAGAIN: a writer still holds it
+        }
+      };
+      assert.ok(await waitFor(eof, 10_000), 'a process the run left behind still holds the fifo it got as fd 50');
+      assert.ok(sentryPid(id) > 0);
+    } finally {
+      closeSync(rd);
       await sb.rt(['delete', '--force', id]);
     }
   });

@@ -12,6 +12,7 @@ import { HostError, InvalidStateError, MoatError, StageError } from '../../error
 import { runHooks } from '../../container/hooks.js';
 import { isAlive, procStat, sleepSync } from '../../container/proc.js';
 import type { ContainerRecord } from '../../container/store.js';
+import * as k from '../../sys/kernel.js';
 import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, ExecRequest } from '../backend.js';
 import { CgroupError } from '../../cgroups/index.js';
@@ -88,6 +89,7 @@ interface StageRun {
  * until the process is READY; in the foreground, also until its exit status arrives.
  */
 async function runStage(run: StageRun): Promise<Created> {
+  k.sealInheritedFds(); // the stage, its monitor and the hooks get only what is handed to them
   const n = run.preserveFds;
   const stdio: (number | 'inherit' | 'pipe')[] = run.stdio ? [...run.stdio] : ['inherit', 'inherit', 'inherit'];
   for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);

@@ -322,6 +322,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     ...(restore ? { restored: restore.manifest.monitor } : {}),
   };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+  k.sealInheritedFds(); // the monitor and QEMU live on: none keeps a caller's fd
   const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
     detached: true,
     // the monitor relays the guest process's stdio to these (the runtime's own by default)

@@ -401,6 +401,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
   };
   trace('sentry config ready');
   void primeMigration(); // as early as a create knows it will place the init (cgroups/prime.ts)
+  k.sealInheritedFds(); // a sentry, a standby and a watcher live on: none keeps a caller's fd
   const sentry = startSentry(cfg, spec, true);
   trace('sentry spawned');
   const jail: SentryJail = {
