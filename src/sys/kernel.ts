@@ -662,9 +662,9 @@ let fdsSealed = false;
  * Marks close-on-exec every fd above 2 this process inherited open across exec (Node's own are
  * close-on-exec already), once per process. Node's spawn keeps such fds open in every child,
  * so without this a caller's pipe at fd 50 (or a conmon's or make's) would stay open in the
- * sentries, standbys and VM monitors a command leaves behind: `moat run -d ... 50>&1 | cat`
- * waited for a standby's ten idle minutes. What a command hands on it passes explicitly (the
- * stdio of spawn: --preserve-fds, the listening socket of a sentry).
+ * sentries, standbys and VM monitors a command leaves behind, and the pipe's reader would wait
+ * for a standby's ten idle minutes. What a command hands on it passes explicitly (the stdio of
+ * spawn: --preserve-fds, the listening socket of a sentry).
  */
 export function sealInheritedFds(): void {
   if (fdsSealed) return;
