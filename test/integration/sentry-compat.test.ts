@@ -407,6 +407,22 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(await sameAsContainer(py), 'True True\nTrue rchar: 0 True\n');
   });
 
+  // lsof and `cat /proc/PID/fd/N` of a non-root user failed with EACCES on another process's fd
+  // links: the sentry stat'ed the target without the DAC rights the 0500 fd directory asks for,
+  // and refused to reopen any fd but the caller's own
+  it("follows another process's fd links for a process of the same user: stat and reopen", { skip: need('python3') }, async () => {
+    const py = [
+      'import os, stat, subprocess, time',
+      "r, w = os.pipe(); os.write(w, b'from-parent'); os.close(w)",
+      "c = subprocess.Popen(['sleep', '30'], stdin=r); time.sleep(0.3)",
+      "base = '/proc/%d/fd/' % c.pid",
+      'st = os.stat(base + "0"); print(stat.S_ISFIFO(st.st_mode), st.st_ino == os.fstat(r).st_ino)',
+      'print(os.read(os.open(base + "0", os.O_RDONLY), 20))',
+      'c.kill(); c.wait()',
+    ].join('\n');
+    assert.equal(await sameAsContainer(py), "True True\nb'from-parent'\n");
+  });
+
   // /proc/PID had 17 entries: a program probing its user namespace (uid_map), its audit login
   // (loginuid), its I/O or memory accounting (io, smaps_rollup) got ENOENT. The same script
   // under the container backend is the reference.

@@ -15,8 +15,9 @@ import { fstatSync, lstatSync, mkdirSync, opendirSync, readlinkSync, renameSync,
 import { createHash, randomBytes } from 'node:crypto';
 import { join, posix } from 'node:path';
 
-import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pwrite } from '../../sys/kernel.js';
+import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pidfdGetfd, pidfdOpen, pwrite } from '../../sys/kernel.js';
 import { fail, giveFd, type Creds, type Reply, type Sandbox, type Task } from './types.js';
+import { PIDFD_THREAD } from './task.js';
 import * as v from './view.js';
 // the synthesized trees run as the sentry: their scratch mirrors and the host files they read
 // are root's, and they check the caller's access themselves (node access rules, dacAllows)
@@ -1174,7 +1175,8 @@ function synthOpenOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply 
  * Reopens one of the caller's own fds through /proc/PID/fd/N (or /proc/PID/task/TID/fd/N; the
  * caller maps /dev/fd/N and /dev/std* to it): a new open file description of the same object, as
  * the kernel's magic link gives, with the caller's DAC rights checked. Another process's fd is
- * EACCES. Returns null if the path is not of that form.
+ * taken the same way when the caller may look into that process (mayAccess: as the kernel's
+ * ptrace read check for the same uid), EACCES otherwise. Returns null if the path is not of that form.
  */
 export function reopenFd(t: Task, sb: Sandbox, path: string, flags: number): Reply | null {
   return asSentry(sb, () => reopenFdOwn(t, sb, path, flags));
@@ -1184,13 +1186,17 @@ function reopenFdOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply |
   const m = /^\/proc\/(\d+)(?:\/task\/(\d+))?\/fd\/(\d+)$/.exec(resolveSelf(t, path));
   if (m === null) return null;
   const ns = Number(m[1]);
-  if (ns !== v.nsPid(t.tgid)) return fail(v.hostPidOf(sb, ns) === undefined ? E.ENOENT : E.EACCES);
-  if (m[2] !== undefined && v.hostTidOf(t.tgid, Number(m[2])) === undefined) return fail(E.ENOENT);
+  const own = ns === v.nsPid(t.tgid);
+  const host = own ? t.tgid : v.hostPidOf(sb, ns);
+  if (host === undefined) return fail(E.ENOENT);
+  const tid = m[2] === undefined ? host : v.hostTidOf(host, Number(m[2]));
+  if (tid === undefined) return fail(E.ENOENT);
+  if (!own && mayAccess({ t, sb }, host) < 0) return fail(E.EACCES);
   const n = Number(m[3]);
   if (n > 0x7fffffff) return fail(E.ENOENT);
   if ((flags & O.NOFOLLOW) !== 0) return fail(E.ELOOP);
-  const dup = t.getFd(n);
-  if (dup < 0) return fail(dup === -E.EBADF ? E.ENOENT : -dup);
+  const dup = own ? t.getFd(n) : fdOf(sb, host, tid, ns, n);
+  if (dup < 0) return fail(dup === -E.EBADF || dup === -E.ESRCH ? E.ENOENT : -dup);
   try {
     const st = fstatSync(dup);
     if (!dacAllows(st.mode, st.uid, st.gid, t.creds(), wanted(flags))) return fail(E.EACCES);
@@ -1205,6 +1211,22 @@ function reopenFdOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply |
     return fail(E.EIO);
   } finally {
     close(dup);
+  }
+}
+
+/**
+ * A copy (pidfd_getfd) of fd `n` of sandbox process `host` (namespace pid `ns`), through a pidfd
+ * of its thread `tid`, or -errno. The pidfd is opened first and the pid checked to be that sandbox
+ * process after, so a pid recycled in between is never read (its pidfd then answers ESRCH).
+ */
+function fdOf(sb: Sandbox, host: number, tid: number, ns: number, n: number): number {
+  const pidfd = pidfdOpen(tid, tid === host ? 0 : PIDFD_THREAD);
+  if (pidfd < 0) return pidfd;
+  try {
+    if (!sb.pids().includes(host) || v.nsPid(host) !== ns) return -E.ESRCH;
+    return pidfdGetfd(pidfd, n);
+  } finally {
+    close(pidfd);
   }
 }
 
@@ -1237,7 +1259,10 @@ function synthStatOwn(t: Task, sb: Sandbox, path: string, follow: boolean): Buff
     const denied = node.access?.() ?? 0;
     if (denied < 0) return denied;
     const buf = Buffer.alloc(144);
-    const rc = fstatat(-100, cpath(node.magic), buf, 0);
+    // as the owner of the link's directory: a non-root process's fd directory is 0500, and the
+    // sentry holds no DAC capability (the caller's own access was checked just above)
+    const magic = node.magic;
+    const rc = asHostOwner(c, posix.dirname(magic), () => fstatat(-100, cpath(magic), buf, 0));
     return rc < 0 ? rc : buf;
   }
   const ls = node.kind === 'link' ? linkStat(c, node) : undefined;

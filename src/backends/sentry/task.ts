@@ -7,7 +7,8 @@ import * as k from '../../sys/kernel.js';
 import type { Creds, Notif, Task } from './types.js';
 
 const MAX_ADDR = 2 ** 53;
-const PIDFD_THREAD = 0o200; // O_EXCL: a pidfd for a thread, not a thread-group leader (Linux 6.9+)
+/** pidfd_open(2) flag: a pidfd for a thread, not a thread-group leader (O_EXCL; Linux 6.9+). */
+export const PIDFD_THREAD = 0o200;
 const idBuf = Buffer.alloc(8);
 const SCRATCH = Buffer.alloc(8192);
 const linkBuf = Buffer.alloc(4096 + 32);
