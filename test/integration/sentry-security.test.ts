@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, symlinkSync, writeFileSync,
+  appendFileSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { Server } from 'node:net';
@@ -587,9 +587,12 @@ describe('sentry isolation: security properties', { skip }, () => {
     }
   });
 
-  it('a standby that goes unclaimed (SIGTERM, the idle timeout) removes its socket and lock files', async () => {
-    const dir = '/run/moat-sentry-standby';
-    const first = await sleeper(); // leaves a standby behind
+  const standbyDir = '/run/moat-sentry-standby';
+
+  /** Leaves a warm standby behind (a create starts one) and returns its pid and key. */
+  async function waitingStandby(): Promise<{ pid: number; key: string }> {
+    const dir = standbyDir;
+    const first = await sleeper();
     await sb.rt(['delete', '--force', first.id]);
     let waiting: { pid: number; key: string } | undefined;
     for (let i = 0; i < 100 && waiting === undefined; i++) {
@@ -608,12 +611,38 @@ describe('sentry isolation: security properties', { skip }, () => {
       }
     }
     assert.ok(waiting !== undefined, `no standby waits in ${dir}`);
+    return waiting;
+  }
+
+  it('a standby that goes unclaimed (SIGTERM, the idle timeout) removes its socket and lock files', async () => {
+    const dir = standbyDir;
+    const waiting = await waitingStandby();
     process.kill(waiting.pid, 'SIGTERM');
     assert.ok(await waitFor(() => !processAlive(waiting!.pid), 5000), 'the standby exits on SIGTERM');
     for (const f of [`${waiting.key}.sock`, `${waiting.key}.lock`]) assert.equal(existsSync(join(dir, f)), false, `${f} is left in ${dir}`);
     const next = await sleeper();
     assert.ok(sentryPid(next.id) > 0, 'the next create still gets a sentry');
     await sb.rt(['delete', '--force', next.id]);
+  });
+
+  // A create under a program that adopts standbys (conmon) claims a waiting standby but starts
+  // none after it: the claimed one's lock file stayed behind, one more per such create.
+  it('a claimed standby leaves no lock file behind when its create starts no successor', async () => {
+    const waiting = await waitingStandby();
+    const adopters = join(standbyDir, 'adopters');
+    const listed = existsSync(adopters) ? readFileSync(adopters) : undefined;
+    // this test process counted as an adopter: its creates claim standbys and start none
+    appendFileSync(adopters, `${readlinkSync('/proc/self/exe')}\n`);
+    let id: string | undefined;
+    try {
+      id = (await sleeper()).id;
+      assert.equal(sentryPid(id), waiting.pid, 'the create claimed the waiting standby');
+      for (const f of [`${waiting.key}.sock`, `${waiting.key}.lock`]) assert.equal(existsSync(join(standbyDir, f)), false, `${f} is left in ${standbyDir}`);
+    } finally {
+      if (listed === undefined) rmSync(adopters, { force: true });
+      else writeFileSync(adopters, listed);
+      if (id !== undefined) await sb.rt(['delete', '--force', id]);
+    }
   });
 
   /** Runs `sleep 1000` detached under the sentry; returns its id and host pid. */

@@ -228,12 +228,10 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
         // kills the sentry, as it kills one started cold)
         process.off('SIGTERM', onTerm);
         server.close();
-        try {
-          unlinkSync(files.socket);
-        } catch {
-          // gone already
-        }
-        closeSync(lockFd); // the key is free for the next standby, which the create starts
+        // its files go before the lock is let go (a standby that locks the old file after that
+        // sees it is gone and leaves): the next standby, if the create starts one, makes its own
+        removeFiles(files);
+        closeSync(lockFd); // the key is free for the next standby
         const { cfg, logFd } = taken;
         const log = logger(cfg.id, logFd);
         // the container id in ps, as a sentry started for it shows it (the standby's argv
