@@ -79,6 +79,8 @@ export interface MicrovmChoice {
 export interface SentryChoice {
   /** `strict` or `balanced` (default). */
   level?: string;
+  /** The level when neither `level` nor the spec's annotation gives one (the global --sentry-level). */
+  defaultLevel?: string;
   /** `none` or `loopback`. */
   network?: string;
   /** --allow-egress rules. */

@@ -30,18 +30,20 @@ export async function getBackend(name: string): Promise<Backend> {
 }
 
 /**
- * Picks the isolation for a container: the CLI flag wins over the annotation; the default is
- * `container`. A name that is not available is an error naming where it came from.
+ * Picks the isolation for a container: the command's flag, else the annotation, else `fallback`
+ * (the global --isolation, as a runtime's registered arguments give it), else `container`. A name
+ * that is not available is an error naming where it came from.
  */
-export function chooseIsolation(flag: string | undefined, spec: Spec): Isolation {
+export function chooseIsolation(flag: string | undefined, spec: Spec, fallback?: string): Isolation {
   const fromSpec = spec.annotations?.[ISOLATION_ANNOTATION];
-  const name = flag ?? fromSpec ?? 'container';
+  const name = flag ?? fromSpec ?? fallback ?? 'container';
   if (!(name in loaders)) {
     const avail = availableIsolations().join(', ');
-    if (flag === undefined) {
+    if (flag === undefined && fromSpec !== undefined) {
       throw new ConfigError(`annotations["${ISOLATION_ANNOTATION}"]`, `unknown isolation "${name}" (available: ${avail})`);
     }
-    throw new UsageError(`--isolation: unknown isolation "${name}" (available: ${avail})`);
+    const where = flag === undefined ? '--isolation (before the command)' : '--isolation';
+    throw new UsageError(`${where}: unknown isolation "${name}" (available: ${avail})`);
   }
   return name as Isolation;
 }

@@ -1,5 +1,7 @@
 /** What every subcommand shares: the global flags, the lifecycle context, output helpers. */
 import type { Command } from 'commander';
+import { availableIsolations } from '../backends/registry.js';
+import type { Isolation } from '../backends/backend.js';
 import { StateStore } from '../container/store.js';
 import type { Context } from '../container/lifecycle.js';
 import { UsageError } from '../errors.js';
@@ -12,6 +14,8 @@ export interface GlobalOptions {
   logFormat: 'json' | 'text';
   debug: boolean;
   systemdCgroup: boolean;
+  isolation?: string;
+  sentryLevel?: string;
 }
 
 /** Reads the global flags from the root command. */
@@ -20,6 +24,13 @@ export function globals(cmd: Command): GlobalOptions {
   while (root.parent) root = root.parent;
   const o = root.opts<GlobalOptions>();
   if (o.logFormat !== 'json' && o.logFormat !== 'text') throw new UsageError(`--log-format: expected json or text, got "${o.logFormat}"`);
+  // checked whatever the command (a runtime's registered arguments come before every command)
+  if (o.isolation !== undefined && !availableIsolations().includes(o.isolation as Isolation)) {
+    throw new UsageError(`--isolation (before the command): unknown isolation "${o.isolation}" (available: ${availableIsolations().join(', ')})`);
+  }
+  if (o.sentryLevel !== undefined && o.sentryLevel !== 'strict' && o.sentryLevel !== 'balanced') {
+    throw new UsageError(`--sentry-level (before the command): expected strict or balanced, got "${o.sentryLevel}"`);
+  }
   return o;
 }
 
@@ -32,7 +43,8 @@ export function logger(cmd: Command): Logger {
 /** The lifecycle context for the command's global flags. */
 export function context(cmd: Command): Context {
   const g = globals(cmd);
-  return { store: new StateStore(g.root), log: logger(cmd), systemdCgroup: g.systemdCgroup === true };
+  const defaults = { ...(g.isolation ? { isolation: g.isolation } : {}), ...(g.sentryLevel ? { sentryLevel: g.sentryLevel } : {}) };
+  return { store: new StateStore(g.root), log: logger(cmd), systemdCgroup: g.systemdCgroup === true, defaults };
 }
 
 /** Parses a non-negative integer flag value. */

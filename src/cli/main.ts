@@ -45,6 +45,8 @@ export function program(): Command {
     .option('--systemd-cgroup', 'cgroupsPath is in the systemd form slice:prefix:name', false)
     .option('--rootless <value>', 'accepted for runc compatibility', 'auto')
     .option('--criu <path>', 'accepted for runc compatibility')
+    .option('--isolation <name>', "default isolation of the containers created: container, sentry or microvm (create/run's --isolation and the io.moat.isolation annotation win; for runtime arguments, as in Docker's daemon.json)")
+    .option('--sentry-level <level>', "default sentry level: strict or balanced (create/run's --sentry-level and the io.moat.sentry.level annotation win)")
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();

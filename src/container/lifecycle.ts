@@ -26,6 +26,8 @@ export interface Context {
   log: Logger;
   /** --systemd-cgroup: cgroupsPath is in systemd's slice:prefix:name form. */
   systemdCgroup: boolean;
+  /** The global --isolation and --sentry-level: what a create uses when neither its flags nor the spec's annotations say. */
+  defaults?: { isolation?: string; sentryLevel?: string };
 }
 
 /** The OCI runtime-spec state of a container, as `state` prints it (runc's field set). */
@@ -107,7 +109,9 @@ export interface CreateResult {
 
 /** Creates a container and leaves its process blocked before the user program. */
 export async function create(ctx: Context, opts: CreateOptions): Promise<CreateResult> {
-  const isolation = chooseIsolation(opts.isolation, opts.spec);
+  const isolation = chooseIsolation(opts.isolation, opts.spec, ctx.defaults?.isolation);
+  const defaultLevel = ctx.defaults?.sentryLevel;
+  if (defaultLevel !== undefined) opts = { ...opts, sentry: { egress: [], ...opts.sentry, defaultLevel } };
   const backend = await getBackend(isolation);
   if (opts.restore && !backend.checkpoint) throw new UsageError(`restore: the ${isolation} isolation has no checkpoint support yet (microvm and sentry have)`);
   const lock = ctx.store.createLocked(opts.id);

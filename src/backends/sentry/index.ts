@@ -69,13 +69,13 @@ export function sentrySpec(spec: Spec): Spec {
   return { ...spec, mounts, linux, process: { ...spec.process, noNewPrivileges: true } };
 }
 
-/** The level from the flag, else the annotation, else `balanced`. */
-function chooseLevel(flag: string | undefined, spec: Spec): SentryLevel {
+/** The level from the flag, else the annotation, else `fallback` (the global --sentry-level), else `balanced`. */
+function chooseLevel(flag: string | undefined, spec: Spec, fallback?: string): SentryLevel {
   const fromSpec = spec.annotations?.[LEVEL_ANNOTATION];
-  const v = flag ?? fromSpec ?? 'balanced';
+  const v = flag ?? fromSpec ?? fallback ?? 'balanced';
   if (v !== 'strict' && v !== 'balanced') {
-    if (flag === undefined) throw new ConfigError(`annotations["${LEVEL_ANNOTATION}"]`, `expected strict or balanced, got "${v}"`);
-    throw new UsageError(`--sentry-level: expected strict or balanced, got "${v}"`);
+    if (flag === undefined && fromSpec !== undefined) throw new ConfigError(`annotations["${LEVEL_ANNOTATION}"]`, `expected strict or balanced, got "${v}"`);
+    throw new UsageError(`${flag === undefined ? '--sentry-level (before the command)' : '--sentry-level'}: expected strict or balanced, got "${v}"`);
   }
   return v;
 }
@@ -383,7 +383,7 @@ async function create(req: CreateRequest): Promise<Created> {
 async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'], image?: string, restore?: (created: Created) => Promise<void>): Promise<Created> {
   const restoreStop = restore !== undefined;
   const spec = sentrySpec(req.spec);
-  const level = chooseLevel(req.sentry?.level, req.spec);
+  const level = chooseLevel(req.sentry?.level, req.spec, req.sentry?.defaultLevel);
   const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
   const network = req.sentry?.network ?? req.spec.annotations?.[NETWORK_ANNOTATION] ?? 'loopback';
   if (network === 'host') throw new UsageError('--network host cannot be used under the sentry (use --allow-egress rules)');
