@@ -281,6 +281,31 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, "b'val' ['user.k'] b'val' []\n61 1 61 2 95\n[] []\n");
   });
 
+  // Engines set sysctls (Docker: net.ipv4.ip_unprivileged_port_start=0 for every container); the
+  // sentry refused any. Network and IPC ones act on the sandbox's own namespaces: the container
+  // backend is the reference.
+  it("sets the spec's network and IPC sysctls in the sandbox's namespaces and shows them in /proc/sys; refuses the UTS ones", async () => {
+    const script = 'cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni; nc -l -p 80 2>&1 & sleep 0.3; kill $! 2>/dev/null && echo bound 80; true';
+    const b = await sb.bundle(['sh', '-c', script], (spec) => {
+      spec['linux']['sysctl'] = { 'net.ipv4.ip_unprivileged_port_start': '0', 'kernel.shmmni': '100' };
+      spec['process']['user'] = { uid: 1000, gid: 1000 };
+    });
+    const out: string[] = [];
+    for (const isolation of ['container', 'sentry']) {
+      const r = await sb.rt(['run', '--isolation', isolation, '-b', b, sb.id('sysctl')]);
+      assert.equal(r.status, 0, `${isolation}: ${r.stderr}`);
+      out.push(r.stdout);
+    }
+    assert.equal(out[0], '0\n100\nbound 80\n', 'the reference (container isolation)');
+    assert.equal(out[1], out[0]);
+    const uts = await sb.bundle(['true'], (spec) => {
+      spec['linux']['sysctl'] = { 'kernel.domainname': 'example' };
+    });
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', uts, sb.id('sysctl-uts')]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /linux\.sysctl\["kernel\.domainname"\]: cannot be set under the sentry/);
+  });
+
   it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {
     const id = sb.id('stopcont');
     const done = run(['--name', id, '--', 'sh', '-c', 'sleep 2; cat /etc/hostname >/dev/null && ls / >/dev/null && echo served']);

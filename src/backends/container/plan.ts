@@ -95,6 +95,10 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
     if (process.geteuid?.() !== 0) w.add(Tag.SETGROUPS_DENY);
     w.add(Tag.GID_MAP, { str: mapText(spec.linux?.gidMappings ?? []) });
   }
+  // A sentry's workload has no procfs of its own: its network and IPC sysctls are written here,
+  // in its new namespaces, through the host's /proc (a /proc/sys/net or IPC file acts on the
+  // namespace of whoever writes it), before its root is made.
+  if (req.sentryJail) addSysctls(w, spec);
   if (req.foreground) w.add(Tag.MONITOR, { u32: 1 });
 
   // --- rootfs
@@ -195,9 +199,7 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   if (spec.hostname !== undefined) w.add(Tag.HOSTNAME, { str: spec.hostname });
   if (spec.domainname !== undefined) w.add(Tag.DOMAINNAME, { str: spec.domainname });
   if (created.has('network') && req.network !== 'none') w.add(Tag.LOOPBACK_UP);
-  for (const [key, value] of Object.entries(spec.linux?.sysctl ?? {})) {
-    w.add(Tag.SYSCTL, { str: key.replaceAll('.', '/') }, { str: value });
-  }
+  if (!req.sentryJail) addSysctls(w, spec);
   for (const p of spec.linux?.maskedPaths ?? []) w.add(Tag.MASK, { str: p });
   for (const p of spec.linux?.readonlyPaths ?? []) w.add(Tag.READONLY, { str: p });
   if (spec.root.readonly || rootlessEmbedded) w.add(Tag.ROOT_READONLY);
@@ -206,6 +208,13 @@ export function buildPlan(req: CreateRequest, extras: PlanExtras): Buffer {
   addSeccomp(w, spec, req.log, req.id, req.sentryJail);
   w.add(Tag.EXEC_FIFO, { str: extras.fifo });
   return w.encode();
+}
+
+/** Records writing the spec's linux.sysctl (keys checked to be namespaced by the spec schema). */
+function addSysctls(w: PlanWriter, spec: Spec): void {
+  for (const [key, value] of Object.entries(spec.linux?.sysctl ?? {})) {
+    w.add(Tag.SYSCTL, { str: key.replaceAll('.', '/') }, { str: value });
+  }
 }
 
 /** What the process records need besides the process spec. */

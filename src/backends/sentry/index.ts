@@ -53,8 +53,11 @@ export function sentrySpec(spec: Spec): Spec {
   const linux = { ...(spec.linux ?? {}), namespaces };
   linux.maskedPaths = (spec.linux?.maskedPaths ?? []).filter((p) => !under(p, SYNTHETIC));
   linux.readonlyPaths = (spec.linux?.readonlyPaths ?? []).filter((p) => !under(p, SYNTHETIC));
-  if (linux.sysctl && Object.keys(linux.sysctl).length > 0) {
-    throw new ConfigError('linux.sysctl', 'sysctls cannot be set under the sentry: the workload has no /proc/sys of the host kernel');
+  // network and IPC sysctls are set in the sandbox's own namespaces (the jail writes them before
+  // its root is pivoted, through the host's /proc) and shown under the synthesized /proc/sys; the
+  // UTS ones would contradict the uname the sentry answers from the spec's hostname
+  for (const key of ['kernel.hostname', 'kernel.domainname']) {
+    if (linux.sysctl?.[key] !== undefined) throw new ConfigError(`linux.sysctl["${key}"]`, `cannot be set under the sentry (it answers uname itself): set ${key.slice('kernel.'.length)} in the spec`);
   }
   if (!spec.process) throw new ConfigError('process', 'required to create a container');
   if (process.geteuid?.() === 0) {
@@ -398,6 +401,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
     egress,
     limits: sandboxLimits(req.spec),
     hostname: spec.hostname ?? req.id.slice(0, 63),
+    ...(spec.linux?.sysctl && Object.keys(spec.linux.sysctl).length > 0 ? { sysctl: spec.linux.sysctl } : {}),
   };
   trace('sentry config ready');
   void primeMigration(); // as early as a create knows it will place the init (cgroups/prime.ts)

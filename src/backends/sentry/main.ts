@@ -45,6 +45,8 @@ export interface SentryProcessConfig {
   egress: string[];
   limits: SandboxLimits;
   hostname: string;
+  /** The spec's linux.sysctl (namespaced keys, set by the jail), for /proc/sys. */
+  sysctl?: Record<string, string>;
   /** The listening socket at `socket`, made by `moat create` and inherited as this fd. */
   listenFd: number;
   /** Skip installing the sentry's own seccomp allowlist (debugging only). */
@@ -88,6 +90,7 @@ function makeSandbox(cfg: SentryProcessConfig, state: SandboxState, bootTime: nu
     network: parsePolicy(cfg.network, cfg.egress),
     limits: cfg.limits,
     hostname: cfg.hostname,
+    ...(cfg.sysctl ? { sysctl: cfg.sysctl } : {}),
     // the listings of the synthesized /proc and /sys live in tmpfs mounts at /proc and /sys
     // of the container itself, so a directory fd the workload gets is inside its own root
     get scratchDir() {

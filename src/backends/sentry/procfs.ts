@@ -780,6 +780,24 @@ const IPC_DEFAULTS = {
   sem: line('32000\t1024000000\t500\t32000'),
 };
 
+/**
+ * /proc/sys with the spec's linux.sysctl on top: the jail set those keys in the sandbox's own
+ * network and IPC namespaces, so they are what the sandbox's kernel objects obey.
+ */
+function withSysctls(spec: Spec, sysctl: Readonly<Record<string, string>> | undefined): Spec {
+  for (const [key, value] of Object.entries(sysctl ?? {})) {
+    const parts = key.split('.');
+    let dir = spec['sys'];
+    for (const part of parts.slice(0, -1)) {
+      if (typeof dir !== 'object') break;
+      const next: Spec | ((c: Ctx) => Content) = (dir[part] ??= {});
+      dir = next;
+    }
+    if (typeof dir === 'object') dir[parts[parts.length - 1]!] = line(value);
+  }
+  return spec;
+}
+
 function procSpec(): Spec {
   return {
     cgroups: line('#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\ncpu\t0\t1\t1\nmemory\t0\t1\t1\npids\t0\t1\t1'),
@@ -833,7 +851,7 @@ function selfTarget(c: Ctx): string {
 }
 
 function procRoot(c: Ctx): DirNode {
-  const fixed = specNode(c, procSpec()) as DirNode;
+  const fixed = specNode(c, withSysctls(procSpec(), c.sb.sysctl)) as DirNode;
   const named: Record<string, () => Node> = {
     self: () => link(() => selfTarget(c)),
     'thread-self': () => link(() => (c.t === undefined ? `${selfTarget(c)}/task/${selfTarget(c)}` : `${selfTarget(c)}/task/${v.nsPid(c.t.tid)}`)),

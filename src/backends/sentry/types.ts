@@ -193,6 +193,8 @@ export interface Sandbox {
   readonly limits: SandboxLimits;
   /** The container's hostname (for uname and /proc/sys/kernel/hostname). */
   readonly hostname: string;
+  /** The spec's linux.sysctl: set in the sandbox's network and IPC namespaces, shown under /proc/sys. */
+  readonly sysctl?: Readonly<Record<string, string>>;
   /** Host path under which the synthesized /proc and /sys listings live (the container root, seen through /proc/INIT/root). */
   readonly scratchDir: string;
   /** Sentry start time (ms since the epoch), the sandbox's boot time. */
