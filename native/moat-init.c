@@ -1130,11 +1130,6 @@ static void __attribute__((noreturn)) container_init(void) {
     proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (proc_fd < 0) fail("open", "/proc/self/fd", errno, NULL);
   }
-  if (pl.has_oom) {
-    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || dprintf(fd, "%d", pl.oom) < 0) fail("oomScoreAdj", "process.oomScoreAdj", errno, NULL);
-    close(fd);
-  }
   if (pl.keyring && syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, pl.keyring) < 0 && errno != ENOSYS && errno != EDQUOT && errno != EACCES)
     fail("keyring", pl.keyring, errno, NULL);
 
@@ -1315,6 +1310,38 @@ static void run_from_sealed_copy(char **argv) {
   exit(1);
 }
 
+/*
+ * A unix stream socket connected to `path`, close-on-exec, or -1 with errno set. A path longer
+ * than sun_path (a state directory named by a 64-hex engine id under a long --root) is reached
+ * through an O_PATH fd of its directory: /proc/self/fd/N/NAME.
+ */
+static int connect_unix(const char *path) {
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int dir = -1;
+  if (strlen(path) < sizeof sa.sun_path) {
+    strcpy(sa.sun_path, path);
+  } else {
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL || slash == path) { errno = ENAMETOOLONG; return -1; }
+    char *d = strndup(path, (size_t)(slash - path));
+    if (d == NULL) return -1;
+    dir = open(d, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    free(d);
+    if (dir < 0) return -1;
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dir, slash + 1);
+    if (n < 0 || (size_t)n >= sizeof sa.sun_path) { close(dir); errno = ENAMETOOLONG; return -1; }
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    fd = -1;
+  }
+  if (dir >= 0) { int e = errno; close(dir); errno = e; }
+  return fd;
+}
+
 int main(int argc, char **argv) {
   /* before anything else, and before the argument check: a run through #!/proc/self/exe has odd argv */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -1326,6 +1353,14 @@ int main(int argc, char **argv) {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl", "dumpable", errno, NULL);
   fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
   read_plan(plan_fd);
+  /* oom_score_adj here, in the host's namespaces, and inherited by every stage and the process:
+     an exec joins a container whose /proc may be no procfs (under the sentry), and lowering the
+     score needs CAP_SYS_RESOURCE in the initial user namespace (runc does the same) */
+  if (pl.has_oom) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || dprintf(fd, "%d", pl.oom) < 0) fail("oomScoreAdj", "process.oomScoreAdj", errno, NULL);
+    close(fd);
+  }
 
   if (pl.fifo) {
     /* 0622: the init may have dropped to any uid by the time it opens the fifo for writing */
@@ -1333,23 +1368,10 @@ int main(int argc, char **argv) {
     fifo_fd = open(pl.fifo, O_PATH | O_CLOEXEC);
     if (fifo_fd < 0) fail("exec fifo", pl.fifo, errno, NULL);
   }
-  if (pl.console) {
-    console_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(pl.console) >= sizeof sa.sun_path) fail("console socket", pl.console, ENAMETOOLONG, NULL);
-    strcpy(sa.sun_path, pl.console);
-    if (console_fd < 0 || connect(console_fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-      fail("console socket", pl.console, errno, "connect: %s", strerror(errno));
-  }
-
-  if (pl.listener) {
-    listener_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(pl.listener) >= sizeof sa.sun_path) fail("seccomp listener", pl.listener, ENAMETOOLONG, NULL);
-    strcpy(sa.sun_path, pl.listener);
-    if (listener_fd < 0 || connect(listener_fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-      fail("seccomp listener", pl.listener, errno, "connect: %s", strerror(errno));
-  }
+  if (pl.console && (console_fd = connect_unix(pl.console)) < 0)
+    fail("console socket", pl.console, errno, "connect: %s", strerror(errno));
+  if (pl.listener && (listener_fd = connect_unix(pl.listener)) < 0)
+    fail("seccomp listener", pl.listener, errno, "connect: %s", strerror(errno));
   int image_fd = -1;
   if (pl.restore_image && (image_fd = open(pl.restore_image, O_RDONLY)) < 0)
     fail("restore", pl.restore_image, errno, "opening the snapshot image: %s", strerror(errno));

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -304,6 +305,30 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     const r = await sb.rt(['run', '--isolation', 'sentry', '-b', uts, sb.id('sysctl-uts')]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /linux\.sysctl\["kernel\.domainname"\]: cannot be set under the sentry/);
+  });
+
+  // containerd's runc shim and dockerd give the runtime roots such as
+  // /var/run/docker/runtime-runc/moby and 64-hex ids: the sentry socket in the state directory was
+  // then longer than a unix socket address (107 bytes) and the create failed. And an engine's
+  // process.json for an exec (docker exec's) has an oom score and no noNewPrivileges.
+  it('runs a container whose sentry socket path is longer than a unix socket address; execs an engine\'s process.json into it', async () => {
+    const root = join(sb.tmp, 'a-state-root-as-long-as-an-engine-gives-its-runtime');
+    const id = randomBytes(32).toString('hex');
+    assert.ok(join(root, id, 'sentry.sock').length > 107);
+    const b = await sb.bundle(['sleep', '1000']);
+    // rt puts the suite's --root first: the last one given wins
+    await sb.ok(['--root', root, 'run', '-d', '--isolation', 'sentry', '-b', b, id]);
+    try {
+      const proc = join(sb.tmp, `process-${id.slice(0, 12)}.json`);
+      writeFileSync(proc, JSON.stringify({ args: ['sh', '-c', 'cat /proc/version /proc/self/oom_score_adj'], cwd: '/', user: { uid: 0, gid: 0 }, env: ['PATH=/bin'], oomScoreAdj: 300 }));
+      const r = await sb.rt(['--root', root, 'exec', '--process', proc, id]);
+      assert.equal(r.status, 0, r.stderr);
+      const [version, oom] = r.stdout.split('\n');
+      assert.notEqual(version, readFileSync('/proc/version', 'utf8').trim(), 'the exec did not run under the sentry');
+      assert.equal(oom, '300');
+    } finally {
+      await sb.rt(['--root', root, 'delete', '--force', id]);
+    }
   });
 
   it('keeps serving after the sentry itself was stopped and continued (its poll resumes through restart_syscall)', async () => {

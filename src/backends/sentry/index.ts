@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, HostError, UsageError } from '../../errors.js';
@@ -272,22 +272,40 @@ function coldSentry(cfg: Omit<SentryProcessConfig, 'listenFd'>, listenFd: number
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 
-/** A listening unix socket at `path` (close-on-exec), made with the kernel calls the sentry uses. */
+/**
+ * A listening unix socket at `path` (close-on-exec), made with the kernel calls the sentry uses.
+ * A path longer than sun_path (107 bytes: containerd's runc shim and dockerd name state
+ * directories by 64-hex ids under long roots) is bound through an O_PATH fd of its directory,
+ * /proc/self/fd/N/NAME, as moat-init connects to it.
+ */
 function listenOn(path: string): number {
-  const p = Buffer.from(path);
-  if (p.length > 107) throw new UsageError(`--root: the sentry socket path ${path} is longer than 107 bytes`);
-  const fd = k.socket(AF_UNIX, SOCK_STREAM | k.O.CLOEXEC, 0);
-  if (fd < 0) throw new HostError(`socket for the sentry: errno ${-fd}`);
-  const addr = Buffer.alloc(2 + p.length + 1);
-  addr.writeUInt16LE(AF_UNIX, 0);
-  p.copy(addr, 2);
-  const b = k.bind(fd, addr);
-  const l = b < 0 ? b : k.listen(fd, 16);
-  if (l < 0) {
-    k.close(fd);
-    throw new HostError(`${path}: cannot listen for the sentry (errno ${-l})`);
+  let dir = -1;
+  let p = Buffer.from(path);
+  if (p.length > 107) {
+    dir = k.openat(k.AT.FDCWD, k.cpath(dirname(path)), k.O.PATH | k.O.DIRECTORY | k.O.CLOEXEC);
+    if (dir < 0) throw new HostError(`${dirname(path)}: cannot open the state directory for the sentry socket (errno ${-dir})`);
+    p = Buffer.from(`/proc/self/fd/${dir}/${basename(path)}`);
+    if (p.length > 107) {
+      k.close(dir);
+      throw new UsageError(`the sentry socket name ${basename(path)} is longer than a unix socket address allows`);
+    }
   }
-  return fd;
+  try {
+    const fd = k.socket(AF_UNIX, SOCK_STREAM | k.O.CLOEXEC, 0);
+    if (fd < 0) throw new HostError(`socket for the sentry: errno ${-fd}`);
+    const addr = Buffer.alloc(2 + p.length + 1);
+    addr.writeUInt16LE(AF_UNIX, 0);
+    p.copy(addr, 2);
+    const b = k.bind(fd, addr);
+    const l = b < 0 ? b : k.listen(fd, 16);
+    if (l < 0) {
+      k.close(fd);
+      throw new HostError(`${path}: cannot listen for the sentry (errno ${-l})`);
+    }
+    return fd;
+  } finally {
+    if (dir >= 0) k.close(dir);
+  }
 }
 
 /**
@@ -510,7 +528,10 @@ export const sentryBackend: Backend = {
   async exec(rec, req) {
     const level = (rec.backendState?.['level'] as SentryLevel | undefined) ?? 'balanced';
     const socket = join(stateDirOf(rec), 'sentry.sock');
-    return containerBackend.exec(rec, { ...req, sentryJail: { filter: buildSentryFilter(level), socket } });
+    // no_new_privs as for the init (sentrySpec): the filter loads after the capabilities are
+    // dropped, and an engine's process.json (docker exec's) need not ask for it
+    const process = { ...req.process, noNewPrivileges: true };
+    return containerBackend.exec(rec, { ...req, process, sentryJail: { filter: buildSentryFilter(level), socket } });
   },
   async start(rec, dir) {
     if (rec.backendState?.['restoredStopped'] !== 1) return containerBackend.start(rec, dir);
