@@ -3,6 +3,7 @@
  * (./containerd.ts, ./podman.ts): the runtime binary handed to the engine, commands run with their
  * output in files, commands run under a pseudo-terminal, leftover-process scans and unmounting.
  */
+import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -42,6 +43,16 @@ export function runtimeBinary(): string {
   const runc = which('runc');
   if (runc === undefined) throw new Error('runc is not installed (apt-get install runc)');
   return runc;
+}
+
+/** Why runtimeBinary() has no executable to give (runc not installed), or undefined. */
+export function runtimeBinaryMissing(): string | undefined {
+  try {
+    runtimeBinary();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /** Quotes `arg` for a POSIX shell command line. */
@@ -128,6 +139,16 @@ export function runInPty(scratch: string, argv: string[], opts: CommandOptions =
     stdin.destroy();
     for (const fd of [outFd, errFd]) closeSync(fd);
   });
+}
+
+/** What a shell on a terminal is given by the interactive tests (checked by assertTtyShell). */
+export const TTY_SHELL_INPUT = 'tty; echo $((6*7)); exit 5\n';
+
+/** Checks what the terminal showed after TTY_SHELL_INPUT: a pseudo-terminal named, the line evaluated, exit status 5. */
+export function assertTtyShell(r: Result, context = ''): void {
+  assert.equal(r.status, 5, `terminal showed:\n${r.stdout}\n${r.stderr}${context}`);
+  assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m, 'tty did not name a pseudo-terminal');
+  assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
 }
 
 /** Why a pseudo-terminal test cannot run here, or undefined. */

@@ -9,22 +9,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeOciImageArchive } from '../fixtures/ociimage.js';
-import { freezerState, leftoverProcesses, ptySkipReason, runtimeBinary } from '../helpers/harness.js';
+import { assertTtyShell, freezerState, leftoverProcesses, ptySkipReason, runtimeBinaryMissing, TTY_SHELL_INPUT } from '../helpers/harness.js';
 import { Podman, podmanSkipReason } from '../helpers/podman.js';
 import { RUNTIME, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
 const IMAGE = 'moat.test/busybox:latest';
 
-function runtimeMissing(): string | undefined {
-  try {
-    runtimeBinary();
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-const skip = skipReason() ?? podmanSkipReason() ?? runtimeMissing();
+const skip = skipReason() ?? podmanSkipReason() ?? runtimeBinaryMissing();
 if (skip) console.log(`# skipping podman tests: ${skip}`);
 
 /**
@@ -59,10 +50,7 @@ describe(`podman (${RUNTIME})`, { skip }, () => {
   });
 
   it('run -it: an interactive shell on a terminal; its exit code passes through', { skip: ptySkipReason() }, async () => {
-    const r = await p().tty(['run', '--rm', '-it', IMAGE, 'sh'], { input: 'tty; echo $((6*7)); exit 5\n' });
-    assert.equal(r.status, 5, `terminal showed:\n${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m, 'tty did not name a pseudo-terminal');
-    assert.match(r.stdout, /^42\r*$/m, 'the shell did not evaluate the typed line');
+    assertTtyShell(await p().tty(['run', '--rm', '-it', IMAGE, 'sh'], { input: TTY_SHELL_INPUT }));
   });
 
   describe('a detached container (run -d --name N ... sleep 1000)', () => {
