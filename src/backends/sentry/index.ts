@@ -37,7 +37,8 @@ const under = (p: string, roots: string[]): boolean => roots.some((r) => p === r
 
 /**
  * The spec the jail runs under the sentry: no real /proc, /sys or cgroup mounts (the sentry
- * synthesizes them; small tmpfs mounts there hold its directory listings), no masks or sysctls there, no_new_privs, and its own pid, network, ipc and uts
+ * synthesizes them; small tmpfs mounts there hold its directory listings), no masked or read-only
+ * paths under them, no UTS sysctls, no_new_privs, and its own pid, network, ipc and uts
  * namespaces (the sentry relies on the pid namespace to bound signals and waits).
  */
 export function sentrySpec(spec: Spec): Spec {
