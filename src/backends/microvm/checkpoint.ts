@@ -20,6 +20,7 @@ import { qcow2BackingFile } from './disk.js';
 import { Qmp } from './qmp.js';
 import type { Accel } from './types.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
+import { socketDir } from './sockdir.js';
 
 /** A checkpoint or restore the microvm backend cannot do, with the reason. */
 export class MicrovmCheckpointError extends MoatError {
@@ -107,13 +108,13 @@ export async function checkpointVm(c: VmCheckpointInput): Promise<void> {
   let qmp: Qmp | undefined;
   let stopped = false;
   try {
-    qmp = await Qmp.connect(join(c.dir, 'qmp.sock'));
+    qmp = await Qmp.connect(join(socketDir(c.dir), 'qmp.sock'));
     await qmp.execute('stop');
     stopped = true;
     // what QEMU took from the guest's queues before the stop reaches the monitor now
     await new Promise((res) => setTimeout(res, 100));
     const monitor = await c.monitorState();
-    const sock = join(c.dir, 'migrate.sock');
+    const sock = join(socketDir(c.dir), 'migrate.sock');
     const { server, conn } = await listenOnce(sock);
     try {
       await qmp.execute('migrate', { uri: `unix:${sock}` });
@@ -244,7 +245,7 @@ export async function restoreMemory(id: string, reader: ImageReader, dir: string
     }
   }
   try {
-    const sock = join(dir, 'incoming.sock');
+    const sock = join(socketDir(dir), 'incoming.sock');
     await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
     const out = connect(sock);
     await new Promise<void>((res, rej) => {
@@ -262,7 +263,7 @@ export async function restoreMemory(id: string, reader: ImageReader, dir: string
 
 /** Continues a VM restored paused (`start` of a container made from a snapshot). */
 export async function continueVm(dir: string): Promise<void> {
-  const qmp = await Qmp.connect(join(dir, 'qmp.sock'));
+  const qmp = await Qmp.connect(join(socketDir(dir), 'qmp.sock'));
   try {
     await qmp.execute('cont');
   } finally {

@@ -22,6 +22,7 @@ import { dirname, isAbsolute, join } from 'node:path';
 import { HostError, MoatError } from '../../errors.js';
 import { findExecutable, kvmUnusable } from './qemu.js';
 import type { Accel, GuestImage, VmConfig, VmmDriver, VmmLaunch } from './types.js';
+import { socketDir } from './sockdir.js';
 
 /** The Firecracker binary this driver runs. */
 export const FIRECRACKER_BINARY = 'firecracker';
@@ -72,12 +73,12 @@ export interface FirecrackerRequest {
 
 /** Path of the API socket of `cfg`'s Firecracker. */
 export function apiSocketPath(cfg: Pick<VmConfig, 'dir'>): string {
-  return join(cfg.dir, 'fc.sock');
+  return join(socketDir(cfg.dir), 'fc.sock');
 }
 
 /** `uds_path` of the vsock device: Firecracker listens here for host-initiated connections. */
 export function vsockPath(cfg: Pick<VmConfig, 'dir'>): string {
-  return join(cfg.dir, 'fc-vsock.sock');
+  return join(socketDir(cfg.dir), 'fc-vsock.sock');
 }
 
 /** The unix socket the caller listens on for the agent's control connection (`<uds_path>_1024`). */
@@ -294,7 +295,7 @@ export const firecrackerDriver: VmmDriver = {
     const binary = findExecutable(FIRECRACKER_BINARY) ?? FIRECRACKER_BINARY;
     const api = apiSocketPath(cfg);
     const reqs = firecrackerRequests(cfg, vmlinux);
-    const paths = [cfg.dir, vmlinux, cfg.guest.initramfs, ...(cfg.disk !== undefined ? [cfg.disk.path] : [])];
+    const paths = [cfg.dir, socketDir(cfg.dir), vmlinux, cfg.guest.initramfs, ...(cfg.disk !== undefined ? [cfg.disk.path] : [])];
     return {
       argv: [binary, '--api-sock', api, '--id', cfg.id],
       paths: [...new Set(paths)],

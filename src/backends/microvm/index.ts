@@ -37,6 +37,7 @@ import type { StartedSentry } from '../sentry/index.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
 import { hostTerminal } from '../../util/consolesocket.js';
 import * as k from '../../sys/kernel.js';
+import { makeSocketDir, removeSocketDir, socketDir } from './sockdir.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -107,7 +108,9 @@ export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMi
   // the shared host tree is bound without its submounts (as the embedded default's overlay)
   const shareMount = share ? [{ destination: share.jailPath, type: 'bind', source: share.source, options: ['bind', 'ro', 'nosuid', 'nodev'] }] : [];
   const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
-  const extra = [...new Set(launch.paths)].filter((p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== share?.jailPath);
+  // the VM's sockets, where the state directory leaves no room for their names (sockdir.ts)
+  const socks = socketDir(vmDir);
+  const extra = [...new Set(launch.paths)].filter((p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== socks && p !== share?.jailPath);
   const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }];
   return {
     ociVersion: '1.0.2',
@@ -128,6 +131,7 @@ export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMi
       { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
       bind('/usr', false),
       bind(vmDir, true),
+      ...(socks !== vmDir ? [bind(socks, true)] : []),
       ...shareMount,
       ...extra.map((p) => bind(p, false)),
     ],
@@ -265,6 +269,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, restore } = plan;
 
   const vmDir = req.dir;
+  const socks = makeSocketDir(vmDir);
   let cmdline: string;
   const cfgBase: Omit<VmConfig, 'cmdline'> = {
     id: req.id,
@@ -273,9 +278,9 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     memoryMiB,
     vcpus: 1,
     accel,
-    controlSocket: join(vmDir, 'ctl.sock'),
+    controlSocket: join(socks, 'ctl.sock'),
     consoleLog: join(vmDir, 'console.log'),
-    qmpSocket: join(vmDir, 'qmp.sock'),
+    qmpSocket: join(socks, 'qmp.sock'),
     ...(egress.length > 0 ? { net: { mode: 'user' as const } } : {}),
     ...(restore ? { incoming: true } : {}),
   };
@@ -308,7 +313,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   trace(`vmm ${driver.name} (${accel}) ready to start`);
 
   // the monitor listens before the VMM starts: the VMM connects to it as a client
-  const monitorSocket = join(vmDir, 'monitor.sock');
+  const monitorSocket = join(socks, 'monitor.sock');
   // a terminal: the guest makes the container's pty; its host end is a pty pair here whose
   // master goes to the console socket (as runc's) and whose slave is the monitor's stdio
   if (process0.terminal && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${req.id}": a terminal needs --console-socket (or a foreground run)`);
@@ -413,7 +418,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     if (restore) {
       // the guest's memory, checked against its hash before the VM goes on; the container
       // process runs again at once (no exec-fifo marker: the state is "running")
-      await restoreMemory(req.id, restore.reader, vmDir, join(vmDir, 'qmp.sock'), BOOT_TIMEOUT_MS, req.restore?.paused === true).catch((e: unknown) => {
+      await restoreMemory(req.id, restore.reader, vmDir, join(socks, 'qmp.sock'), BOOT_TIMEOUT_MS, req.restore?.paused === true).catch((e: unknown) => {
         throw e instanceof MoatError ? e : new MicrovmCheckpointError(req.id, `restoring the VM's memory: ${(e as Error).message}${logs()}`);
       });
       // paused (from a snapshot): "created" until start continues it
@@ -662,5 +667,6 @@ export const microvmBackend: Backend = {
       }
     }
     await containerBackend.destroy(rec, dir);
+    removeSocketDir(dir);
   },
 };

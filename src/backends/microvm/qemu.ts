@@ -263,6 +263,7 @@ function qemuPaths(cfg: VmConfig, binary: string, backing: string[]): string[] {
   // slirp's DNS forwarder reads the host's resolver from it
   if (cfg.net !== undefined && existsSync('/etc/resolv.conf')) paths.push('/etc/resolv.conf');
   paths.push(dirname(cfg.controlSocket), dirname(cfg.consoleLog), ...qemuDataPaths(binary));
+  if (cfg.qmpSocket !== undefined) paths.push(dirname(cfg.qmpSocket));
   return [...new Set(paths)];
 }
 
