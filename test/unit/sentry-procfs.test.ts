@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -268,7 +268,7 @@ test('/sys and /proc/sys values', () => {
   assert.equal(readSynth('/proc/cmdline'), `BOOT_IMAGE=/boot/vmlinuz-${RELEASE} ro quiet\n`);
 });
 
-test('reopening one of the caller\'s fds through /proc/self/fd/N', () => {
+test('reopening one of the caller\'s fds through /proc/self/fd/N, or one of another process of its user', () => {
   const path = join(scratch, 'data.txt');
   writeFileSync(path, 'hello');
   const mine = openSync(path, 'r');
@@ -278,7 +278,17 @@ test('reopening one of the caller\'s fds through /proc/self/fd/N', () => {
     closeSync(fd);
     assert.equal(reopenFd(task, sb, '/proc/self/status', O.RDONLY), null);
     assert.deepEqual(reopenFd(task, sb, '/proc/self/fd/987654', O.RDONLY), { kind: 'err', errno: E.ENOENT });
-    assert.deepEqual(reopenFd(task, sb, `/proc/${ownNsPid(childPid)}/fd/0`, O.RDONLY), { kind: 'err', errno: E.EACCES });
+    // the child's fd 0 is /dev/null (stdio 'ignore'): its user (or root) reopens it, another user may not
+    const theirs = fdOf(reopenFd(task, sb, `/proc/${ownNsPid(childPid)}/fd/0`, O.RDONLY) ?? { kind: 'err', errno: 0 });
+    try {
+      assert.equal(fstatSync(theirs).rdev, statSync('/dev/null').rdev);
+    } finally {
+      closeSync(theirs);
+    }
+    const owner = process.getuid?.() ?? 0;
+    const stranger = owner === 0 ? 1000 : owner + 1;
+    const other: Task = { ...task, creds: (): Creds => ({ uid: stranger, gid: stranger, euid: stranger, egid: stranger, fsuid: stranger, fsgid: stranger, groups: [] }) };
+    assert.deepEqual(reopenFd(other, sb, `/proc/${ownNsPid(childPid)}/fd/0`, O.RDONLY), { kind: 'err', errno: E.EACCES });
   } finally {
     closeSync(mine);
   }
