@@ -15,6 +15,14 @@ const loaders: Partial<Record<Isolation, () => Promise<Backend>>> = {
   microvm: async () => (await import('./microvm/index.js')).microvmBackend,
 };
 
+/** The sentry levels a user may pick (docs/syscalls.md); `network` is internal (a VMM's sentry). */
+export const SENTRY_LEVELS = ['strict', 'balanced'] as const;
+
+/** Whether `v` names a sentry level a user may pick. */
+export function isSentryLevel(v: string): v is (typeof SENTRY_LEVELS)[number] {
+  return (SENTRY_LEVELS as readonly string[]).includes(v);
+}
+
 /** Names of the backends this build provides. */
 export function availableIsolations(): Isolation[] {
   return Object.keys(loaders) as Isolation[];

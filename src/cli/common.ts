@@ -1,6 +1,6 @@
 /** What every subcommand shares: the global flags, the lifecycle context, output helpers. */
 import type { Command } from 'commander';
-import { availableIsolations } from '../backends/registry.js';
+import { availableIsolations, isSentryLevel } from '../backends/registry.js';
 import type { Isolation } from '../backends/backend.js';
 import { StateStore } from '../container/store.js';
 import type { Context } from '../container/lifecycle.js';
@@ -28,7 +28,7 @@ export function globals(cmd: Command): GlobalOptions {
   if (o.isolation !== undefined && !availableIsolations().includes(o.isolation as Isolation)) {
     throw new UsageError(`--isolation (before the command): unknown isolation "${o.isolation}" (available: ${availableIsolations().join(', ')})`);
   }
-  if (o.sentryLevel !== undefined && o.sentryLevel !== 'strict' && o.sentryLevel !== 'balanced') {
+  if (o.sentryLevel !== undefined && !isSentryLevel(o.sentryLevel)) {
     throw new UsageError(`--sentry-level (before the command): expected strict or balanced, got "${o.sentryLevel}"`);
   }
   return o;

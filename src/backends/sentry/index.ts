@@ -11,6 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, HostError, UsageError } from '../../errors.js';
+import { isSentryLevel } from '../registry.js';
 import type { Spec } from '../../spec/schema.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { descendants, isAlive, procStat } from '../../container/proc.js';
@@ -77,7 +78,7 @@ export function sentrySpec(spec: Spec): Spec {
 function chooseLevel(flag: string | undefined, spec: Spec, fallback?: string): SentryLevel {
   const fromSpec = spec.annotations?.[LEVEL_ANNOTATION];
   const v = flag ?? fromSpec ?? fallback ?? 'balanced';
-  if (v !== 'strict' && v !== 'balanced') {
+  if (!isSentryLevel(v)) {
     if (flag === undefined && fromSpec !== undefined) throw new ConfigError(`annotations["${LEVEL_ANNOTATION}"]`, `expected strict or balanced, got "${v}"`);
     throw new UsageError(`${flag === undefined ? '--sentry-level (before the command)' : '--sentry-level'}: expected strict or balanced, got "${v}"`);
   }
