@@ -6,7 +6,8 @@
 // A cache V8 rejects (another Node version) only costs that time; the code is the same.
 // `moat.cjs --sentry CONFIG` starts a sentry process (dist/sentry.cjs) the same way (and
 // `--sentry-standby ARGS` a warm standby sentry, which a later create claims), and
-// `moat.cjs --vm-monitor CONFIG` a microVM's monitor; only `moat create` runs them.
+// `moat.cjs --vm-monitor CONFIG` a microVM's monitor (only `moat create` runs them), and
+// `moat.cjs --vm-exec-relay CONFIG` the host end of an exec in a microVM (only `moat exec`).
 // `moat.cjs --cli-standby DIR KEY LOCKFD` is a warm standby of the CLI itself, which the native
 // front end (dist/moat, native/moat.c) starts and hands commands to.
 const fs = require('node:fs');
@@ -52,6 +53,8 @@ if (require.main === module && process.argv[2] === '--sentry') {
   );
 } else if (require.main === module && process.argv[2] === '--vm-monitor') {
   load().exports.vmMonitor(process.argv.slice(3)).then((code) => process.exit(code));
+} else if (require.main === module && process.argv[2] === '--vm-exec-relay') {
+  load().exports.vmExecRelay(process.argv.slice(3)).then((code) => process.exit(code));
 } else if (require.main === module) {
   load().exports.main(process.argv).then(
     // every command writes synchronously: nothing is left to flush, so do not wait for the

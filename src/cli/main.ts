@@ -100,6 +100,12 @@ export async function vmMonitor(argv: string[]): Promise<number> {
   return monitorMain(argv);
 }
 
+/** Runs the host relay of an exec in a microVM (see src/backends/microvm/relay.ts); resolves with its exit code. */
+export async function vmExecRelay(argv: string[]): Promise<number> {
+  const { relayMain } = await import('../backends/microvm/relay.js');
+  return relayMain(argv);
+}
+
 /**
  * Exercises the code paths of `create` without side effects, so the build can record V8's
  * compiled code for them (see bin/moat.cjs): parsing flags and config, building a plan.

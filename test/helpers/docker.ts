@@ -24,6 +24,8 @@ export function dockerSkipReason(): string | undefined {
 /** The daemon.json name of the runtime under test, and (Moat) of the same runtime with `--isolation=sentry` as its runtime argument. */
 export const RUNTIME_NAME = 'under-test';
 export const SENTRY_RUNTIME_NAME = 'under-test-sentry';
+/** Moat with `--isolation=microvm` as a runtime argument. */
+export const MICROVM_RUNTIME_NAME = 'under-test-microvm';
 
 /** A running private dockerd. */
 export class Docker {
@@ -50,7 +52,10 @@ export class Docker {
     const containerd = await Containerd.start(join(dir, 'ctd'), { env });
     const runtime = runtimeBinary();
     const runtimes: Record<string, { path: string; runtimeArgs?: string[] }> = { [RUNTIME_NAME]: { path: runtime } };
-    if (RUNTIME === 'moat') runtimes[SENTRY_RUNTIME_NAME] = { path: runtime, runtimeArgs: ['--isolation=sentry'] };
+    if (RUNTIME === 'moat') {
+      runtimes[SENTRY_RUNTIME_NAME] = { path: runtime, runtimeArgs: ['--isolation=sentry'] };
+      runtimes[MICROVM_RUNTIME_NAME] = { path: runtime, runtimeArgs: ['--isolation=microvm'] };
+    }
     writeFileSync(join(dir, 'daemon.json'), JSON.stringify({
       runtimes,
       'default-runtime': RUNTIME_NAME,

@@ -264,7 +264,7 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     }
   });
 
-  it('io.moat.isolation=microvm: task exec -t runs a shell on a terminal in the running guest', { skip: microvmSkipReason() ?? ptySkipReason(), timeout: 240_000 }, async () => {
+  it('io.moat.isolation=microvm: task exec -t runs a shell on a terminal in the running guest; task kill --exec-id signals an exec', { skip: microvmSkipReason() ?? ptySkipReason(), timeout: 240_000 }, async () => {
     const id = newId('vmexec');
     await c().ok(['run', '-d', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id, 'sleep', '1000'], { timeoutMs: 200_000 });
     try {
@@ -272,6 +272,22 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
       assert.equal(r.status, 7, `terminal showed:\n${r.stdout}\n${r.stderr}\n${c().logTail()}`);
       assert.match(r.stdout, /^\/dev\/pts\/\d+\r*$/m);
       assert.match(r.stdout, /^56\r*$/m);
+      // the shim signals an exec's pid itself: the exec's host end, which passes it to the guest
+      const marker = `echo trapped-${process.pid}`;
+      const running = c().ctr(['task', 'exec', '--exec-id', 'e2', id, 'sh', '-c', `trap "${marker}; exit 9" TERM; echo ready; touch /trap-set; sleep 100 & wait`], { timeoutMs: 60_000 });
+      let probe = 0;
+      let last = '';
+      const trapSet = async (): Promise<boolean> => {
+        const p = await c().ctr(['task', 'exec', '--exec-id', `p${probe++}`, id, 'test', '-e', '/trap-set']);
+        last = `${p.status} ${p.stderr}`;
+        return p.status === 0;
+      };
+      assert.ok(await waitFor(trapSet, 30_000), `the exec never set its trap (last probe: ${last})\n${c().logTail()}`);
+      const k = await c().ctr(['task', 'kill', '--exec-id', 'e2', '-s', 'TERM', id]);
+      assert.equal(k.status, 0, k.stderr);
+      const e = await running;
+      assert.equal(e.status, 9, `${e.stdout}\n${e.stderr}\n${c().logTail()}`);
+      assert.equal(e.stdout, `ready\ntrapped-${process.pid}\n`);
     } finally {
       await c().ctr(['task', 'kill', '-s', 'KILL', id]);
       await waitFor(async () => (await c().tasks()).get(id)?.status === 'STOPPED', 30_000);

@@ -96,14 +96,77 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
       assert.equal(w.stdout, 'ok\n', w.stderr);
       const r = await sb.rt(['exec', id, 'cat', '/written-in-vm'], { timeoutMs: 60_000 });
       assert.equal(r.stdout, 'persisted\n', r.stderr);
-      const ps = await sb.ok(['ps', '--format', 'json', id]);
-      assert.ok((JSON.parse(ps.stdout) as number[]).includes(1), `ps lists the guest's processes: ${ps.stdout}`);
+      // host pids, as a shim and `docker top` look them up: the container's (its monitor) and
+      // the VMM's, never a guest pid (host pid 1 is the host's init)
+      const ps = JSON.parse((await sb.ok(['ps', '--format', 'json', id])).stdout) as number[];
+      const statePid = (JSON.parse((await sb.ok(['state', id])).stdout) as { pid: number }).pid;
+      assert.ok(ps.includes(statePid), `ps ${JSON.stringify(ps)} lacks the container's pid ${statePid}`);
+      assert.ok(!ps.includes(1), `ps lists a guest pid: ${JSON.stringify(ps)}`);
+      assert.ok(ps.some((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]?.endsWith('qemu-system-x86_64')), `ps lacks the VMM: ${JSON.stringify(ps)}`);
+      const table = await sb.ok(['ps', id]);
+      assert.match(table.stdout, /qemu-system-x86_64/);
     } finally {
       await sb.rt(['delete', '--force', id]);
     }
     assert.deepEqual(base.map(sha256), before, 'the shared base image changed');
     assert.equal(existsSync(join(b, 'rootfs/written-in-vm')), false, 'the bundle rootfs was written');
     assert.equal(existsSync(join(sb.root, id)), false, 'delete left the state directory');
+  });
+
+  it('as a runc shim or conmon sees it: the pid-file pids end with the statuses of the container and of its execs, and take their signals', async () => {
+    // a subreaper, as those are, waits on the pids create and exec -d write (not its children)
+    const b = await sb.bundle(['sh', '-c', 'sleep 10; exit 5']);
+    const id = sb.id('vm-pidfile');
+    const [cmd, pre] = runtimeArgv();
+    const py = `
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+rt = sys.argv[1:-2]; bundle, cid = sys.argv[-2:]
+def moat(*a):
+    subprocess.run([*rt, *a], check=True, stdout=subprocess.DEVNULL)
+def pidfile(name):
+    return int(open(os.path.join(bundle, name)).read())
+moat('create', '--isolation', 'microvm', '--pid-file', os.path.join(bundle, 'init.pid'), '-b', bundle, cid)
+moat('start', cid)
+execs = {'exit4': 'exit 4', 'term': 'trap "exit 9" TERM; sleep 60 & wait', 'kill': 'exec sleep 61'}
+pids = {}
+for name, script in execs.items():
+    moat('exec', '-d', '--pid-file', os.path.join(bundle, name + '.pid'), cid, 'sh', '-c', script)
+    pids[name] = pidfile(name + '.pid')
+time.sleep(1)
+os.kill(pids['term'], 15)
+os.kill(pids['kill'], 9)
+time.sleep(1)
+ps = subprocess.run([*rt, 'exec', cid, 'ps', '-o', 'args'], capture_output=True, text=True, check=True).stdout
+print('guest-sleeps', ps.count('sleep 61'), flush=True)
+pids['init'] = pidfile('init.pid')
+left = {pid: name for name, pid in pids.items()}
+while left:
+    pid, st = os.waitpid(-1, 0)
+    if pid in left:
+        print(left.pop(pid), os.waitstatus_to_exitcode(st), flush=True)
+`;
+    try {
+      const r = await new Promise<{ status: number | null; out: string; err: string }>((res) => {
+        const child = spawn('python3', ['-c', py, cmd, ...pre, '--root', sb.root, b, id], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const timer = setTimeout(() => child.kill('SIGKILL'), VM_TIMEOUT);
+        child.on('close', (status) => {
+          clearTimeout(timer);
+          res({ status, out, err });
+        });
+      });
+      assert.equal(r.status, 0, `${r.out}\n${r.err}`);
+      const got = Object.fromEntries(r.out.trim().split('\n').map((l) => l.split(' ')));
+      // exit codes as a shim reports them: the exec's own, 9 from its TERM trap, -9 (SIGKILL) for
+      // the relay killed, the container process's 5; no guest process outlives its relay
+      assert.deepEqual(got, { exit4: '4', term: '9', kill: '-9', 'guest-sleeps': '0', init: '5' }, r.err);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
   });
 
   it('runs two microVMs in parallel, each with its own output', async () => {

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildBusyboxRootfs } from '../fixtures/busybox.js';
-import { Docker, dockerSkipReason, SENTRY_RUNTIME_NAME } from '../helpers/docker.js';
+import { Docker, dockerSkipReason, MICROVM_RUNTIME_NAME, SENTRY_RUNTIME_NAME } from '../helpers/docker.js';
+import { microvmSkipReason } from '../helpers/microvm.js';
 import { assertTtyShell, freezerState, leftoverProcesses, ptySkipReason, runtimeBinaryMissing, TTY_SHELL_INPUT } from '../helpers/harness.js';
 import { RUNTIME, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
@@ -130,6 +131,41 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
     assert.deepEqual(e.stdout.split('\n').slice(1), ['300', 'bound 80', '']);
     assert.equal(e.stdout.split('\n')[0], version, 'the exec did not run under the sentry');
     await d().ok(['rm', '-f', n], { timeoutMs: 60_000 });
+  });
+
+  // The runc shim (and conmon) wait on the pid a create or exec writes and signal an exec's pid
+  // themselves: under microvm those are the VM's monitor and an exec's host relay, which end with
+  // the guest processes' statuses. `docker top` looks the runtime's ps pids up on the host.
+  it('the microvm isolation through a runtime argument: exit codes of run and exec, top, stats, pause, stop', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
+    const vm = ['--runtime', MICROVM_RUNTIME_NAME];
+    const r = await d().docker(['run', '--rm', '--network', 'none', ...vm, IMAGE, 'sh', '-c', 'echo in the guest; uname -r; exit 3'], { timeoutMs: 300_000 });
+    assert.equal(r.status, 3, r.stderr);
+    const [first, release] = r.stdout.split('\n');
+    assert.equal(first, 'in the guest');
+    assert.notEqual(release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), 'uname -r printed the host kernel');
+    const n = name('vm');
+    const det = await d().docker(['run', '-d', '--name', n, '--network', 'none', ...vm, IMAGE, 'sleep', '1000'], { timeoutMs: 300_000 });
+    assert.equal(det.status, 0, det.stderr);
+    made.push(det.stdout.trim());
+    const e = await d().docker(['exec', n, 'sh', '-c', 'uname -r; exit 4'], { timeoutMs: 60_000 });
+    assert.equal(e.status, 4, e.stderr);
+    assert.equal(e.stdout, `${release}\n`);
+    const top = await d().ok(['top', n]);
+    assert.match(top.stdout, /qemu-system-x86_64/, 'top does not list the VMM');
+    const pidCol = top.stdout.split('\n')[0]!.trim().split(/\s+/).indexOf('PID');
+    const listed = top.stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)[pidCol]);
+    assert.ok(!listed.includes('1'), `top lists host pid 1: a guest pid taken for a host one\n${top.stdout}`);
+    // the shim reads the cgroups of the pid it was given: the VM's (its memory limit, its processes)
+    const st = await d().ok(['stats', '--no-stream', '--format', '{{.MemUsage}} {{.PIDs}}', n]);
+    const m = /\/ ([\d.]+)MiB (\d+)$/.exec(st.stdout.trim());
+    assert.ok(m && Number(m[1]) < 1024 && Number(m[2]) >= 2, `docker stats shows no VM's cgroup: ${st.stdout}`);
+    await d().ok(['pause', n]);
+    assert.equal((await d().ok(['inspect', '-f', '{{.State.Status}}', n])).stdout.trim(), 'paused');
+    await d().ok(['unpause', n]);
+    await d().ok(['stop', '-t', '1', n], { timeoutMs: 60_000 });
+    // the guest's sleep is not its pid 1: SIGTERM ends it (143)
+    assert.equal((await d().ok(['inspect', '-f', '{{.State.ExitCode}}', n])).stdout.trim(), '143');
+    await d().ok(['rm', n]);
   });
 
   it('leaves no container, runtime state or process behind', async () => {

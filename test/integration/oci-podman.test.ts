@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeOciImageArchive } from '../fixtures/ociimage.js';
 import { assertTtyShell, freezerState, leftoverProcesses, ptySkipReason, runtimeBinaryMissing, TTY_SHELL_INPUT } from '../helpers/harness.js';
+import { microvmSkipReason } from '../helpers/microvm.js';
 import { Podman, podmanSkipReason } from '../helpers/podman.js';
 import { RUNTIME, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 
@@ -133,6 +134,25 @@ describe(`podman (${RUNTIME})`, { skip }, () => {
     // standby sentry started by the create would, for ten minutes)
     const conmon = (): ReturnType<typeof leftoverProcesses> => leftoverProcesses({ ids: [cid] }).filter((x) => x.cmdline.startsWith('/usr/bin/conmon') || x.cmdline.includes('conmon '));
     assert.ok(await waitFor(() => conmon().length === 0, 10_000), `conmon of ${n} stays: ${JSON.stringify(conmon())}`);
+  });
+
+  // conmon waits on the pids create and exec write: under microvm the VM's monitor and an exec's
+  // host relay, which end with the guest processes' statuses
+  it('io.moat.isolation=microvm: exit codes of run, exec and kill pass through conmon', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
+    const vm = ['--annotation', 'io.moat.isolation=microvm'];
+    const r = await p().run(['--rm', ...vm, IMAGE, 'sh', '-c', 'echo in the guest; uname -r; exit 3'], { timeoutMs: 300_000 });
+    assert.equal(r.status, 3, r.stderr);
+    const [first, release] = r.stdout.split('\n');
+    assert.equal(first, 'in the guest');
+    assert.notEqual(release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), 'uname -r printed the host kernel');
+    const n = name('vm-det');
+    await p().ok(['run', '-d', '--name', n, ...vm, IMAGE, 'sleep', '1000'], { timeoutMs: 300_000 });
+    const e = await p().podman(['exec', n, 'sh', '-c', 'uname -r; exit 4'], { timeoutMs: 60_000 });
+    assert.equal(e.status, 4, e.stderr);
+    assert.equal(e.stdout, `${release}\n`);
+    await p().ok(['kill', n]);
+    assert.equal((await p().ok(['wait', n], { timeoutMs: 60_000 })).stdout.trim(), '137');
+    await p().ok(['rm', n]);
   });
 
   it('leaves no container, runtime state or process behind', async () => {

@@ -5,12 +5,14 @@
  * the agent protocol) and the VMM, itself jailed by the `container` backend (its own mount,
  * pid, ipc, uts and network namespaces, no capabilities, a seccomp allowlist, a cgroup sized
  * to the guest memory plus overhead), then waits for the guest agent. The container's pid is
- * the VMM's.
+ * the monitor's, which exits with the container process's status (what a runc shim or conmon
+ * waits for on the pid it is given); an exec's pid is its relay's (relay.ts).
  */
 import { spawn } from 'node:child_process';
 import type { StdioOptions } from 'node:child_process';
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfigError, HostError, MoatError, UsageError } from '../../errors.js';
@@ -21,9 +23,11 @@ import type { Spec } from '../../spec/schema.js';
 import { trace } from '../../util/log.js';
 import type { Backend, CreateRequest, Created, ExecRequest, SentryJail } from '../backend.js';
 import { containerBackend } from '../container/index.js';
+import { writeCgroupFile } from '../../cgroups/fsutil.js';
 import { baseImage, overlayDisk } from './disk.js';
 import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
+import type { RelayConfig } from './relay.js';
 import type { ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
 import { checkpointVm, continueVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
@@ -54,8 +58,8 @@ const DEFAULT_MEMORY_MIB = 256;
  * does, the VM gets the limit plus this, so a limit is what the workload can use.
  */
 const GUEST_KERNEL_MIB = 64;
-/** What the VMM may use beyond the guest's memory (QEMU itself, TCG's translation cache). */
-const VMM_OVERHEAD_MIB = 256;
+/** What the VMM may use beyond the guest's memory (QEMU itself, TCG's translation cache, the monitor). */
+const VMM_OVERHEAD_MIB = 320;
 /** Where the VMM's jail shows the host tree the embedded default shares with the guest. */
 const HOST_SHARE = '/.moat-host-root';
 /** How long a guest may take to boot under TCG before create gives up. */
@@ -200,8 +204,13 @@ function waitStatus(monitorSocket: string, id: string): Promise<number> {
       else reject(new MoatError(`container "${id}": ${a.error ?? 'no exit status from the VM'}`));
     });
     sock.on('error', (e) => reject(new MoatError(`container "${id}": lost the VM monitor: ${e.message}`)));
+    // the monitor answers every waiter before it ends on its own: it was killed (with its VM)
+    sock.on('close', () => resolve(KILLED_STATUS));
   });
 }
+
+/** The status of a container whose VM and monitor were killed before it reported one: SIGKILL's. */
+const KILLED_STATUS = 128 + 9;
 
 /** The user's choice of driver and accelerator: flags first, then annotations. */
 function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
@@ -410,6 +419,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
       closeSync(devnull);
       closeSync(vmmLog);
     }
+    joinVmCgroups(req, monitor.pid ?? 0, created.cgroupPaths);
     // the VMM's jail is a container of its own: release it at once, the guest boots now
     const jailRec = { id: req.id, pid: created.pid, pidStartTime: created.pidStartTime } as ContainerRecord;
     await containerBackend.start(jailRec, vmDir);
@@ -455,6 +465,9 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   const backendState = {
     monitorPid: monitor.pid ?? 0,
     monitorStartTime: procStat(monitor.pid ?? 0)?.startTime ?? '',
+    // the VMM's jail: what a kill of every process takes down
+    vmmPid: created.pid,
+    vmmStartTime: created.pidStartTime,
     monitorSocket,
     vmm: driver.name,
     accel,
@@ -470,9 +483,32 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   };
   return {
     ...created,
+    // the container's pid is the monitor's: it ends with the container process's status
+    pid: monitor.pid ?? 0,
+    pidStartTime: backendState.monitorStartTime,
     backendState,
     ...(req.foreground ? { waitExit: waitStatus(monitorSocket, req.id) } : {}),
   };
+}
+
+/**
+ * Puts the monitor in the VM's cgroup v1 hierarchies but freezer and devices. containerd's runc
+ * shim reads a container's cgroups from /proc/PID/cgroup of the pid it is given (the monitor's):
+ * its metrics (`docker stats`) and OOM events are then the VM's, and the VM's memory limit covers
+ * its monitor. Not the freezer (the monitor answers kill and state while the VM is paused), not
+ * devices (it makes the host ends of terminals), and no cgroup v2 directory, where the freezer
+ * cannot be left out: on a cgroup v2 host the monitor stays where it was started.
+ */
+function joinVmCgroups(req: CreateRequest, pid: number, paths: Record<string, string> | undefined): void {
+  if (pid <= 0 || paths === undefined) return;
+  for (const [controller, dir] of Object.entries(paths)) {
+    if (controller === '' || controller === 'freezer' || controller === 'devices') continue;
+    try {
+      writeCgroupFile(dir, 'cgroup.procs', String(pid));
+    } catch (e) {
+      req.log.warn(`container "${req.id}": the VM monitor stays out of the VM's ${controller} cgroup: ${(e as Error).message}`);
+    }
+  }
 }
 
 /** The last lines of a log (the guest console, the VMM's stderr) for an error message, titled `what`. */
@@ -485,101 +521,58 @@ function logTail(path: string, what: string): string {
   }
 }
 
-/** Runs a process in the guest through the monitor, relaying this process's stdio. */
+/**
+ * Runs a process in the guest: starts its relay (relay.ts), a host process that asks the monitor
+ * to run it and relays its stdio (the caller's fds, else this process's own), and reports the
+ * relay's pid, on which the caller (a shim, conmon, `moat exec`) waits and which it signals as it
+ * would an exec'd process of a container backend.
+ */
 async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
   const spec = agentProcess({ ...rec.spec, process: req.process });
-  // a terminal: the monitor makes the host end and sends its master to the console socket;
-  // this process relays nothing
+  // a terminal: the monitor makes the host end and sends its master to the console socket
   const tty = spec.terminal !== undefined;
   if (tty && !req.consoleSocket) throw new ConfigError('process.terminal', `container "${rec.id}": exec with a terminal needs --console-socket (or a foreground exec)`);
-  const consoleSocket = tty ? resolve(req.consoleSocket ?? '') : undefined;
-  // the caller's stdio fds (the shim's FIFOs), else this process's own; duplicated, because this
-  // process relays them itself for as long as the exec runs (the caller closes its copies once
-  // exec returns, as a container backend's child holds its own)
-  const fds = tty ? undefined : req.stdio?.map((fd) => {
-    const d = k.fcntl(fd, 1030 /* F_DUPFD_CLOEXEC */, 3);
-    if (d < 0) throw new HostError(`container "${rec.id}": exec: cannot duplicate stdio fd ${fd} (errno ${-d})`);
-    return d;
+  const monitorSocket = rec.backendState?.['monitorSocket'];
+  if (typeof monitorSocket !== 'string') throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
+  const cfg: RelayConfig = { id: rec.id, monitorSocket, spec, ...(tty ? { consoleSocket: resolve(req.consoleSocket ?? '') } : {}) };
+  const json = JSON.stringify(cfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+  k.sealInheritedFds(); // a detached exec's relay lives on: it keeps no caller's fd
+  const stdio = tty ? ['ignore', 'ignore', 'ignore'] : req.stdio ?? ['inherit', 'inherit', 'inherit'];
+  const relay = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-exec-relay', json], {
+    // its own process group: a terminal's ^C reaches the caller, which forwards it once
+    detached: true,
+    stdio: [...(stdio as (number | 'inherit' | 'ignore')[]), 'pipe'] as StdioOptions,
   });
-  const input: Readable = fds ? createReadStream('', { fd: fds[0]!, autoClose: true }) : process.stdin;
-  const output = (which: 1 | 2, data: Buffer): void => {
-    if (!fds) {
-      (which === 1 ? process.stdout : process.stderr).write(data);
-      return;
-    }
-    for (let off = 0; off < data.length;) {
-      try {
-        off += writeSync(fds[which]!, data, off);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return; // the reader went away
-      }
-    }
-  };
-  let released = false;
-  const release = (): void => {
-    if (released || tty) return;
-    released = true;
-    if (!fds) {
-      process.stdin.pause();
-      return;
-    }
-    input.destroy(); // closes fds[0]
-    for (const fd of fds.slice(1)) closeSync(fd);
-  };
-  const path = rec.backendState?.['monitorSocket'];
-  if (typeof path !== 'string') {
-    release();
-    throw new HostError(`container "${rec.id}": its VM monitor is unknown`);
-  }
-  const sock = connect(path);
-  let buf = '';
-  let pidResolve: (pid: number) => void = () => {};
-  let pidReject: (e: Error) => void = () => {};
-  const started = new Promise<number>((res, rej) => {
-    pidResolve = res;
-    pidReject = rej;
+  const exited = new Promise<number>((res) => {
+    relay.on('exit', (code, sig) => res(code ?? 128 + (sig ? osConstants.signals[sig] : 0)));
   });
-  const waitExit = new Promise<number>((resolve, reject) => {
-    sock.on('connect', () => {
-      const op = { op: 'exec', spec, ...(consoleSocket ? { consoleSocket } : {}) };
-      sock.write(`${JSON.stringify(op, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
-      if (tty) return;
-      input.on('data', (d: Buffer) => sock.write(`${JSON.stringify({ in: d.toString('base64') })}\n`));
-      input.on('end', () => sock.write('{"eof":true}\n'));
-      input.on('error', () => sock.write('{"eof":true}\n'));
-    });
-    sock.on('data', (d: Buffer) => {
+  relay.on('error', () => {}); // a spawn failure shows as its exit
+  const report = await new Promise<string>((res) => {
+    let buf = '';
+    const out = relay.stdio[3] as Readable;
+    out.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const m = JSON.parse(buf.slice(0, nl)) as { pid?: number; out?: string; err?: string; status?: number; error?: string };
-        buf = buf.slice(nl + 1);
-        if (typeof m.pid === 'number') pidResolve(m.pid);
-        if (typeof m.out === 'string') output(1, Buffer.from(m.out, 'base64'));
-        if (typeof m.err === 'string') output(2, Buffer.from(m.err, 'base64'));
-        if (typeof m.error === 'string') {
-          const e = new MoatError(`container "${rec.id}": exec: ${m.error}`);
-          pidReject(e);
-          reject(e);
-        }
-        if (typeof m.status === 'number') {
-          pidResolve(-1);
-          release();
-          sock.destroy();
-          resolve(m.status);
-        }
-      }
     });
-    sock.on('error', (e) => {
-      release();
-      const err = new MoatError(`container "${rec.id}": cannot reach its VM monitor: ${e.message}`);
-      pidReject(err);
-      reject(err);
-    });
+    out.on('close', () => res(buf.split('\n')[0] ?? ''));
+    out.on('error', () => res(buf.split('\n')[0] ?? ''));
   });
-  waitExit.catch(() => {});
-  const pid = await started;
-  return { pid: pid > 0 ? pid : 0, pidStartTime: '', ...(req.foreground ? { waitExit } : {}) };
+  if (report.startsWith('error ') || report === '') {
+    const status = report === '' ? await exited : 0;
+    throw new MoatError(`container "${rec.id}": exec: ${report === '' ? `its relay ended (status ${status}) before the process started` : report.slice(6)}`);
+  }
+  const pid = relay.pid ?? 0;
+  const pidStartTime = procStat(pid)?.startTime ?? '';
+  if (!req.foreground) relay.unref();
+  return { pid, pidStartTime, ...(req.foreground ? { waitExit: exited } : {}) };
+}
+
+/**
+ * The record with the VMM's pid, for what acts on the jail's processes. A record from before the
+ * monitor's pid was the container's has the VMM's as its own.
+ */
+function vmmRecord(rec: ContainerRecord): ContainerRecord {
+  const pid = Number(rec.backendState?.['vmmPid'] ?? 0);
+  return pid > 0 ? { ...rec, pid, pidStartTime: String(rec.backendState?.['vmmStartTime'] ?? '') } : rec;
 }
 
 /** Whether the container's VM monitor still runs. */
@@ -612,17 +605,19 @@ export const microvmBackend: Backend = {
   exec,
   async kill(rec, signal, all) {
     if (signal === 9 && all) {
-      // delete --force and kill --all KILL: the VM itself goes
-      await containerBackend.kill(rec, 9, true);
+      // delete --force and kill --all KILL: the VM itself goes (its monitor follows)
+      await containerBackend.kill(vmmRecord(rec), 9, true);
       return;
     }
     if (!monitorAlive(rec)) return;
     await monitorCall(rec, { op: 'kill', signal, all });
   },
   async pids(rec) {
-    if (!monitorAlive(rec)) return [];
-    const a = await monitorCall(rec, { op: 'ps' });
-    return Array.isArray(a.pids) ? (a.pids as number[]) : [];
+    // host pids, as every runtime's ps gives them (a shim or `docker top` looks them up on the
+    // host): the monitor and the VMM's jail. The guest's own are `exec ID ps`'s to show.
+    const jail = await containerBackend.pids(vmmRecord(rec));
+    const monitor = Number(rec.backendState?.['monitorPid'] ?? 0);
+    return monitorAlive(rec) ? [monitor, ...jail.filter((p) => p !== monitor)] : jail;
   },
   async checkpoint(rec, dir, opts) {
     const b = rec.backendState ?? {};

@@ -10,21 +10,34 @@
  *   {"op":"ps"}                          answered with {"pids":[...]} (guest pids)
  *   {"op":"exec","spec":{...}}           runs another process; answered {"pid":N}, then its
  *                                        output as {"out":BASE64} / {"err":BASE64} lines and at
- *                                        last {"status":N}; the CLI sends {"in":BASE64} lines and
- *                                        {"eof":true} on the same connection for its stdin
+ *                                        last {"status":N}; the exec's relay (relay.ts) sends
+ *                                        {"in":BASE64} lines, {"eof":true} and {"signal":N} on
+ *                                        the same connection; if it closes before the status,
+ *                                        the process is killed (SIGKILL)
  *   {"op":"shutdown"}                    powers the guest off
  * Every answer is one JSON line; errors are {"error":"..."}. Every guest message is untrusted:
  * the decoder caps sizes and rejects unknown types, and a protocol error ends the VM.
  * It reports "hello RELEASE" on fd 3 once the agent is up, and exits when the VM is gone.
+ *
+ * Its pid is the container's (state, --pid-file): containerd's runc shim and conmon wait on it
+ * for the container process's exit status, so it exits with that status (137 if the VM went
+ * without one: it was killed), and it passes the catchable signals it gets on to that process,
+ * as a container backend's init would take them itself.
  */
-import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { ReadStream as TtyReadStream } from 'node:tty';
 import { getWindowSize, makeRaw, setControllingTerminal } from '../../sys/libc.js';
 import { hostTerminal } from '../../util/consolesocket.js';
+import { inputStream } from '../../util/input.js';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
+import { constants } from 'node:os';
 import { decodeExit, decodePids, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
 import type { Frame, ProcessSpec } from './protocol.js';
+import { RELAYED_SIGNALS } from './relay.js';
+
+/** The exit status of a process whose VM went before it reported one: killed with it. */
+const KILLED_WITH_VM = 128 + 9;
 
 /** What `moat create` tells the monitor (JSON in argv). */
 export interface MonitorConfig {
@@ -116,16 +129,26 @@ export function monitorMain(argv: string[]): Promise<number> {
   return new Promise((resolve) => {
     let control: Server | undefined;
     let cli: Server | undefined;
+    /** Ends the monitor with the container process's status (`code` if it never ended). */
     const finish = (code: number): void => {
       control?.close();
       cli?.close();
       for (const s of streams.values()) {
-        for (const w of s.waiters) w(s.status ?? 255);
+        for (const w of s.waiters) w(s.status ?? KILLED_WITH_VM);
         s.waiters = [];
       }
-      log(`monitor ends (${code})`);
-      resolve(code);
+      const status = streams.get(0)?.status ?? code;
+      log(`monitor ends (${status})`);
+      resolve(status);
     };
+    // a signal to the container's pid is for its process (before it runs: for the VM)
+    for (const sig of RELAYED_SIGNALS) {
+      if (sig === 'SIGHUP' && ttyIn) continue; // the terminal's hang-up, handled above
+      process.on(sig, () => {
+        if (streams.get(0)?.pid !== undefined) send({ type: MSG.KILL, stream: 0, payload: u32Payload(constants.signals[sig]) });
+        else if (sig !== 'SIGCONT' && sig !== 'SIGWINCH') send({ type: MSG.SHUTDOWN, stream: 0, payload: Buffer.alloc(0) });
+      });
+    }
 
     const onFrame = (f: Frame): void => {
       const s = streams.get(f.stream);
@@ -184,7 +207,7 @@ export function monitorMain(argv: string[]): Promise<number> {
         ttyIn.on('error', () => {}); // the runtime closed the master: no more input
         return;
       }
-      const rs = createReadStream('', { fd, autoClose: stream !== 0, highWaterMark: 64 * 1024 });
+      const rs = inputStream(fd);
       rs.on('data', (chunk: Buffer | string) => send({ type: MSG.STDIN, stream, payload: Buffer.from(chunk) }));
       rs.on('end', () => send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) }));
       rs.on('error', () => send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) }));
@@ -223,7 +246,7 @@ export function monitorMain(argv: string[]): Promise<number> {
         }
         for (const f of frames) onFrame(f);
       });
-      sock.on('close', () => finish(0));
+      sock.on('close', () => finish(KILLED_WITH_VM));
       sock.on('error', () => {});
       for (const f of pending.splice(0)) sock.write(encodeFrame(f));
     });
@@ -263,21 +286,30 @@ export function monitorMain(argv: string[]): Promise<number> {
         if (buf.length > 1 << 20) conn.destroy(); // no line is that long
       });
       conn.on('close', () => {
-        if (execStream >= 0) send({ type: MSG.STDIN, stream: execStream, payload: Buffer.alloc(0) });
+        // the relay is the process's host end: without it, no one waits for the process
+        const s = streams.get(execStream);
+        if (execStream >= 0 && s && s.status === undefined) {
+          log(`the relay of stream ${execStream} went; killing its process`);
+          if (s.pid !== undefined) send({ type: MSG.KILL, stream: execStream, payload: u32Payload(9) });
+          else s.started.push(() => send({ type: MSG.KILL, stream: execStream, payload: u32Payload(9) }));
+        }
       });
       conn.on('error', () => {});
     });
 
-    /** A stdin line of an exec connection: {"in":BASE64} or {"eof":true}. */
+    /** A line of an exec connection after its command: {"in":BASE64}, {"eof":true} or {"signal":N}. */
     const execInput = (stream: number, line: string): void => {
-      let m: { in?: string; eof?: boolean };
+      let m: { in?: string; eof?: boolean; signal?: number };
       try {
         m = JSON.parse(line) as typeof m;
       } catch {
         return;
       }
       if (typeof m.in === 'string') send({ type: MSG.STDIN, stream, payload: Buffer.from(m.in, 'base64') });
-      if (m.eof) send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) });
+      if (m.eof === true) send({ type: MSG.STDIN, stream, payload: Buffer.alloc(0) });
+      if (typeof m.signal === 'number' && Number.isInteger(m.signal) && m.signal > 0 && m.signal < 65 && streams.get(stream)?.pid !== undefined) {
+        send({ type: MSG.KILL, stream, payload: u32Payload(m.signal) });
+      }
     };
     cli.listen(cfg.monitorSocket, onListening);
 
@@ -393,7 +425,8 @@ export function monitorMain(argv: string[]): Promise<number> {
           };
           streams.set(stream, s);
           send({ type: MSG.RUN, stream, payload });
-          return tty ? -1 : stream; // a terminal's input comes from the pty, not this connection
+          // a terminal's input comes from the pty; the connection's lines are then signals only
+          return stream;
         }
         default:
           reply(conn, { error: `unknown op ${JSON.stringify(cmd.op)}` });
