@@ -811,6 +811,50 @@ describe('sentry isolation: security properties', { skip }, () => {
     }
   });
 
+  // procfs's checks on another process: ptrace access (CAP_SYS_PTRACE, or the same ids) for its
+  // fd links, environ, cwd, exe and fdinfo, and the DAC of its 0500 fd directory and 0400
+  // environ. The sentry let root through both (fsuid 0): a root process without CAP_SYS_PTRACE
+  // (runc's and Docker's default set) read a uid-1000 process's fds and environment. The same
+  // execs under the container backend (the kernel's procfs) are the reference.
+  it('shows another user\'s process in /proc only as procfs does: ptrace access and DAC, for root too', async () => {
+    const probe = [
+      'for f in fd/0 cwd exe; do readlink /proc/1/$f >/dev/null 2>&1 && echo $f-ok || echo $f-denied; done',
+      'cat /proc/1/environ >/dev/null 2>&1 && echo environ-ok || echo environ-denied',
+      'echo fd-listed $(ls /proc/1/fd 2>/dev/null | wc -l) fdinfo-listed $(ls /proc/1/fdinfo 2>/dev/null | wc -l)',
+      'cat /proc/1/fdinfo/0 >/dev/null 2>&1 && echo fdinfo-ok || echo fdinfo-denied',
+    ].join('; ');
+    const callers: string[][] = [
+      ['-u', '0:0'],
+      ['-u', '0:0', '--cap', 'CAP_SYS_PTRACE'],
+      ['-u', '0:0', '--cap', 'CAP_DAC_READ_SEARCH'],
+      ['-u', '0:0', '--cap', 'CAP_SYS_PTRACE', '--cap', 'CAP_DAC_OVERRIDE'],
+      ['-u', '1000:1000'],
+    ];
+    const seen: Record<string, string[]> = {};
+    const b = await sb.bundle(['sleep', '1000'], (spec) => {
+      spec['process'].user = { uid: 1000, gid: 1000 };
+    });
+    for (const isolation of ['container', 'sentry']) {
+      const id = sb.id(`ptrace-${isolation}`);
+      await sb.ok(['create', '--isolation', isolation, '-b', b, id]);
+      try {
+        await sb.ok(['start', id]);
+        seen[isolation] = [];
+        for (const who of callers) {
+          const r = await sb.rt(['exec', ...who, id, 'sh', '-c', probe]);
+          assert.equal(r.status, 0, `${isolation} ${who.join(' ')}: ${show(r)}`);
+          seen[isolation]!.push(`${who.join(' ')}: ${r.stdout.trim().split('\n').join(' ')}`);
+        }
+      } finally {
+        await sb.rt(['delete', '--force', id]);
+      }
+    }
+    assert.deepEqual(seen['sentry'], seen['container']);
+    // and the reference is what it should be: nothing for root without capabilities, all for its user
+    assert.equal(seen['sentry']![0], '-u 0:0: fd/0-denied cwd-denied exe-denied environ-denied fd-listed 0 fdinfo-listed 0 fdinfo-denied');
+    assert.equal(seen['sentry']![4], '-u 1000:1000: fd/0-ok cwd-ok exe-ok environ-ok fd-listed 3 fdinfo-listed 3 fdinfo-ok');
+  });
+
   it('cannot signal or trace a process outside the sandbox', async () => {
     const sleeper = spawn('sleep', ['1000'], { stdio: 'ignore', detached: true });
     hostChildren.push(sleeper);

@@ -17,7 +17,7 @@ import { join, posix } from 'node:path';
 
 import { E, O, close, cpath, fcntl, fstatat, memfdCreate, openat, pidfdGetfd, pidfdOpen, pwrite } from '../../sys/kernel.js';
 import { fail, giveFd, type Creds, type Reply, type Sandbox, type Task } from './types.js';
-import { PIDFD_THREAD } from './task.js';
+import { PIDFD_THREAD, statusIds } from './task.js';
 import * as v from './view.js';
 // the synthesized trees run as the sentry: their scratch mirrors and the host files they read
 // are root's, and they check the caller's access themselves (node access rules, dacAllows)
@@ -73,6 +73,8 @@ interface Common {
 }
 interface DirNode extends Common {
   kind: 'dir';
+  /** 0, or the -errno a lookup in it fails with (search permission); absent: allowed. */
+  search?: () => number;
   list(): Array<[string, Node]>;
   child(name: string): Node | null;
   /**
@@ -154,10 +156,31 @@ export function resolveSelf(t: Task, path: string): string {
 
 /** Whether `cr` may access (r=4, w=2) an object of this mode and host owner, as DAC would. */
 function dacAllows(mode: number, uid: number, gid: number, cr: Creds, want: number): boolean {
-  if (want === 0 || cr.fsuid === 0) return true;
+  if (want === 0) return true;
   const bits = cr.fsuid === uid ? mode >> 6 : cr.fsgid === gid || cr.groups.includes(gid) ? mode >> 3 : mode;
-  return (bits & want & 7) === want;
+  if ((bits & want & 7) === want) return true;
+  // the capabilities that override it (root has them only when its set does: runc's and Docker's do)
+  const caps = cr.caps ?? 0n;
+  return hasCap(caps, CAP_DAC_OVERRIDE) || ((want & 2) === 0 && hasCap(caps, CAP_DAC_READ_SEARCH));
 }
+
+/**
+ * DAC of a per-process procfs entry of mode `perm` (fd 0500, environ 0400): owned by the
+ * process's effective ids while it is dumpable, else by root, as the host's /proc/PID shows.
+ * `want`: 4 read, 1 search. 0, or -EACCES.
+ */
+function procDac(c: Ctx, host: number, perm: number, want: number): number {
+  // a process always reaches its own (procfs lets its thread group through, dumpable or not)
+  if (c.t === undefined || c.t.tgid === host) return 0;
+  const st = lstatSync(`/proc/${host}`, { throwIfNoEntry: false });
+  if (st === undefined) return -E.ENOENT;
+  return dacAllows(perm, st.uid, st.gid, c.t.creds(), want) ? 0 : -E.EACCES;
+}
+
+/** Whether capability `cap` is in the mask `caps`. */
+const hasCap = (caps: bigint, cap: bigint): boolean => ((caps >> cap) & 1n) === 1n;
+const CAP_DAC_OVERRIDE = 1n;
+const CAP_DAC_READ_SEARCH = 2n;
 
 /** The r/w bits an open with `flags` needs (none for O_PATH). */
 function wanted(flags: number): number {
@@ -166,15 +189,28 @@ function wanted(flags: number): number {
   return (acc === O.WRONLY ? 0 : 4) | (acc !== O.RDONLY || (flags & O.TRUNC) !== 0 ? 2 : 0);
 }
 
+/** CAP_SYS_PTRACE's bit in a status CapEff mask. */
+const CAP_SYS_PTRACE = 19n;
+
 /**
- * A simplified ptrace_may_access: the caller may look at its own process, and root or a process
- * of the same effective uid at any other.
+ * procfs's read check of another process (the kernel's ptrace_may_access with
+ * PTRACE_MODE_READ_FSCREDS, without an LSM): the caller may look at its own process; at another
+ * with CAP_SYS_PTRACE, or when that process's real, effective and saved uids are all the caller's
+ * fsuid and its gids all its fsgid and it is dumpable (procfs shows a process that is not, a
+ * set-id program say, as root's). Root is no exception: a root process without CAP_SYS_PTRACE
+ * (the default set of runc and Docker) may not read a uid-1000 process's fds or environ.
  */
 function mayAccess(c: Ctx, host: number): number {
   if (c.t === undefined || c.t.tgid === host) return 0;
   const cr = c.t.creds();
-  if (cr.fsuid === 0) return 0;
-  return v.hostOwner(host)?.[0] === cr.fsuid ? 0 : -E.EACCES;
+  if (hasCap(cr.caps ?? 0n, CAP_SYS_PTRACE)) return 0;
+  const theirs = v.readHost(`/proc/${host}/status`);
+  if (typeof theirs === 'number') return -E.EACCES;
+  const uids = statusIds(theirs, 'Uid').slice(0, 3);
+  const gids = statusIds(theirs, 'Gid').slice(0, 3);
+  if (uids.length < 3 || gids.length < 3 || !uids.every((u) => u === cr.fsuid) || !gids.every((g) => g === cr.fsgid)) return -E.EACCES;
+  if (cr.fsuid !== 0 && lstatSync(`/proc/${host}`, { throwIfNoEntry: false })?.uid !== cr.fsuid) return -E.EACCES;
+  return 0;
 }
 
 /**
@@ -401,7 +437,7 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
   // procfs checks ptrace access when these are opened (a process of the same user, or root, may
   // read another's maps or environ: ps e, lsof and top do); auxv, environ, io and personality are also 0400
   const traced = (name: string, perm = 0o400) => (): Node =>
-    file(() => (c.t !== undefined && mayAccess(c, p.host) === 0 ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), { ...extra, perm });
+    file(() => (c.t !== undefined && mayAccess(c, p.host) === 0 && procDac(c, p.host, perm, 4) === 0 ? asHostOwner(c, base, () => v.readHostBuf(`${base}/${name}`)) : -E.EACCES), { ...extra, perm });
   // no audit login session: what a process started outside any login has
   const unset = (): Node => file(() => '4294967295', extra);
   const entries: Record<string, () => Node> = {
@@ -446,7 +482,12 @@ function procDir(c: Ctx, p: v.Proc, th?: v.Proc): DirNode {
 function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
   const entry = (n: string): LinkNode => magic(c, `${base}/fd/${n}`, host, owner);
   return {
-    ...fdTableDir(c, host, base, owner, entry, (path) => link(() => path, { owner })),
+    // mode 0500: opening (listing) it and a lookup in it are DAC's; each link then checks ptrace
+    // access itself
+    ...fdTableDir(c, host, base, owner, entry, (path) => link(() => path, { owner }), {
+      access: () => procDac(c, host, 0o500, 4),
+      search: () => procDac(c, host, 0o500, 1),
+    }),
     perm: 0o500,
     // procfs reports the number of open fds as its size (Linux 6.2 on): the host's own figure
     size: () => {
@@ -457,9 +498,12 @@ function fdDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
   };
 }
 
-/** The fd numbers of process `host` (under `base`), ascending; [] when the caller may not see them. */
+/**
+ * The fd numbers of process `host` (under `base`), ascending. procfs lists them to whoever may
+ * open the directory (its DAC, checked by the open); following one needs ptrace access.
+ */
 function fdNames(c: Ctx, host: number, base: string): string[] {
-  const names = mayAccess(c, host) < 0 ? -E.EACCES : asHostOwner(c, `${base}/fd`, () => v.listHost(`${base}/fd`));
+  const names = asHostOwner(c, `${base}/fd`, () => v.listHost(`${base}/fd`));
   return typeof names === 'number' ? [] : names.sort((a, b) => Number(a) - Number(b));
 }
 
@@ -470,15 +514,16 @@ const FD_NAME = /^(0|[1-9]\d{0,9})$/;
  * opener's own lists the fd of that open too, as procfs does (the kernel installs it before any
  * getdents): the lowest number free in the table now, as `own` makes it for the opened path.
  */
-function fdTableDir(c: Ctx, host: number, base: string, owner: Owner, entry: (n: string) => Node, own: (path: string) => Node): DirNode {
+function fdTableDir(c: Ctx, host: number, base: string, owner: Owner, entry: (n: string) => Node, own: (path: string) => Node, gate: Pick<DirNode, 'access' | 'search'>): DirNode {
   const access = (): number => mayAccess(c, host);
   return {
     kind: 'dir',
     owner,
-    access,
+    ...gate,
     list: () => fdNames(c, host, base).map((n): [string, Node] => [n, entry(n)]),
     child: (name) => {
-      if (!FD_NAME.test(name) || access() < 0) return null;
+      // a lookup finds an open fd whoever asks; the entry's own check refuses what follows
+      if (!FD_NAME.test(name)) return null;
       return typeof asHostOwner(c, `${base}/fd`, () => v.linkHost(`${base}/fd/${name}`)) === 'string' ? entry(name) : null;
     },
     listForOpen: (path) => {
@@ -498,7 +543,8 @@ function fdTableDir(c: Ctx, host: number, base: string, owner: Owner, entry: (n:
 function fdinfoDir(c: Ctx, host: number, base: string, owner: Owner): DirNode {
   const access = (): number => mayAccess(c, host);
   const entry = (n: string): FileNode => file(() => (access() < 0 ? -E.EACCES : fdinfoText(c, host, base, n)), { owner, access });
-  return fdTableDir(c, host, base, owner, entry, () => file(() => '', { owner }));
+  // mode 0555, and procfs checks ptrace access to open it or look up in it
+  return fdTableDir(c, host, base, owner, entry, () => file(() => '', { owner }), { access, search: access });
 }
 
 /** The mount id of the synthesized mountinfo for an fd whose target is `target` (a sandbox path, or "pipe:[N]" and the like). */
@@ -953,6 +999,8 @@ function walk(c: Ctx, path: string, followLast: boolean, hops = 0): Found | numb
     const name = parts[i] as string;
     if (name === '') continue;
     if (node.kind !== 'dir') return -E.ENOTDIR;
+    const denied = node.search?.() ?? 0;
+    if (denied < 0) return denied;
     const next = node.child(name);
     if (next === null) return -E.ENOENT;
     const last = parts.slice(i + 1).every((s) => s === '');
@@ -1193,8 +1241,9 @@ function synthOpenOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply 
  * Reopens one of the caller's own fds through /proc/PID/fd/N (or /proc/PID/task/TID/fd/N; the
  * caller maps /dev/fd/N and /dev/std* to it): a new open file description of the same object, as
  * the kernel's magic link gives, with the caller's DAC rights checked. Another process's fd is
- * taken the same way when the caller may look into that process (mayAccess: as the kernel's
- * ptrace read check for the same uid), EACCES otherwise. Returns null if the path is not of that form.
+ * taken the same way when the caller may search that process's fd directory (its DAC) and look
+ * into that process (mayAccess: the kernel's ptrace read check), EACCES otherwise. Returns null
+ * if the path is not of that form.
  */
 export function reopenFd(t: Task, sb: Sandbox, path: string, flags: number): Reply | null {
   return asSentry(sb, () => reopenFdOwn(t, sb, path, flags));
@@ -1209,7 +1258,7 @@ function reopenFdOwn(t: Task, sb: Sandbox, path: string, flags: number): Reply |
   if (host === undefined) return fail(E.ENOENT);
   const tid = m[2] === undefined ? host : v.hostTidOf(host, Number(m[2]));
   if (tid === undefined) return fail(E.ENOENT);
-  if (!own && mayAccess({ t, sb }, host) < 0) return fail(E.EACCES);
+  if (!own && (procDac({ t, sb }, host, 0o500, 1) < 0 || mayAccess({ t, sb }, host) < 0)) return fail(E.EACCES);
   const n = Number(m[3]);
   if (n > 0x7fffffff) return fail(E.ENOENT);
   if ((flags & O.NOFOLLOW) !== 0) return fail(E.ELOOP);

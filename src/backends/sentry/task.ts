@@ -218,7 +218,11 @@ export class NotifTask implements Task {
     const s = this.status();
     const uid = statusIds(s, 'Uid');
     const gid = statusIds(s, 'Gid');
-    return { uid: uid[0] ?? 0, euid: uid[1] ?? 0, fsuid: uid[3] ?? 0, gid: gid[0] ?? 0, egid: gid[1] ?? 0, fsgid: gid[3] ?? 0, groups: statusIds(s, 'Groups') };
+    const caps = /\nCapEff:\s*([0-9a-f]+)/.exec(s)?.[1];
+    return {
+      uid: uid[0] ?? 0, euid: uid[1] ?? 0, fsuid: uid[3] ?? 0, gid: gid[0] ?? 0, egid: gid[1] ?? 0, fsgid: gid[3] ?? 0, groups: statusIds(s, 'Groups'),
+      ...(caps !== undefined ? { caps: BigInt(`0x${caps}`) } : {}),
+    };
   }
 
   /** The task's umask, from /proc/TID/status. */

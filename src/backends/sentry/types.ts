@@ -76,6 +76,8 @@ export interface Creds {
   fsuid: number;
   fsgid: number;
   groups: number[];
+  /** The effective capability set (CapEff); absent: none. */
+  caps?: bigint;
 }
 
 /** The calling thread of one notification, with checked access to its memory. */
