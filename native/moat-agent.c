@@ -57,9 +57,17 @@
  *                    7 HOSTNAME (string; stream 0 only)
  *                    8 RLIMIT (u32 resource, u64 soft, u64 hard; all-ones = infinity)
  *                    9 UMASK (u32)                   10 TERMINAL (u16 rows, u16 columns)
+ *                   11 BIND (u8 flags, u8 tag length, tag, destination: the rest)
  *                  strings are raw bytes without NUL; at most 4096 ARG+ENV records, 64 GROUP,
  *                  16 RLIMIT, strings of at most 128 KiB; CWD, UID, GID, HOSTNAME, UMASK and
- *                  TERMINAL at most once. The process: setsid, sethostname, umask, setrlimit,
+ *                  TERMINAL at most once; at most 64 BIND, for stream 0 only: before its process
+ *                  starts, each virtio-9p share TAG (waited for like the other devices) is
+ *                  mounted at the destination (an absolute path without "..", missing
+ *                  directories made 0755), or with flag FILE(2) its one entry "file" is bound
+ *                  there (a missing file made empty, 0644) through a mount of the share at a
+ *                  staging directory that is detached at once; flags READONLY(1), NOSUID(4),
+ *                  NODEV(8), NOEXEC(16) apply to the mount; a failure is FAILURE ("bind DEST:
+ *                  strerror") and EXIT 126. The process: setsid, sethostname, umask, setrlimit,
  *                  chdir, setgroups, setgid, setuid, default signal mask and dispositions, pipes
  *                  on 0/1/2 (with TERMINAL: a new pty of that size in the guest's devpts as its
  *                  controlling terminal on 0/1/2 instead; all its output comes as STDOUT, and an
@@ -144,6 +152,16 @@
 #define MAX_STRV 4096u
 #define MAX_GROUPS 64u
 #define MAX_RLIMITS 16u
+#define MAX_BINDS 64u
+#define MAX_TAG 31u
+#define MAX_PATH_LEN 4095u
+#define BIND_RO 1u
+#define BIND_FILE 2u
+#define BIND_NOSUID 4u
+#define BIND_NODEV 8u
+#define BIND_NOEXEC 16u
+#define BIND_STAGING "/dev/.moat-bind"
+#define NINEP_OPTS "trans=virtio,version=9p2000.L,msize=262144"
 #define MAX_STR (128u << 10)
 #define MAX_PROCS 128
 #define STREAM_ALL 0xffffffffu
@@ -154,7 +172,7 @@
 #define NET_MASK "255.255.255.0"
 #define NET_GW "10.0.2.2"
 
-enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK, T_TERMINAL };
+enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK, T_TERMINAL, T_BIND };
 
 /* steps of the child between fork and exec, reported through the error pipe */
 enum { ST_SETSID, ST_HOSTNAME, ST_RLIMIT, ST_CHDIR, ST_SETGROUPS, ST_SETGID, ST_SETUID,
@@ -183,6 +201,8 @@ static struct spec {
   uint32_t uid, gid, umask_v;
   gid_t groups[MAX_GROUPS]; uint32_t ngroups;
   uint32_t nrl, rl_res[MAX_RLIMITS]; uint64_t rl_soft[MAX_RLIMITS], rl_hard[MAX_RLIMITS];
+  uint32_t nbinds;
+  struct { uint8_t flags; char tag[MAX_TAG + 1]; char *dest; } binds[MAX_BINDS];
 } sp;
 static char arena[MAX_PAYLOAD]; /* each string takes len + 1 <= its record's 5 + len bytes */
 
@@ -790,6 +810,33 @@ static void parse_spec(const uint8_t *p, size_t n) {
       memcpy(&sp.rows, v, 2);
       memcpy(&sp.cols, v + 2, 2);
       break;
+    case T_BIND: {
+      if (len < 4) protocol_error("RUN: BIND record has %u bytes (want at least 4)", len);
+      if (sp.nbinds >= MAX_BINDS) protocol_error("RUN: more than %u BIND records", MAX_BINDS);
+      uint8_t flags = v[0], tlen = v[1];
+      if (flags & ~(BIND_RO | BIND_FILE | BIND_NOSUID | BIND_NODEV | BIND_NOEXEC)) protocol_error("RUN: BIND flags %#x", flags);
+      if (tlen == 0 || tlen > MAX_TAG || (uint32_t)tlen + 2 >= len) protocol_error("RUN: BIND tag of %u bytes in a record of %u", tlen, len);
+      for (uint8_t i = 0; i < tlen; i++) {
+        uint8_t ch = v[2 + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+          protocol_error("RUN: BIND tag byte %#x", ch);
+      }
+      uint32_t dlen = len - 2 - tlen;
+      const uint8_t *d = v + 2 + tlen;
+      if (dlen > MAX_PATH_LEN || d[0] != '/' || memchr(d, 0, dlen)) protocol_error("RUN: BIND destination is not an absolute path of at most %u bytes", MAX_PATH_LEN);
+      char *s = arena + used;
+      memcpy(s, d, dlen);
+      s[dlen] = 0;
+      used += (size_t)dlen + 1;
+      if (strcmp(s, "/..") == 0 || strncmp(s, "/../", 4) == 0 || strstr(s, "/../") || (dlen >= 3 && strcmp(s + dlen - 3, "/..") == 0))
+        protocol_error("RUN: BIND destination %s has a \"..\"", s);
+      sp.binds[sp.nbinds].flags = flags;
+      memcpy(sp.binds[sp.nbinds].tag, v + 2, tlen);
+      sp.binds[sp.nbinds].tag[tlen] = 0;
+      sp.binds[sp.nbinds].dest = s;
+      sp.nbinds++;
+      break;
+    }
     case T_RLIMIT:
       if (len != 20) protocol_error("RUN: RLIMIT record has %u bytes (want 20)", len);
       if (sp.nrl >= MAX_RLIMITS) protocol_error("RUN: more than %u RLIMIT records", MAX_RLIMITS);
@@ -807,10 +854,71 @@ static void parse_spec(const uint8_t *p, size_t n) {
   sp.envp[sp.envc] = NULL;
 }
 
+/* Mounts BIND `i` of the spec (see the header); 0, or -1 with errno set and `what` naming the step. */
+static int bind_one(uint32_t i, const char **what) {
+  const char *dest = sp.binds[i].dest, *tag = sp.binds[i].tag;
+  uint8_t f = sp.binds[i].flags;
+  unsigned long fl = ((f & BIND_RO) ? MS_RDONLY : 0) | ((f & BIND_NOSUID) ? MS_NOSUID : 0) |
+                     ((f & BIND_NODEV) ? MS_NODEV : 0) | ((f & BIND_NOEXEC) ? MS_NOEXEC : 0);
+  char dev[256];
+  long deadline = now_ms() + WAIT_MS;
+  *what = "share";
+  while (find_sysfs("/sys/bus/virtio/drivers/9pnet_virtio", "mount_tag", tag, dev, sizeof dev) != 0) {
+    if (now_ms() > deadline) { errno = ENODEV; return -1; }
+    nap();
+  }
+  if (!(f & BIND_FILE)) {
+    make_dirs(dest);
+    *what = "mount";
+    return mount(tag, dest, "9p", fl, NINEP_OPTS);
+  }
+  char parent[MAX_PATH_LEN + 1], src[sizeof BIND_STAGING + 8];
+  snprintf(parent, sizeof parent, "%s", dest);
+  char *slash = strrchr(parent, '/');
+  if (slash && slash != parent) { *slash = 0; make_dirs(parent); }
+  *what = "create";
+  int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+  if (fd < 0 && errno != EISDIR) return -1;
+  if (fd >= 0) close_fd(&fd);
+  *what = "staging";
+  if (mkdir(BIND_STAGING, 0700) != 0 && errno != EEXIST) return -1;
+  if (mount(tag, BIND_STAGING, "9p", fl & MS_RDONLY, NINEP_OPTS) != 0) return -1;
+  snprintf(src, sizeof src, "%s/file", BIND_STAGING);
+  *what = "bind";
+  int r = mount(src, dest, NULL, MS_BIND, NULL);
+  if (r == 0 && fl) r = mount(NULL, dest, NULL, MS_REMOUNT | MS_BIND | fl, NULL);
+  int e = errno;
+  /* the bind holds the share's superblock: the staging mount is not needed any more */
+  if (umount2(BIND_STAGING, MNT_DETACH) != 0) say("umount %s: %s", BIND_STAGING, strerror(errno));
+  rmdir(BIND_STAGING);
+  errno = e;
+  return r;
+}
+
+/* Mounts the spec's BINDs before stream 0 starts; 0, or -1 after FAILURE and EXIT 126. */
+static int mount_binds(uint32_t stream) {
+  if (sp.nbinds == 0) return 0;
+  if (stream != 0 || test_mode) {
+    failure(stream, "run: BIND is for stream 0 of a VM only");
+    send_u32('W', stream, 126);
+    return -1;
+  }
+  for (uint32_t i = 0; i < sp.nbinds; i++) {
+    const char *what = "";
+    if (bind_one(i, &what) != 0) {
+      failure(stream, "bind %s (share %s): %s: %s", sp.binds[i].dest, sp.binds[i].tag, what, strerror(errno));
+      send_u32('W', stream, 126);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static void run(uint32_t stream, const uint8_t *payload, size_t n) {
   parse_spec(payload, n);
   if (stream == STREAM_ALL) { failure(stream, "run: stream %u is reserved", stream); return; }
   if (find_stream(stream)) { failure(stream, "run: stream %u is already running", stream); return; }
+  if (mount_binds(stream) != 0) return;
   struct proc *p = NULL;
   for (int i = 0; i < MAX_PROCS && !p; i++) if (!procs[i].used) p = &procs[i];
   if (!p) { failure(stream, "run: too many processes (%d)", MAX_PROCS); return; }

@@ -288,5 +288,18 @@ describe('microvm: checkpoint and restore', { skip, timeout: 15 * 60_000 }, () =
     } finally {
       await sb.rt(['delete', '--force', vm]);
     }
+    // a bundle VM with a bind mount: its 9p share cannot migrate either
+    const shared = await sb.bundle(['sleep', '1000'], (spec) => spec['mounts'].push({ destination: '/shared', type: 'bind', source: sb.tmp, options: ['rbind', 'ro'] }));
+    const vb = sb.id('bind');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', shared, vb], { timeoutMs: VM_TIMEOUT });
+    try {
+      await sb.ok(['start', vb]);
+      const r = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, 'none'), vb]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /bind mounts cannot be checkpointed/);
+      assert.equal(existsSync(join(sb.tmp, 'none', IMAGE_FILE)), false, 'a refused checkpoint left an image');
+    } finally {
+      await sb.rt(['delete', '--force', vb]);
+    }
   });
 });

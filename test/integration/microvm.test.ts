@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -166,6 +166,45 @@ while left:
       assert.deepEqual(got, { exit4: '4', term: '9', kill: '-9', 'guest-sleeps': '0', init: '5' }, r.err);
     } finally {
       await sb.rt(['delete', '--force', id]);
+    }
+  });
+
+  it("shares the spec's bind mounts: a read-only and a writable directory, a file; a missing source fails create", async () => {
+    const host = mkdtempSync(join(tmpdir(), 'moat-vm-binds-'));
+    try {
+      const ro = join(host, 'ro');
+      const rw = join(host, 'rw');
+      mkdirSync(ro);
+      mkdirSync(rw);
+      writeFileSync(join(ro, 'hello'), 'from the host\n');
+      writeFileSync(join(host, 'one-file'), 'one file\n');
+      const script = [
+        'cat /data/ro/hello',
+        'touch /data/ro/new 2>/dev/null && echo ro-written || echo ro-refused',
+        'echo from the guest > /data/rw/out',
+        'cat /etc/one-file',
+        'echo more >> /etc/one-file 2>/dev/null && echo file-written || echo file-refused',
+      ].join('; ');
+      const mounts = [
+        { destination: '/data/ro', type: 'bind', source: ro, options: ['rbind', 'ro'] },
+        { destination: '/data/rw', type: 'bind', source: rw, options: ['rbind', 'rw'] },
+        { destination: '/etc/one-file', type: 'bind', source: join(host, 'one-file'), options: ['bind', 'ro'] },
+      ];
+      const r = await run(['sh', '-c', script], { mutate: (spec) => spec['mounts'].push(...mounts) });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'from the host\nro-refused\none file\nfile-refused\n');
+      assert.equal(readFileSync(join(rw, 'out'), 'utf8'), 'from the guest\n', 'the guest\'s write did not reach the host directory');
+      assert.deepEqual(readdirSync(ro), ['hello']);
+      assert.equal(readFileSync(join(host, 'one-file'), 'utf8'), 'one file\n');
+      // a source that does not exist: create fails naming the mount, and leaves nothing
+      const b = await sb.bundle(['true'], (spec) => spec['mounts'].push({ destination: '/x', type: 'bind', source: join(host, 'missing'), options: ['rbind'] }));
+      const id = sb.id('vm-nosrc');
+      const bad = await sb.rt(['run', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+      assert.notEqual(bad.status, 0);
+      assert.match(bad.stderr, /mounts\[\d+\]\.source.*missing.*ENOENT/);
+      assert.equal(existsSync(join(sb.root, id)), false, 'a failed create left its state directory');
+    } finally {
+      rmSync(host, { recursive: true, force: true });
     }
   });
 

@@ -136,7 +136,7 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
   // The runc shim (and conmon) wait on the pid a create or exec writes and signal an exec's pid
   // themselves: under microvm those are the VM's monitor and an exec's host relay, which end with
   // the guest processes' statuses. `docker top` looks the runtime's ps pids up on the host.
-  it('the microvm isolation through a runtime argument: exit codes of run and exec, top, stats, pause, stop', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
+  it('the microvm isolation through a runtime argument: exit codes of run and exec, the engine\'s binds, top, stats, pause, stop', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
     const vm = ['--runtime', MICROVM_RUNTIME_NAME];
     const r = await d().docker(['run', '--rm', '--network', 'none', ...vm, IMAGE, 'sh', '-c', 'echo in the guest; uname -r; exit 3'], { timeoutMs: 300_000 });
     assert.equal(r.status, 3, r.stderr);
@@ -147,9 +147,10 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
     const det = await d().docker(['run', '-d', '--name', n, '--network', 'none', ...vm, IMAGE, 'sleep', '1000'], { timeoutMs: 300_000 });
     assert.equal(det.status, 0, det.stderr);
     made.push(det.stdout.trim());
-    const e = await d().docker(['exec', n, 'sh', '-c', 'uname -r; exit 4'], { timeoutMs: 60_000 });
+    // Docker's binds reach the guest (9p shares): /etc/hostname is the engine's file for it
+    const e = await d().docker(['exec', n, 'sh', '-c', 'uname -r; cat /etc/hostname; exit 4'], { timeoutMs: 60_000 });
     assert.equal(e.status, 4, e.stderr);
-    assert.equal(e.stdout, `${release}\n`);
+    assert.equal(e.stdout, `${release}\n${det.stdout.trim().slice(0, 12)}\n`);
     const top = await d().ok(['top', n]);
     assert.match(top.stdout, /qemu-system-x86_64/, 'top does not list the VMM');
     const pidCol = top.stdout.split('\n')[0]!.trim().split(/\s+/).indexOf('PID');

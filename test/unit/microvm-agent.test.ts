@@ -309,6 +309,32 @@ describe('moat-agent --test-fd, malformed input', { skip: SKIP }, () => {
     }
   });
 
+  it('refuses BIND outside a VM (test mode) with FAILURE and EXIT 126, and a malformed BIND as a protocol error', async () => {
+    const agent = new Agent();
+    try {
+      await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+      const bind = { tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: false, nodev: false, noexec: false };
+      agent.send(MSG.RUN, 0, encodeRun(spec(['true'], { binds: [bind] })));
+      const f = await agent.next((x) => x.type === MSG.FAILURE, 'FAILURE');
+      assert.match(f.payload.toString(), /BIND is for stream 0 of a VM only/);
+      assert.equal(decodeExit((await agent.next((x) => x.type === MSG.EXIT, 'EXIT')).payload), 126);
+    } finally {
+      agent.kill();
+    }
+    // a tag byte QEMU would not take: the whole RUN is a protocol error
+    const bad = Buffer.concat([Buffer.from([11, 10, 0, 0, 0, 0, 3]), Buffer.from('a/b/data'), Buffer.from([1, 4, 0, 0, 0]), Buffer.from('true')]);
+    const agent2 = new Agent();
+    try {
+      await agent2.next((x) => x.type === MSG.HELLO, 'HELLO');
+      agent2.sendRaw(encodeFrame({ type: MSG.RUN, stream: 0, payload: bad }));
+      const f = await agent2.next((x) => x.type === MSG.FAILURE, 'FAILURE');
+      assert.match(f.payload.toString(), /^protocol: RUN: BIND tag byte 0x2f$/);
+      assert.equal((await agent2.exited).code, 1);
+    } finally {
+      agent2.kill();
+    }
+  });
+
   it('exits when the host closes the channel', async () => {
     const agent = new Agent();
     try {

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
+  BIND_FLAG,
   FrameDecoder,
   MAX_FRAME_LEN,
   MAX_OUTPUT,
@@ -260,6 +261,33 @@ describe('encodeRun', () => {
     assert.ok(!bare.some((r) => r.tag === RUN_TAG.HOSTNAME || r.tag === RUN_TAG.UMASK || r.tag === RUN_TAG.GROUP || r.tag === RUN_TAG.RLIMIT));
     // strings are UTF-8 bytes
     assert.equal(parseRun(encodeRun({ ...SPEC, args: ['écho'] }))[0]!.value.length, 5);
+  });
+
+  it('encodes each bind mount as a BIND record: flags, tag length, tag, destination', () => {
+    const binds = [
+      { tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: true, nodev: false, noexec: false },
+      { tag: 'moat.b1', destination: '/etc/hosts', file: true, readonly: false, nosuid: false, nodev: true, noexec: true },
+    ];
+    const recs = parseRun(encodeRun({ ...SPEC, binds })).filter((r) => r.tag === RUN_TAG.BIND);
+    assert.equal(recs.length, 2);
+    const [a, b] = recs.map((r) => r.value);
+    assert.equal(a![0], BIND_FLAG.READONLY | BIND_FLAG.NOSUID);
+    assert.equal(a![1], 7);
+    assert.equal(a!.subarray(2, 9).toString(), 'moat.b0');
+    assert.equal(a!.subarray(9).toString(), '/data');
+    assert.equal(b![0], BIND_FLAG.FILE | BIND_FLAG.NODEV | BIND_FLAG.NOEXEC);
+    assert.equal(b!.subarray(9).toString(), '/etc/hosts');
+    assert.ok(!parseRun(encodeRun(SPEC)).some((r) => r.tag === RUN_TAG.BIND), 'no BIND without binds');
+    const bind = binds[0]!;
+    const bad = (patch: Partial<typeof bind>, re: RegExp): void => {
+      assert.throws(() => encodeRun({ ...SPEC, binds: [{ ...bind, ...patch }] }), (e: unknown) => e instanceof ConfigError && re.test(`${e.path}: ${e.message}`));
+    };
+    bad({ tag: 'a b' }, /^mounts \(bind 0\)\.tag: .*\[A-Za-z0-9_\.-\]/);
+    bad({ tag: 'x'.repeat(32) }, /tag/);
+    bad({ destination: 'relative' }, /destination: .*absolute/);
+    bad({ destination: '/a/../etc' }, /destination: .*"\.\."/);
+    bad({ destination: '/a\0b' }, /NUL/);
+    assert.throws(() => encodeRun({ ...SPEC, binds: Array.from({ length: 65 }, (_, i) => ({ ...bind, tag: `t${i}` })) }), /65 bind mounts \(limit 64/);
   });
 
   it('names the field that breaks a limit', () => {

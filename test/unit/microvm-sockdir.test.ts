@@ -2,6 +2,7 @@
  * Where a VM's unix sockets live (src/backends/microvm/sockdir.ts): in its state directory when
  * the names fit a socket address, else in a short private directory, which the VMM's jail binds
  * writable. Engines' state directories (dockerd's, containerd's runc shim's) are the long case.
+ * And what else vmmSpec binds into the VMM's jail: the spec's bind mounts QEMU shares.
  */
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
@@ -50,5 +51,18 @@ describe('vmmSpec', () => {
 
   test('binds nothing more for a short state directory', () => {
     assert.deepEqual(binds('/run/moat/ctr-1').filter(([d]) => String(d).startsWith('/run/')), [['/run/moat/ctr-1', true]]);
+  });
+
+  test("binds the spec's bind mounts where QEMU shares them: a file alone, never its directory; read-only where the mount is", () => {
+    const spec = vmmSpec(launch, '/run/moat/vmm-root', '/run/moat/ctr-1', 256, undefined, [
+      { source: '/srv/data', jailPath: '/.moat-binds/0', guest: { readonly: false } },
+      { source: '/var/lib/docker/containers/c1/hosts', jailPath: '/.moat-binds/1/file', guest: { readonly: true } },
+    ]);
+    const got = (spec.mounts ?? []).filter((m) => m.destination.startsWith('/.moat-binds')).map((m) => [m.destination, m.source, m.options?.includes('ro')]);
+    assert.deepEqual(got, [
+      ['/.moat-binds/0', '/srv/data', false],
+      ['/.moat-binds/1/file', '/var/lib/docker/containers/c1/hosts', true],
+    ]);
+    assert.ok(!(spec.mounts ?? []).some((m) => m.source === '/var/lib/docker/containers/c1'), "the file's host directory is not in the jail");
   });
 });

@@ -148,10 +148,11 @@ export function firecrackerUnavailable(accel: Accel, guest?: GuestImage): string
 }
 
 /** The VmConfig features Firecracker lacks, as reasons; empty when it can run `vm`. */
-export function firecrackerUnsupported(vm: Partial<Pick<VmConfig, 'disk' | 'share' | 'net'>>): string[] {
+export function firecrackerUnsupported(vm: Partial<Pick<VmConfig, 'disk' | 'share' | 'binds' | 'net'>>): string[] {
   const out: string[] = [];
   if (vm.disk !== undefined && vm.disk.format !== 'raw') out.push(`disk.format: Firecracker reads raw disks only, not ${vm.disk.format}`);
   if (vm.share !== undefined) out.push('share: Firecracker has no virtio-9p (nor virtio-fs) device');
+  if ((vm.binds ?? []).length > 0) out.push('binds: Firecracker has no virtio-9p (nor virtio-fs) device to share bind mounts with');
   if (vm.net !== undefined) out.push('net: Firecracker has no user-mode network, only tap devices');
   return out;
 }

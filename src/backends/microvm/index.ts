@@ -10,7 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { StdioOptions } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -28,7 +28,7 @@ import { baseImage, overlayDisk } from './disk.js';
 import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
 import type { RelayConfig } from './relay.js';
-import type { ProcessSpec } from './protocol.js';
+import type { GuestBind, ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
 import { checkpointVm, continueVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
 import type { MicrovmManifest } from './checkpoint.js';
@@ -107,14 +107,25 @@ const RLIMIT_NUMBERS: Record<string, number> = {
  * host sockets from a sentry), no capabilities, no_new_privs, Moat's default seccomp allowlist
  * and a memory limit of the guest's memory plus overhead.
  */
-export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMiB: number, share?: { source: string; jailPath: string }): Spec {
+export function vmmSpec(
+  launch: VmmLaunch,
+  root: string,
+  vmDir: string,
+  memoryMiB: number,
+  share?: { source: string; jailPath: string },
+  binds: readonly { source: string; jailPath: string; guest: { readonly: boolean } }[] = [],
+): Spec {
   const bind = (p: string, rw: boolean) => ({ destination: p, type: 'bind', source: p, options: ['rbind', rw ? 'rw' : 'ro', 'nosuid', 'nodev'] });
   // the shared host tree is bound without its submounts (as the embedded default's overlay)
   const shareMount = share ? [{ destination: share.jailPath, type: 'bind', source: share.source, options: ['bind', 'ro', 'nosuid', 'nodev'] }] : [];
+  // the spec's bind mounts, where QEMU shares them (a read-only one read-only here too)
+  const bindMounts = binds.map((b) => ({ destination: b.jailPath, type: 'bind', source: b.source, options: ['rbind', b.guest.readonly ? 'ro' : 'rw', 'nosuid', 'nodev'] }));
   const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
   // the VM's sockets, where the state directory leaves no room for their names (sockdir.ts)
   const socks = socketDir(vmDir);
-  const extra = [...new Set(launch.paths)].filter((p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== socks && p !== share?.jailPath);
+  const extra = [...new Set(launch.paths)].filter(
+    (p) => p !== '/usr' && !p.startsWith('/usr/') && p !== vmDir && !p.startsWith(`${vmDir}/`) && p !== socks && p !== share?.jailPath && p !== BINDS_DIR && !p.startsWith(`${BINDS_DIR}/`),
+  );
   const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }];
   return {
     ociVersion: '1.0.2',
@@ -137,6 +148,7 @@ export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMi
       bind(vmDir, true),
       ...(socks !== vmDir ? [bind(socks, true)] : []),
       ...shareMount,
+      ...bindMounts,
       ...extra.map((p) => bind(p, false)),
     ],
     linux: {
@@ -150,9 +162,10 @@ export function vmmSpec(launch: VmmLaunch, root: string, vmDir: string, memoryMi
   } as Spec;
 }
 
-/** Makes the jail's root: symlinks into /usr as on a merged-/usr Debian host. */
-function makeVmmRoot(root: string): void {
+/** Makes the jail's root: symlinks into /usr as on a merged-/usr Debian host, and the directories QEMU shares the binds from. */
+function makeVmmRoot(root: string, binds: readonly PlannedBind[]): void {
   mkdirSync(root, { recursive: true, mode: 0o755 });
+  for (const b of binds) mkdirSync(join(root, b.share), { recursive: true, mode: 0o755 });
   const links: readonly (readonly [string, string])[] = [['bin', 'usr/bin'], ['sbin', 'usr/sbin'], ['lib', 'usr/lib'], ['lib64', 'usr/lib64']];
   for (const [link, target] of links) {
     if (!existsSync(join(root, link))) symlinkSync(target, join(root, link));
@@ -223,11 +236,10 @@ function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
 async function create(req: CreateRequest): Promise<Created> {
   const stateRoot = dirname(req.dir);
   const process0 = agentProcess(req.spec);
-  // the guest sees one block device (or the host root over 9p): host paths are not shared yet
-  const binds = (req.spec.mounts ?? []).filter((m) => m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind'));
-  if (binds.length > 0) {
-    req.log.warn(`container "${req.id}": the microvm isolation does not share host paths yet; not mounted: ${binds.map((m) => m.destination).join(', ')}`);
-  }
+  // a restored guest's processes run already: its mounts are the checkpoint's (none: a VM with
+  // shares is not checkpointed)
+  const binds = req.restore ? [] : planBinds(req);
+  if (binds.length > 0) process0.binds = binds.map((b) => b.guest);
   const { vmm, accel: forced } = choices(req);
   // egress rules give the VM its one network device (none without them, as runsc's --network=none)
   const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
@@ -255,7 +267,7 @@ async function create(req: CreateRequest): Promise<Created> {
   const mem = req.spec.linux?.resources?.memory?.limit;
   const memoryMiB = restore ? restore.manifest.vm.memoryMiB : typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
   try {
-    return await createVm(req, { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, ...(restore ? { restore } : {}) });
+    return await createVm(req, { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, ...(restore ? { restore } : {}) });
   } finally {
     await restore?.reader.close();
   }
@@ -270,12 +282,65 @@ interface VmPlan {
   egress: string[];
   guest: GuestImage;
   memoryMiB: number;
+  binds: PlannedBind[];
   restore?: { reader: ImageReader; manifest: MicrovmManifest };
+}
+
+/** Where the VMM's jail shows the spec's bind mounts: /.moat-binds/N (a directory, or one holding the file "file"). */
+const BINDS_DIR = '/.moat-binds';
+
+/** A bind mount of the spec as the VM shares it: the host source, the jail's view, the guest's mount. */
+interface PlannedBind {
+  source: string;
+  /** The directory QEMU shares (a file's is a directory of its own, holding only it). */
+  share: string;
+  /** Where the jail binds `source`: `share`, or `share`/file. */
+  jailPath: string;
+  guest: GuestBind;
+}
+
+/**
+ * The spec's bind mounts as virtio-9p shares, one per mount, in the spec's order. A source must
+ * be a directory or a regular file (a file is shared through a directory of its own in the VMM's
+ * jail, so none of its siblings reaches the guest).
+ */
+function planBinds(req: CreateRequest): PlannedBind[] {
+  const out: PlannedBind[] = [];
+  (req.spec.mounts ?? []).forEach((m, j) => {
+    const opts = m.options ?? [];
+    if (m.type !== 'bind' && !opts.some((o) => o === 'bind' || o === 'rbind')) return;
+    const source = resolve(req.bundle, m.source ?? '');
+    let st;
+    try {
+      st = statSync(source);
+    } catch (e) {
+      throw new ConfigError(`mounts[${j}].source`, `container "${req.id}": ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (!st.isDirectory() && !st.isFile()) throw new ConfigError(`mounts[${j}].source`, `container "${req.id}": ${source} is neither a directory nor a regular file (the microvm isolation shares only those)`);
+    const i = out.length;
+    const share = `${BINDS_DIR}/${i}`;
+    const file = st.isFile();
+    out.push({
+      source,
+      share,
+      jailPath: file ? `${share}/file` : share,
+      guest: {
+        tag: `moat.b${i}`,
+        destination: m.destination,
+        file,
+        readonly: opts.includes('ro'),
+        nosuid: opts.includes('nosuid'),
+        nodev: opts.includes('nodev'),
+        noexec: opts.includes('noexec'),
+      },
+    });
+  });
+  return out;
 }
 
 /** Makes the VM of `req` (booted, or restored from its checkpoint) with its monitor and jailed VMM. */
 async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
-  const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, restore } = plan;
+  const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, restore } = plan;
 
   const vmDir = req.dir;
   const socks = makeSocketDir(vmDir);
@@ -291,6 +356,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     consoleLog: join(vmDir, 'console.log'),
     qmpSocket: join(socks, 'qmp.sock'),
     ...(egress.length > 0 ? { net: { mode: 'user' as const } } : {}),
+    ...(binds.length > 0 ? { binds: binds.map((b) => ({ hostPath: b.share, tag: b.guest.tag, readonly: b.guest.readonly })) } : {}),
     ...(restore ? { incoming: true } : {}),
   };
   const netArg = egress.length > 0 ? ' moat.net=user' : '';
@@ -399,7 +465,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
       writeFileSync(join(vmDir, 'vmm-sentry.pid'), `${netSentry.sentry.pid} ${procStat(netSentry.sentry.pid)?.startTime ?? ''}\n`);
     }
     const root = join(vmDir, 'vmm-root');
-    makeVmmRoot(root);
+    makeVmmRoot(root, binds);
     const devnull = openSync('/dev/null', 'r+');
     const vmmLog = openSync(join(vmDir, 'vmm.log'), 'a');
     // the VMM's jail: none of the user's rootfs, terminal or sentry settings apply to it
@@ -408,7 +474,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
       created = await containerBackend.create({
         ...jailReq,
         rootfs: root,
-        spec: vmmSpec(launch, root, vmDir, memoryMiB, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined),
+        spec: vmmSpec(launch, root, vmDir, memoryMiB, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined, binds),
         ...(netSentry ? { sentryJail: netSentry.jail } : {}),
         foreground: false,
         preserveFds: 0,
@@ -480,6 +546,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     egress: egress.length,
     egressRules: egress.join(','),
     restoredPaused: req.restore?.paused === true ? 1 : 0,
+    binds: binds.length,
   };
   return {
     ...created,
@@ -623,6 +690,7 @@ export const microvmBackend: Backend = {
     const b = rec.backendState ?? {};
     if (b['vmm'] !== 'qemu') throw new MicrovmCheckpointError(rec.id, `checkpoint needs the QEMU driver (this VM runs under ${String(b['vmm'])})`);
     if (b['embedded'] === 1) throw new MicrovmCheckpointError(rec.id, 'the embedded default cannot be checkpointed under microvm: QEMU cannot migrate a mounted 9p share');
+    if (Number(b['binds'] ?? 0) > 0) throw new MicrovmCheckpointError(rec.id, 'a VM with bind mounts cannot be checkpointed: QEMU cannot migrate their mounted 9p shares');
     const egressRules = String(b['egressRules'] ?? '').split(',').filter(Boolean);
     if (Number(b['egress'] ?? 0) !== egressRules.length) throw new MicrovmCheckpointError(rec.id, 'its record predates checkpoints of VMs with egress rules');
     if (typeof b['baseImage'] !== 'string' || b['baseImage'] === '' || typeof b['cmdline'] !== 'string') {

@@ -231,12 +231,32 @@ export interface ProcessSpec {
   rlimits: { resource: number; soft: bigint; hard: bigint }[];
   /** Run on a new terminal in the guest of this size (its output all comes as STDOUT). */
   terminal?: { rows: number; cols: number };
+  /** Host paths shared into the guest (virtio-9p), mounted before stream 0 runs; stream 0 only. */
+  binds?: GuestBind[];
 }
 
+/** One of the spec's bind mounts as the guest mounts it: the 9p share `tag` at `destination`. */
+export interface GuestBind {
+  tag: string;
+  /** Absolute path in the container. */
+  destination: string;
+  /** The share holds one file, named "file", bound at `destination` (else the share is the directory). */
+  file: boolean;
+  readonly: boolean;
+  nosuid: boolean;
+  nodev: boolean;
+  noexec: boolean;
+}
+
+/** BIND's flag bits. */
+export const BIND_FLAG = { READONLY: 1, FILE: 2, NOSUID: 4, NODEV: 8, NOEXEC: 16 } as const;
+
 /** RUN's TLV tags. */
-export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9, TERMINAL: 10 } as const;
+export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9, TERMINAL: 10, BIND: 11 } as const;
 /** Limits the agent enforces on RUN. */
-export const RUN_LIMITS = { strings: 4096, groups: 64, rlimits: 16, stringBytes: 128 * 1024, hostnameBytes: 64 } as const;
+export const RUN_LIMITS = { strings: 4096, groups: 64, rlimits: 16, stringBytes: 128 * 1024, hostnameBytes: 64, binds: 64, pathBytes: 4095 } as const;
+/** A 9p mount tag QEMU and the agent accept. */
+export const SHARE_TAG = /^[A-Za-z0-9_.-]{1,31}$/;
 /** All ones: RLIM_INFINITY. */
 export const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
 
@@ -308,6 +328,18 @@ export function encodeRun(spec: ProcessSpec): Buffer {
     b.writeBigUInt64LE(r.soft, 4);
     b.writeBigUInt64LE(r.hard, 12);
     record(RUN_TAG.RLIMIT, b);
+  });
+  const binds = spec.binds ?? [];
+  if (binds.length > RUN_LIMITS.binds) throw new ConfigError('mounts', `has ${binds.length} bind mounts (limit ${RUN_LIMITS.binds} under microvm)`);
+  binds.forEach((b, i) => {
+    const path = `mounts (bind ${i})`;
+    if (!SHARE_TAG.test(b.tag)) throw new ConfigError(`${path}.tag`, `must be 1 to 31 of [A-Za-z0-9_.-], got "${b.tag}"`);
+    const dest = str(`${path}.destination`, b.destination, RUN_LIMITS.pathBytes);
+    if (!b.destination.startsWith('/') || b.destination.split('/').includes('..')) throw new ConfigError(`${path}.destination`, `must be an absolute path without "..", got "${b.destination}"`);
+    const flags = (b.readonly ? BIND_FLAG.READONLY : 0) | (b.file ? BIND_FLAG.FILE : 0) | (b.nosuid ? BIND_FLAG.NOSUID : 0) | (b.nodev ? BIND_FLAG.NODEV : 0) | (b.noexec ? BIND_FLAG.NOEXEC : 0);
+    const tag = Buffer.from(b.tag, 'latin1');
+    // u8 flags, u8 tag length, the tag, the destination (the rest)
+    record(RUN_TAG.BIND, Buffer.concat([Buffer.from([flags, tag.length]), tag, dest]));
   });
   const payload = Buffer.concat(parts);
   if (payload.length > MAX_PAYLOAD) {

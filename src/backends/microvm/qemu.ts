@@ -33,6 +33,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import * as z from 'zod';
 
 import { HostError, MoatError } from '../../errors.js';
+import { SHARE_TAG } from './protocol.js';
 import type { Accel, GuestImage, VmConfig, VmmDriver, VmmLaunch } from './types.js';
 
 /** The QEMU system emulator this driver runs. */
@@ -137,9 +138,12 @@ function validate(cfg: VmConfig): void {
     checkPath('disk.path', cfg.disk.path);
     if (cfg.disk.format !== 'qcow2' && cfg.disk.format !== 'raw') throw new QemuConfigError('disk.format', `must be qcow2 or raw, got ${String(cfg.disk.format)}`);
   }
-  if (cfg.share !== undefined) {
-    checkPath('share.hostPath', cfg.share.hostPath);
-    if (!/^[A-Za-z0-9_.-]{1,31}$/.test(cfg.share.tag)) throw new QemuConfigError('share.tag', `must be 1 to 31 of [A-Za-z0-9_.-], got "${cfg.share.tag}"`);
+  const tags = new Set<string>();
+  for (const [field, sh] of [...(cfg.share ? [['share', cfg.share] as const] : []), ...(cfg.binds ?? []).map((b, i) => [`binds[${i}]`, b] as const)]) {
+    checkPath(`${field}.hostPath`, sh.hostPath);
+    if (!SHARE_TAG.test(sh.tag)) throw new QemuConfigError(`${field}.tag`, `must be 1 to 31 of [A-Za-z0-9_.-], got "${sh.tag}"`);
+    if (tags.has(sh.tag)) throw new QemuConfigError(`${field}.tag`, `"${sh.tag}" is used twice`);
+    tags.add(sh.tag);
   }
   if (cfg.qmpSocket !== undefined) {
     checkPath('qmpSocket', cfg.qmpSocket);
@@ -244,6 +248,13 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
       '-device', `virtio-9p-device,fsdev=fs0,mount_tag=${cfg.share.tag}`,
     );
   }
+  (cfg.binds ?? []).forEach((b, i) => {
+    // security_model=none: files are made with QEMU's own ids (its jail's root, no capabilities)
+    argv.push(
+      '-fsdev', `local,id=fsb${i},path=${optValue(b.hostPath)},security_model=none${b.readonly ? ',readonly=on' : ''}`,
+      '-device', `virtio-9p-device,fsdev=fsb${i},mount_tag=${b.tag}`,
+    );
+  });
   if (cfg.qmpSocket !== undefined) argv.push('-qmp', `unix:${optValue(cfg.qmpSocket)},server=on,wait=off`);
   // a restore: the machine waits, paused, for `migrate-incoming` over QMP
   if (cfg.incoming === true) argv.push('-S', '-incoming', 'defer'); // -S: it stays paused until `cont`
@@ -260,6 +271,7 @@ function qemuPaths(cfg: VmConfig, binary: string, backing: string[]): string[] {
   const paths = [cfg.dir, cfg.guest.kernel, cfg.guest.initramfs];
   if (cfg.disk !== undefined) paths.push(cfg.disk.path, ...backing);
   if (cfg.share !== undefined) paths.push(cfg.share.hostPath);
+  for (const b of cfg.binds ?? []) paths.push(b.hostPath);
   // slirp's DNS forwarder reads the host's resolver from it
   if (cfg.net !== undefined && existsSync('/etc/resolv.conf')) paths.push('/etc/resolv.conf');
   paths.push(dirname(cfg.controlSocket), dirname(cfg.consoleLog), ...qemuDataPaths(binary));

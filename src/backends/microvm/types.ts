@@ -35,6 +35,8 @@ export interface VmConfig {
   };
   /** A host directory shared read-only (virtio-9p, mount tag `tag`), for the embedded default. */
   share?: { hostPath: string; tag: string };
+  /** The spec's bind mounts: host directories (as the VMM sees them) shared by virtio-9p, each with its own tag. */
+  binds?: { hostPath: string; tag: string; readonly: boolean }[];
   /**
    * One virtio-net device behind QEMU's user-mode network (libslirp: guest 10.0.2.15/24, gateway
    * 10.0.2.2, DNS 10.0.2.3), or none. Its host sockets are the sentry's, under the egress rules

@@ -12,7 +12,7 @@ import type { Accel, VmConfig, VmmDriver } from './types.js';
 export const VMM_DRIVERS: Readonly<Record<VmmDriver['name'], VmmDriver>> = { qemu: qemuDriver, firecracker: firecrackerDriver };
 
 /** What the VM needs of its VMM, when known: lets the choice skip a driver that cannot run it. */
-export type VmNeeds = Partial<Pick<VmConfig, 'guest' | 'disk' | 'share' | 'net'>>;
+export type VmNeeds = Partial<Pick<VmConfig, 'guest' | 'disk' | 'share' | 'binds' | 'net'>>;
 
 /** Why `driver` cannot run a VM with `vm`'s needs under `accel`, or undefined if it can. */
 function whyNot(driver: VmmDriver, accel: Accel, vm?: VmNeeds): string | undefined {
