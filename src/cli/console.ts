@@ -49,8 +49,14 @@ export class ConsoleRelay {
       makeRaw(0);
       this.restore = () => stdin.setRawMode(false);
     }
-    stdin.on('data', (d: Buffer) => write(master, d, () => {}));
-    stdin.on('end', () => write(master, Buffer.from([4]), () => {})); // ^D: end of input for the tty
+    // one write at a time, in order: fs.write runs on the thread pool, where two pending writes
+    // may go in either order (a ^D ahead of the input typed before it ended the shell early)
+    let queue = Promise.resolve();
+    const send = (b: Buffer): void => {
+      queue = queue.then(() => new Promise<void>((res) => write(master, b, () => res())));
+    };
+    stdin.on('data', (d: Buffer) => send(d));
+    stdin.on('end', () => send(Buffer.from([4]))); // ^D: end of input for the tty
     stdin.resume();
     this.done = new Promise((resolve) => {
       const buf = Buffer.alloc(65536);
