@@ -314,6 +314,26 @@ while left:
     assert.equal(existsSync(join(sb.root, id)), false, 'create left a state directory');
   });
 
+  // runc passes --preserve-fds fds to the process; a host fd cannot cross into a guest, so a VM
+  // refuses them rather than starting without them
+  it('refuses --preserve-fds for create and exec, saying why, and leaves nothing', async () => {
+    const b = await sb.bundle(['sleep', '1000']);
+    const id = sb.id('vm-fds');
+    const r = await sb.rt(['create', '--isolation', 'microvm', '--preserve-fds', '1', '-b', b, id], { timeoutMs: VM_TIMEOUT, extraFds: ['ignore'] });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--preserve-fds 1: the microvm isolation cannot pass host fds/);
+    assert.equal(existsSync(join(sb.root, id)), false, 'create left a state directory');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    try {
+      await sb.ok(['start', id]);
+      const e = await sb.rt(['exec', '--preserve-fds', '1', id, 'true'], { extraFds: ['ignore'] });
+      assert.notEqual(e.status, 0);
+      assert.match(e.stderr, /--preserve-fds 1: the microvm isolation cannot pass host fds/);
+    } finally {
+      await sb.rt(['delete', '--force', id]);
+    }
+  });
+
   it('fails start at once, with the reason, when the program cannot run', async () => {
     const t0 = Date.now();
     const r = await run(['/no/such/program']);

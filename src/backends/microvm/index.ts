@@ -233,7 +233,13 @@ function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
   return { ...(vmm ? { vmm } : {}), ...(accel ? { accel } : {}) };
 }
 
+/** Refuses --preserve-fds, which a VM cannot honour: a host fd does not cross into the guest. */
+function refusePreservedFds(id: string, n: number): void {
+  if (n > 0) throw new UsageError(`container "${id}": --preserve-fds ${n}: the microvm isolation cannot pass host fds into the guest`);
+}
+
 async function create(req: CreateRequest): Promise<Created> {
+  refusePreservedFds(req.id, req.preserveFds);
   const stateRoot = dirname(req.dir);
   const process0 = agentProcess(req.spec);
   // a restored guest's processes run already: its mounts are the checkpoint's (none: a VM with
@@ -595,6 +601,7 @@ function logTail(path: string, what: string): string {
  * would an exec'd process of a container backend.
  */
 async function exec(rec: ContainerRecord, req: ExecRequest): Promise<Created> {
+  refusePreservedFds(rec.id, req.preserveFds);
   const spec = agentProcess({ ...rec.spec, process: req.process });
   // a terminal: the monitor makes the host end and sends its master to the console socket
   const tty = spec.terminal !== undefined;
