@@ -58,16 +58,20 @@
  *                    8 RLIMIT (u32 resource, u64 soft, u64 hard; all-ones = infinity)
  *                    9 UMASK (u32)                   10 TERMINAL (u16 rows, u16 columns)
  *                   11 BIND (u8 flags, u8 tag length, tag, destination: the rest)
+ *                   12 MOUNT (u8 flags, u8 fs: 1 tmpfs, 2 mqueue; destination, NUL, options: the rest)
+ *                   13 READONLY_ROOT (empty)
  *                  strings are raw bytes without NUL; at most 4096 ARG+ENV records, 64 GROUP,
  *                  16 RLIMIT, strings of at most 128 KiB; CWD, UID, GID, HOSTNAME, UMASK and
- *                  TERMINAL at most once; at most 64 BIND, for stream 0 only: before its process
- *                  starts, each virtio-9p share TAG (waited for like the other devices) is
- *                  mounted at the destination (an absolute path without "..", missing
- *                  directories made 0755), or with flag FILE(2) its one entry "file" is bound
- *                  there (a missing file made empty, 0644) through a mount of the share at a
- *                  staging directory that is detached at once; flags READONLY(1), NOSUID(4),
- *                  NODEV(8), NOEXEC(16) apply to the mount; a failure is FAILURE ("bind DEST:
- *                  strerror") and EXIT 126. The process: setsid, sethostname, umask, setrlimit,
+ *                  TERMINAL and READONLY_ROOT at most once; at most 64 BIND and MOUNT together,
+ *                  for stream 0 only: before its process starts they are made in their order,
+ *                  each at its destination (an absolute path without "..", missing directories
+ *                  made 0755). BIND: the virtio-9p share TAG (waited for like the other devices)
+ *                  is mounted there, or with flag FILE(2) its one entry "file" is bound there (a
+ *                  missing file made empty, 0644) through a mount of the share at a staging
+ *                  directory that is detached at once. MOUNT: a tmpfs with those options, or an
+ *                  mqueue. Flags READONLY(1), NOSUID(4), NODEV(8), NOEXEC(16) apply to the mount.
+ *                  READONLY_ROOT then remounts "/" read-only. A failure is FAILURE ("mount DEST
+ *                  ...: strerror") and EXIT 126. The process: setsid, sethostname, umask, setrlimit,
  *                  chdir, setgroups, setgid, setuid, default signal mask and dispositions, pipes
  *                  on 0/1/2 (with TERMINAL: a new pty of that size in the guest's devpts as its
  *                  controlling terminal on 0/1/2 instead; all its output comes as STDOUT, and an
@@ -152,7 +156,8 @@
 #define MAX_STRV 4096u
 #define MAX_GROUPS 64u
 #define MAX_RLIMITS 16u
-#define MAX_BINDS 64u
+#define MAX_MOUNTS 64u
+#define MAX_MOUNT_DATA 1024u
 #define MAX_TAG 31u
 #define MAX_PATH_LEN 4095u
 #define BIND_RO 1u
@@ -172,7 +177,8 @@
 #define NET_MASK "255.255.255.0"
 #define NET_GW "10.0.2.2"
 
-enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK, T_TERMINAL, T_BIND };
+enum { T_ARG = 1, T_ENV, T_CWD, T_UID, T_GID, T_GROUP, T_HOSTNAME, T_RLIMIT, T_UMASK, T_TERMINAL, T_BIND, T_MOUNT, T_READONLY_ROOT };
+enum { M_BIND, M_TMPFS, M_MQUEUE };
 
 /* steps of the child between fork and exec, reported through the error pipe */
 enum { ST_SETSID, ST_HOSTNAME, ST_RLIMIT, ST_CHDIR, ST_SETGROUPS, ST_SETGID, ST_SETUID,
@@ -201,8 +207,9 @@ static struct spec {
   uint32_t uid, gid, umask_v;
   gid_t groups[MAX_GROUPS]; uint32_t ngroups;
   uint32_t nrl, rl_res[MAX_RLIMITS]; uint64_t rl_soft[MAX_RLIMITS], rl_hard[MAX_RLIMITS];
-  uint32_t nbinds;
-  struct { uint8_t flags; char tag[MAX_TAG + 1]; char *dest; } binds[MAX_BINDS];
+  uint32_t nmounts;
+  struct { uint8_t kind, flags; char tag[MAX_TAG + 1]; char *dest, *data; } mounts[MAX_MOUNTS];
+  int ro_root;
 } sp;
 static char arena[MAX_PAYLOAD]; /* each string takes len + 1 <= its record's 5 + len bytes */
 
@@ -810,33 +817,60 @@ static void parse_spec(const uint8_t *p, size_t n) {
       memcpy(&sp.rows, v, 2);
       memcpy(&sp.cols, v + 2, 2);
       break;
-    case T_BIND: {
-      if (len < 4) protocol_error("RUN: BIND record has %u bytes (want at least 4)", len);
-      if (sp.nbinds >= MAX_BINDS) protocol_error("RUN: more than %u BIND records", MAX_BINDS);
-      uint8_t flags = v[0], tlen = v[1];
-      if (flags & ~(BIND_RO | BIND_FILE | BIND_NOSUID | BIND_NODEV | BIND_NOEXEC)) protocol_error("RUN: BIND flags %#x", flags);
-      if (tlen == 0 || tlen > MAX_TAG || (uint32_t)tlen + 2 >= len) protocol_error("RUN: BIND tag of %u bytes in a record of %u", tlen, len);
-      for (uint8_t i = 0; i < tlen; i++) {
-        uint8_t ch = v[2 + i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
-          protocol_error("RUN: BIND tag byte %#x", ch);
+    case T_BIND: case T_MOUNT: {
+      if (len < 4) protocol_error("RUN: record %u has %u bytes (want at least 4)", tag, len);
+      if (sp.nmounts >= MAX_MOUNTS) protocol_error("RUN: more than %u BIND and MOUNT records", MAX_MOUNTS);
+      uint8_t flags = v[0];
+      uint32_t allowed = BIND_RO | BIND_NOSUID | BIND_NODEV | BIND_NOEXEC | (tag == T_BIND ? BIND_FILE : 0);
+      if (flags & ~allowed) protocol_error("RUN: record %u flags %#x", tag, flags);
+      const uint8_t *d;
+      uint32_t dlen, datalen = 0;
+      uint8_t kind = M_BIND;
+      if (tag == T_BIND) {
+        uint8_t tlen = v[1];
+        if (tlen == 0 || tlen > MAX_TAG || (uint32_t)tlen + 2 >= len) protocol_error("RUN: BIND tag of %u bytes in a record of %u", tlen, len);
+        for (uint8_t i = 0; i < tlen; i++) {
+          uint8_t ch = v[2 + i];
+          if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+            protocol_error("RUN: BIND tag byte %#x", ch);
+        }
+        memcpy(sp.mounts[sp.nmounts].tag, v + 2, tlen);
+        sp.mounts[sp.nmounts].tag[tlen] = 0;
+        d = v + 2 + tlen;
+        dlen = len - 2 - tlen;
+      } else {
+        if (v[1] != 1 && v[1] != 2) protocol_error("RUN: MOUNT file system %u", v[1]);
+        kind = v[1] == 1 ? M_TMPFS : M_MQUEUE;
+        d = v + 2;
+        const uint8_t *nul = memchr(d, 0, len - 2);
+        if (!nul) protocol_error("RUN: MOUNT without a NUL after its destination");
+        dlen = (uint32_t)(nul - d);
+        datalen = len - 2 - dlen - 1;
+        if (datalen > MAX_MOUNT_DATA || memchr(nul + 1, 0, datalen)) protocol_error("RUN: MOUNT options are not a string of at most %u bytes", MAX_MOUNT_DATA);
       }
-      uint32_t dlen = len - 2 - tlen;
-      const uint8_t *d = v + 2 + tlen;
-      if (dlen > MAX_PATH_LEN || d[0] != '/' || memchr(d, 0, dlen)) protocol_error("RUN: BIND destination is not an absolute path of at most %u bytes", MAX_PATH_LEN);
+      if (dlen == 0 || dlen > MAX_PATH_LEN || d[0] != '/' || memchr(d, 0, dlen)) protocol_error("RUN: record %u destination is not an absolute path of at most %u bytes", tag, MAX_PATH_LEN);
       char *s = arena + used;
       memcpy(s, d, dlen);
       s[dlen] = 0;
       used += (size_t)dlen + 1;
       if (strcmp(s, "/..") == 0 || strncmp(s, "/../", 4) == 0 || strstr(s, "/../") || (dlen >= 3 && strcmp(s + dlen - 3, "/..") == 0))
-        protocol_error("RUN: BIND destination %s has a \"..\"", s);
-      sp.binds[sp.nbinds].flags = flags;
-      memcpy(sp.binds[sp.nbinds].tag, v + 2, tlen);
-      sp.binds[sp.nbinds].tag[tlen] = 0;
-      sp.binds[sp.nbinds].dest = s;
-      sp.nbinds++;
+        protocol_error("RUN: record %u destination %s has a \"..\"", tag, s);
+      char *data = arena + used;
+      if (datalen) memcpy(data, d + dlen + 1, datalen); /* MOUNT's options follow the NUL */
+      data[datalen] = 0;
+      used += (size_t)datalen + 1;
+      sp.mounts[sp.nmounts].kind = kind;
+      sp.mounts[sp.nmounts].flags = flags;
+      sp.mounts[sp.nmounts].dest = s;
+      sp.mounts[sp.nmounts].data = data;
+      sp.nmounts++;
       break;
     }
+    case T_READONLY_ROOT:
+      if (len != 0) protocol_error("RUN: READONLY_ROOT record has %u bytes (want 0)", len);
+      if (sp.ro_root) protocol_error("RUN: READONLY_ROOT given twice");
+      sp.ro_root = 1;
+      break;
     case T_RLIMIT:
       if (len != 20) protocol_error("RUN: RLIMIT record has %u bytes (want 20)", len);
       if (sp.nrl >= MAX_RLIMITS) protocol_error("RUN: more than %u RLIMIT records", MAX_RLIMITS);
@@ -854,12 +888,19 @@ static void parse_spec(const uint8_t *p, size_t n) {
   sp.envp[sp.envc] = NULL;
 }
 
-/* Mounts BIND `i` of the spec (see the header); 0, or -1 with errno set and `what` naming the step. */
-static int bind_one(uint32_t i, const char **what) {
-  const char *dest = sp.binds[i].dest, *tag = sp.binds[i].tag;
-  uint8_t f = sp.binds[i].flags;
+/* Makes mount `i` of the spec (see the header); 0, or -1 with errno set and `what` naming the step. */
+static int mount_one(uint32_t i, const char **what) {
+  const char *dest = sp.mounts[i].dest, *tag = sp.mounts[i].tag;
+  uint8_t f = sp.mounts[i].flags;
   unsigned long fl = ((f & BIND_RO) ? MS_RDONLY : 0) | ((f & BIND_NOSUID) ? MS_NOSUID : 0) |
                      ((f & BIND_NODEV) ? MS_NODEV : 0) | ((f & BIND_NOEXEC) ? MS_NOEXEC : 0);
+  if (sp.mounts[i].kind != M_BIND) {
+    make_dirs(dest);
+    *what = sp.mounts[i].kind == M_TMPFS ? "tmpfs" : "mqueue";
+    int r = mount(*what, dest, *what, fl, sp.mounts[i].kind == M_TMPFS ? sp.mounts[i].data : NULL);
+    /* the guest's one mqueue instance is there already (a spec that names it twice) */
+    return r != 0 && errno == EBUSY && sp.mounts[i].kind == M_MQUEUE ? 0 : r;
+  }
   char dev[256];
   long deadline = now_ms() + WAIT_MS;
   *what = "share";
@@ -869,7 +910,7 @@ static int bind_one(uint32_t i, const char **what) {
   }
   if (!(f & BIND_FILE)) {
     make_dirs(dest);
-    *what = "mount";
+    *what = "9p";
     return mount(tag, dest, "9p", fl, NINEP_OPTS);
   }
   char parent[MAX_PATH_LEN + 1], src[sizeof BIND_STAGING + 8];
@@ -895,21 +936,27 @@ static int bind_one(uint32_t i, const char **what) {
   return r;
 }
 
-/* Mounts the spec's BINDs before stream 0 starts; 0, or -1 after FAILURE and EXIT 126. */
-static int mount_binds(uint32_t stream) {
-  if (sp.nbinds == 0) return 0;
+/* Makes the spec's mounts and its read-only root before stream 0 starts; 0, or -1 after FAILURE and EXIT 126. */
+static int mount_all(uint32_t stream) {
+  if (sp.nmounts == 0 && !sp.ro_root) return 0;
   if (stream != 0 || test_mode) {
-    failure(stream, "run: BIND is for stream 0 of a VM only");
+    failure(stream, "run: mounts are for stream 0 of a VM only");
     send_u32('W', stream, 126);
     return -1;
   }
-  for (uint32_t i = 0; i < sp.nbinds; i++) {
+  for (uint32_t i = 0; i < sp.nmounts; i++) {
     const char *what = "";
-    if (bind_one(i, &what) != 0) {
-      failure(stream, "bind %s (share %s): %s: %s", sp.binds[i].dest, sp.binds[i].tag, what, strerror(errno));
+    if (mount_one(i, &what) != 0) {
+      if (sp.mounts[i].kind == M_BIND) failure(stream, "mount %s (share %s): %s: %s", sp.mounts[i].dest, sp.mounts[i].tag, what, strerror(errno));
+      else failure(stream, "mount %s (%s): %s", sp.mounts[i].dest, what, strerror(errno));
       send_u32('W', stream, 126);
       return -1;
     }
+  }
+  if (sp.ro_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) != 0) {
+    failure(stream, "remount / read-only: %s", strerror(errno));
+    send_u32('W', stream, 126);
+    return -1;
   }
   return 0;
 }
@@ -918,7 +965,7 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
   parse_spec(payload, n);
   if (stream == STREAM_ALL) { failure(stream, "run: stream %u is reserved", stream); return; }
   if (find_stream(stream)) { failure(stream, "run: stream %u is already running", stream); return; }
-  if (mount_binds(stream) != 0) return;
+  if (mount_all(stream) != 0) return;
   struct proc *p = NULL;
   for (int i = 0; i < MAX_PROCS && !p; i++) if (!procs[i].used) p = &procs[i];
   if (!p) { failure(stream, "run: too many processes (%d)", MAX_PROCS); return; }

@@ -208,6 +208,28 @@ while left:
     }
   });
 
+  it("makes the spec's tmpfs and mqueue mounts in the guest, and honours root.readonly", async () => {
+    const script = [
+      'touch /x 2>/dev/null && echo root-written || echo root-refused',
+      'touch /run/y && echo run-written',
+      'grep " /run " /proc/mounts | cut -d" " -f3,4',
+      'grep " /dev/mqueue " /proc/mounts | cut -d" " -f3',
+    ].join('; ');
+    const r = await run(['sh', '-c', script], {
+      mutate: (spec) => {
+        spec['root'].readonly = true;
+        // (the bundle's spec, runc's default, has the mqueue at /dev/mqueue already)
+        spec['mounts'].push({ destination: '/run', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=755', 'size=1m'] });
+      },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const [root, run1, runMount, mq] = r.stdout.trim().split('\n');
+    assert.equal(root, 'root-refused', 'root.readonly: the guest wrote its root');
+    assert.equal(run1, 'run-written');
+    assert.match(runMount ?? '', /^tmpfs rw,nosuid,nodev,.*size=1024k,mode=755(,|$)/);
+    assert.equal(mq, 'mqueue');
+  });
+
   it('runs two microVMs in parallel, each with its own output', async () => {
     const [a, c] = await Promise.all([run(['sh', '-c', 'echo vm-a; sleep 1; echo done-a']), run(['sh', '-c', 'echo vm-b; sleep 1; echo done-b'])]);
     assert.equal(a.stdout, 'vm-a\ndone-a\n', a.stderr);

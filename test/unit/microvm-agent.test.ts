@@ -309,14 +309,14 @@ describe('moat-agent --test-fd, malformed input', { skip: SKIP }, () => {
     }
   });
 
-  it('refuses BIND outside a VM (test mode) with FAILURE and EXIT 126, and a malformed BIND as a protocol error', async () => {
+  it('refuses mounts outside a VM (test mode) with FAILURE and EXIT 126, and a malformed BIND as a protocol error', async () => {
     const agent = new Agent();
     try {
       await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
-      const bind = { tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: false, nodev: false, noexec: false };
-      agent.send(MSG.RUN, 0, encodeRun(spec(['true'], { binds: [bind] })));
+      const bind = { kind: 'bind' as const, tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: false, nodev: false, noexec: false };
+      agent.send(MSG.RUN, 0, encodeRun(spec(['true'], { mounts: [bind] })));
       const f = await agent.next((x) => x.type === MSG.FAILURE, 'FAILURE');
-      assert.match(f.payload.toString(), /BIND is for stream 0 of a VM only/);
+      assert.match(f.payload.toString(), /mounts are for stream 0 of a VM only/);
       assert.equal(decodeExit((await agent.next((x) => x.type === MSG.EXIT, 'EXIT')).payload), 126);
     } finally {
       agent.kill();

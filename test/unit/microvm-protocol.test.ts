@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import {
   BIND_FLAG,
   FrameDecoder,
+  MOUNT_FS,
   MAX_FRAME_LEN,
   MAX_OUTPUT,
   MAX_PAYLOAD,
@@ -24,7 +25,7 @@ import {
   encodeRun,
   u32Payload,
 } from '../../src/backends/microvm/protocol.js';
-import type { Frame, ProcessSpec } from '../../src/backends/microvm/protocol.js';
+import type { Frame, GuestMount, ProcessSpec } from '../../src/backends/microvm/protocol.js';
 import { REPO } from '../helpers/runtime.js';
 import { ConfigError } from '../../src/errors.js';
 
@@ -263,31 +264,37 @@ describe('encodeRun', () => {
     assert.equal(parseRun(encodeRun({ ...SPEC, args: ['écho'] }))[0]!.value.length, 5);
   });
 
-  it('encodes each bind mount as a BIND record: flags, tag length, tag, destination', () => {
-    const binds = [
-      { tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: true, nodev: false, noexec: false },
-      { tag: 'moat.b1', destination: '/etc/hosts', file: true, readonly: false, nosuid: false, nodev: true, noexec: true },
+  it('encodes the guest mounts in order (BIND: flags, tag length, tag, destination; MOUNT: flags, fs, destination, NUL, options) and READONLY_ROOT', () => {
+    const mounts: GuestMount[] = [
+      { kind: 'bind', tag: 'moat.b0', destination: '/data', file: false, readonly: true, nosuid: true, nodev: false, noexec: false },
+      { kind: 'tmpfs', destination: '/data/cache', data: 'size=65536k,mode=1777', readonly: false, nosuid: true, nodev: true, noexec: false },
+      { kind: 'bind', tag: 'moat.b1', destination: '/etc/hosts', file: true, readonly: false, nosuid: false, nodev: true, noexec: true },
     ];
-    const recs = parseRun(encodeRun({ ...SPEC, binds })).filter((r) => r.tag === RUN_TAG.BIND);
-    assert.equal(recs.length, 2);
-    const [a, b] = recs.map((r) => r.value);
+    const recs = parseRun(encodeRun({ ...SPEC, mounts, readonlyRoot: true })).filter((r) => r.tag === RUN_TAG.BIND || r.tag === RUN_TAG.MOUNT || r.tag === RUN_TAG.READONLY_ROOT);
+    assert.deepEqual(recs.map((r) => r.tag), [RUN_TAG.BIND, RUN_TAG.MOUNT, RUN_TAG.BIND, RUN_TAG.READONLY_ROOT]);
+    const [a, t, b, ro] = recs.map((r) => r.value);
     assert.equal(a![0], BIND_FLAG.READONLY | BIND_FLAG.NOSUID);
     assert.equal(a![1], 7);
     assert.equal(a!.subarray(2, 9).toString(), 'moat.b0');
     assert.equal(a!.subarray(9).toString(), '/data');
+    assert.equal(t![0], BIND_FLAG.NOSUID | BIND_FLAG.NODEV);
+    assert.equal(t![1], MOUNT_FS.tmpfs);
+    assert.deepEqual(t!.subarray(2).toString().split('\0'), ['/data/cache', 'size=65536k,mode=1777']);
     assert.equal(b![0], BIND_FLAG.FILE | BIND_FLAG.NODEV | BIND_FLAG.NOEXEC);
     assert.equal(b!.subarray(9).toString(), '/etc/hosts');
-    assert.ok(!parseRun(encodeRun(SPEC)).some((r) => r.tag === RUN_TAG.BIND), 'no BIND without binds');
-    const bind = binds[0]!;
-    const bad = (patch: Partial<typeof bind>, re: RegExp): void => {
-      assert.throws(() => encodeRun({ ...SPEC, binds: [{ ...bind, ...patch }] }), (e: unknown) => e instanceof ConfigError && re.test(`${e.path}: ${e.message}`));
+    assert.equal(ro!.length, 0);
+    assert.ok(!parseRun(encodeRun(SPEC)).some((r) => r.tag >= RUN_TAG.BIND), 'no mount records without mounts');
+    const bind = mounts[0]!;
+    const bad = (patch: Partial<GuestMount>, re: RegExp): void => {
+      assert.throws(() => encodeRun({ ...SPEC, mounts: [{ ...bind, ...patch } as GuestMount] }), (e: unknown) => e instanceof ConfigError && re.test(`${e.path}: ${e.message}`));
     };
-    bad({ tag: 'a b' }, /^mounts \(bind 0\)\.tag: .*\[A-Za-z0-9_\.-\]/);
+    bad({ tag: 'a b' }, /^mounts \(guest mount 0\)\.tag: .*\[A-Za-z0-9_\.-\]/);
     bad({ tag: 'x'.repeat(32) }, /tag/);
     bad({ destination: 'relative' }, /destination: .*absolute/);
     bad({ destination: '/a/../etc' }, /destination: .*"\.\."/);
     bad({ destination: '/a\0b' }, /NUL/);
-    assert.throws(() => encodeRun({ ...SPEC, binds: Array.from({ length: 65 }, (_, i) => ({ ...bind, tag: `t${i}` })) }), /65 bind mounts \(limit 64/);
+    assert.throws(() => encodeRun({ ...SPEC, mounts: [{ ...mounts[1]!, data: 'x'.repeat(1025) } as GuestMount] }), /options.*limit 1024/);
+    assert.throws(() => encodeRun({ ...SPEC, mounts: Array.from({ length: 65 }, (_, i) => ({ ...bind, tag: `t${i}` })) }), /65 mounts the guest makes \(limit 64/);
   });
 
   it('names the field that breaks a limit', () => {

@@ -28,7 +28,7 @@ import { baseImage, overlayDisk } from './disk.js';
 import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
 import type { RelayConfig } from './relay.js';
-import type { GuestBind, ProcessSpec } from './protocol.js';
+import type { GuestBind, GuestMount, ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
 import { checkpointVm, continueVm, MicrovmCheckpointError, openVmImage, restoreDisk, restoreMemory } from './checkpoint.js';
 import type { MicrovmManifest } from './checkpoint.js';
@@ -244,8 +244,9 @@ async function create(req: CreateRequest): Promise<Created> {
   const process0 = agentProcess(req.spec);
   // a restored guest's processes run already: its mounts are the checkpoint's (none: a VM with
   // shares is not checkpointed)
-  const binds = req.restore ? [] : planBinds(req);
-  if (binds.length > 0) process0.binds = binds.map((b) => b.guest);
+  const { binds, mounts } = req.restore ? { binds: [], mounts: [] } : planMounts(req);
+  if (mounts.length > 0) process0.mounts = mounts;
+  if (req.spec.root?.readonly === true && !req.restore) process0.readonlyRoot = true;
   const { vmm, accel: forced } = choices(req);
   // egress rules give the VM its one network device (none without them, as runsc's --network=none)
   const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
@@ -305,16 +306,31 @@ interface PlannedBind {
   guest: GuestBind;
 }
 
+/** Mount points the agent makes of its own in every guest (proc, sysfs, devtmpfs, devpts, the shm tmpfs). */
+const GUEST_OWN = new Set(['/proc', '/sys', '/dev', '/dev/pts', '/dev/shm']);
+
 /**
- * The spec's bind mounts as virtio-9p shares, one per mount, in the spec's order. A source must
- * be a directory or a regular file (a file is shared through a directory of its own in the VMM's
- * jail, so none of its siblings reaches the guest).
+ * The spec's mounts the guest makes, in the spec's order: each bind mount a virtio-9p share (a
+ * source must be a directory or a regular file; a file is shared through a directory of its own
+ * in the VMM's jail, so none of its siblings reaches the guest), and tmpfs and mqueue mounts of
+ * the guest's own. What the agent mounts itself (GUEST_OWN; an engine's /dev/shm is a bind of a
+ * host tmpfs, the guest's own serves) and other types (cgroup) are left to it.
  */
-function planBinds(req: CreateRequest): PlannedBind[] {
-  const out: PlannedBind[] = [];
+function planMounts(req: CreateRequest): { binds: PlannedBind[]; mounts: GuestMount[] } {
+  const binds: PlannedBind[] = [];
+  const mounts: GuestMount[] = [];
   (req.spec.mounts ?? []).forEach((m, j) => {
     const opts = m.options ?? [];
-    if (m.type !== 'bind' && !opts.some((o) => o === 'bind' || o === 'rbind')) return;
+    const flags = { readonly: opts.includes('ro'), nosuid: opts.includes('nosuid'), nodev: opts.includes('nodev'), noexec: opts.includes('noexec') };
+    if (GUEST_OWN.has(m.destination.replace(/\/+$/, ''))) return;
+    const bind = m.type === 'bind' || opts.some((o) => o === 'bind' || o === 'rbind');
+    if (!bind) {
+      // a tmpfs's size, mode and owner; its flags are the mount's
+      if (m.type === 'tmpfs') mounts.push({ kind: 'tmpfs', destination: m.destination, data: opts.filter((o) => o.includes('=')).join(','), ...flags });
+      else if (m.type === 'mqueue') mounts.push({ kind: 'mqueue', destination: m.destination, data: '', ...flags });
+      return;
+    }
+    const out = binds;
     const source = resolve(req.bundle, m.source ?? '');
     let st;
     try {
@@ -326,22 +342,11 @@ function planBinds(req: CreateRequest): PlannedBind[] {
     const i = out.length;
     const share = `${BINDS_DIR}/${i}`;
     const file = st.isFile();
-    out.push({
-      source,
-      share,
-      jailPath: file ? `${share}/file` : share,
-      guest: {
-        tag: `moat.b${i}`,
-        destination: m.destination,
-        file,
-        readonly: opts.includes('ro'),
-        nosuid: opts.includes('nosuid'),
-        nodev: opts.includes('nodev'),
-        noexec: opts.includes('noexec'),
-      },
-    });
+    const guest: GuestBind = { kind: 'bind', tag: `moat.b${i}`, destination: m.destination, file, ...flags };
+    out.push({ source, share, jailPath: file ? `${share}/file` : share, guest });
+    mounts.push(guest);
   });
-  return out;
+  return { binds, mounts };
 }
 
 /** Makes the VM of `req` (booted, or restored from its checkpoint) with its monitor and jailed VMM. */

@@ -231,30 +231,51 @@ export interface ProcessSpec {
   rlimits: { resource: number; soft: bigint; hard: bigint }[];
   /** Run on a new terminal in the guest of this size (its output all comes as STDOUT). */
   terminal?: { rows: number; cols: number };
-  /** Host paths shared into the guest (virtio-9p), mounted before stream 0 runs; stream 0 only. */
-  binds?: GuestBind[];
+  /** The spec's mounts the guest makes before stream 0 runs, in the spec's order; stream 0 only. */
+  mounts?: GuestMount[];
+  /** Remount the guest's root read-only once they are made (the spec's root.readonly); stream 0 only. */
+  readonlyRoot?: boolean;
 }
 
-/** One of the spec's bind mounts as the guest mounts it: the 9p share `tag` at `destination`. */
-export interface GuestBind {
-  tag: string;
-  /** Absolute path in the container. */
-  destination: string;
-  /** The share holds one file, named "file", bound at `destination` (else the share is the directory). */
-  file: boolean;
+/** A mount the guest makes for the spec: a bind mount (a 9p share), or a tmpfs or mqueue of its own. */
+export type GuestMount = GuestBind | GuestFsMount;
+
+/** Flags of a guest mount, from the spec's options. */
+interface MountFlags {
   readonly: boolean;
   nosuid: boolean;
   nodev: boolean;
   noexec: boolean;
 }
 
-/** BIND's flag bits. */
+/** One of the spec's tmpfs or mqueue mounts, made in the guest. */
+export interface GuestFsMount extends MountFlags {
+  kind: 'tmpfs' | 'mqueue';
+  /** Absolute path in the container. */
+  destination: string;
+  /** The file system's options (tmpfs: size=, mode=, uid=, gid=, nr_inodes=), comma-separated. */
+  data: string;
+}
+
+/** One of the spec's bind mounts as the guest mounts it: the 9p share `tag` at `destination`. */
+export interface GuestBind extends MountFlags {
+  kind: 'bind';
+  tag: string;
+  /** Absolute path in the container. */
+  destination: string;
+  /** The share holds one file, named "file", bound at `destination` (else the share is the directory). */
+  file: boolean;
+}
+
+/** BIND's and MOUNT's flag bits (FILE: BIND only). */
 export const BIND_FLAG = { READONLY: 1, FILE: 2, NOSUID: 4, NODEV: 8, NOEXEC: 16 } as const;
+/** MOUNT's file system codes. */
+export const MOUNT_FS = { tmpfs: 1, mqueue: 2 } as const;
 
 /** RUN's TLV tags. */
-export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9, TERMINAL: 10, BIND: 11 } as const;
-/** Limits the agent enforces on RUN. */
-export const RUN_LIMITS = { strings: 4096, groups: 64, rlimits: 16, stringBytes: 128 * 1024, hostnameBytes: 64, binds: 64, pathBytes: 4095 } as const;
+export const RUN_TAG = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, GROUP: 6, HOSTNAME: 7, RLIMIT: 8, UMASK: 9, TERMINAL: 10, BIND: 11, MOUNT: 12, READONLY_ROOT: 13 } as const;
+/** Limits the agent enforces on RUN (`mounts`: BIND and MOUNT records together). */
+export const RUN_LIMITS = { strings: 4096, groups: 64, rlimits: 16, stringBytes: 128 * 1024, hostnameBytes: 64, mounts: 64, pathBytes: 4095, mountDataBytes: 1024 } as const;
 /** A 9p mount tag QEMU and the agent accept. */
 export const SHARE_TAG = /^[A-Za-z0-9_.-]{1,31}$/;
 /** All ones: RLIM_INFINITY. */
@@ -329,18 +350,25 @@ export function encodeRun(spec: ProcessSpec): Buffer {
     b.writeBigUInt64LE(r.hard, 12);
     record(RUN_TAG.RLIMIT, b);
   });
-  const binds = spec.binds ?? [];
-  if (binds.length > RUN_LIMITS.binds) throw new ConfigError('mounts', `has ${binds.length} bind mounts (limit ${RUN_LIMITS.binds} under microvm)`);
-  binds.forEach((b, i) => {
-    const path = `mounts (bind ${i})`;
-    if (!SHARE_TAG.test(b.tag)) throw new ConfigError(`${path}.tag`, `must be 1 to 31 of [A-Za-z0-9_.-], got "${b.tag}"`);
-    const dest = str(`${path}.destination`, b.destination, RUN_LIMITS.pathBytes);
-    if (!b.destination.startsWith('/') || b.destination.split('/').includes('..')) throw new ConfigError(`${path}.destination`, `must be an absolute path without "..", got "${b.destination}"`);
-    const flags = (b.readonly ? BIND_FLAG.READONLY : 0) | (b.file ? BIND_FLAG.FILE : 0) | (b.nosuid ? BIND_FLAG.NOSUID : 0) | (b.nodev ? BIND_FLAG.NODEV : 0) | (b.noexec ? BIND_FLAG.NOEXEC : 0);
-    const tag = Buffer.from(b.tag, 'latin1');
-    // u8 flags, u8 tag length, the tag, the destination (the rest)
-    record(RUN_TAG.BIND, Buffer.concat([Buffer.from([flags, tag.length]), tag, dest]));
+  const mounts = spec.mounts ?? [];
+  if (mounts.length > RUN_LIMITS.mounts) throw new ConfigError('mounts', `has ${mounts.length} mounts the guest makes (limit ${RUN_LIMITS.mounts} under microvm)`);
+  mounts.forEach((m, i) => {
+    const path = `mounts (guest mount ${i})`;
+    const dest = str(`${path}.destination`, m.destination, RUN_LIMITS.pathBytes);
+    if (!m.destination.startsWith('/') || m.destination.split('/').includes('..')) throw new ConfigError(`${path}.destination`, `must be an absolute path without "..", got "${m.destination}"`);
+    const flags = (m.readonly ? BIND_FLAG.READONLY : 0) | (m.kind === 'bind' && m.file ? BIND_FLAG.FILE : 0) | (m.nosuid ? BIND_FLAG.NOSUID : 0) | (m.nodev ? BIND_FLAG.NODEV : 0) | (m.noexec ? BIND_FLAG.NOEXEC : 0);
+    if (m.kind === 'bind') {
+      if (!SHARE_TAG.test(m.tag)) throw new ConfigError(`${path}.tag`, `must be 1 to 31 of [A-Za-z0-9_.-], got "${m.tag}"`);
+      const tag = Buffer.from(m.tag, 'latin1');
+      // u8 flags, u8 tag length, the tag, the destination (the rest)
+      record(RUN_TAG.BIND, Buffer.concat([Buffer.from([flags, tag.length]), tag, dest]));
+      return;
+    }
+    const data = str(`${path}.options`, m.data, RUN_LIMITS.mountDataBytes);
+    // u8 flags, u8 file system, the destination, NUL, the options (the rest)
+    record(RUN_TAG.MOUNT, Buffer.concat([Buffer.from([flags, MOUNT_FS[m.kind]]), dest, Buffer.from([0]), data]));
   });
+  if (spec.readonlyRoot === true) record(RUN_TAG.READONLY_ROOT, Buffer.alloc(0));
   const payload = Buffer.concat(parts);
   if (payload.length > MAX_PAYLOAD) {
     throw new ConfigError('process', `encodes to ${payload.length} bytes, more than a frame carries (${MAX_PAYLOAD})`);
