@@ -70,7 +70,10 @@
  *                  missing file made empty, 0644) through a mount of the share at a staging
  *                  directory that is detached at once. MOUNT: a tmpfs with those options, or an
  *                  mqueue. Flags READONLY(1), NOSUID(4), NODEV(8), NOEXEC(16) apply to the mount.
- *                  READONLY_ROOT then remounts "/" read-only. A failure is FAILURE ("mount DEST
+ *                  READONLY_ROOT then remounts "/" read-only. Stream 0 runs as pid 1 of a new
+ *                  pid namespace, in a mount namespace of its own with that namespace's /proc;
+ *                  later RUNs fork into both (an exec before stream 0 runs in the agent's). A
+ *                  failure is FAILURE ("mount DEST
  *                  ...: strerror") and EXIT 126. The process: setsid, sethostname, umask, setrlimit,
  *                  chdir, setgroups, setgid, setuid, default signal mask and dispositions, pipes
  *                  on 0/1/2 (with TERMINAL: a new pty of that size in the guest's devpts as its
@@ -114,6 +117,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -182,15 +186,17 @@ enum { M_BIND, M_TMPFS, M_MQUEUE };
 
 /* steps of the child between fork and exec, reported through the error pipe */
 enum { ST_SETSID, ST_HOSTNAME, ST_RLIMIT, ST_CHDIR, ST_SETGROUPS, ST_SETGID, ST_SETUID,
-       ST_SIGNALS, ST_DUP, ST_CLOSE, ST_TTY, ST_EXEC };
+       ST_SIGNALS, ST_DUP, ST_CLOSE, ST_TTY, ST_EXEC, ST_NAMESPACE };
 static const char *const step_name[] = { "setsid", "sethostname", "setrlimit", "chdir", "setgroups",
                                          "setgid", "setuid", "signals", "dup", "close_range",
-                                         "controlling terminal", "exec" };
+                                         "controlling terminal", "exec", "namespaces" };
 
 static int test_mode;
 static int ctl = -1;           /* the control channel */
 static int ctl_vsock;          /* ctl is an AF_VSOCK socket (sends are asynchronous) */
 static int sigfd = -1;         /* signalfd for SIGCHLD */
+static int cont_pidns;         /* the container's pid namespace is made (stream 0 is its pid 1) */
+static int cont_mntns = -1;    /* the container's mount namespace (stream 0's), which execs join */
 
 static uint8_t rx[HDR + MAX_PAYLOAD]; /* exactly one frame of the largest size */
 static size_t rx_len;
@@ -714,6 +720,15 @@ static void make_dirs(const char *path) {
 
 /* The child of RUN: `tty` is the pty slave's path (in, out and err are then -1), or NULL. */
 static void __attribute__((noreturn)) child(uint32_t stream, const char *tty, int in, int out, int err, int ep) {
+  if (!test_mode && stream == 0) {
+    /* pid 1 of the container's pid namespace, in a mount namespace of its own whose /proc is
+     * that namespace's: the container sees its own processes only, as under runc */
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+      child_fail(ep, ST_NAMESPACE, 0);
+  } else if (!test_mode && cont_mntns >= 0 && setns(cont_mntns, CLONE_NEWNS) != 0) {
+    child_fail(ep, ST_NAMESPACE, 0);
+  }
   if (setsid() < 0) child_fail(ep, ST_SETSID, 0);
   if (tty) {
     /* opened after setsid, without O_NOCTTY, it becomes the controlling terminal; TIOCSCTTY
@@ -992,6 +1007,13 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
     failure(stream, "run: fcntl: %s", strerror(errno));
     goto fail;
   }
+  /* the container's pid namespace, made once before stream 0's fork: stream 0 is its pid 1 and
+   * every later RUN (an exec) forks into it (the agent's pid_for_children); an exec before the
+   * container process started runs in the agent's namespaces */
+  if (!test_mode && !cont_pidns && stream == 0) {
+    if (unshare(CLONE_NEWPID) != 0) { failure(stream, "run: pid namespace: %s", strerror(errno)); goto fail; }
+    cont_pidns = 1;
+  }
   pid_t pid = fork();
   if (pid < 0) { failure(stream, "run: fork: %s", strerror(errno)); goto fail; }
   if (pid == 0) child(stream, tty ? slave : NULL, in[0], out[1], err[1], ep[1]);
@@ -1005,7 +1027,7 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
   if (got == (ssize_t)sizeof r) {
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    int step = r[0] >= 0 && r[0] <= ST_EXEC ? r[0] : ST_EXEC;
+    int step = r[0] >= 0 && r[0] <= ST_NAMESPACE ? r[0] : ST_EXEC;
     const char *msg = strerror(r[1]);
     if (step == ST_EXEC) failure(stream, "exec %s: %s", sp.argv[0], msg);
     else if (step == ST_CHDIR) failure(stream, "chdir %s: %s", sp.cwd ? sp.cwd : "/", msg);
@@ -1014,6 +1036,13 @@ static void run(uint32_t stream, const uint8_t *payload, size_t n) {
     else failure(stream, "%s: %s", step_name[step], msg);
     send_u32('W', stream, r[1] == ENOENT ? 127 : 126);
     goto fail;
+  }
+  if (stream == 0 && !test_mode && cont_mntns < 0) {
+    /* it has exec'd (the error pipe closed): its mount namespace is the container's */
+    char ns[64];
+    snprintf(ns, sizeof ns, "/proc/%d/ns/mnt", (int)pid);
+    cont_mntns = open(ns, O_RDONLY | O_CLOEXEC);
+    if (cont_mntns < 0) say("open %s: %s (execs run in the agent's mounts)", ns, strerror(errno));
   }
   p->used = 1; p->stream = stream; p->pid = pid;
   p->in = in[1]; p->out = out[0]; p->err = err[0]; p->tty = tty;

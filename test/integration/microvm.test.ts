@@ -60,8 +60,10 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
     assert.notEqual(r.stdout.trim(), execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim());
   });
 
-  it('kill of a long sleep ends the container with 143 (SIGTERM)', async () => {
-    const b = await sb.bundle(['sleep', '1000']);
+  // the container process is pid 1 of its pid namespace, as under runc: it takes the signals it
+  // handles (a TERM without a handler would be ignored, as for runc's pid 1)
+  it('kill TERM reaches a container process that handles it: the container ends with its status', async () => {
+    const b = await sb.bundle(['sh', '-c', 'trap "echo got TERM; exit 7" TERM; echo pid $$; while :; do sleep 0.2; done']);
     const id = sb.id('vm-kill');
     const running = sb.rt(['run', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
     // poll gently: every state call is a Node process competing with the emulated guest for CPU
@@ -79,7 +81,8 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
       assert.fail(`the VM did not end within 60 s of the kill\nmonitor.log:\n${read('monitor.log')}\nconsole.log:\n${read('console.log').slice(-2000)}\nstate: ${(await sb.rt(['state', id])).stdout}`);
     }
     const r = ended;
-    assert.ok(r.status === 143 || r.status === 137, `exit status ${r.status}: ${r.stderr}`);
+    assert.equal(r.status, 7, r.stderr);
+    assert.equal(r.stdout, 'pid 1\ngot TERM\n');
   });
 
   it('keeps writes to / until delete and never touches the base image', async () => {
@@ -98,6 +101,13 @@ describe('microvm: containers under their own guest kernel', { skip, timeout: 15
       assert.equal(r.stdout, 'persisted\n', r.stderr);
       // host pids, as a shim and `docker top` look them up: the container's (its monitor) and
       // the VMM's, never a guest pid (host pid 1 is the host's init)
+      // the guest's own view: the container process is pid 1 of a pid namespace the exec joined,
+      // which holds the container's processes only (no agent, no kernel threads)
+      const inside = await sb.rt(['exec', id, 'sh', '-c', 'ps -o pid,args'], { timeoutMs: 60_000 });
+      assert.equal(inside.status, 0, inside.stderr);
+      const rows = inside.stdout.trim().split('\n').slice(1).map((l) => l.trim());
+      assert.equal(rows[0], '1 sleep 1000', inside.stdout);
+      assert.ok(rows.every((l) => /^\d+ (sleep 1000|sh -c ps -o pid,args|\{ps\} sh -c ps -o pid,args|ps -o pid,args)$/.test(l)), `the exec sees processes beyond the container's: ${inside.stdout}`);
       const ps = JSON.parse((await sb.ok(['ps', '--format', 'json', id])).stdout) as number[];
       const statePid = (JSON.parse((await sb.ok(['state', id])).stdout) as { pid: number }).pid;
       assert.ok(ps.includes(statePid), `ps ${JSON.stringify(ps)} lacks the container's pid ${statePid}`);

@@ -140,10 +140,10 @@ describe(`podman (${RUNTIME})`, { skip }, () => {
   // host relay, which end with the guest processes' statuses
   it('io.moat.isolation=microvm: exit codes of run, exec and kill pass through conmon', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
     const vm = ['--annotation', 'io.moat.isolation=microvm'];
-    const r = await p().run(['--rm', ...vm, IMAGE, 'sh', '-c', 'echo in the guest; uname -r; exit 3'], { timeoutMs: 300_000 });
+    const r = await p().run(['--rm', ...vm, IMAGE, 'sh', '-c', 'echo in the guest $$; uname -r; exit 3'], { timeoutMs: 300_000 });
     assert.equal(r.status, 3, r.stderr);
     const [first, release] = r.stdout.split('\n');
-    assert.equal(first, 'in the guest');
+    assert.equal(first, 'in the guest 1', 'the process is not pid 1 of its pid namespace');
     assert.notEqual(release, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), 'uname -r printed the host kernel');
     const n = name('vm-det');
     await p().ok(['run', '-d', '--name', n, ...vm, IMAGE, 'sleep', '1000'], { timeoutMs: 300_000 });
