@@ -35,8 +35,9 @@
  *      the power-off.
  *   4. switches root (chdir /newroot, mount --move . /, chroot .), then mounts, inside the new
  *      root, proc (/proc), sysfs read-only (/sys), devtmpfs (/dev), devpts (/dev/pts), and
- *      tmpfs mode 1777 at /dev/shm and /tmp, creating missing mount points. (They are mounted
- *      after the chroot so that a symlink in the image resolves inside the image.)
+ *      tmpfs mode 1777 at /dev/shm, creating missing mount points. (They are mounted after the
+ *      chroot so that a symlink in the image resolves inside the image.) /tmp is the spec's: a
+ *      tmpfs only where the spec mounts one (MOUNT), else the image's, as under runc.
  *   5. brings up the network with ioctls: lo always (the kernel gives it 127.0.0.1 and ::1),
  *      and with moat.net=user the Ethernet interface (address, netmask, up, default route).
  *   6. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
@@ -529,7 +530,6 @@ static void switch_root(void) {
   do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755);
   do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666", 0755);
   do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-  do_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
 }
 
 /* Sets `sa` (a struct sockaddr in an ifreq or rtentry) to the IPv4 address `ip`. */

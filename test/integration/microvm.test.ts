@@ -221,6 +221,8 @@ while left:
   it("makes the spec's tmpfs and mqueue mounts in the guest, and honours root.readonly", async () => {
     const script = [
       'touch /x 2>/dev/null && echo root-written || echo root-refused',
+      // no tmpfs of the guest's own at /tmp: the spec has none, so /tmp is the read-only root's
+      'touch /tmp/z 2>/dev/null && echo tmp-written || echo tmp-refused',
       'touch /run/y && echo run-written',
       'grep " /run " /proc/mounts | cut -d" " -f3,4',
       'grep " /dev/mqueue " /proc/mounts | cut -d" " -f3',
@@ -233,8 +235,9 @@ while left:
       },
     });
     assert.equal(r.status, 0, r.stderr);
-    const [root, run1, runMount, mq] = r.stdout.trim().split('\n');
+    const [root, tmp, run1, runMount, mq] = r.stdout.trim().split('\n');
     assert.equal(root, 'root-refused', 'root.readonly: the guest wrote its root');
+    assert.equal(tmp, 'tmp-refused', 'a read-only root with a writable /tmp the spec did not ask for');
     assert.equal(run1, 'run-written');
     assert.match(runMount ?? '', /^tmpfs rw,nosuid,nodev,.*size=1024k,mode=755(,|$)/);
     assert.equal(mq, 'mqueue');
