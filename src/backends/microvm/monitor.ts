@@ -7,7 +7,6 @@
  *   {"op":"start"}                       RUN the container process (stream 0)
  *   {"op":"kill","signal":N,"all":B}     signal it (or every process of the guest)
  *   {"op":"wait"}                        answered with {"status":N} when stream 0 exits
- *   {"op":"ps"}                          answered with {"pids":[...]} (guest pids)
  *   {"op":"exec","spec":{...}}           runs another process; answered {"pid":N}, then its
  *                                        output as {"out":BASE64} / {"err":BASE64} lines and at
  *                                        last {"status":N}; the exec's relay (relay.ts) sends
@@ -32,7 +31,7 @@ import { inputStream } from '../../util/input.js';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { constants } from 'node:os';
-import { decodeExit, decodePids, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
+import { decodeExit, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
 import type { Frame, ProcessSpec } from './protocol.js';
 import { RELAYED_SIGNALS } from './relay.js';
 
@@ -84,7 +83,6 @@ export function monitorMain(argv: string[]): Promise<number> {
   let guest: Socket | undefined;
   let release = '';
   const pending: Frame[] = [];
-  const psWaiters: ((pids: number[]) => void)[] = [];
   let nextStream = cfg.restored?.nextStream ?? 1;
   /** The guest connection's frame decoder (checkpoint reads its partial frame). */
   let decoder: FrameDecoder | undefined;
@@ -190,11 +188,6 @@ export function monitorMain(argv: string[]): Promise<number> {
           log(`stream ${f.stream} exited with ${status}`);
           for (const w of s.waiters) w(status);
           s.waiters = [];
-          return;
-        }
-        case MSG.LIST: {
-          const pids = decodePids(f.payload);
-          for (const w of psWaiters.splice(0)) w(pids);
           return;
         }
       }
@@ -347,10 +340,6 @@ export function monitorMain(argv: string[]): Promise<number> {
         case 'wait':
           if (s0.status !== undefined) reply(conn, { status: s0.status });
           else s0.waiters.push((status) => reply(conn, { status }));
-          return -1;
-        case 'ps':
-          psWaiters.push((pids) => reply(conn, { pids }));
-          send({ type: MSG.PS, stream: 0, payload: Buffer.alloc(0) });
           return -1;
         case 'checkpoint-state':
           // asked once the VM is stopped: what a restored monitor must know to go on
