@@ -718,6 +718,51 @@ static void make_dirs(const char *path) {
   }
 }
 
+/* Makes the missing directories of absolute `path` (0755) following symlinks as it goes, so
+ * that a symlink in the image naming a directory that does not exist yet gets it made, as
+ * runc's MkdirAll inside the root does for a mount destination. The agent runs chrooted in the
+ * container's root, so every link resolves inside it. 0, or -1 with errno (ELOOP after 40
+ * links, ENOTDIR where a component is not a directory). */
+static int make_dirs_follow(const char *path) {
+  char todo[2 * 4096], cur[4096] = "", next[4096 + 256], target[4096], tmp[2 * 4096];
+  if (snprintf(todo, sizeof todo, "%s", path) >= (int)sizeof todo) { errno = ENAMETOOLONG; return -1; }
+  size_t off = 0;
+  int links = 0;
+  for (;;) {
+    while (todo[off] == '/') off++;
+    if (!todo[off]) return 0;
+    size_t n = strcspn(todo + off, "/");
+    char comp[256];
+    if (n >= sizeof comp) { errno = ENAMETOOLONG; return -1; }
+    memcpy(comp, todo + off, n);
+    comp[n] = 0;
+    off += n;
+    if (strcmp(comp, ".") == 0) continue;
+    if (strcmp(comp, "..") == 0) { char *sl = strrchr(cur, '/'); if (sl) *sl = 0; continue; }
+    if (snprintf(next, sizeof next, "%s/%s", cur, comp) >= (int)sizeof cur) { errno = ENAMETOOLONG; return -1; }
+    struct stat st;
+    if (lstat(next, &st) == 0 && S_ISLNK(st.st_mode)) {
+      if (++links > 40) { errno = ELOOP; return -1; }
+      ssize_t t = readlink(next, target, sizeof target - 1);
+      if (t < 0) return -1;
+      target[t] = 0;
+      /* the link's target, then what was left of the path, relative to cur (or to the root) */
+      if (snprintf(tmp, sizeof tmp, "%s%s", target, todo + off) >= (int)sizeof tmp) { errno = ENAMETOOLONG; return -1; }
+      memcpy(todo, tmp, sizeof todo);
+      off = 0;
+      if (target[0] == '/') cur[0] = 0;
+      continue;
+    }
+    if (lstat(next, &st) != 0) {
+      if (errno != ENOENT || (mkdir(next, 0755) != 0 && errno != EEXIST)) return -1;
+    } else if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      return -1;
+    }
+    memcpy(cur, next, strlen(next) + 1);
+  }
+}
+
 /* The child of RUN: `tty` is the pty slave's path (in, out and err are then -1), or NULL. */
 static void __attribute__((noreturn)) child(uint32_t stream, const char *tty, int in, int out, int err, int ep) {
   if (!test_mode && stream == 0) {
@@ -909,8 +954,9 @@ static int mount_one(uint32_t i, const char **what) {
   uint8_t f = sp.mounts[i].flags;
   unsigned long fl = ((f & BIND_RO) ? MS_RDONLY : 0) | ((f & BIND_NOSUID) ? MS_NOSUID : 0) |
                      ((f & BIND_NODEV) ? MS_NODEV : 0) | ((f & BIND_NOEXEC) ? MS_NOEXEC : 0);
+  *what = "mount point";
   if (sp.mounts[i].kind != M_BIND) {
-    make_dirs(dest);
+    if (make_dirs_follow(dest) != 0) return -1;
     *what = sp.mounts[i].kind == M_TMPFS ? "tmpfs" : "mqueue";
     int r = mount(*what, dest, *what, fl, sp.mounts[i].kind == M_TMPFS ? sp.mounts[i].data : NULL);
     /* the guest's one mqueue instance is there already (a spec that names it twice) */
@@ -924,14 +970,16 @@ static int mount_one(uint32_t i, const char **what) {
     nap();
   }
   if (!(f & BIND_FILE)) {
-    make_dirs(dest);
+    *what = "mount point";
+    if (make_dirs_follow(dest) != 0) return -1;
     *what = "9p";
     return mount(tag, dest, "9p", fl, NINEP_OPTS);
   }
   char parent[MAX_PATH_LEN + 1], src[sizeof BIND_STAGING + 8];
   snprintf(parent, sizeof parent, "%s", dest);
   char *slash = strrchr(parent, '/');
-  if (slash && slash != parent) { *slash = 0; make_dirs(parent); }
+  *what = "mount point";
+  if (slash && slash != parent) { *slash = 0; if (make_dirs_follow(parent) != 0) return -1; }
   *what = "create";
   int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
   if (fd < 0 && errno != EISDIR) return -1;
