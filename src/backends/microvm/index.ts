@@ -27,6 +27,7 @@ import { writeCgroupFile } from '../../cgroups/fsutil.js';
 import { baseImage, overlayDisk } from './disk.js';
 import { agentPath, buildGuest, guestCacheDir } from './guest.js';
 import type { MonitorConfig } from './monitor.js';
+import { KILLED_WITH_VM } from './relay.js';
 import type { RelayConfig } from './relay.js';
 import type { GuestBind, GuestMount, ProcessSpec } from './protocol.js';
 import { chooseAccel, probeKvm } from './qemu.js';
@@ -218,12 +219,10 @@ function waitStatus(monitorSocket: string, id: string): Promise<number> {
     });
     sock.on('error', (e) => reject(new MoatError(`container "${id}": lost the VM monitor: ${e.message}`)));
     // the monitor answers every waiter before it ends on its own: it was killed (with its VM)
-    sock.on('close', () => resolve(KILLED_STATUS));
+    sock.on('close', () => resolve(KILLED_WITH_VM));
   });
 }
 
-/** The status of a container whose VM and monitor were killed before it reported one: SIGKILL's. */
-const KILLED_STATUS = 128 + 9;
 
 /** The user's choice of driver and accelerator: flags first, then annotations. */
 function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {

@@ -33,10 +33,7 @@ import type { Server, Socket } from 'node:net';
 import { constants } from 'node:os';
 import { decodeExit, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
 import type { Frame, ProcessSpec } from './protocol.js';
-import { RELAYED_SIGNALS } from './relay.js';
-
-/** The exit status of a process whose VM went before it reported one: killed with it. */
-const KILLED_WITH_VM = 128 + 9;
+import { KILLED_WITH_VM, RELAYED_SIGNALS, writeAll } from './relay.js';
 
 /** What `moat create` tells the monitor (JSON in argv). */
 export interface MonitorConfig {
@@ -430,18 +427,5 @@ function openLog(path: string): number {
     return openSync(path, 'a');
   } catch {
     return -1;
-  }
-}
-
-/** Writes all of `data` to fd (synchronously: the relay keeps the guest's order). */
-function writeAll(fd: number, data: Buffer): void {
-  let off = 0;
-  while (off < data.length) {
-    try {
-      off += writeSync(fd, data, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
-      return; // the reader went away: drop the rest, as a closed pipe would
-    }
   }
 }

@@ -28,6 +28,22 @@ export interface RelayConfig {
   consoleSocket?: string;
 }
 
+/** The status of a guest process whose VM went before it reported one: killed with it (SIGKILL's). */
+export const KILLED_WITH_VM = 128 + 9;
+
+/** Writes all of `data` to fd (synchronously: the guest's order is kept). */
+export function writeAll(fd: number, data: Buffer): void {
+  let off = 0;
+  while (off < data.length) {
+    try {
+      off += writeSync(fd, data, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
+      return; // the reader went away: drop the rest, as a closed pipe would
+    }
+  }
+}
+
 /** Signals a relay passes on to its guest process (SIGKILL and SIGSTOP cannot be caught). */
 export const RELAYED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGCONT', 'SIGALRM'];
 
@@ -65,15 +81,6 @@ export function relayMain(argv: string[]): Promise<number> {
       else early.push(signal);
     };
     for (const s of RELAYED_SIGNALS) process.on(s, forward);
-    const write = (fd: number, data: Buffer): void => {
-      for (let off = 0; off < data.length;) {
-        try {
-          off += writeSync(fd, data, off);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return; // the reader went away
-        }
-      }
-    };
     sock.on('connect', () => {
       const op = { op: 'exec', spec: cfg.spec, ...(cfg.consoleSocket !== undefined ? { consoleSocket: cfg.consoleSocket } : {}) };
       sock.write(`${JSON.stringify(op, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
@@ -102,8 +109,8 @@ export function relayMain(argv: string[]): Promise<number> {
           report(`pid ${m.pid}`);
           for (const signal of early.splice(0)) send({ signal });
         }
-        if (typeof m.out === 'string') write(1, Buffer.from(m.out, 'base64'));
-        if (typeof m.err === 'string') write(2, Buffer.from(m.err, 'base64'));
+        if (typeof m.out === 'string') writeAll(1, Buffer.from(m.out, 'base64'));
+        if (typeof m.err === 'string') writeAll(2, Buffer.from(m.err, 'base64'));
         if (typeof m.error === 'string') {
           report(`error ${m.error}`);
           end(255);
@@ -123,7 +130,7 @@ export function relayMain(argv: string[]): Promise<number> {
     sock.on('close', () => {
       // the VM went before the process's status came: it was killed with it
       report('error the VM monitor closed the connection');
-      end(137);
+      end(KILLED_WITH_VM);
     });
   });
 }
