@@ -232,7 +232,8 @@ describe('containerd shim: what only Moat\'s shim does', { skip }, () => {
     const ref = `moat.test/checkpoint-${id}:1`;
     await c().ok(['run', '-d', ...RUNTIME_ARGS, '--annotation', 'io.moat.isolation=microvm', IMAGE, id,
       // a token drawn once at start: only a restore of this very process has it
-      'sh', '-c', 't=$RANDOM$RANDOM; i=0; while true; do i=$((i+1)); echo $t:$i > /count; sleep 0.2; done'], { timeoutMs: 200_000 });
+      // written aside and renamed: a reader never sees the file between its truncation and write
+      'sh', '-c', 't=$RANDOM$RANDOM; i=0; while true; do i=$((i+1)); echo $t:$i > /count.new; mv /count.new /count; sleep 0.2; done'], { timeoutMs: 200_000 });
     try {
       await new Promise((r) => setTimeout(r, 1500));
       const ck = await c().ctr(['containers', 'checkpoint', '--task', id, ref], { timeoutMs: 120_000 });
