@@ -48,6 +48,8 @@ export interface CreateRequest {
   sentryJail?: SentryJail;
   /** Fds for the container process's stdin, stdout and stderr (default: the runtime's own). */
   stdio?: readonly [number, number, number];
+  /** The runtime's fds that become the container process's 3, 4, ... (as many as preserveFds; default: its own 3, 4, ...). */
+  passFds?: readonly number[];
   /** What the user chose for the microvm backend (flags of create/run). */
   microvm?: MicrovmChoice;
   /**

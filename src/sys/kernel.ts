@@ -203,6 +203,8 @@ interface Bound {
   inotifyInit1(flags: number): number;
   inotifyAddWatch(fd: number, path: Buffer, mask: number): number;
   dup3(fd: number, target: number, flags: number): number;
+  setns(fd: number, nstype: number): number;
+  unshare(flags: number): number;
   accept4(fd: number, addr: null, len: null, flags: number): number;
   // --- sockets (sys_socket.ts)
   getsockname(fd: number, addr: Buffer, len: Buffer): number;
@@ -306,6 +308,8 @@ function b(): Bound {
     inotifyInit1: f('int inotify_init1(int flags)'),
     inotifyAddWatch: f('int inotify_add_watch(int fd, const uint8_t *path, uint32_t mask)'),
     dup3: f('int dup3(int fd, int target, int flags)'),
+    setns: f('int setns(int fd, int nstype)'),
+    unshare: f('int unshare(int flags)'),
     accept4: f('int accept4(int fd, void *addr, void *len, int flags)'),
     // --- sockets (sys_socket.ts)
     getsockname: f('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint8_t *len)'),
@@ -495,6 +499,12 @@ export function peerCred(fd: number): { pid: number; uid: number; gid: number } 
   const rc = r(b().getsockopt(fd, 1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, val, len));
   return rc < 0 ? rc : { pid: val.readInt32LE(0), uid: val.readUInt32LE(4), gid: val.readUInt32LE(8) };
 }
+/** setns(2) of the calling thread into the namespace `fd` refers to (`nstype` CLONE_NEW* or 0); 0 or -errno. */
+export const setns = (fd: number, nstype: number): number => r(b().setns(fd, nstype));
+
+/** unshare(2) of the calling thread; 0 or -errno. */
+export const unshare = (flags: number): number => r(b().unshare(flags));
+
 /** dup3(2): `fd` copied onto `target` (closed first if open), with `flags` (O_CLOEXEC or 0). */
 export const dup3 = (fd: number, target: number, flags = 0): number => r(b().dup3(fd, target, flags));
 /** seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) for a filter of struct sock_filter entries. */

@@ -82,6 +82,8 @@ interface StageRun {
   onHooks?: (pid: number) => Promise<Buffer>;
   /** Fds for the process's stdin, stdout and stderr (default: the runtime's own). */
   stdio?: readonly [number, number, number];
+  /** The runtime's fds that become the process's 3, 4, ... (default: its own 3 .. 2 + preserveFds). */
+  passFds?: readonly number[];
 }
 
 /**
@@ -92,7 +94,9 @@ async function runStage(run: StageRun): Promise<Created> {
   k.sealInheritedFds(); // the stage, its monitor and the hooks get only what is handed to them
   const n = run.preserveFds;
   const stdio: (number | 'inherit' | 'pipe')[] = run.stdio ? [...run.stdio] : ['inherit', 'inherit', 'inherit'];
-  for (let fd = 3; fd < 3 + n; fd++) stdio.push(fd);
+  const pass = run.passFds ?? Array.from({ length: n }, (_, i) => 3 + i);
+  if (pass.length !== n) throw new HostError(`container "${run.id}": ${pass.length} fds to pass for --preserve-fds ${n}`);
+  stdio.push(...pass);
   stdio.push('pipe', 'pipe');
   const child: ChildProcess = spawn(stagePath(), [String(3 + n), String(4 + n)], { stdio, env: {}, argv0: 'moat-init' });
   trace('stage spawned');
@@ -225,6 +229,7 @@ async function create(req: CreateRequest): Promise<Created> {
     preserveFds: req.preserveFds,
     foreground: req.foreground,
     ...(req.stdio ? { stdio: req.stdio } : {}),
+    ...(req.passFds ? { passFds: req.passFds } : {}),
     beforeGo: async (pid) => cgroups.apply(pid),
     goState: (pid) => req.hookState('creating', pid),
     onHooks: async (pid) => {
