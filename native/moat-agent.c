@@ -29,6 +29,13 @@
  *                              QEMU's `-netdev user` (libslirp) expects: 10.0.2.15/24, default
  *                              route via 10.0.2.2 (DNS is 10.0.2.3); IPv6 autoconfigures from
  *                              slirp's router advertisements
+ *        moat.net=static       also the first Ethernet interface as a pod's interface the host
+ *                              redirects to the VM's tap (its MAC is the NIC's already):
+ *          moat.mtu=N          its MTU (68..65535)
+ *          moat.addr=IP/LEN    an address (IPv4 or IPv6; at most 8), DAD off (the pod's
+ *                              interface holds it already)
+ *          moat.route=DST/LEN[,GW]  a route through it (at most 16; DST/0 is a default
+ *                              route), added after every address, gatewayless ones first
  *      The channel, the rootfs and the network devices probe asynchronously: each is retried
  *      for 5 s. The control channel is opened first, so a rootfs or network failure (or a bad
  *      moat.root/moat.net value) reaches the host as FAILURE(0xffffffff, "boot: ...") before
@@ -39,7 +46,8 @@
  *      chroot so that a symlink in the image resolves inside the image.) /tmp is the spec's: a
  *      tmpfs only where the spec mounts one (MOUNT), else the image's, as under runc.
  *   5. brings up the network with ioctls: lo always (the kernel gives it 127.0.0.1 and ::1),
- *      and with moat.net=user the Ethernet interface (address, netmask, up, default route).
+ *      and with moat.net=user the Ethernet interface (address, netmask, up, default route),
+ *      with moat.net=static the Ethernet interface (MTU, addresses, up, routes).
  *   6. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
  *      reports EOF or an error, or a malformed frame arrives; then every process is killed,
  *      the disks are synced and the VM powers off (reboot(RB_POWER_OFF); QEMU runs with
@@ -418,6 +426,11 @@ static void load_modules(void) {
 }
 
 static char opt_root[256], opt_ctl[64] = "serial", opt_net[32] = "none";
+#define MAX_NET_ADDRS 8
+#define MAX_NET_ROUTES 16
+/* moat.net=static: moat.mtu, moat.addr and moat.route (pointers into read_cmdline's buffer) */
+static const char *opt_mtu, *opt_addr[MAX_NET_ADDRS], *opt_route[MAX_NET_ROUTES];
+static int n_addr, n_route;
 
 static void read_cmdline(void) {
   static char line[4096];
@@ -427,6 +440,14 @@ static void read_cmdline(void) {
     if (strncmp(w, "moat.root=", 10) == 0) snprintf(opt_root, sizeof opt_root, "%s", w + 10);
     else if (strncmp(w, "moat.ctl=", 9) == 0) snprintf(opt_ctl, sizeof opt_ctl, "%s", w + 9);
     else if (strncmp(w, "moat.net=", 9) == 0) snprintf(opt_net, sizeof opt_net, "%s", w + 9);
+    else if (strncmp(w, "moat.mtu=", 9) == 0) opt_mtu = w + 9;
+    else if (strncmp(w, "moat.addr=", 10) == 0) {
+      if (n_addr == MAX_NET_ADDRS) boot_fail("moat.addr: more than %d", MAX_NET_ADDRS);
+      opt_addr[n_addr++] = w + 10;
+    } else if (strncmp(w, "moat.route=", 11) == 0) {
+      if (n_route == MAX_NET_ROUTES) boot_fail("moat.route: more than %d", MAX_NET_ROUTES);
+      opt_route[n_route++] = w + 11;
+    }
   }
 }
 
@@ -551,24 +572,160 @@ static void if_up(int s, const char *dev) {
   if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) boot_fail("network: %s: set up: %s", dev, strerror(errno));
 }
 
+/* Parses "IP/LEN" (or "IP" with `deflen` > 0: LEN is deflen) into `addr` (16 bytes: an
+ * in_addr or in6_addr) and `len`; returns AF_INET or AF_INET6, or boot_fail()s. `what` names
+ * the option for the message. */
+static int parse_prefix(const char *s, const char *what, unsigned char *addr, int *len) {
+  char ip[INET6_ADDRSTRLEN + 1];
+  const char *slash = strchr(s, '/');
+  size_t n = slash ? (size_t)(slash - s) : strlen(s);
+  if (n == 0 || n >= sizeof ip || !slash) boot_fail("%s=%s: expected IP/LENGTH", what, s);
+  memcpy(ip, s, n);
+  ip[n] = 0;
+  int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+  if (inet_pton(family, ip, addr) != 1) boot_fail("%s=%s: bad address", what, s);
+  char *end;
+  long l = strtol(slash + 1, &end, 10);
+  if (*end || end == slash + 1 || l < 0 || l > (family == AF_INET ? 32 : 128)) boot_fail("%s=%s: bad prefix length", what, s);
+  *len = (int)l;
+  return family;
+}
+
+/* The kernel's struct in6_ifreq (linux/ipv6.h), for SIOCSIFADDR on an AF_INET6 socket. */
+struct moat_in6_ifreq {
+  struct in6_addr addr;
+  uint32_t prefixlen;
+  int ifindex;
+};
+
+/* Writes `value` to /proc/sys/net/ipv6/conf/`dev`/`key`; failures are reported, not fatal. */
+static void ipv6_conf(const char *dev, const char *key, const char *value) {
+  char path[128];
+  snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/%s", dev, key);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, value, strlen(value)) < 0) say("network: %s: %s", path, strerror(errno));
+  close_fd(&fd);
+}
+
+/* moat.net=static on `dev`: MTU, addresses (the first IPv4 one on dev, more on dev:1, dev:2 ...),
+ * up, then the routes: those without a gateway first (a gateway may need one of them). `s` is an
+ * AF_INET datagram socket. */
+static void net_static(int s, const char *dev) {
+  struct ifreq ifr;
+  int s6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s6 < 0) boot_fail("network: IPv6 socket: %s", strerror(errno));
+  int ifindex = (int)if_nametoindex(dev);
+  if (ifindex == 0) boot_fail("network: %s: no index: %s", dev, strerror(errno));
+  if (opt_mtu) {
+    char *end;
+    long mtu = strtol(opt_mtu, &end, 10);
+    if (*end || mtu < 68 || mtu > 65535) boot_fail("moat.mtu=%s: expected 68 to 65535", opt_mtu);
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+    ifr.ifr_mtu = (int)mtu;
+    if (ioctl(s, SIOCSIFMTU, &ifr) != 0) boot_fail("network: %s: set MTU %ld: %s", dev, mtu, strerror(errno));
+  }
+  ipv6_conf(dev, "accept_dad", "0");
+  int v4 = 0;
+  for (int i = 0; i < n_addr; i++) {
+    unsigned char a[16];
+    int len;
+    if (parse_prefix(opt_addr[i], "moat.addr", a, &len) == AF_INET) {
+      memset(&ifr, 0, sizeof ifr);
+      if (v4 == 0) snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+      else snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%.10s:%u", dev, (unsigned)v4 % 10u); /* v4 < MAX_NET_ADDRS */
+      struct sockaddr_in in;
+      memset(&in, 0, sizeof in);
+      in.sin_family = AF_INET;
+      memcpy(&in.sin_addr, a, 4);
+      memcpy(&ifr.ifr_addr, &in, sizeof in);
+      if (ioctl(s, SIOCSIFADDR, &ifr) != 0) boot_fail("network: %s: set address %s: %s", ifr.ifr_name, opt_addr[i], strerror(errno));
+      in.sin_addr.s_addr = len == 0 ? 0 : htonl(0xffffffffu << (32 - len));
+      memcpy(&ifr.ifr_netmask, &in, sizeof in);
+      if (ioctl(s, SIOCSIFNETMASK, &ifr) != 0) boot_fail("network: %s: set netmask of %s: %s", ifr.ifr_name, opt_addr[i], strerror(errno));
+      if (v4 > 0) if_up(s, ifr.ifr_name);
+      v4++;
+    } else {
+      struct moat_in6_ifreq r6;
+      memset(&r6, 0, sizeof r6);
+      memcpy(&r6.addr, a, 16);
+      r6.prefixlen = (uint32_t)len;
+      r6.ifindex = ifindex;
+      if (ioctl(s6, SIOCSIFADDR, &r6) != 0) boot_fail("network: %s: set address %s: %s", dev, opt_addr[i], strerror(errno));
+    }
+  }
+  if_up(s, dev);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < n_route; i++) {
+      char dst[INET6_ADDRSTRLEN + 8];
+      const char *comma = strchr(opt_route[i], ',');
+      size_t n = comma ? (size_t)(comma - opt_route[i]) : strlen(opt_route[i]);
+      if (n >= sizeof dst) boot_fail("moat.route=%s: too long", opt_route[i]);
+      if ((comma != NULL) != (pass == 1)) continue;
+      memcpy(dst, opt_route[i], n);
+      dst[n] = 0;
+      unsigned char d[16], g[16];
+      int len;
+      int family = parse_prefix(dst, "moat.route", d, &len);
+      if (comma && inet_pton(family, comma + 1, g) != 1) boot_fail("moat.route=%s: bad gateway", opt_route[i]);
+      if (family == AF_INET) {
+        struct rtentry rt;
+        struct sockaddr_in in;
+        memset(&rt, 0, sizeof rt);
+        memset(&in, 0, sizeof in);
+        in.sin_family = AF_INET;
+        memcpy(&in.sin_addr, d, 4);
+        memcpy(&rt.rt_dst, &in, sizeof in);
+        in.sin_addr.s_addr = len == 0 ? 0 : htonl(0xffffffffu << (32 - len));
+        memcpy(&rt.rt_genmask, &in, sizeof in);
+        rt.rt_flags = RTF_UP | (len == 32 ? RTF_HOST : 0);
+        if (comma) {
+          memcpy(&in.sin_addr, g, 4);
+          memcpy(&rt.rt_gateway, &in, sizeof in);
+          rt.rt_flags |= RTF_GATEWAY;
+        }
+        rt.rt_dev = (char *)dev;
+        if (ioctl(s, SIOCADDRT, &rt) != 0 && errno != EEXIST) boot_fail("network: %s: route %s: %s", dev, opt_route[i], strerror(errno));
+      } else {
+        struct in6_rtmsg rt;
+        memset(&rt, 0, sizeof rt);
+        memcpy(&rt.rtmsg_dst, d, 16);
+        rt.rtmsg_dst_len = (unsigned short)len;
+        rt.rtmsg_metric = 1;
+        rt.rtmsg_ifindex = ifindex;
+        rt.rtmsg_flags = RTF_UP | (len == 128 ? RTF_HOST : 0);
+        if (comma) {
+          memcpy(&rt.rtmsg_gateway, g, 16);
+          rt.rtmsg_flags |= RTF_GATEWAY;
+        }
+        if (ioctl(s6, SIOCADDRT, &rt) != 0 && errno != EEXIST) boot_fail("network: %s: route %s: %s", dev, opt_route[i], strerror(errno));
+      }
+    }
+  }
+  close_fd(&s6);
+}
+
 /* Brings up lo (the kernel gives it 127.0.0.1/8 and ::1 once up) and, with moat.net=user, the
  * first Ethernet interface (type 1 in sysfs, waited for like the other devices) with
  * NET_ADDR/NET_MASK and a default route via NET_GW. IPv6 needs nothing: slirp sends router
  * advertisements and the kernel configures itself. Runs after switch_root (sysfs is mounted
  * read-only there, enough to read it), so the NIC probes while the rootfs mounts. */
 static void net_up(void) {
-  int user = strcmp(opt_net, "user") == 0;
-  if (!user && strcmp(opt_net, "none") != 0) boot_fail("moat.net=%s: expected none or user", opt_net);
+  int user = strcmp(opt_net, "user") == 0, stat = strcmp(opt_net, "static") == 0;
+  if (!user && !stat && strcmp(opt_net, "none") != 0) boot_fail("moat.net=%s: expected none, user or static", opt_net);
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) boot_fail("network: socket: %s", strerror(errno));
   if_up(s, "lo");
-  if (user) {
-    char dev[IFNAMSIZ];
+  char dev[IFNAMSIZ];
+  if (user || stat) {
     long deadline = now_ms() + WAIT_MS;
     while (find_sysfs("/sys/class/net", "type", "1", dev, sizeof dev) != 0) { /* 1: ARPHRD_ETHER */
       if (now_ms() > deadline) boot_fail("network: no Ethernet interface after %d ms", WAIT_MS);
       nap();
     }
+  }
+  if (stat) net_static(s, dev);
+  if (user) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
