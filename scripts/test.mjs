@@ -49,7 +49,7 @@ function pass(label, files, env) {
 
 pass('moat', testFiles('build/test', pick), { MOAT_TEST_RUNTIME: 'moat' });
 const runc = spawnSync('runc', ['--version']);
-const behaviour = testFiles('build/test/integration', (f) => /\/(lifecycle|oci|namespaces|process|mounts|hooks|terminal|exec|rootless|resources|seccomp)[^/]*\.test\.js$/.test(f) && pick(f));
+const behaviour = testFiles('build/test/integration', (f) => /\/(lifecycle|oci|namespaces|network|process|mounts|hooks|terminal|exec|rootless|resources|seccomp)[^/]*\.test\.js$/.test(f) && pick(f));
 {
   // the pass's standbys live in a directory of their own and go with it
   const dir = mkdtempSync('/run/moat-cli-test-');

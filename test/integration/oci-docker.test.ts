@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -167,6 +169,39 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
     // as under runc: the sleep is pid 1 of its pid namespace, which ignores SIGTERM; SIGKILL follows
     assert.equal((await d().ok(['inspect', '-f', '{{.State.ExitCode}}', n])).stdout.trim(), '137');
     await d().ok(['rm', n]);
+  });
+
+  // A user-defined bridge network (the engine's default bridge is off here): libnetwork puts a
+  // veth end in the container's namespace from its prestart hook. The host's end of the bridge
+  // is the gateway; a server there answers with the address it sees.
+  const bridged = async (tag: string, runtime: string[]): Promise<void> => {
+    const n = 100 + ((process.pid + tag.length) % 100);
+    const net = name(tag);
+    const gw = `10.232.${n}.1`;
+    const c = await d().docker(['network', 'create', '--driver', 'bridge', '--subnet', `10.232.${n}.0/24`, '--gateway', gw, '-o', `com.docker.network.bridge.name=mbr${tag}${process.pid % 10000}`, net]);
+    assert.equal(c.status, 0, c.stderr);
+    const server = createServer((q, res) => res.end(`hello ${q.socket.remoteAddress ?? '?'}\n`));
+    try {
+      await new Promise<void>((ok) => server.listen(0, gw, ok));
+      const port = (server.address() as AddressInfo).port;
+      const r = await d().docker(['run', '--rm', '--network', net, ...runtime, IMAGE, 'sh', '-c', `ip -o -4 addr show eth0; wget -q -O- http://${gw}:${port}/`], { timeoutMs: 300_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const addr = new RegExp(`inet (10\\.232\\.${n}\\.\\d+)/24`).exec(r.stdout)?.[1];
+      assert.ok(addr, `eth0 has no address of the network:\n${r.stdout}`);
+      assert.match(r.stdout, new RegExp(`^hello ${addr.replace(/\./g, '\\.')}$`, 'm'), 'the host did not see the container\'s address');
+      return;
+    } finally {
+      server.close();
+      await d().docker(['network', 'rm', net]);
+    }
+  };
+
+  it('a user-defined bridge network: the container has its address and reaches the host across the bridge', async () => {
+    await bridged('n', []);
+  });
+
+  it('the microvm isolation on a bridge network: the guest takes over the container\'s interface', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
+    await bridged('v', ['--runtime', MICROVM_RUNTIME_NAME]);
   });
 
   it('leaves no container, runtime state or process behind', async () => {

@@ -153,7 +153,9 @@ export function firecrackerUnsupported(vm: Partial<Pick<VmConfig, 'disk' | 'shar
   if (vm.disk !== undefined && vm.disk.format !== 'raw') out.push(`disk.format: Firecracker reads raw disks only, not ${vm.disk.format}`);
   if (vm.share !== undefined) out.push('share: Firecracker has no virtio-9p (nor virtio-fs) device');
   if ((vm.binds ?? []).length > 0) out.push('binds: Firecracker has no virtio-9p (nor virtio-fs) device to share bind mounts with');
-  if (vm.net !== undefined) out.push('net: Firecracker has no user-mode network, only tap devices');
+  if (vm.net?.mode === 'user') out.push('net: Firecracker has no user-mode network, only tap devices');
+  // its tap is opened by name, in the VMM's own network namespace: not the fd of a pod's tap
+  if (vm.net?.mode === 'tap') out.push('net: Firecracker opens a tap by name in its own network namespace, not one passed as an fd');
   return out;
 }
 

@@ -43,6 +43,8 @@ import { parsePolicy } from '../sentry/netpolicy.js';
 import { hostTerminal } from '../../util/consolesocket.js';
 import * as k from '../../sys/kernel.js';
 import { makeSocketDir, removeSocketDir, socketDir } from './sockdir.js';
+import { runHooks } from '../../container/hooks.js';
+import { attachTap, detachPodInterface, guestNetArgs, inNetns, openNetns, readPodInterface, specNetns, unredirect } from './podnet.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -270,10 +272,20 @@ async function create(req: CreateRequest): Promise<Created> {
     }
     egress.splice(0, egress.length, ...rules);
   }
+  // The spec's network namespace is the VM monitor's (the container's pid), as it would be an
+  // init's: hooks that equip it through /proc/PID/ns/net must not reach the host's. Its interface
+  // becomes the VM's when something may have put one there: the namespace came by path (a CNI
+  // plugin, netavark) or a hook runs once it exists (Docker's libnetwork). Egress rules give the
+  // VM a user-mode network instead, a restored VM has the one it had, and a Kubernetes pod's
+  // sandbox (pause) container needs none: its app container takes the interface.
+  const netns = specNetns(req.spec);
+  const hooked = (req.spec.hooks?.prestart?.length ?? 0) + (req.spec.hooks?.createRuntime?.length ?? 0) > 0;
+  const sandbox = req.spec.annotations?.['io.kubernetes.cri.container-type'] === 'sandbox' || req.spec.annotations?.['io.kubernetes.cri-o.ContainerType'] === 'sandbox';
+  const podNetwork = egress.length === 0 && !req.restore && !sandbox && netns !== undefined && (netns.path !== undefined || hooked);
   const mem = req.spec.linux?.resources?.memory?.limit;
   const memoryMiB = restore ? restore.manifest.vm.memoryMiB : typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
   try {
-    return await createVm(req, { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, ...(restore ? { restore } : {}) });
+    return await createVm(req, { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, ...(netns ? { netns } : {}), podNetwork, ...(restore ? { restore } : {}) });
   } finally {
     await restore?.reader.close();
   }
@@ -289,6 +301,10 @@ interface VmPlan {
   guest: GuestImage;
   memoryMiB: number;
   binds: PlannedBind[];
+  /** The container's network namespace (the VM monitor's): a path, or a new one. */
+  netns?: { path?: string };
+  /** Whether the namespace's interface, if it gets one, becomes the VM's (podnet.ts). */
+  podNetwork: boolean;
   restore?: { reader: ImageReader; manifest: MicrovmManifest };
 }
 
@@ -350,7 +366,7 @@ function planMounts(req: CreateRequest): { binds: PlannedBind[]; mounts: GuestMo
 
 /** Makes the VM of `req` (booted, or restored from its checkpoint) with its monitor and jailed VMM. */
 async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
-  const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, restore } = plan;
+  const { stateRoot, process0, vmm, accel, egress, guest, memoryMiB, binds, netns, podNetwork, restore } = plan;
 
   const vmDir = req.dir;
   const socks = makeSocketDir(vmDir);
@@ -392,10 +408,9 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     cmdline = `moat.root=vda${netArg}`;
     vm = { ...cfgBase, cmdline, disk: { path: overlay, format: 'qcow2' } };
   }
-  const driver = chooseDriver(vmm, accel, vm);
+  // a pod's interface, if its namespace turns out to have one, comes as a tap fd: a driver that takes one
+  const driver = chooseDriver(vmm, accel, podNetwork ? { ...vm, net: { mode: 'tap', fd: 3, mac: '02:00:00:00:00:00' } } : vm);
   if (driver.name === 'firecracker') vm = { ...vm, controlSocket: firecrackerControlPath(vm) };
-  const launch = driver.launch(vm);
-  trace(`vmm ${driver.name} (${accel}) ready to start`);
 
   // the monitor listens before the VMM starts: the VMM connects to it as a client
   const monitorSocket = join(socks, 'monitor.sock');
@@ -413,12 +428,30 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   k.sealInheritedFds(); // the monitor and QEMU live on: none keeps a caller's fd
-  const monitor = spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
-    detached: true,
-    // the monitor relays the guest process's stdio to these (the runtime's own by default)
-    stdio: [...((tty !== undefined ? [tty, tty, tty] : req.stdio ?? ['inherit', 'inherit', 'inherit']) as (number | 'inherit')[]), 'pipe'] as StdioOptions,
-  });
-  if (tty !== undefined) closeSync(tty);
+  // the container's network namespace is the monitor's (its pid is the container's: hooks and
+  // engines find the namespace at /proc/PID/ns/net); spawned from this thread while it is there
+  let netnsFd: number | undefined;
+  try {
+    netnsFd = netns ? openNetns(req.id, netns) : undefined;
+  } catch (e) {
+    if (tty !== undefined) closeSync(tty);
+    throw e;
+  }
+  const spawnMonitor = () =>
+    spawn(process.execPath, [join(packageDir(), 'bin', 'moat.cjs'), '--vm-monitor', json], {
+      detached: true,
+      // the monitor relays the guest process's stdio to these (the runtime's own by default)
+      stdio: [...((tty !== undefined ? [tty, tty, tty] : req.stdio ?? ['inherit', 'inherit', 'inherit']) as (number | 'inherit')[]), 'pipe'] as StdioOptions,
+    });
+  let monitor: ReturnType<typeof spawnMonitor>;
+  try {
+    monitor = netnsFd !== undefined ? inNetns(netnsFd, spawnMonitor) : spawnMonitor();
+  } catch (e) {
+    if (netnsFd !== undefined) closeSync(netnsFd);
+    throw e;
+  } finally {
+    if (tty !== undefined) closeSync(tty);
+  }
   // recorded at once, so that delete finds the monitor even if this create is killed
   writeFileSync(join(vmDir, 'monitor.pid'), `${monitor.pid ?? 0} ${procStat(monitor.pid ?? 0)?.startTime ?? ''}\n`);
   const reports = monitor.stdio[3] as Readable;
@@ -466,10 +499,29 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
 
   let created: Created | undefined;
   let netSentry: { sentry: StartedSentry; jail: SentryJail } | undefined;
+  let tap: { fd: number; name: string } | undefined;
+  let podIf = '';
   try {
     await until('listening', 20_000, 'the VM monitor listened');
+    // the runtime's hooks, with the container's pid (the monitor's) in its namespaces: Docker's
+    // libnetwork moves the container's interface into /proc/PID/ns/net here
+    const state = req.hookState('creating', monitor.pid ?? 0);
+    await runHooks(req.id, 'prestart', req.spec.hooks?.prestart, state);
+    await runHooks(req.id, 'createRuntime', req.spec.hooks?.createRuntime, state);
+    if (netnsFd !== undefined && podNetwork) {
+      const pod = readPodInterface(req.id, netnsFd);
+      if (pod !== undefined) {
+        tap = attachTap(req.id, netnsFd, pod);
+        podIf = pod.name;
+        // the jail's fd 3 (passFds below)
+        vm = { ...vm, cmdline: `${vm.cmdline} ${guestNetArgs(pod)}`, net: { mode: 'tap', fd: 3, mac: pod.mac } };
+        trace(`pod interface ${pod.name} on ${tap.name}`);
+      }
+    }
+    const launch = driver.launch(vm);
+    trace(`vmm ${driver.name} (${accel}) ready to start`);
     // the VMM's network: QEMU's user-mode network, its host sockets made and checked by a sentry
-    if (vm.net !== undefined) {
+    if (vm.net?.mode === 'user') {
       netSentry = startNetworkSentry(req.id, vmDir, egress);
       // recorded at once, as the monitor's: delete finds it even if this create is killed
       writeFileSync(join(vmDir, 'vmm-sentry.pid'), `${netSentry.sentry.pid} ${procStat(netSentry.sentry.pid)?.startTime ?? ''}\n`);
@@ -487,13 +539,17 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
         spec: vmmSpec(launch, root, vmDir, memoryMiB, req.embedded ? { source: req.embedded.lower, jailPath: HOST_SHARE } : undefined, binds),
         ...(netSentry ? { sentryJail: netSentry.jail } : {}),
         foreground: false,
-        preserveFds: 0,
+        preserveFds: tap ? 1 : 0,
+        ...(tap ? { passFds: [tap.fd] } : {}),
         stdio: [devnull, vmmLog, vmmLog],
         network: 'none',
       });
     } finally {
       closeSync(devnull);
       closeSync(vmmLog);
+      // QEMU holds the tap now (or nothing does: the tap goes)
+      if (tap) closeSync(tap.fd);
+      tap = undefined;
     }
     joinVmCgroups(req, monitor.pid ?? 0, created.cgroupPaths);
     // the VMM's jail is a container of its own: release it at once, the guest boots now
@@ -521,6 +577,8 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
   } catch (e) {
     killMonitor();
     netSentry?.sentry.kill();
+    if (tap) closeSync(tap.fd);
+    if (podIf !== '' && netnsFd !== undefined) unredirect(netnsFd, podIf);
     // the VMM may run already (a guest that never came up): take it and its cgroups down, or
     // it would outlive the state directory the caller is about to remove
     const vmm = created;
@@ -533,6 +591,8 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
       await containerBackend.destroy({ id: req.id, cgroupPaths: vmm.cgroupPaths } as ContainerRecord, vmDir).catch(() => {});
     }
     throw e;
+  } finally {
+    if (netnsFd !== undefined) closeSync(netnsFd);
   }
   reports.destroy();
   monitor.removeAllListeners('exit');
@@ -557,6 +617,9 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     egressRules: egress.join(','),
     restoredPaused: req.restore?.paused === true ? 1 : 0,
     binds: binds.length,
+    // the pod interface the VM took over, and its namespace when it outlives the VM
+    podInterface: podIf,
+    podNetns: podIf !== '' ? netns?.path ?? '' : '',
   };
   return {
     ...created,
@@ -701,6 +764,7 @@ export const microvmBackend: Backend = {
     const b = rec.backendState ?? {};
     if (b['vmm'] !== 'qemu') throw new MicrovmCheckpointError(rec.id, `checkpoint needs the QEMU driver (this VM runs under ${String(b['vmm'])})`);
     if (b['embedded'] === 1) throw new MicrovmCheckpointError(rec.id, 'the embedded default cannot be checkpointed under microvm: QEMU cannot migrate a mounted 9p share');
+    if (typeof b['podInterface'] === 'string' && b['podInterface'] !== '') throw new MicrovmCheckpointError(rec.id, `a VM with a pod network (interface ${b['podInterface']}) cannot be checkpointed: its tap is not migratable`);
     if (Number(b['binds'] ?? 0) > 0) throw new MicrovmCheckpointError(rec.id, 'a VM with bind mounts cannot be checkpointed: QEMU cannot migrate their mounted 9p shares');
     const egressRules = String(b['egressRules'] ?? '').split(',').filter(Boolean);
     if (Number(b['egress'] ?? 0) !== egressRules.length) throw new MicrovmCheckpointError(rec.id, 'its record predates checkpoints of VMs with egress rules');
@@ -742,5 +806,9 @@ export const microvmBackend: Backend = {
     }
     await containerBackend.destroy(rec, dir);
     removeSocketDir(dir);
+    // a pod namespace outlives the VM: its interface forwards to nothing once the tap is gone
+    const podIf = rec.backendState?.['podInterface'];
+    const podNs = rec.backendState?.['podNetns'];
+    if (typeof podIf === 'string' && podIf !== '' && typeof podNs === 'string' && podNs !== '') detachPodInterface(podNs, podIf);
   },
 };

@@ -149,7 +149,12 @@ function validate(cfg: VmConfig): void {
     checkPath('qmpSocket', cfg.qmpSocket);
     if (Buffer.byteLength(cfg.qmpSocket) > SUN_PATH_MAX) throw new QemuConfigError('qmpSocket', `is longer than a unix socket address allows (${SUN_PATH_MAX} bytes)`);
   }
-  if (cfg.net !== undefined && cfg.net.mode !== 'user') throw new QemuConfigError('net.mode', `must be "user", got ${String(cfg.net.mode)}`);
+  if (cfg.net?.mode === 'tap') {
+    if (!Number.isInteger(cfg.net.fd) || cfg.net.fd < 3) throw new QemuConfigError('net.fd', `must be an inherited fd >= 3, got ${cfg.net.fd}`);
+    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(cfg.net.mac)) throw new QemuConfigError('net.mac', `must be an Ethernet address (aa:bb:cc:dd:ee:ff), got "${cfg.net.mac}"`);
+  } else if (cfg.net !== undefined && cfg.net.mode !== 'user') {
+    throw new QemuConfigError('net.mode', `must be "user" or "tap", got ${String((cfg.net as { mode: unknown }).mode)}`);
+  }
 }
 
 /** The qcow2 (or other) image metadata `qemu-img info --output=json --backing-chain` prints per layer. */
@@ -258,7 +263,10 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
   if (cfg.qmpSocket !== undefined) argv.push('-qmp', `unix:${optValue(cfg.qmpSocket)},server=on,wait=off`);
   // a restore: the machine waits, paused, for `migrate-incoming` over QMP
   if (cfg.incoming === true) argv.push('-S', '-incoming', 'defer'); // -S: it stays paused until `cont`
-  if (cfg.net !== undefined) {
+  if (cfg.net?.mode === 'tap') {
+    // a pod's network: the tap was made in the pod's namespace and is inherited (podnet.ts)
+    argv.push('-netdev', `tap,id=n0,fd=${cfg.net.fd}`, '-device', `virtio-net-device,netdev=n0,mac=${cfg.net.mac}`);
+  } else if (cfg.net !== undefined) {
     // no allowlist here: the host sockets slirp makes come from the sentry, which checks every
     // destination against the egress rules (the VMM runs at the sentry's network level)
     argv.push('-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0');
@@ -273,7 +281,7 @@ function qemuPaths(cfg: VmConfig, binary: string, backing: string[]): string[] {
   if (cfg.share !== undefined) paths.push(cfg.share.hostPath);
   for (const b of cfg.binds ?? []) paths.push(b.hostPath);
   // slirp's DNS forwarder reads the host's resolver from it
-  if (cfg.net !== undefined && existsSync('/etc/resolv.conf')) paths.push('/etc/resolv.conf');
+  if (cfg.net?.mode === 'user' && existsSync('/etc/resolv.conf')) paths.push('/etc/resolv.conf');
   paths.push(dirname(cfg.controlSocket), dirname(cfg.consoleLog), ...qemuDataPaths(binary));
   if (cfg.qmpSocket !== undefined) paths.push(dirname(cfg.qmpSocket));
   return [...new Set(paths)];

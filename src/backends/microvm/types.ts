@@ -38,11 +38,11 @@ export interface VmConfig {
   /** The spec's bind mounts: host directories (as the VMM sees them) shared by virtio-9p, each with its own tag. */
   binds?: { hostPath: string; tag: string; readonly: boolean }[];
   /**
-   * One virtio-net device behind QEMU's user-mode network (libslirp: guest 10.0.2.15/24, gateway
+   * One virtio-net device: behind a pod's tap (PodNic), or behind QEMU's user-mode network (libslirp: guest 10.0.2.15/24, gateway
    * 10.0.2.2, DNS 10.0.2.3), or none. Its host sockets are the sentry's, under the egress rules
    * (the VMM runs at the sentry's `network` level): the network itself has no allowlist.
    */
-  net?: { mode: 'user' };
+  net?: { mode: 'user' } | PodNic;
   /** Unix socket the VMM connects to (as a client) for the agent's control channel. */
   controlSocket: string;
   /** File the guest's console (kernel messages) goes to. */
@@ -51,6 +51,16 @@ export interface VmConfig {
   qmpSocket?: string;
   /** Start paused, waiting for a migration stream (`-incoming defer`): a restore. */
   incoming?: boolean;
+}
+
+/**
+ * A virtio-net device behind a tap device the VMM inherits as fd `fd` (a pod's network, podnet.ts),
+ * with the Ethernet address `mac`.
+ */
+export interface PodNic {
+  mode: 'tap';
+  fd: number;
+  mac: string;
 }
 
 /** How a driver starts a VM: the command, and what its jail must expose. */

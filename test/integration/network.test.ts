@@ -1,0 +1,241 @@
+/**
+ * A container's network as engines give it: a network namespace made beforehand with an
+ * interface in it (linux.namespaces[].path, as containerd's CNI plugins and podman's netavark
+ * do), or a new one that a prestart hook equips once it exists (as Docker's libnetwork does
+ * through /proc/PID/ns/net). Each test builds the network itself: the pod's namespace, a peer
+ * namespace at the other end of a veth pair, and an HTTP server in the peer that answers with the
+ * address it sees. The behaviour tests run against Moat and (MOAT_TEST_RUNTIME=runc) runc; the
+ * microvm ones check that the guest takes the pod's interface over (its MAC, address and routes)
+ * and that the pod's namespace is left as it was found.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { microvmSkipReason } from '../helpers/microvm.js';
+import { RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
+
+const ipSkip = spawnSync('ip', ['-V']).status === 0 ? undefined : 'iproute2 is not installed (apt-get install iproute2)';
+const skip = skipReason() ?? ipSkip;
+if (skip) console.log(`# skipping network tests: ${skip}`);
+const vmSkip = skip ?? microvmSkipReason();
+if (vmSkip) console.log(`# skipping microvm network tests: ${vmSkip}`);
+const VM_TIMEOUT = 180_000;
+
+const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+
+let nets = 0;
+
+/**
+ * Two network namespaces joined by a veth pair: `pod` (the container's, interface `podIf`
+ * 10.231.N.2/24, default route via the peer) and `peer` (10.231.N.1/24, an HTTP server on port
+ * 8080 answering "hello ADDRESS"). With `staged`, the pod's end waits in a third namespace for a
+ * hook to move it, unconfigured.
+ */
+class Net {
+  readonly n: number;
+  readonly pod: string;
+  readonly peer: string;
+  readonly stage: string;
+  readonly podIf: string;
+  readonly addr: string;
+  readonly gw: string;
+  private server: ChildProcess | undefined;
+
+  constructor(readonly staged = false) {
+    this.n = 100 + ((process.pid + ++nets) % 150);
+    const tag = `${process.pid % 100000}-${nets}`;
+    this.pod = `mt-pod-${tag}`;
+    this.peer = `mt-peer-${tag}`;
+    this.stage = `mt-stage-${tag}`;
+    this.podIf = `mtp${nets}`;
+    this.addr = `10.231.${this.n}.2`;
+    this.gw = `10.231.${this.n}.1`;
+  }
+
+  async up(): Promise<this> {
+    const home = this.staged ? this.stage : this.pod;
+    ip('netns', 'add', home);
+    ip('netns', 'add', this.peer);
+    if (!this.staged) ip('-n', this.pod, 'link', 'set', 'lo', 'up');
+    ip('link', 'add', this.podIf, 'netns', home, 'type', 'veth', 'peer', 'name', 'peer0', 'netns', this.peer);
+    ip('-n', this.peer, 'addr', 'add', `${this.gw}/24`, 'dev', 'peer0');
+    ip('-n', this.peer, 'link', 'set', 'peer0', 'up');
+    if (!this.staged) this.configure(['ip', '-n', this.pod]);
+    const script = `require('http').createServer((q, s) => s.end('hello ' + q.socket.remoteAddress + '\\n')).listen(8080, '${this.gw}', () => console.log('listening'))`;
+    this.server = spawn('ip', ['netns', 'exec', this.peer, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    this.server.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    assert.ok(await waitFor(() => out.includes('listening'), 10_000), 'the peer\'s server did not start');
+    return this;
+  }
+
+  /** The pod side's address, link and default route, by `ipCmd` (e.g. ip -n POD). */
+  private configure(ipCmd: string[]): void {
+    const run = (...a: string[]) => execFileSync(ipCmd[0]!, [...ipCmd.slice(1), ...a]);
+    run('addr', 'add', `${this.addr}/24`, 'dev', this.podIf);
+    run('link', 'set', this.podIf, 'up');
+    run('route', 'add', 'default', 'via', this.gw);
+  }
+
+  /** A prestart hook (a file in `dir`) that moves the staged interface into the container's namespace and configures it there, as libnetwork-setkey does. */
+  hook(dir: string): string {
+    const file = join(dir, `net-hook-${this.n}.sh`);
+    writeFileSync(file, `#!/bin/sh
+set -e
+pid=$(sed -n 's/.*"pid" *: *\\([0-9]*\\).*/\\1/p')
+ip -n ${this.stage} link set ${this.podIf} netns /proc/$pid/ns/net
+nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ip addr add ${this.addr}/24 dev ${this.podIf} && ip link set ${this.podIf} up && ip route add default via ${this.gw}'
+`, { mode: 0o755 });
+    return file;
+  }
+
+  /** The pod's interface's Ethernet address (from the pod's namespace). */
+  mac(): string {
+    return /link\/ether ([0-9a-f:]{17})/.exec(ip('-n', this.pod, 'link', 'show', this.podIf))?.[1] ?? '';
+  }
+
+  down(): void {
+    this.server?.kill('SIGKILL');
+    for (const ns of [this.pod, this.peer, this.stage]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
+}
+
+/** What the container's script prints: its IPv4 addresses, its routes and the peer's answer. */
+const PROBE = (n: Net): string[] => ['sh', '-c', `ip -o -4 addr show; ip route; wget -q -O- http://${n.gw}:8080/; echo "wget $?"`];
+
+/** Asserts that the probe's output shows the pod's address and route, and that the peer saw the container come from that address. */
+function assertReached(out: string, n: Net): void {
+  assert.match(out, new RegExp(`inet ${n.addr.replace(/\./g, '\\.')}/24`), `no pod address in:\n${out}`);
+  assert.match(out, new RegExp(`default via ${n.gw.replace(/\./g, '\\.')}`), `no default route in:\n${out}`);
+  assert.match(out, new RegExp(`^hello ${n.addr.replace(/\./g, '\\.')}$`, 'm'), `the peer did not answer the pod's address:\n${out}`);
+  assert.match(out, /^wget 0$/m);
+}
+
+/** Sets the spec's network namespace to `path` (absent: a new one). */
+const netnsAt = (path?: string) => (s: Record<string, any>): void => {
+  // `any`: the bundle's config as JSON
+  s.linux.namespaces = (s.linux.namespaces as { type: string }[]).filter((x) => x.type !== 'network').concat([{ type: 'network', ...(path ? { path } : {}) }]);
+};
+
+/** A sandbox and a maker of networks for the suite it is called in; both go when the suite ends. */
+function suiteNets(): { sb: Sandbox; net: (staged?: boolean) => Promise<Net> } {
+  const sb = new Sandbox();
+  const made: Net[] = [];
+  after(async () => {
+    await sb.cleanup();
+    for (const n of made) n.down();
+  });
+  const net = async (staged = false): Promise<Net> => {
+    const n = new Net(staged);
+    made.push(n);
+    return n.up();
+  };
+  return { sb, net };
+}
+
+describe(`network namespaces an engine equips (${RUNTIME})`, { skip }, () => {
+  const { sb, net } = suiteNets();
+
+  it('joins the namespace at linux.namespaces\' path: its interface, address and route, and the peer beyond it (CNI, netavark)', async () => {
+    const n = await net();
+    const b = await sb.bundle(PROBE(n), netnsAt(`/run/netns/${n.pod}`));
+    const r = await sb.rt(['run', '-b', b, sb.id('net')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertReached(r.stdout, n);
+  });
+
+  it('a prestart hook equips the new namespace through /proc/PID/ns/net before the process runs (Docker\'s libnetwork)', async () => {
+    const n = await net(true);
+    const b = await sb.bundle(PROBE(n), (s) => {
+      netnsAt()(s);
+      s.hooks = { prestart: [{ path: n.hook(sb.tmp) }] };
+    });
+    const r = await sb.rt(['run', '-b', b, sb.id('net')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertReached(r.stdout, n);
+  });
+});
+
+describe('microvm: the pod\'s interface becomes the guest\'s', { skip: vmSkip, timeout: 10 * 60_000 }, () => {
+  const { sb, net } = suiteNets();
+  /** tc's JSON list of the ingress qdisc on the pod's interface ("[]" without one). */
+  const ingress = (n: Net): string => execFileSync('tc', ['-n', n.pod, '-j', 'qdisc', 'show', 'dev', n.podIf, 'ingress'], { encoding: 'utf8' });
+
+  it('a namespace at a path: the guest has the interface\'s MAC, address and routes and reaches the peer; a second VM cannot take it; checkpoint refuses; delete leaves the namespace as it was', async () => {
+    const n = await net();
+    const b = await sb.bundle(['sleep', '1000'], netnsAt(`/run/netns/${n.pod}`));
+    const id = sb.id('vmnet');
+    const c = await sb.rt(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    assert.equal(c.status, 0, c.stderr);
+    await sb.ok(['start', id]);
+    // the container's pid (the VM monitor's) is in the pod's namespace, as an init would be
+    const pid = (await sb.state(id)).pid;
+    assert.equal(execFileSync('readlink', [`/proc/${pid}/ns/net`], { encoding: 'utf8' }), execFileSync('ip', ['netns', 'exec', n.pod, 'readlink', '/proc/self/ns/net'], { encoding: 'utf8' }));
+    const e = await sb.rt(['exec', id, ...PROBE(n)], { timeoutMs: 60_000 });
+    assert.equal(e.status, 0, e.stderr);
+    assertReached(e.stdout, n);
+    // a second VM on the same namespace (another container of the pod) cannot take the interface too
+    const id2 = sb.id('vmnet');
+    const c2 = await sb.rt(['create', '--isolation', 'microvm', '-b', b, id2], { timeoutMs: VM_TIMEOUT });
+    assert.notEqual(c2.status, 0);
+    assert.match(c2.stderr, /already carries another microVM's network \(its tap moat\d+\)/);
+    const again = await sb.rt(['exec', id, ...PROBE(n)], { timeoutMs: 60_000 });
+    assert.equal(again.status, 0, again.stderr);
+    assertReached(again.stdout, n);
+    const link = await sb.rt(['exec', id, 'cat', '/sys/class/net/eth0/address', '/sys/class/net/eth0/mtu'], { timeoutMs: 60_000 });
+    assert.equal(link.stdout, `${n.mac()}\n1500\n`, link.stderr);
+    assert.notEqual(ingress(n).trim(), '[]', 'no redirect on the pod\'s interface while the VM runs');
+    const cp = await sb.rt(['checkpoint', '--image-path', join(sb.tmp, `cp-${id}`), id], { timeoutMs: 60_000 });
+    assert.notEqual(cp.status, 0);
+    assert.match(cp.stderr, /pod network \(interface mtp\d+\) cannot be checkpointed/);
+    await sb.ok(['delete', '--force', id], { timeoutMs: 60_000 });
+    assert.equal(ingress(n).trim(), '[]', 'the redirect outlived the VM');
+    assert.match(ip('-n', n.pod, '-o', '-4', 'addr', 'show', 'dev', n.podIf), new RegExp(`inet ${n.addr.replace(/\./g, '\\.')}/24`));
+  });
+
+  it('a container of the pod made after another\'s VM ended takes the interface; deleting the old one leaves it working (a restart under Kubernetes)', async () => {
+    const n = await net();
+    const first = sb.id('vmnet');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', await sb.bundle(['true'], netnsAt(`/run/netns/${n.pod}`)), first], { timeoutMs: VM_TIMEOUT });
+    await sb.ok(['start', first]);
+    assert.ok(await waitFor(async () => (await sb.state(first)).status === 'stopped', 60_000), 'the first VM did not stop');
+    const second = sb.id('vmnet');
+    await sb.ok(['create', '--isolation', 'microvm', '-b', await sb.bundle(['sleep', '1000'], netnsAt(`/run/netns/${n.pod}`)), second], { timeoutMs: VM_TIMEOUT });
+    await sb.ok(['start', second]);
+    await sb.ok(['delete', first]);
+    const e = await sb.rt(['exec', second, ...PROBE(n)], { timeoutMs: 60_000 });
+    assert.equal(e.status, 0, e.stderr);
+    assertReached(e.stdout, n);
+    await sb.ok(['delete', '--force', second], { timeoutMs: 60_000 });
+    assert.equal(ingress(n).trim(), '[]', 'the redirect outlived the last VM');
+  });
+
+  it('a prestart hook equips the new namespace: the guest takes the interface over (Docker\'s libnetwork)', async () => {
+    const n = await net(true);
+    const b = await sb.bundle(PROBE(n), (s) => {
+      netnsAt()(s);
+      s.hooks = { prestart: [{ path: n.hook(sb.tmp) }] };
+    });
+    const r = await sb.rt(['run', '--isolation', 'microvm', '-b', b, sb.id('vmnet')], { timeoutMs: VM_TIMEOUT });
+    assert.equal(r.status, 0, r.stderr);
+    assertReached(r.stdout, n);
+  });
+
+  it('a namespace with two interfaces: create fails with the reason and leaves no container, process or redirect', async () => {
+    const n = await net();
+    ip('link', 'add', 'mtx0', 'netns', n.pod, 'type', 'veth', 'peer', 'name', 'mtx1', 'netns', n.peer);
+    const b = await sb.bundle(['true'], netnsAt(`/run/netns/${n.pod}`));
+    const id = sb.id('vmnet');
+    const c = await sb.rt(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
+    assert.notEqual(c.status, 0);
+    assert.match(c.stderr, new RegExp(`container "${id}": pod network: the network namespace has 2 interfaces \\(.*\\); a microVM has one network device`));
+    const list = (JSON.parse((await sb.ok(['list', '--format', 'json'])).stdout || 'null') ?? []) as { id: string }[];
+    assert.ok(!list.some((x) => x.id === id), 'the failed create left its container');
+    assert.equal(ingress(n).trim(), '[]');
+    // (killed by the failed create: it may take a moment to be gone)
+    assert.ok(await waitFor(() => spawnSync('pgrep', ['-f', '--', `--vm-monitor.*${id}`]).status === 1, 5000), 'a VM monitor is left');
+  });
+});
