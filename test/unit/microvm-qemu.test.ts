@@ -111,6 +111,10 @@ describe('qemuArgv', () => {
     const rw = qemuArgv(baseVm({ disk: { path: '/d.raw', format: 'raw' } }));
     assert.equal(valueOf(rw, '-drive'), 'id=root,file=/d.raw,format=raw,if=none,cache=writeback');
     assert.equal(valueOf(rw, '-netdev'), undefined, 'no network unless asked');
+    // a pod's network: the tap made in its namespace, inherited as an fd, with the pod interface's MAC
+    const tap = qemuArgv(baseVm({ net: { mode: 'tap', fd: 3, mac: '02:42:0a:e7:09:02' } }));
+    assert.equal(valueOf(tap, '-netdev'), 'tap,id=n0,fd=3');
+    assert.equal(valuesOf(tap, '-device').at(-1), 'virtio-net-device,netdev=n0,mac=02:42:0a:e7:09:02');
   });
 
   test('QMP socket and a restore (-S -incoming defer) only when asked', () => {
@@ -138,7 +142,10 @@ describe('qemuArgv', () => {
         (e: unknown) => e instanceof QemuConfigError && e.field === field,
       );
     };
-    refuses({ net: { mode: 'tap' } as unknown as VmConfig['net'] }, 'net.mode');
+    refuses({ net: { mode: 'bridge' } as unknown as VmConfig['net'] }, 'net.mode');
+    refuses({ net: { mode: 'tap' } as unknown as VmConfig['net'] }, 'net.fd');
+    refuses({ net: { mode: 'tap', fd: 2, mac: '02:00:00:00:00:01' } }, 'net.fd');
+    refuses({ net: { mode: 'tap', fd: 3, mac: '02:00:00:00:00:01,id=x' } }, 'net.mac');
     refuses({ share: { hostPath: '/srv', tag: 'a,b' } }, 'share.tag');
     refuses({ disk: { path: 'relative.raw', format: 'raw' } }, 'disk.path');
     refuses({ controlSocket: `/${'s'.repeat(120)}` }, 'controlSocket');
