@@ -159,6 +159,44 @@ describe(`network namespaces an engine equips (${RUNTIME})`, { skip }, () => {
   });
 });
 
+const sentrySkip = skip ?? (RUNTIME !== 'moat' ? 'the sentry is Moat-only' : undefined);
+
+describe('sentry: the engine\'s network is the sandbox\'s (network policy pod)', { skip: sentrySkip }, () => {
+  const { sb, net } = suiteNets();
+
+  it('a namespace at a path: the sandbox reaches the peer through the namespace\'s interface and routes', async () => {
+    const n = await net();
+    const b = await sb.bundle(PROBE(n), netnsAt(`/run/netns/${n.pod}`));
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertReached(r.stdout, n);
+  });
+
+  it('a prestart hook equips the new namespace (Docker\'s libnetwork): the sandbox reaches the peer', async () => {
+    const n = await net(true);
+    const b = await sb.bundle(PROBE(n), (s) => {
+      netnsAt()(s);
+      s.hooks = { prestart: [{ path: n.hook(sb.tmp) }] };
+    });
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertReached(r.stdout, n);
+  });
+
+  it('io.moat.sentry.network=loopback still confines it: the peer is unreachable', async () => {
+    const n = await net();
+    const b = await sb.bundle(['sh', '-c', `wget -q -O- http://${n.gw}:8080/; echo "wget $?"`], (s) => {
+      netnsAt(`/run/netns/${n.pod}`)(s);
+      s.annotations = { ...(s.annotations ?? {}), 'io.moat.sentry.network': 'loopback' };
+    });
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^wget 1$/m);
+    assert.doesNotMatch(r.stdout, /hello/);
+    assert.match(r.stderr, /Network is unreachable|unreachable/i);
+  });
+});
+
 describe('microvm: the pod\'s interface becomes the guest\'s', { skip: vmSkip, timeout: 10 * 60_000 }, () => {
   const { sb, net } = suiteNets();
   /** tc's JSON list of the ingress qdisc on the pod's interface ("[]" without one). */

@@ -200,6 +200,10 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
     await bridged('n', []);
   });
 
+  it('the sentry on a bridge network: the sandbox uses the engine\'s network (policy pod)', { skip: RUNTIME === 'runc' ? 'the sentry is Moat\'s' : undefined }, async () => {
+    await bridged('s', ['--runtime', SENTRY_RUNTIME_NAME]);
+  });
+
   it('the microvm isolation on a bridge network: the guest takes over the container\'s interface', { skip: RUNTIME === 'runc' ? 'the microvm isolation is Moat\'s' : microvmSkipReason(), timeout: 600_000 }, async () => {
     await bridged('v', ['--runtime', MICROVM_RUNTIME_NAME]);
   });

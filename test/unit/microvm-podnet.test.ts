@@ -1,7 +1,8 @@
 /** The pure parts of a microVM's pod network (src/backends/microvm/podnet.ts): which namespace a spec names, and the guest's command line. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { guestNetArgs, specNetns } from '../../src/backends/microvm/podnet.js';
+import { guestNetArgs } from '../../src/backends/microvm/podnet.js';
+import { engineNetwork, specNetns } from '../../src/spec/network.js';
 
 describe('microvm pod network', () => {
   it('takes the spec\'s network namespace: a path, a new one, or none (the host\'s)', () => {
@@ -10,6 +11,16 @@ describe('microvm pod network', () => {
     assert.deepEqual(specNetns({ linux: { namespaces: [{ type: 'network', path: '' }] } }), {});
     assert.equal(specNetns({ linux: { namespaces: [{ type: 'pid' }] } }), undefined);
     assert.equal(specNetns({}), undefined);
+  });
+
+  it('calls a namespace the engine\'s when it comes by path or a hook runs once it exists', () => {
+    const hook = { path: '/usr/bin/dockerd' };
+    assert.equal(engineNetwork({ linux: { namespaces: [{ type: 'network', path: '/run/netns/p' }] } }), true);
+    assert.equal(engineNetwork({ linux: { namespaces: [{ type: 'network' }] }, hooks: { prestart: [hook] } }), true);
+    assert.equal(engineNetwork({ linux: { namespaces: [{ type: 'network' }] }, hooks: { createRuntime: [hook] } }), true);
+    assert.equal(engineNetwork({ linux: { namespaces: [{ type: 'network' }] }, hooks: { poststart: [hook] } }), false);
+    assert.equal(engineNetwork({ linux: { namespaces: [{ type: 'network' }] } }), false);
+    assert.equal(engineNetwork({ linux: { namespaces: [] }, hooks: { prestart: [hook] } }), false);
   });
 
   it('gives the guest the MTU, every address and every route, gateways after a comma', () => {

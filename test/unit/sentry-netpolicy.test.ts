@@ -148,6 +148,15 @@ describe('parsePolicy', () => {
     assert.deepEqual(parsePolicy('loopback', []), { mode: 'loopback' });
   });
 
+  test('pod: the namespace\'s own routes decide, so every destination passes the policy; rules with it are a usage error', () => {
+    const pod = parsePolicy('pod', []);
+    assert.deepEqual(pod, { mode: 'pod' });
+    for (const [family, addr] of [[4, [10, 231, 9, 1]], [4, [127, 0, 0, 1]], [4, [169, 254, 169, 254]], [6, [0x20, 0x01, 0x0d, 0xb8, ...Array<number>(12).fill(0)]]] as const) {
+      assert.equal(egressAllowed(pod, family, Buffer.from(addr), 443), true);
+    }
+    assert.throws(() => parsePolicy('pod', ['1.1.1.1:53']), (e: unknown) => e instanceof UsageError && /--network pod/.test(e.message) && /1\.1\.1\.1:53/.test(e.message));
+  });
+
   test('any rule makes the policy egress', () => {
     const p = parsePolicy(undefined, ['10.0.0.0/8', '[2001:db8::1]:443']);
     assert.equal(p.mode, 'egress');

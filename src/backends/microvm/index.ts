@@ -44,7 +44,8 @@ import { hostTerminal } from '../../util/consolesocket.js';
 import * as k from '../../sys/kernel.js';
 import { makeSocketDir, removeSocketDir, socketDir } from './sockdir.js';
 import { runHooks } from '../../container/hooks.js';
-import { attachTap, detachPodInterface, guestNetArgs, inNetns, openNetns, readPodInterface, specNetns, unredirect } from './podnet.js';
+import { attachTap, detachPodInterface, guestNetArgs, inNetns, openNetns, readPodInterface, unredirect } from './podnet.js';
+import { engineNetwork, specNetns } from '../../spec/network.js';
 
 /** Annotation that forces the VMM driver (qemu or firecracker). */
 export const VMM_ANNOTATION = 'io.moat.vmm';
@@ -279,9 +280,8 @@ async function create(req: CreateRequest): Promise<Created> {
   // VM a user-mode network instead, a restored VM has the one it had, and a Kubernetes pod's
   // sandbox (pause) container needs none: its app container takes the interface.
   const netns = specNetns(req.spec);
-  const hooked = (req.spec.hooks?.prestart?.length ?? 0) + (req.spec.hooks?.createRuntime?.length ?? 0) > 0;
   const sandbox = req.spec.annotations?.['io.kubernetes.cri.container-type'] === 'sandbox' || req.spec.annotations?.['io.kubernetes.cri-o.ContainerType'] === 'sandbox';
-  const podNetwork = egress.length === 0 && !req.restore && !sandbox && netns !== undefined && (netns.path !== undefined || hooked);
+  const podNetwork = egress.length === 0 && !req.restore && !sandbox && engineNetwork(req.spec);
   const mem = req.spec.linux?.resources?.memory?.limit;
   const memoryMiB = restore ? restore.manifest.vm.memoryMiB : typeof mem === 'number' && mem > 0 ? Math.max(64, Math.ceil(mem / MiB)) + GUEST_KERNEL_MIB : DEFAULT_MEMORY_MIB;
   try {

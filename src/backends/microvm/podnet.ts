@@ -70,13 +70,6 @@ export interface PodInterface {
   routes: PodRoute[];
 }
 
-/** The spec's network namespace: a path to join, a new one (no path), or undefined (the host's, which a VM does not share). */
-export function specNetns(spec: { linux?: { namespaces?: readonly { type: string; path?: string | undefined }[] | undefined } | undefined }): { path?: string } | undefined {
-  const ns = spec.linux?.namespaces?.find((n) => n.type === 'network');
-  if (ns === undefined) return undefined;
-  return ns.path !== undefined && ns.path !== '' ? { path: ns.path } : {};
-}
-
 /** Runs `fn` with the calling thread in the network namespace `nsFd`, then puts it back. */
 export function inNetns<T>(nsFd: number, fn: () => T): T {
   const own = openSync('/proc/thread-self/ns/net', 'r');

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, HostError, UsageError } from '../../errors.js';
 import { isSentryLevel } from '../registry.js';
 import type { Spec } from '../../spec/schema.js';
+import { engineNetwork } from '../../spec/network.js';
 import type { ContainerRecord } from '../../container/store.js';
 import { descendants, isAlive, procStat } from '../../container/proc.js';
 import * as k from '../../sys/kernel.js';
@@ -28,7 +29,10 @@ import type { SandboxLimits, SentryLevel } from './types.js';
 
 /** Annotation that picks the sentry level for a bundle (the flag wins). */
 export const LEVEL_ANNOTATION = 'io.moat.sentry.level';
-/** Annotation that picks the network policy for a bundle: none or loopback. */
+/**
+ * Annotation that picks the network policy for a bundle: none, loopback or pod (the default is
+ * pod when the container's network namespace is its engine's, loopback otherwise).
+ */
 export const NETWORK_ANNOTATION = 'io.moat.sentry.network';
 /** Annotation with comma-separated egress rules for a bundle. */
 export const EGRESS_ANNOTATION = 'io.moat.sentry.allow-egress';
@@ -408,7 +412,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
   const spec = sentrySpec(req.spec);
   const level = chooseLevel(req.sentry?.level, req.spec, req.sentry?.defaultLevel);
   const egress = [...(req.sentry?.egress ?? []), ...(req.spec.annotations?.[EGRESS_ANNOTATION]?.split(',').filter(Boolean) ?? [])];
-  const network = req.sentry?.network ?? req.spec.annotations?.[NETWORK_ANNOTATION] ?? 'loopback';
+  const network = req.sentry?.network ?? req.spec.annotations?.[NETWORK_ANNOTATION] ?? (egress.length === 0 && engineNetwork(req.spec) ? 'pod' : 'loopback');
   if (network === 'host') throw new UsageError('--network host cannot be used under the sentry (use --allow-egress rules)');
   const policy = parsePolicy(network, egress); // validates the rules before anything is made
   const socket = join(req.dir, 'sentry.sock');
@@ -442,7 +446,7 @@ async function createFresh(req: CreateRequest, tree?: SentryJail['restoreTree'],
       ...req,
       spec,
       sentryJail: jail,
-      network: policy.mode === 'loopback' ? 'loopback' : 'none',
+      network: policy.mode === 'loopback' || policy.mode === 'pod' ? 'loopback' : 'none',
     });
   } catch (e) {
     sentry.kill();

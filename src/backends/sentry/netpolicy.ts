@@ -282,23 +282,26 @@ export function parseEgressRule(text: string): EgressRule {
 }
 
 /** Network policies `--network` may name under the sentry. */
-const MODES = ['none', 'loopback', 'egress'] as const;
+const MODES = ['none', 'loopback', 'pod', 'egress'] as const;
 
 /**
- * Builds the sandbox's network policy from `--network` (`none` by default, `loopback`, or
+ * Builds the sandbox's network policy from `--network` (`none` by default, `loopback`, `pod`, or
  * `egress`) and the `--allow-egress` rules: any rule makes the policy `egress` (the loopback
- * interface of the sandbox is then down); `none` with rules, or `egress` without, is a
+ * interface of the sandbox is then down); `none` or `pod` with rules, or `egress` without, is a
  * UsageError.
  */
 export function parsePolicy(network: string | undefined, egress: string[]): NetworkPolicy {
   const mode = network === undefined || network === '' ? undefined : network;
   if (mode !== undefined && !(MODES as readonly string[]).includes(mode)) {
-    throw new UsageError(`--network: expected none, loopback or egress under the sentry, got "${mode}"`);
+    throw new UsageError(`--network: expected none, loopback, pod or egress under the sentry, got "${mode}"`);
   }
   const rules = egress.map(parseEgressRule);
   if (rules.length === 0) {
     if (mode === 'egress') throw new UsageError('--network egress needs at least one --allow-egress rule');
-    return mode === 'loopback' ? { mode: 'loopback' } : { mode: 'none' };
+    return mode === 'loopback' ? { mode: 'loopback' } : mode === 'pod' ? { mode: 'pod' } : { mode: 'none' };
+  }
+  if (mode === 'pod') {
+    throw new UsageError(`--network pod gives the sandbox its namespace's own network, whose routes decide; --allow-egress rules (${egress.join(', ')}) apply to the host's network instead: choose one`);
   }
   if (mode === 'none') {
     throw new UsageError(`--network none forbids all networking, but --allow-egress rules were given (${egress.join(', ')})`);
@@ -325,6 +328,7 @@ function isLoopbackOrAny(family: 4 | 6, addr: Buffer): boolean {
 /**
  * Whether the policy lets a socket reach `addr` (4 or 16 bytes) port `port`: `none` never;
  * `loopback` only loopback (127/8, ::1, and the unspecified address, which means loopback);
+ * `pod` any (the namespace's interfaces and routes, which its engine set up, decide);
  * `egress` when a rule covers the address and port. IPv4-mapped IPv6 addresses are checked as
  * IPv4. Loopback, 0.0.0.0/8, :: and link-local addresses need a rule inside that range (e.g.
  * `127.0.0.1:8080` or `169.254.169.254`): a broad rule such as `0.0.0.0/0` does not open them.
@@ -340,6 +344,8 @@ export function egressAllowed(policy: NetworkPolicy, family: 4 | 6, addr: Buffer
       return false;
     case 'loopback':
       return isLoopbackOrAny(family, addr);
+    case 'pod':
+      return true;
     case 'egress': {
       const special = SPECIAL.find((s) => s.family === family && samePrefix(s.addr, addr, s.prefix));
       return policy.rules.some(

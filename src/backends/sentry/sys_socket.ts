@@ -2,10 +2,11 @@
  * The socket family, under the sandbox's network policy (netpolicy.ts).
  *
  * Where sockets live: the workload always has its own network namespace (only a loopback
- * device, up under `loopback`). Unix, netlink-route and (under `loopback`) IP sockets are made
- * by the kernel in that namespace (CONTINUE). Under `egress`, IP sockets are made by the sentry
- * in the host's namespace and installed in the workload, so every destination they reach goes
- * through the checks here.
+ * device, up under `loopback`; under `pod` the interfaces its engine put there, a Docker or CNI
+ * network). Unix, netlink-route and (under `loopback` and `pod`) IP sockets are made by the kernel
+ * in that namespace (CONTINUE). Under `egress`, IP sockets are made by the sentry in the host's
+ * namespace and installed in the workload, so every destination they reach goes through the
+ * checks here.
  *
  * The rule: the kernel never acts on a pointer the sentry checked. bind, connect, and sends
  * with an address are performed by the sentry on a duplicate of the workload's socket
@@ -248,6 +249,8 @@ function checkDestination(t: Task, sb: Sandbox, family: 4 | 6, addr: Buffer, por
     case 'loopback':
       note(sb, 'loopback', `refused ${call} to ${dest} from tid ${t.tid}: network policy loopback`);
       return -E.ENETUNREACH;
+    case 'pod':
+      return 0; // not reached: the namespace's routes decide
     case 'egress':
       note(sb, 'egress', `refused egress to ${dest} (${call} from tid ${t.tid}): no --allow-egress rule covers it`);
       // the VMM's libslirp (4.7) frees a packet twice when connect fails at once with
@@ -396,6 +399,8 @@ function sysSocket(t: Task, sb: Sandbox): Reply {
       return fail(E.EACCES);
     case 'loopback':
       return CONTINUE; // made in the sandbox's namespace, whose only interface is lo
+    case 'pod':
+      return CONTINUE; // made in the sandbox's namespace, with the interfaces its engine put there
     case 'egress': {
       const fd = k.socket(domain, type | SOCK_CLOEXEC, proto);
       if (fd < 0) return fail(-fd);
@@ -492,7 +497,7 @@ function sysBind(t: Task, sb: Sandbox): Reply {
       }
       default:
         // IPv4 takes AF_UNSPEC with INADDR_ANY as AF_INET (inet_bind): only in the sandbox's namespace
-        if (sa.af === AF.UNSPEC && sb.network.mode !== 'loopback') return fail(E.EAFNOSUPPORT);
+        if (sa.af === AF.UNSPEC && sb.network.mode !== 'loopback' && sb.network.mode !== 'pod') return fail(E.EAFNOSUPPORT);
         // nl_pid 0 on an unbound socket: the kernel would choose (a bound one answers EINVAL itself)
         if (sa.af === AF.NETLINK && raw.length >= 12 && raw.readUInt32LE(4) === 0 && unboundNetlink(dup)) {
           return fromResult(bindNetlink(t, dup, raw.readUInt32LE(8)));

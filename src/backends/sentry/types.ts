@@ -150,6 +150,8 @@ export function interruption(t: Task): number {
 export type NetworkPolicy =
   | { mode: 'none' }
   | { mode: 'loopback' }
+  /** The container's own network namespace as its engine equipped it (a Docker or CNI network): its routes decide. */
+  | { mode: 'pod' }
   | { mode: 'egress'; rules: EgressRule[] };
 
 /** One --allow-egress rule: a CIDR and an optional port (0 = any port). */
