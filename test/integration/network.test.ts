@@ -164,12 +164,16 @@ const sentrySkip = skip ?? (RUNTIME !== 'moat' ? 'the sentry is Moat-only' : und
 describe('sentry: the engine\'s network is the sandbox\'s (network policy pod)', { skip: sentrySkip }, () => {
   const { sb, net } = suiteNets();
 
-  it('a namespace at a path: the sandbox reaches the peer through the namespace\'s interface and routes', async () => {
+  it('a namespace at a path: the sandbox reaches the peer through the namespace\'s interface and routes, and ifconfig\'s queries see it', async () => {
     const n = await net();
-    const b = await sb.bundle(PROBE(n), netnsAt(`/run/netns/${n.pod}`));
+    const b = await sb.bundle(['sh', '-c', `${PROBE(n)[2]!}; ifconfig ${n.podIf}`], netnsAt(`/run/netns/${n.pod}`));
     const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
     assert.equal(r.status, 0, r.stderr);
     assertReached(r.stdout, n);
+    // busybox ifconfig reads the interface through SIOCGIF* ioctls (address, mask, MTU, queue length)
+    assert.match(r.stdout, new RegExp(`inet addr:${n.addr.replace(/\./g, '\\.')} .*Mask:255\\.255\\.255\\.0`));
+    assert.match(r.stdout, /MTU:1500/);
+    assert.doesNotMatch(r.stderr, /Inappropriate ioctl/);
   });
 
   it('a prestart hook equips the new namespace (Docker\'s libnetwork): the sandbox reaches the peer', async () => {

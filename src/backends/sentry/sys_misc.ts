@@ -40,8 +40,12 @@ function prctl(t: Task): Reply {
 const IOCTL_ALLOWED = new Set([
   0x5401, 0x5402, 0x5403, 0x5404, 0x540f, 0x5410, 0x5413, 0x5414, 0x541b, 0x5421, 0x5450, 0x5451,
   0x80045430, 0x40045431, 0x5441, 0x540e /* TIOCSCTTY */, 0x5422 /* TIOCNOTTY */, 0x5429 /* TIOCGSID */,
-  0x5452 /* FIOASYNC */, 0x5460 /* FIOQSIZE? */, 0x8912 /* SIOCGIFCONF */, 0x8913 /* SIOCGIFFLAGS */,
-  0x8927 /* SIOCGIFHWADDR */, 0x8933 /* SIOCGIFINDEX */, 0x80086601 /* FS_IOC_GETFLAGS */,
+  0x5452 /* FIOASYNC */, 0x5460 /* FIOQSIZE? */, 0x80086601 /* FS_IOC_GETFLAGS */,
+  // queries of the sandbox's own network interfaces (what netlink-route already shows it;
+  // ifconfig, ip and language runtimes use them): name, flags, addresses, MTU, queue length
+  0x8910 /* SIOCGIFNAME */, 0x8912 /* SIOCGIFCONF */, 0x8913 /* SIOCGIFFLAGS */, 0x8915 /* SIOCGIFADDR */,
+  0x8917 /* SIOCGIFDSTADDR */, 0x8919 /* SIOCGIFBRDADDR */, 0x891b /* SIOCGIFNETMASK */, 0x891d /* SIOCGIFMETRIC */,
+  0x8921 /* SIOCGIFMTU */, 0x8927 /* SIOCGIFHWADDR */, 0x8933 /* SIOCGIFINDEX */, 0x8942 /* SIOCGIFTXQLEN */,
 ]);
 
 /** ioctl(fd, request, ...): listed terminal, fd and interface queries continue; the rest ENOTTY. */
