@@ -30,9 +30,11 @@ let nets = 0;
 
 /**
  * Two network namespaces joined by a veth pair: `pod` (the container's, interface `podIf`
- * 10.231.N.2/24, default route via the peer) and `peer` (10.231.N.1/24, an HTTP server on port
- * 8080 answering "hello ADDRESS"). With `staged`, the pod's end waits in a third namespace for a
- * hook to move it, unconfigured.
+ * 10.231.N.2/24 and fd00:231:N::2/64, default routes via the peer and a route to 10.230.N.0/24
+ * through it) and `peer` (10.231.N.1/24 and fd00:231:N::1/64, an HTTP server on port 8080 of
+ * each answering "hello ADDRESS"). IPv6 addresses skip duplicate address detection, so they are
+ * usable at once. With `staged`, the pod's end waits in a third namespace for a hook to move it,
+ * unconfigured.
  */
 class Net {
   readonly n: number;
@@ -42,6 +44,8 @@ class Net {
   readonly podIf: string;
   readonly addr: string;
   readonly gw: string;
+  readonly addr6: string;
+  readonly gw6: string;
   private server: ChildProcess | undefined;
 
   constructor(readonly staged = false) {
@@ -53,6 +57,20 @@ class Net {
     this.podIf = `mtp${nets}`;
     this.addr = `10.231.${this.n}.2`;
     this.gw = `10.231.${this.n}.1`;
+    this.addr6 = `fd00:231:${this.n.toString(16)}::2`;
+    this.gw6 = `fd00:231:${this.n.toString(16)}::1`;
+  }
+
+  /** The ip commands that configure the pod's end (after `ip`, or `ip -n POD`). */
+  private podSetup(): string[][] {
+    return [
+      ['addr', 'add', `${this.addr}/24`, 'dev', this.podIf],
+      ['-6', 'addr', 'add', `${this.addr6}/64`, 'dev', this.podIf, 'nodad'],
+      ['link', 'set', this.podIf, 'up'],
+      ['route', 'add', 'default', 'via', this.gw],
+      ['route', 'add', `10.230.${this.n}.0/24`, 'via', this.gw],
+      ['-6', 'route', 'add', 'default', 'via', this.gw6],
+    ];
   }
 
   async up(): Promise<this> {
@@ -62,22 +80,16 @@ class Net {
     if (!this.staged) ip('-n', this.pod, 'link', 'set', 'lo', 'up');
     ip('link', 'add', this.podIf, 'netns', home, 'type', 'veth', 'peer', 'name', 'peer0', 'netns', this.peer);
     ip('-n', this.peer, 'addr', 'add', `${this.gw}/24`, 'dev', 'peer0');
+    ip('-n', this.peer, '-6', 'addr', 'add', `${this.gw6}/64`, 'dev', 'peer0', 'nodad');
     ip('-n', this.peer, 'link', 'set', 'peer0', 'up');
-    if (!this.staged) this.configure(['ip', '-n', this.pod]);
-    const script = `require('http').createServer((q, s) => s.end('hello ' + q.socket.remoteAddress + '\\n')).listen(8080, '${this.gw}', () => console.log('listening'))`;
+    if (!this.staged) for (const args of this.podSetup()) ip('-n', this.pod, ...args);
+    const serve = (host: string) => `require('http').createServer((q, s) => s.end('hello ' + q.socket.remoteAddress + '\\n')).listen(8080, '${host}', () => console.log('listening ${host}'));`;
+    const script = serve(this.gw) + serve(this.gw6);
     this.server = spawn('ip', ['netns', 'exec', this.peer, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     this.server.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    assert.ok(await waitFor(() => out.includes('listening'), 10_000), 'the peer\'s server did not start');
+    assert.ok(await waitFor(() => out.includes(`listening ${this.gw}`) && out.includes(`listening ${this.gw6}`), 10_000), 'the peer\'s servers did not start');
     return this;
-  }
-
-  /** The pod side's address, link and default route, by `ipCmd` (e.g. ip -n POD). */
-  private configure(ipCmd: string[]): void {
-    const run = (...a: string[]) => execFileSync(ipCmd[0]!, [...ipCmd.slice(1), ...a]);
-    run('addr', 'add', `${this.addr}/24`, 'dev', this.podIf);
-    run('link', 'set', this.podIf, 'up');
-    run('route', 'add', 'default', 'via', this.gw);
   }
 
   /** A prestart hook (a file in `dir`) that moves the staged interface into the container's namespace and configures it there, as libnetwork-setkey does. */
@@ -87,7 +99,7 @@ class Net {
 set -e
 pid=$(sed -n 's/.*"pid" *: *\\([0-9]*\\).*/\\1/p')
 ip -n ${this.stage} link set ${this.podIf} netns /proc/$pid/ns/net
-nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ip addr add ${this.addr}/24 dev ${this.podIf} && ip link set ${this.podIf} up && ip route add default via ${this.gw}'
+nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ${this.podSetup().map((a) => `ip ${a.join(' ')}`).join(' && ')}'
 `, { mode: 0o755 });
     return file;
   }
@@ -103,15 +115,27 @@ nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ip addr add ${this.a
   }
 }
 
-/** What the container's script prints: its IPv4 addresses, its routes and the peer's answer. */
-const PROBE = (n: Net): string[] => ['sh', '-c', `ip -o -4 addr show; ip route; wget -q -O- http://${n.gw}:8080/; echo "wget $?"`];
+/** What the container's script prints: its global addresses, its routes and the peer's answers over IPv4 and IPv6. */
+const PROBE = (n: Net): string[] => [
+  'sh',
+  '-c',
+  `ip -o -4 addr show; ip -o -6 addr show scope global; ip route; ip -6 route; wget -q -O- http://${n.gw}:8080/; echo "wget $?"; wget -q -O- 'http://[${n.gw6}]:8080/'; echo "wget6 $?"`,
+];
 
-/** Asserts that the probe's output shows the pod's address and route, and that the peer saw the container come from that address. */
+/** A regular expression matching `text` literally. */
+const lit = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Asserts that the probe's output shows the pod's addresses and routes, and that the peer saw the container come from those addresses. */
 function assertReached(out: string, n: Net): void {
-  assert.match(out, new RegExp(`inet ${n.addr.replace(/\./g, '\\.')}/24`), `no pod address in:\n${out}`);
-  assert.match(out, new RegExp(`default via ${n.gw.replace(/\./g, '\\.')}`), `no default route in:\n${out}`);
-  assert.match(out, new RegExp(`^hello ${n.addr.replace(/\./g, '\\.')}$`, 'm'), `the peer did not answer the pod's address:\n${out}`);
+  assert.match(out, new RegExp(`inet ${lit(n.addr)}/24`), `no pod address in:\n${out}`);
+  assert.match(out, new RegExp(`inet6 ${lit(n.addr6)}/64`), `no pod IPv6 address in:\n${out}`);
+  assert.match(out, new RegExp(`^default via ${lit(n.gw)} `, 'm'), `no default route in:\n${out}`);
+  assert.match(out, new RegExp(`^10\\.230\\.${n.n}\\.0/24 via ${lit(n.gw)} `, 'm'), `no route to 10.230.${n.n}.0/24 in:\n${out}`);
+  assert.match(out, new RegExp(`^default via ${lit(n.gw6)} `, 'm'), `no IPv6 default route in:\n${out}`);
+  assert.match(out, new RegExp(`^hello ${lit(n.addr)}$`, 'm'), `the peer did not answer the pod's address:\n${out}`);
+  assert.match(out, new RegExp(`^hello ${lit(n.addr6)}$`, 'm'), `the peer did not answer the pod's IPv6 address:\n${out}`);
   assert.match(out, /^wget 0$/m);
+  assert.match(out, /^wget6 0$/m);
 }
 
 /** Sets the spec's network namespace to `path` (absent: a new one). */
@@ -171,7 +195,7 @@ describe('sentry: the engine\'s network is the sandbox\'s (network policy pod)',
     assert.equal(r.status, 0, r.stderr);
     assertReached(r.stdout, n);
     // busybox ifconfig reads the interface through SIOCGIF* ioctls (address, mask, MTU, queue length)
-    assert.match(r.stdout, new RegExp(`inet addr:${n.addr.replace(/\./g, '\\.')} .*Mask:255\\.255\\.255\\.0`));
+    assert.match(r.stdout, new RegExp(`inet addr:${lit(n.addr)} .*Mask:255\\.255\\.255\\.0`));
     assert.match(r.stdout, /MTU:1500/);
     assert.doesNotMatch(r.stderr, /Inappropriate ioctl/);
   });
@@ -235,7 +259,7 @@ describe('microvm: the pod\'s interface becomes the guest\'s', { skip: vmSkip, t
     assert.match(cp.stderr, /pod network \(interface mtp\d+\) cannot be checkpointed/);
     await sb.ok(['delete', '--force', id], { timeoutMs: 60_000 });
     assert.equal(ingress(n).trim(), '[]', 'the redirect outlived the VM');
-    assert.match(ip('-n', n.pod, '-o', '-4', 'addr', 'show', 'dev', n.podIf), new RegExp(`inet ${n.addr.replace(/\./g, '\\.')}/24`));
+    assert.match(ip('-n', n.pod, '-o', '-4', 'addr', 'show', 'dev', n.podIf), new RegExp(`inet ${lit(n.addr)}/24`));
   });
 
   it('a container of the pod made after another\'s VM ended takes the interface; deleting the old one leaves it working (a restart under Kubernetes)', async () => {
