@@ -70,6 +70,15 @@ export interface PodInterface {
   routes: PodRoute[];
 }
 
+/** Puts the calling thread back into the network namespace `own`; a thread left in another must not go on. */
+function returnTo(own: number): void {
+  const rc = k.setns(own, CLONE_NEWNET);
+  if (rc < 0) {
+    process.stderr.write(`moat: cannot return to the runtime's network namespace (errno ${-rc})\n`);
+    process.exit(70);
+  }
+}
+
 /** Runs `fn` with the calling thread in the network namespace `nsFd`, then puts it back. */
 export function inNetns<T>(nsFd: number, fn: () => T): T {
   const own = openSync('/proc/thread-self/ns/net', 'r');
@@ -79,12 +88,7 @@ export function inNetns<T>(nsFd: number, fn: () => T): T {
     try {
       return fn();
     } finally {
-      const back = k.setns(own, CLONE_NEWNET);
-      // the thread would go on in the pod's namespace: nothing after this may run
-      if (back < 0) {
-        process.stderr.write(`moat: cannot return to the runtime's network namespace (errno ${-back})\n`);
-        process.exit(70);
-      }
+      returnTo(own);
     }
   } finally {
     closeSync(own);
@@ -107,10 +111,7 @@ export function openNetns(id: string, ns: { path?: string }): number {
     try {
       return openSync('/proc/thread-self/ns/net', 'r');
     } finally {
-      if (k.setns(own, CLONE_NEWNET) < 0) {
-        process.stderr.write('moat: cannot return to the runtime\'s network namespace\n');
-        process.exit(70);
-      }
+      returnTo(own);
     }
   } finally {
     closeSync(own);
@@ -145,6 +146,9 @@ const routeSchema = z.array(
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
+/** Whether a link (of `ip -j -d`) is a VM's tap made by attachTap. */
+const isVmTap = (l: z.infer<typeof linkSchema>[number]): boolean => l.linkinfo?.info_kind === 'tun' && /^moat\d+$/.test(l.ifname);
+
 /** "default", "10.0.0.0/8", "10.1.2.3" as address and prefix length. */
 function parseDst(dst: string, family: 4 | 6): { dst: string; prefix: number } {
   if (dst === 'default') return { dst: family === 4 ? '0.0.0.0' : '::', prefix: 0 };
@@ -163,7 +167,7 @@ export function readPodInterface(id: string, nsFd: number): PodInterface | undef
     const links = linkSchema.parse(JSON.parse(tool(id, ['ip', '-j', '-d', 'address', 'show'])));
     // another VM's tap: the namespace's interface is taken (one VM per interface; a pod's
     // containers under microvm cannot share it)
-    const taken = links.find((l) => l.linkinfo?.info_kind === 'tun' && /^moat\d+$/.test(l.ifname));
+    const taken = links.find(isVmTap);
     if (taken !== undefined) throw new PodNetworkError(id, `the network namespace's interface already carries another microVM's network (its tap ${taken.ifname}); a VM takes an interface over alone`);
     const ether = links.filter((l) => l.ifname !== 'lo' && (l.link_type ?? 'ether') === 'ether');
     if (ether.length === 0) return undefined;
@@ -237,7 +241,7 @@ export function unredirect(nsFd: number, ifname: string): void {
     inNetns(nsFd, () => {
       const r = spawnSync('ip', ['-j', '-d', 'link', 'show'], { encoding: 'utf8', env: TOOL_ENV, timeout: 10_000 });
       const links = r.status === 0 ? linkSchema.safeParse(JSON.parse(r.stdout)) : undefined;
-      if (links === undefined || !links.success || links.data.some((l) => l.linkinfo?.info_kind === 'tun' && /^moat\d+$/.test(l.ifname))) return;
+      if (links === undefined || !links.success || links.data.some(isVmTap)) return;
       spawnSync('tc', ['qdisc', 'del', 'dev', ifname, 'ingress'], { env: TOOL_ENV, stdio: 'ignore', timeout: 10_000 });
     });
   } catch {
