@@ -36,6 +36,8 @@
  *                              interface holds it already)
  *          moat.route=DST/LEN[,GW]  a route through it (at most 16; DST/0 is a default
  *                              route), added after every address, gatewayless ones first
+ *        moat.dns=ADDR         (at most 3) a loopback nameserver of the pod's network namespace
+ *                              the agent relays to the host (see NAME_QUERY)
  *      The channel, the rootfs and the network devices probe asynchronously: each is retried
  *      for 5 s. The control channel is opened first, so a rootfs or network failure (or a bad
  *      moat.root/moat.net value) reaches the host as FAILURE(0xffffffff, "boot: ...") before
@@ -47,7 +49,8 @@
  *      tmpfs only where the spec mounts one (MOUNT), else the image's, as under runc.
  *   5. brings up the network with ioctls: lo always (the kernel gives it 127.0.0.1 and ::1),
  *      and with moat.net=user the Ethernet interface (address, netmask, up, default route),
- *      with moat.net=static the Ethernet interface (MTU, addresses, up, routes).
+ *      with moat.net=static the Ethernet interface (MTU, addresses, up, routes); then listens
+ *      on each moat.dns address.
  *   6. sends HELLO and serves the protocol until stream 0 exits, SHUTDOWN arrives, the channel
  *      reports EOF or an error, or a malformed frame arrives; then every process is killed,
  *      the disks are synced and the VM powers off (reboot(RB_POWER_OFF); QEMU runs with
@@ -101,6 +104,8 @@
  *     'Q' SHUTDOWN (empty) kill every process, sync, power off
  *     'T' RESIZE   u16 rows, u16 columns: the window size of the stream's terminal (a stream
  *                  without one gets FAILURE)
+ *     'A' NAME_ANSWER  (stream 0xffffffff) u32 query id, then the DNS message (at most 65535
+ *                  bytes), or nothing if the query failed
  *   guest -> host
  *     'H' HELLO    the guest kernel's release (uname -r), once, first
  *     'S' STARTED  u32 pid
@@ -111,12 +116,17 @@
  *                  After stream 0's EXIT, the VM powers off.
  *     'F' FAILURE  text (at most 4 KiB): an order of the host failed
  *     'L' LIST     u32 pids: every numeric entry of /proc
+ *     'N' NAME_QUERY  (stream 0xffffffff) u32 query id, u8 nameserver (index of its moat.dns),
+ *                  u8 transport (0 UDP, 1 TCP), the DNS message (12 to 65535 bytes) a process
+ *                  sent to that nameserver's address in the guest; the host asks the address on
+ *                  its side and answers with NAME_ANSWER
  *   A frame with a length out of range, an unknown or guest->host type, a payload of the wrong
  *   size for its type, or a malformed RUN spec gets FAILURE(0xffffffff, "protocol: ...") and
  *   the VM powers off.
  *
- * Test mode: `moat-agent --test-fd N` (refused as PID 1) skips the boot steps and serves the
- * protocol on fd N (a socketpair end). It becomes a child subreaper so it reaps orphans as PID 1
+ * Test mode: `moat-agent --test-fd N [--dns ADDR]... [--dns-port PORT]` (refused as PID 1) skips
+ * the boot steps and serves the protocol on fd N (a socketpair end), relaying names from ADDR
+ * port PORT (default 53). It becomes a child subreaper so it reaps orphans as PID 1
  * would; stream 0's exit does not end it; where PID 1 would power off it kills the processes it
  * started and exits (0 after SHUTDOWN or EOF, 1 after an error); KILL 0xffffffff signals only
  * the processes it started, never kill(-1).
@@ -431,6 +441,11 @@ static char opt_root[256], opt_ctl[64] = "serial", opt_net[32] = "none";
 /* moat.net=static: moat.mtu, moat.addr and moat.route (pointers into read_cmdline's buffer) */
 static const char *opt_mtu, *opt_addr[MAX_NET_ADDRS], *opt_route[MAX_NET_ROUTES];
 static int n_addr, n_route;
+#define MAX_DNS 3                      /* resolv.conf's MAXNS */
+/* moat.dns: the loopback nameservers the agent relays to the host (see the name relay) */
+static const char *opt_dns[MAX_DNS];
+static int n_dns;
+static unsigned dns_port = 53;
 
 static void read_cmdline(void) {
   static char line[4096];
@@ -447,6 +462,9 @@ static void read_cmdline(void) {
     } else if (strncmp(w, "moat.route=", 11) == 0) {
       if (n_route == MAX_NET_ROUTES) boot_fail("moat.route: more than %d", MAX_NET_ROUTES);
       opt_route[n_route++] = w + 11;
+    } else if (strncmp(w, "moat.dns=", 9) == 0) {
+      if (n_dns == MAX_DNS) boot_fail("moat.dns: more than %d", MAX_DNS);
+      opt_dns[n_dns++] = w + 9;
     }
   }
 }
@@ -1312,6 +1330,170 @@ static void resize(uint32_t stream, const uint8_t *p) {
   if (ioctl(pr->out, TIOCSWINSZ, &ws) != 0) failure(stream, "resize: %s", strerror(errno));
 }
 
+/* ---------- name relay ----------
+ * A loopback nameserver in the container's resolv.conf (Docker's embedded DNS at 127.0.0.11)
+ * is a service of the pod's network namespace on the host, while the guest's loopback is the
+ * VM's own. For each moat.dns=ADDR the agent listens on ADDR port 53, UDP and TCP, and sends
+ * every query to the host as NAME_QUERY; the host asks ADDR:53 in the pod's namespace and
+ * answers with NAME_ANSWER, which goes back to the client (UDP: to its address; TCP: with the
+ * two-byte length, one query at a time per connection, in order). An empty answer drops a UDP
+ * query and closes a TCP connection. At most DNS_PENDING UDP queries wait (the oldest is
+ * forgotten) and DNS_CONNS TCP clients are served (more are closed at once). */
+#define DNS_PENDING 64u
+#define DNS_CONNS 16
+#define DNS_MSG_MAX 65535u
+#define DNS_HEADER 12u
+static int dns_udp[MAX_DNS] = { -1, -1, -1 }, dns_tcp[MAX_DNS] = { -1, -1, -1 };
+static uint32_t dns_next_id;
+static struct dns_wait {               /* a UDP query waiting for its answer */
+  int used;
+  uint32_t id;
+  uint8_t server;
+  struct sockaddr_storage from;
+  socklen_t fromlen;
+} dns_wait[DNS_PENDING];
+static struct dns_conn {               /* a TCP client */
+  int fd;                              /* -1: free */
+  uint8_t server;
+  int waiting;                         /* a query of it is with the host */
+  uint32_t id;                         /* that query's */
+  size_t inlen, outlen, outoff;        /* bytes read not yet sent on; the answer, and how much is written */
+  uint8_t in[2 + DNS_MSG_MAX], out[2 + DNS_MSG_MAX];
+} dns_conn[DNS_CONNS];
+
+/* Fills `ss` with ADDR (IPv4 or IPv6) port dns_port; 0, or -1 if ADDR is neither. */
+static int dns_sockaddr(const char *addr, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET; v4->sin_port = htons((uint16_t)dns_port); *len = sizeof *v4;
+    return 0;
+  }
+  if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6; v6->sin6_port = htons((uint16_t)dns_port); *len = sizeof *v6;
+    return 0;
+  }
+  return -1;
+}
+
+/* Opens the listeners (after net_up: lo is up). A listener that cannot be made is reported to
+ * the host and left out; the container then finds nothing at that address, as with no relay. */
+static void dns_listen(void) {
+  for (int i = 0; i < DNS_CONNS; i++) dns_conn[i].fd = -1;
+  for (int i = 0; i < n_dns; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (dns_sockaddr(opt_dns[i], &ss, &sl) != 0) boot_fail("moat.dns=%s: not an IPv4 or IPv6 address", opt_dns[i]);
+    int u = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int t = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1;
+    const char *step = "socket";
+    if (u >= 0 && t >= 0) {
+      step = "bind";
+      if (setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && bind(u, (struct sockaddr *)&ss, sl) == 0 &&
+          bind(t, (struct sockaddr *)&ss, sl) == 0) {
+        step = "listen";
+        if (listen(t, DNS_CONNS) == 0) { dns_udp[i] = u; dns_tcp[i] = t; continue; }
+      }
+    }
+    failure(STREAM_ALL, "name relay: %s port %u: %s: %s", opt_dns[i], dns_port, step, strerror(errno));
+    close_fd(&u);
+    close_fd(&t);
+  }
+}
+
+/* Sends the query built at tx + HDR + 6 (`n` bytes) as NAME_QUERY. */
+static void dns_forward(uint32_t id, int server, int tcp, size_t n) {
+  uint8_t *p = tx + HDR;
+  memcpy(p, &id, 4);
+  p[4] = (uint8_t)server;
+  p[5] = (uint8_t)tcp;
+  send_frame('N', STREAM_ALL, p, 6 + n);
+}
+
+static void dns_udp_in(int server) {
+  struct dns_wait w = { .used = 1, .server = (uint8_t)server, .fromlen = sizeof w.from };
+  ssize_t n = recvfrom(dns_udp[server], tx + HDR + 6, DNS_MSG_MAX, 0, (struct sockaddr *)&w.from, &w.fromlen);
+  if (n < (ssize_t)DNS_HEADER) return; /* EAGAIN, an error, or not a DNS message */
+  w.id = dns_next_id++;
+  dns_wait[w.id % DNS_PENDING] = w; /* forgets the query 64 before, if it is still waiting */
+  dns_forward(w.id, server, 0, (size_t)n);
+}
+
+static void dns_close(struct dns_conn *c) {
+  close_fd(&c->fd);
+  c->waiting = 0;
+  c->inlen = c->outlen = c->outoff = 0;
+}
+
+/* Sends the connection's next complete query on, if it has one and none is with the host. */
+static void dns_tcp_next(struct dns_conn *c) {
+  if (c->fd < 0 || c->waiting || c->outoff < c->outlen || c->inlen < 2) return;
+  size_t n = (size_t)c->in[0] << 8 | c->in[1];
+  if (n < DNS_HEADER) { dns_close(c); return; }
+  if (c->inlen < 2 + n) return;
+  memcpy(tx + HDR + 6, c->in + 2, n);
+  c->inlen -= 2 + n;
+  memmove(c->in, c->in + 2 + n, c->inlen);
+  c->id = dns_next_id++;
+  c->waiting = 1;
+  dns_forward(c->id, c->server, 1, n);
+}
+
+static void dns_tcp_read(struct dns_conn *c) {
+  ssize_t n = read(c->fd, c->in + c->inlen, sizeof c->in - c->inlen);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) { dns_close(c); return; } /* EOF (an answer on its way is dropped) or an error */
+  c->inlen += (size_t)n;
+  dns_tcp_next(c);
+}
+
+static void dns_tcp_write(struct dns_conn *c) {
+  ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n < 0) { dns_close(c); return; }
+  c->outoff += (size_t)n;
+  if (c->outoff == c->outlen) { c->outoff = c->outlen = 0; dns_tcp_next(c); }
+}
+
+static void dns_accept(int server) {
+  int fd = accept4(dns_tcp[server], NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return;
+  for (int i = 0; i < DNS_CONNS; i++) {
+    struct dns_conn *c = &dns_conn[i];
+    if (c->fd >= 0) continue;
+    c->fd = fd; c->server = (uint8_t)server; c->waiting = 0; c->inlen = c->outlen = c->outoff = 0;
+    return;
+  }
+  close_fd(&fd); /* DNS_CONNS clients already */
+}
+
+/* NAME_ANSWER: u32 id, then the DNS message (or nothing: the query failed). */
+static void dns_answer(const uint8_t *p, size_t n) {
+  uint32_t id;
+  memcpy(&id, p, 4);
+  p += 4; n -= 4;
+  struct dns_wait *w = &dns_wait[id % DNS_PENDING];
+  if (w->used && w->id == id) {
+    w->used = 0;
+    if (n > 0 && dns_udp[w->server] >= 0) sendto(dns_udp[w->server], p, n, MSG_DONTWAIT, (struct sockaddr *)&w->from, w->fromlen);
+    return;
+  }
+  for (int i = 0; i < DNS_CONNS; i++) {
+    struct dns_conn *c = &dns_conn[i];
+    if (c->fd < 0 || !c->waiting || c->id != id) continue;
+    c->waiting = 0;
+    if (n == 0) { dns_close(c); return; }
+    c->out[0] = (uint8_t)(n >> 8); c->out[1] = (uint8_t)n;
+    memcpy(c->out + 2, p, n);
+    c->outlen = 2 + n; c->outoff = 0;
+    dns_tcp_write(c);
+    return;
+  }
+  /* the client went, or its UDP slot was reused: nobody waits for this answer */
+}
+
 /* Checks a frame's header as soon as its first 5 bytes are in: nothing malformed is buffered. */
 static void check_header(uint32_t len, uint8_t type) {
   if (len < 5) protocol_error("frame length %u is below 5", len);
@@ -1324,6 +1506,7 @@ static void check_header(uint32_t len, uint8_t type) {
   case 'P': if (n != 0) protocol_error("PS payload of %u bytes (want 0)", n); break;
   case 'Q': if (n != 0) protocol_error("SHUTDOWN payload of %u bytes (want 0)", n); break;
   case 'T': if (n != 4) protocol_error("RESIZE payload of %u bytes (want 4)", n); break;
+  case 'A': if (n < 4 || n > 4 + DNS_MSG_MAX) protocol_error("NAME_ANSWER payload of %u bytes (want 4 to %u)", n, 4 + DNS_MSG_MAX); break;
   default:
     if (type >= 0x20 && type < 0x7f) protocol_error("unknown frame type 0x%02x ('%c')", type, type);
     protocol_error("unknown frame type 0x%02x", type);
@@ -1337,6 +1520,7 @@ static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n) 
   case 'K': { uint32_t sig; memcpy(&sig, p, 4); do_kill(stream, sig); break; }
   case 'P': ps(stream); break;
   case 'T': resize(stream, p); break;
+  case 'A': dns_answer(p, n); break;
   case 'Q': power_off(0);
   default: break; /* check_header admitted nothing else */
   }
@@ -1366,8 +1550,9 @@ static void read_ctl(void) {
 /* ---------- main loop ---------- */
 
 static void serve(void) {
-  static struct pollfd pf[2 + 3 * MAX_PROCS];
-  static struct { struct proc *p; int which; } ref[2 + 3 * MAX_PROCS];
+  enum { W_OUT, W_ERR, W_IN, W_DNS_UDP, W_DNS_TCP, W_DNS_CONN };
+  static struct pollfd pf[2 + 3 * MAX_PROCS + 2 * MAX_DNS + DNS_CONNS];
+  static struct { struct proc *p; int which, i; } ref[2 + 3 * MAX_PROCS + 2 * MAX_DNS + DNS_CONNS];
   for (;;) {
     int n = 0;
     pf[n++] = (struct pollfd){ ctl, POLLIN, 0 };
@@ -1375,22 +1560,44 @@ static void serve(void) {
     for (int i = 0; i < MAX_PROCS; i++) {
       struct proc *p = &procs[i];
       if (!p->used) continue;
-      if (p->out >= 0) { ref[n].p = p; ref[n].which = 0; pf[n++] = (struct pollfd){ p->out, POLLIN, 0 }; }
-      if (p->err >= 0) { ref[n].p = p; ref[n].which = 1; pf[n++] = (struct pollfd){ p->err, POLLIN, 0 }; }
-      if (p->in >= 0 && p->qoff < p->qlen) { ref[n].p = p; ref[n].which = 2; pf[n++] = (struct pollfd){ p->in, POLLOUT, 0 }; }
+      if (p->out >= 0) { ref[n].p = p; ref[n].which = W_OUT; pf[n++] = (struct pollfd){ p->out, POLLIN, 0 }; }
+      if (p->err >= 0) { ref[n].p = p; ref[n].which = W_ERR; pf[n++] = (struct pollfd){ p->err, POLLIN, 0 }; }
+      if (p->in >= 0 && p->qoff < p->qlen) { ref[n].p = p; ref[n].which = W_IN; pf[n++] = (struct pollfd){ p->in, POLLOUT, 0 }; }
+    }
+    for (int i = 0; i < n_dns; i++) {
+      if (dns_udp[i] >= 0) { ref[n].which = W_DNS_UDP; ref[n].i = i; pf[n++] = (struct pollfd){ dns_udp[i], POLLIN, 0 }; }
+      if (dns_tcp[i] >= 0) { ref[n].which = W_DNS_TCP; ref[n].i = i; pf[n++] = (struct pollfd){ dns_tcp[i], POLLIN, 0 }; }
+    }
+    for (int i = 0; i < DNS_CONNS && n_dns > 0; i++) {
+      struct dns_conn *c = &dns_conn[i];
+      if (c->fd < 0) continue;
+      short ev = c->outoff < c->outlen ? POLLOUT : c->waiting ? 0 : POLLIN;
+      ref[n].which = W_DNS_CONN; ref[n].i = i; pf[n++] = (struct pollfd){ c->fd, ev, 0 };
     }
     if (poll(pf, (nfds_t)n, -1) < 0) {
       if (errno == EINTR) continue;
       say("poll: %s", strerror(errno));
       power_off(1);
     }
-    /* pipes first (they never free a slot), then exits, then the host's orders */
+    /* pipes and the name relay first (they never free a slot), then exits, then the host's orders */
     for (int i = 2; i < n; i++) {
       if (!pf[i].revents) continue;
       struct proc *p = ref[i].p;
-      if (ref[i].which == 0 && p->out >= 0) pump(p, &p->out, 'O');
-      else if (ref[i].which == 1 && p->err >= 0) pump(p, &p->err, 'D');
-      else if (ref[i].which == 2 && p->in >= 0) stdin_flush(p);
+      switch (ref[i].which) {
+      case W_OUT: if (p->out >= 0) pump(p, &p->out, 'O'); break;
+      case W_ERR: if (p->err >= 0) pump(p, &p->err, 'D'); break;
+      case W_IN: if (p->in >= 0) stdin_flush(p); break;
+      case W_DNS_UDP: dns_udp_in(ref[i].i); break;
+      case W_DNS_TCP: dns_accept(ref[i].i); break;
+      case W_DNS_CONN: {
+        struct dns_conn *c = &dns_conn[ref[i].i];
+        if (c->fd < 0) break;
+        if (c->outoff < c->outlen) dns_tcp_write(c);
+        else if (!c->waiting) dns_tcp_read(c);
+        else if (pf[i].revents & (POLLERR | POLLHUP)) dns_close(c);
+        break;
+      }
+      }
     }
     if (pf[1].revents) reap();
     if (pf[0].revents) read_ctl();
@@ -1398,12 +1605,17 @@ static void serve(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--test-fd") == 0 && getpid() != 1) {
+  if (argc >= 3 && argc % 2 == 1 && strcmp(argv[1], "--test-fd") == 0 && getpid() != 1) {
     char *end;
     long fd = strtol(argv[2], &end, 10);
     if (*end || fd < 3 || fd > 65535 || fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0) {
       say("--test-fd %s: not an open fd >= 3", argv[2]);
       return 2;
+    }
+    for (int i = 3; i + 1 < argc; i += 2) {
+      if (strcmp(argv[i], "--dns") == 0 && n_dns < MAX_DNS) opt_dns[n_dns++] = argv[i + 1];
+      else if (strcmp(argv[i], "--dns-port") == 0 && (dns_port = (unsigned)strtoul(argv[i + 1], &end, 10)) > 0 && dns_port < 65536 && !*end) {}
+      else { say("%s %s: expected --dns ADDR (at most %d) or --dns-port PORT", argv[i], argv[i + 1], MAX_DNS); return 2; }
     }
     test_mode = 1;
     ctl = (int)fd;
@@ -1432,6 +1644,7 @@ int main(int argc, char **argv) {
   } else {
     std_fds();
   }
+  dns_listen();
   sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0) boot_fail("signalfd: %s", strerror(errno));
 

@@ -14,6 +14,8 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { startDnsServer } from '../helpers/dns.js';
+import type { DnsServer } from '../helpers/dns.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
 import { RUNTIME, Sandbox, skipReason, waitFor } from '../helpers/runtime.js';
 
@@ -47,6 +49,7 @@ class Net {
   readonly addr6: string;
   readonly gw6: string;
   private server: ChildProcess | undefined;
+  private dnsServer: DnsServer | undefined;
 
   constructor(readonly staged = false) {
     this.n = 100 + ((process.pid + ++nets) % 150);
@@ -104,6 +107,23 @@ nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ${this.podSetup().ma
     return file;
   }
 
+  /**
+   * A DNS server in the pod's namespace at 127.0.0.11:53, UDP and TCP, as Docker's embedded one
+   * is reached there, naming the peer `peer.moat.test`; and a resolv.conf (in `dir`) naming it,
+   * which the engine bind-mounts at /etc/resolv.conf. Returns that file.
+   */
+  async dns(dir: string): Promise<string> {
+    this.dnsServer = await startDnsServer('127.0.0.11', 53, { 'peer.moat.test': [this.gw, this.gw6] }, this.pod);
+    const file = join(dir, `resolv-${this.n}.conf`);
+    writeFileSync(file, 'nameserver 127.0.0.11\noptions ndots:0\n');
+    return file;
+  }
+
+  /** The names the DNS server answered, each as "udp NAME" or "tcp NAME". */
+  dnsAnswered(): string[] {
+    return this.dnsServer?.lines().filter((l) => l !== 'listening') ?? [];
+  }
+
   /** The pod's interface's Ethernet address (from the pod's namespace). */
   mac(): string {
     return /link\/ether ([0-9a-f:]{17})/.exec(ip('-n', this.pod, 'link', 'show', this.podIf))?.[1] ?? '';
@@ -111,6 +131,7 @@ nsenter --net=/proc/$pid/ns/net sh -c 'ip link set lo up && ${this.podSetup().ma
 
   down(): void {
     this.server?.kill('SIGKILL');
+    this.dnsServer?.stop();
     for (const ns of [this.pod, this.peer, this.stage]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
 }
@@ -136,6 +157,46 @@ function assertReached(out: string, n: Net): void {
   assert.match(out, new RegExp(`^hello ${lit(n.addr6)}$`, 'm'), `the peer did not answer the pod's IPv6 address:\n${out}`);
   assert.match(out, /^wget 0$/m);
   assert.match(out, /^wget6 0$/m);
+}
+
+/**
+ * The container's questions to its nameserver 127.0.0.11: `peer.moat.test` and a name the
+ * server does not know with nslookup (UDP), then `peer.moat.test` over TCP (busybox nc, a
+ * length-prefixed query written with printf; the reply as one hex string on a line "tcp HEX").
+ */
+const DNS_PROBE = [
+  'sh',
+  '-c',
+  "nslookup peer.moat.test; echo \"nslookup $?\"; nslookup nobody.moat.test; echo \"nxdomain $?\"; " +
+    "printf '\\000\\040\\022\\064\\001\\000\\000\\001\\000\\000\\000\\000\\000\\000\\004peer\\004moat\\004test\\000\\000\\001\\000\\001' | nc 127.0.0.11 53 | od -An -v -tx1 | tr -d ' \\n' | sed 's/^/tcp /'; echo",
+];
+
+/** Asserts that the DNS probe got the pod namespace's answers: the peer's addresses over UDP and TCP, NXDOMAIN for the unknown name. */
+function assertResolved(out: string, n: Net): void {
+  assert.match(out, new RegExp(`^Address:\\s+${lit(n.gw)}$`, 'm'), `no A record in:\n${out}`);
+  assert.match(out, new RegExp(`^Address:\\s+${lit(n.gw6)}$`, 'm'), `no AAAA record in:\n${out}`);
+  assert.match(out, /^nslookup 0$/m);
+  assert.match(out, /NXDOMAIN/);
+  assert.match(out, /^nxdomain 1$/m);
+  // the TCP reply: its length, the query's id 0x1234, then (after the question) the peer's address
+  const hex = n.gw.split('.').map((b) => Number(b).toString(16).padStart(2, '0')).join('');
+  assert.match(out, new RegExp(`^tcp [0-9a-f]{4}1234[0-9a-f]*c00c000100010{6}3c0004${hex}$`, 'm'), `no TCP answer in:\n${out}`);
+  assert.ok(n.dnsAnswered().includes('udp peer.moat.test') && n.dnsAnswered().includes('tcp peer.moat.test'), `the server answered: ${n.dnsAnswered().join(', ')}`);
+}
+
+/** Binds `file` at /etc/resolv.conf, as engines do. */
+const resolvConf = (file: string) => (s: Record<string, any>): void => {
+  // `any`: the bundle's config as JSON
+  s.mounts = [...(s.mounts as object[]), { destination: '/etc/resolv.conf', type: 'bind', source: file, options: ['rbind', 'ro'] }];
+};
+
+/** A bundle of `sb` running DNS_PROBE in `n`'s pod namespace with its resolv.conf bound (the DNS server started). */
+async function dnsBundle(sb: Sandbox, n: Net): Promise<string> {
+  const conf = await n.dns(sb.tmp);
+  return sb.bundle(DNS_PROBE, (s) => {
+    netnsAt(`/run/netns/${n.pod}`)(s);
+    resolvConf(conf)(s);
+  });
 }
 
 /** Sets the spec's network namespace to `path` (absent: a new one). */
@@ -181,6 +242,14 @@ describe(`network namespaces an engine equips (${RUNTIME})`, { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     assertReached(r.stdout, n);
   });
+
+  it('a loopback nameserver of the namespace (Docker\'s embedded DNS at 127.0.0.11) answers the container over UDP and TCP', async () => {
+    const n = await net();
+    const b = await dnsBundle(sb, n);
+    const r = await sb.rt(['run', '-b', b, sb.id('net')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertResolved(r.stdout, n);
+  });
 });
 
 const sentrySkip = skip ?? (RUNTIME !== 'moat' ? 'the sentry is Moat-only' : undefined);
@@ -209,6 +278,14 @@ describe('sentry: the engine\'s network is the sandbox\'s (network policy pod)',
     const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
     assert.equal(r.status, 0, r.stderr);
     assertReached(r.stdout, n);
+  });
+
+  it('the namespace\'s loopback nameserver (Docker\'s embedded DNS) answers the sandbox over UDP and TCP', async () => {
+    const n = await net();
+    const b = await dnsBundle(sb, n);
+    const r = await sb.rt(['run', '--isolation', 'sentry', '-b', b, sb.id('snet')]);
+    assert.equal(r.status, 0, r.stderr);
+    assertResolved(r.stdout, n);
   });
 
   it('io.moat.sentry.network=loopback still confines it: the peer is unreachable', async () => {
@@ -277,6 +354,14 @@ describe('microvm: the pod\'s interface becomes the guest\'s', { skip: vmSkip, t
     assertReached(e.stdout, n);
     await sb.ok(['delete', '--force', second], { timeoutMs: 60_000 });
     assert.equal(ingress(n).trim(), '[]', 'the redirect outlived the last VM');
+  });
+
+  it('the namespace\'s loopback nameserver (Docker\'s embedded DNS at 127.0.0.11) answers the guest over UDP and TCP: the agent relays it to the pod\'s namespace', async () => {
+    const n = await net();
+    const b = await dnsBundle(sb, n);
+    const r = await sb.rt(['run', '--isolation', 'microvm', '-b', b, sb.id('vmnet')], { timeoutMs: VM_TIMEOUT });
+    assert.equal(r.status, 0, r.stderr);
+    assertResolved(r.stdout, n);
   });
 
   it('a prestart hook equips the new namespace: the guest takes the interface over (Docker\'s libnetwork)', async () => {

@@ -181,17 +181,27 @@ describe(`docker (${RUNTIME})`, { skip }, () => {
     const c = await d().docker(['network', 'create', '--driver', 'bridge', '--subnet', `10.232.${n}.0/24`, '--gateway', gw, '-o', `com.docker.network.bridge.name=mbr${tag}${process.pid % 10000}`, net]);
     assert.equal(c.status, 0, c.stderr);
     const server = createServer((q, res) => res.end(`hello ${q.socket.remoteAddress ?? '?'}\n`));
+    const peer = name(`${tag}peer`);
     try {
       await new Promise<void>((ok) => server.listen(0, gw, ok));
       const port = (server.address() as AddressInfo).port;
-      const r = await d().docker(['run', '--rm', '--network', net, ...runtime, IMAGE, 'sh', '-c', `ip -o -4 addr show eth0; wget -q -O- http://${gw}:${port}/`], { timeoutMs: 300_000 });
+      // another container of the network (engine's default runtime), known to the embedded DNS by its name
+      const p = await d().docker(['run', '-d', '--name', peer, '--network', net, IMAGE, 'sleep', '1000'], { timeoutMs: 300_000 });
+      assert.equal(p.status, 0, p.stderr);
+      made.push(p.stdout.trim());
+      const peerAddr = (await d().ok(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, peer])).stdout.trim();
+      const r = await d().docker(['run', '--rm', '--network', net, ...runtime, IMAGE, 'sh', '-c', `ip -o -4 addr show eth0; wget -q -O- http://${gw}:${port}/; cat /etc/resolv.conf; nslookup ${peer}`], { timeoutMs: 300_000 });
       assert.equal(r.status, 0, r.stderr);
       const addr = new RegExp(`inet (10\\.232\\.${n}\\.\\d+)/24`).exec(r.stdout)?.[1];
       assert.ok(addr, `eth0 has no address of the network:\n${r.stdout}`);
       assert.match(r.stdout, new RegExp(`^hello ${addr.replace(/\./g, '\\.')}$`, 'm'), 'the host did not see the container\'s address');
+      // Docker's embedded DNS (127.0.0.11 in the container's namespace) names the peer
+      assert.match(r.stdout, /^nameserver 127\.0\.0\.11$/m);
+      assert.match(r.stdout, new RegExp(`^Address:\\s+${peerAddr.replace(/\./g, '\\.')}$`, 'm'), `the embedded DNS did not name ${peer} (${peerAddr}):\n${r.stdout}`);
       return;
     } finally {
       server.close();
+      await d().docker(['rm', '-f', peer], { timeoutMs: 60_000 });
       await d().docker(['network', 'rm', net]);
     }
   };

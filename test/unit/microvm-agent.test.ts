@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { connect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,13 +21,16 @@ import {
   STREAM_ALL,
   SIGKILL,
   decodeExit,
+  decodeNameQuery,
   decodePids,
   encodeFrame,
+  encodeNameAnswer,
   encodeRun,
   encodeWinsize,
   u32Payload,
 } from '../../src/backends/microvm/protocol.js';
 import type { Frame, ProcessSpec } from '../../src/backends/microvm/protocol.js';
+import { dnsQuery } from '../helpers/dns.js';
 import { REPO } from '../helpers/runtime.js';
 
 const AGENT = join(REPO, 'dist/moat-agent');
@@ -57,8 +62,8 @@ class Agent {
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor() {
-    this.child = spawn(AGENT, ['--test-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  constructor(extra: string[] = []) {
+    this.child = spawn(AGENT, ['--test-fd', '3', ...extra], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
     this.child.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString()));
     this.sock = this.child.stdio[3] as Socket;
     this.sock.on('data', (chunk: Buffer) => {
@@ -346,3 +351,118 @@ describe('moat-agent --test-fd, malformed input', { skip: SKIP }, () => {
     }
   });
 });
+
+describe('moat-agent --test-fd --dns: the name relay', { skip: SKIP }, () => {
+  let agent: Agent;
+  let port = 0;
+  before(async () => {
+    port = await freeUdpPort();
+    agent = new Agent(['--dns', '127.0.0.1', '--dns-port', String(port)]);
+    await agent.next((f) => f.type === MSG.HELLO, 'HELLO');
+  });
+  after(() => agent?.kill());
+
+  it('sends a UDP query on as NAME_QUERY and NAME_ANSWER back to the client; an empty answer drops it', async () => {
+    const client = createSocket('udp4');
+    try {
+      const got: Buffer[] = [];
+      client.on('message', (m) => got.push(m));
+      const q = dnsQuery(0x1234, 'peer.moat.test');
+      client.send(q, port, '127.0.0.1');
+      const f = await agent.next((x) => x.type === MSG.NAME_QUERY, 'NAME_QUERY');
+      assert.equal(f.stream, STREAM_ALL);
+      const nq = decodeNameQuery(f.payload);
+      assert.deepEqual({ server: nq.server, transport: nq.transport, message: nq.message }, { server: 0, transport: 'udp', message: q });
+      // an empty answer: nothing reaches the client (the next answer does, and only it)
+      client.send(dnsQuery(0x5678, 'other.moat.test'), port, '127.0.0.1');
+      const f2 = await agent.next((x) => x.type === MSG.NAME_QUERY, 'the second NAME_QUERY');
+      agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(decodeNameQuery(f2.payload).id, Buffer.alloc(0)));
+      const reply = Buffer.concat([q.subarray(0, 12), Buffer.from('answer')]);
+      agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(nq.id, reply));
+      // an answer to a query nobody asked is ignored
+      agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(nq.id + 1000, reply));
+      assert.ok(await waitUntil(() => got.length >= 1), 'no reply reached the UDP client');
+      assert.deepEqual(got, [reply]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('TCP: two queries in one write are sent on one at a time and answered in order with their lengths; an empty answer closes', async () => {
+    const conn = connect({ host: '127.0.0.1', port });
+    let got = Buffer.alloc(0);
+    let closed = false;
+    conn.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+    conn.on('close', () => (closed = true));
+    conn.on('error', () => {});
+    await new Promise<void>((r) => conn.on('connect', () => r()));
+    const framed = (m: Buffer): Buffer => Buffer.concat([Buffer.from([m.length >> 8, m.length & 0xff]), m]);
+    const q1 = dnsQuery(1, 'a.moat.test');
+    const q2 = dnsQuery(2, 'b.moat.test', 28);
+    conn.write(Buffer.concat([framed(q1), framed(q2)]));
+    const f1 = decodeNameQuery((await agent.next((x) => x.type === MSG.NAME_QUERY, 'the first TCP query')).payload);
+    assert.deepEqual({ transport: f1.transport, message: f1.message }, { transport: 'tcp', message: q1 });
+    // one at a time: the second is not sent on before the first is answered
+    await new Promise((r) => setTimeout(r, 200));
+    await assert.rejects(agent.next((x) => x.type === MSG.NAME_QUERY, 'no second query yet', 100), /timed out/);
+    const a1 = Buffer.alloc(3000, 0x61);
+    agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(f1.id, a1));
+    const f2 = decodeNameQuery((await agent.next((x) => x.type === MSG.NAME_QUERY, 'the second TCP query')).payload);
+    assert.deepEqual(f2.message, q2);
+    const a2 = Buffer.from('second answer');
+    agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(f2.id, a2));
+    assert.ok(await waitUntil(() => got.length >= 2 + a1.length + 2 + a2.length), `the client got ${got.length} bytes`);
+    assert.deepEqual(got, Buffer.concat([framed(a1), framed(a2)]));
+    conn.write(framed(dnsQuery(3, 'c.moat.test')));
+    const f3 = decodeNameQuery((await agent.next((x) => x.type === MSG.NAME_QUERY, 'the third TCP query')).payload);
+    agent.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(f3.id, Buffer.alloc(0)));
+    assert.ok(await waitUntil(() => closed), 'an empty answer did not close the connection');
+  });
+
+  it('a NAME_ANSWER shorter than its id is a protocol error', async () => {
+    const a = new Agent(['--dns', '127.0.0.1', '--dns-port', String(await freeUdpPort())]);
+    try {
+      await a.next((x) => x.type === MSG.HELLO, 'HELLO');
+      a.send(MSG.NAME_ANSWER, STREAM_ALL, Buffer.alloc(3));
+      const f = await a.next((x) => x.type === MSG.FAILURE, 'FAILURE');
+      assert.match(f.payload.toString(), /^protocol: NAME_ANSWER payload of 3 bytes \(want 4 to 65539\)$/);
+      assert.equal((await a.exited).code, 1);
+    } finally {
+      a.kill();
+    }
+  });
+
+  it('refuses a bad --dns option', async () => {
+    const a = new Agent(['--dns-port', '0']);
+    assert.equal((await a.exited).code, 2);
+    assert.match(a.stderr, /--dns-port 0: expected --dns ADDR/);
+  });
+});
+
+/** A UDP and TCP port free on 127.0.0.1 a moment ago. */
+async function freeUdpPort(): Promise<number> {
+  for (;;) {
+    const u = createSocket('udp4');
+    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+    const port = u.address().port;
+    const t = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      t.once('error', () => r(false));
+      t.listen(port, '127.0.0.1', () => r(true));
+    });
+    u.close();
+    if (ok) {
+      await new Promise<void>((r) => t.close(() => r()));
+      return port;
+    }
+  }
+}
+
+/** Polls `fn` every 20 ms for up to 10 s. */
+async function waitUntil(fn: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 500; i++) {
+    if (fn()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return fn();
+}

@@ -19,9 +19,14 @@ import {
   RLIM_INFINITY,
   RUN_TAG,
   STREAM_ALL,
+  DNS_HEADER,
+  DNS_TRANSPORT,
+  MAX_DNS_MESSAGE,
   decodeExit,
+  decodeNameQuery,
   decodePids,
   encodeFrame,
+  encodeNameAnswer,
   encodeRun,
   u32Payload,
 } from '../../src/backends/microvm/protocol.js';
@@ -79,6 +84,7 @@ const GUEST_FRAMES: Frame[] = [
   { type: MSG.STARTED, stream: 0, payload: u32Payload(1234) },
   { type: MSG.STDOUT, stream: 1, payload: Buffer.from('out\n') },
   { type: MSG.STDERR, stream: 1, payload: Buffer.alloc(MAX_OUTPUT, 0x61) },
+  { type: MSG.NAME_QUERY, stream: STREAM_ALL, payload: Buffer.concat([u32Payload(3), Buffer.from([0, 0]), Buffer.alloc(MAX_DNS_MESSAGE, 1)]) },
   { type: MSG.STDOUT, stream: 2, payload: Buffer.alloc(0) },
   { type: MSG.EXIT, stream: 1, payload: u32Payload(137) },
   { type: MSG.FAILURE, stream: STREAM_ALL, payload: Buffer.from('exec /nonexistent: No such file or directory') },
@@ -140,7 +146,7 @@ describe('encodeFrame and FrameDecoder', () => {
     refused(raw(5, 0x5a), /unknown frame type 'Z' \(0x5a\)/);
     refused(raw(5, 0x00), /unknown frame type 0x00$/);
     refused(raw(5, 0xff), /unknown frame type 0xff$/);
-    for (const t of [MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN]) {
+    for (const t of [MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN, MSG.NAME_ANSWER]) {
       refused(encodeFrame({ type: t, stream: 0, payload: t === MSG.KILL ? u32Payload(9) : Buffer.alloc(0) }), /is only sent by the host/);
     }
   });
@@ -155,6 +161,8 @@ describe('encodeFrame and FrameDecoder', () => {
     refused(raw(5 + 4097, 0x46), /FAILURE payload of 4097 bytes \(limit 4096\)/);
     refused(raw(5 + 257, 0x48), /HELLO payload of 257 bytes/);
     refused(raw(5, 0x48), /HELLO payload of 0 bytes/);
+    refused(raw(5 + 17, 0x4e, STREAM_ALL, Buffer.alloc(17)), /NAME_QUERY payload of 17 bytes \(must be 18 to 65541\)/);
+    refused(raw(5 + 65542, 0x4e, STREAM_ALL), /NAME_QUERY payload of 65542 bytes/);
     // the size is judged from the header: a 9-byte prefix is enough
     assert.throws(() => new FrameDecoder().push(raw(5 + MAX_OUTPUT + 1, 0x4f)), ProtocolError);
   });
@@ -336,6 +344,21 @@ describe('payload helpers', () => {
     assert.deepEqual(decodePids(Buffer.concat([u32Payload(1), u32Payload(77)])), [1, 77]);
     assert.deepEqual(decodePids(Buffer.alloc(0)), []);
     assert.throws(() => decodePids(Buffer.alloc(5)), ProtocolError);
+  });
+
+  it('decodeNameQuery and encodeNameAnswer', () => {
+    const message = Buffer.alloc(DNS_HEADER + 5, 7);
+    const q = Buffer.concat([u32Payload(0x01020304), Buffer.from([2, DNS_TRANSPORT.tcp]), message]);
+    // it passes the decoder as a whole frame, and reads back field by field
+    const [f] = new FrameDecoder().push(encodeFrame({ type: MSG.NAME_QUERY, stream: STREAM_ALL, payload: q }));
+    assert.deepEqual(decodeNameQuery(f!.payload), { id: 0x01020304, server: 2, transport: 'tcp', message });
+    assert.equal(decodeNameQuery(Buffer.concat([u32Payload(1), Buffer.from([0, DNS_TRANSPORT.udp]), message])).transport, 'udp');
+    assert.throws(() => decodeNameQuery(Buffer.concat([u32Payload(1), Buffer.from([0, 2]), message])), /NAME_QUERY transport 2 \(must be 0 for UDP or 1 for TCP\)/);
+    assert.throws(() => decodeNameQuery(Buffer.alloc(6 + DNS_HEADER - 1)), ProtocolError);
+    assert.deepEqual([...encodeNameAnswer(0x0a0b0c0d, Buffer.from([9, 8]))], [0x0d, 0x0c, 0x0b, 0x0a, 9, 8]);
+    assert.equal(encodeNameAnswer(5, Buffer.alloc(0)).length, 4);
+    assert.throws(() => encodeNameAnswer(5, Buffer.alloc(MAX_DNS_MESSAGE + 1)), /DNS answer of 65536 bytes \(limit 65535\)/);
+    assert.throws(() => encodeNameAnswer(-1, Buffer.alloc(0)), ProtocolError);
   });
 });
 

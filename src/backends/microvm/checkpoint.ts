@@ -17,6 +17,7 @@ import { MoatError } from '../../errors.js';
 import { IMAGE_FILE, ImageReader, ImageWriter, SECTION } from '../../checkpoint/image.js';
 import type { Spec } from '../../spec/schema.js';
 import { qcow2BackingFile } from './disk.js';
+import { isLoopback, MAX_NAMESERVERS } from './dns.js';
 import { Qmp } from './qmp.js';
 import type { Accel } from './types.js';
 import { parsePolicy } from '../sentry/netpolicy.js';
@@ -51,7 +52,7 @@ export interface MicrovmManifest {
     /** The VM's --allow-egress rules (its network device is part of the machine); absent in older images: none. */
     egress?: string[];
   };
-  monitor: { pid: number; pending: string; nextStream: number };
+  monitor: { pid: number; pending: string; nextStream: number; dns?: string[] };
   spec: Spec;
 }
 
@@ -98,7 +99,7 @@ export interface VmCheckpointInput {
   spec: Spec;
   vm: MicrovmManifest['vm'];
   /** Asks the VM monitor for its checkpoint state. */
-  monitorState: () => Promise<{ pid: number; pending: string; nextStream: number }>;
+  monitorState: () => Promise<{ pid: number; pending: string; nextStream: number; dns?: string[] }>;
 }
 
 /** Writes the checkpoint image of a running microVM; see the file comment. */
@@ -178,6 +179,9 @@ export async function openVmImage(id: string, imagePath: string, accelHere: () =
     if (!int(v.memoryMiB, 16, 1 << 16) || !int(v.vcpus, 1, 255) || (v.accel !== 'kvm' && v.accel !== 'tcg') || typeof v.cmdline !== 'string' || typeof v.baseImage !== 'string' ||
       !int(mon.pid, 0, 0xffffffff) || typeof mon.pending !== 'string' || mon.pending.length > 2 * 1024 * 1024 || !int(mon.nextStream, 1, 0xffffffff)) {
       throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's vm or monitor settings are malformed`);
+    }
+    if (mon.dns !== undefined && (!Array.isArray(mon.dns) || mon.dns.length > MAX_NAMESERVERS || !mon.dns.every((a) => typeof a === 'string' && isLoopback(a)))) {
+      throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's relayed nameservers are malformed`);
     }
     if (v.egress !== undefined && (!Array.isArray(v.egress) || v.egress.length > 64 || !v.egress.every((r) => typeof r === 'string' && r.length <= 128 && !r.includes(',')))) {
       throw new MicrovmCheckpointError(id, `${reader.path}: the manifest's egress rules are malformed`);

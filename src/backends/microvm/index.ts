@@ -44,6 +44,7 @@ import { hostTerminal } from '../../util/consolesocket.js';
 import * as k from '../../sys/kernel.js';
 import { makeSocketDir, removeSocketDir, socketDir } from './sockdir.js';
 import { runHooks } from '../../container/hooks.js';
+import { loopbackNameservers } from './dns.js';
 import { attachTap, detachPodInterface, guestNetArgs, inNetns, openNetns, readPodInterface, unredirect } from './podnet.js';
 import { engineNetwork, specNetns } from '../../spec/network.js';
 
@@ -424,6 +425,8 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     monitorSocket,
     process: process0,
     log: join(vmDir, 'monitor.log'),
+    // a restored guest's agent relays names already: the checkpointed monitor's list goes on
+    ...(restore?.manifest.monitor.dns ? { dns: restore.manifest.monitor.dns } : {}),
     ...(restore ? { restored: restore.manifest.monitor } : {}),
   };
   const json = JSON.stringify(mcfg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
@@ -516,6 +519,16 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
         // the jail's fd 3 (passFds below)
         vm = { ...vm, cmdline: `${vm.cmdline} ${guestNetArgs(pod)}`, net: { mode: 'tap', fd: 3, mac: pod.mac } };
         trace(`pod interface ${pod.name} on ${tap.name}`);
+      }
+    }
+    if (podNetwork) {
+      // the pod namespace's loopback nameservers (Docker's embedded DNS), read once the hooks ran:
+      // libnetwork rewrites the container's resolv.conf to 127.0.0.11 when it starts that server
+      const dns = loopbackNameservers(req.spec, req.bundle);
+      if (dns.length > 0) {
+        await monitorCall({ id: req.id, backendState: { monitorSocket } } as unknown as ContainerRecord, { op: 'nameservers', servers: dns });
+        vm = { ...vm, cmdline: `${vm.cmdline} ${dns.map((a) => `moat.dns=${a}`).join(' ')}` };
+        trace(`relaying nameservers ${dns.join(', ')}`);
       }
     }
     const launch = driver.launch(vm);

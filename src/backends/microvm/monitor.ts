@@ -13,6 +13,8 @@
  *                                        {"in":BASE64} lines, {"eof":true} and {"signal":N} on
  *                                        the same connection; if it closes before the status,
  *                                        the process is killed (SIGKILL)
+ *   {"op":"nameservers","servers":[...]} the loopback nameservers whose queries the agent relays
+ *                                        (dns.ts), told by the create once the hooks ran
  *   {"op":"shutdown"}                    powers the guest off
  * Every answer is one JSON line; errors are {"error":"..."}. Every guest message is untrusted:
  * the decoder caps sizes and rejects unknown types, and a protocol error ends the VM.
@@ -31,7 +33,8 @@ import { inputStream } from '../../util/input.js';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { constants } from 'node:os';
-import { decodeExit, encodeFrame, encodeRun, encodeWinsize, FrameDecoder, MSG, u32Payload } from './protocol.js';
+import { isLoopback, MAX_NAMESERVERS, NameRelay } from './dns.js';
+import { decodeExit, decodeNameQuery, encodeFrame, encodeNameAnswer, encodeRun, encodeWinsize, FrameDecoder, MSG, STREAM_ALL, u32Payload } from './protocol.js';
 import type { Frame, ProcessSpec } from './protocol.js';
 import { KILLED_WITH_VM, RELAYED_SIGNALS, writeAll } from './relay.js';
 
@@ -45,12 +48,14 @@ export interface MonitorConfig {
   /** The container process (stream 0). */
   process: ProcessSpec;
   log: string;
+  /** Loopback nameservers of the pod's namespace the agent relays queries for (moat.dns=, in order; dns.ts). */
+  dns?: string[];
   /**
    * A restored VM: its container process runs already (guest pid `pid`); `pending` (base64) is
    * the start of a frame the checkpointed monitor had received, which the guest completes;
    * exec streams go on from `nextStream`.
    */
-  restored?: { pid: number; pending: string; nextStream: number };
+  restored?: { pid: number; pending: string; nextStream: number; dns?: string[] };
 }
 
 /** One process in the guest the monitor relays: where its output goes, who waits for it. */
@@ -84,6 +89,7 @@ export function monitorMain(argv: string[]): Promise<number> {
   /** The guest connection's frame decoder (checkpoint reads its partial frame). */
   let decoder: FrameDecoder | undefined;
 
+  const names = new NameRelay(cfg.dns ?? [], log);
   const send = (f: Frame): void => {
     if (guest) guest.write(encodeFrame(f));
     else pending.push(f);
@@ -126,6 +132,7 @@ export function monitorMain(argv: string[]): Promise<number> {
     let cli: Server | undefined;
     /** Ends the monitor with the container process's status (`code` if it never ended). */
     const finish = (code: number): void => {
+      names.close();
       control?.close();
       cli?.close();
       for (const s of streams.values()) {
@@ -178,6 +185,19 @@ export function monitorMain(argv: string[]): Promise<number> {
             s.sink('err', Buffer.from(`moat: ${f.payload.toString('utf8')}\n`));
           }
           return;
+        case MSG.NAME_QUERY: {
+          let q;
+          try {
+            q = decodeNameQuery(f.payload);
+          } catch (e) {
+            log(`rejected a guest message: ${(e as Error).message}; ending the VM`);
+            guest?.destroy();
+            finish(1);
+            return;
+          }
+          names.query(q, (message) => send({ type: MSG.NAME_ANSWER, stream: STREAM_ALL, payload: encodeNameAnswer(q.id, message) }));
+          return;
+        }
         case MSG.EXIT: {
           if (!s) return;
           const status = decodeExit(f.payload);
@@ -344,8 +364,22 @@ export function monitorMain(argv: string[]): Promise<number> {
             pid: s0.pid ?? 0,
             pending: (decoder?.pendingBytes() ?? Buffer.alloc(0)).toString('base64'),
             nextStream,
+            ...(cfg.dns ? { dns: cfg.dns } : {}),
           });
           return -1;
+        case 'nameservers': {
+          // the create, once the hooks ran: the loopback nameservers the agent will relay (dns.ts)
+          const servers = (cmd as { servers?: unknown }).servers;
+          if (!Array.isArray(servers) || servers.length > MAX_NAMESERVERS || !servers.every((a) => typeof a === 'string' && isLoopback(a))) {
+            reply(conn, { error: `nameservers: expected at most ${MAX_NAMESERVERS} loopback addresses, got ${JSON.stringify(servers)}` });
+            return -1;
+          }
+          cfg.dns = servers as string[];
+          names.setServers(cfg.dns);
+          log(`relaying nameservers ${cfg.dns.join(', ')}`);
+          reply(conn, {});
+          return -1;
+        }
         case 'shutdown':
           send({ type: MSG.SHUTDOWN, stream: 0, payload: Buffer.alloc(0) });
           reply(conn, { ok: true });

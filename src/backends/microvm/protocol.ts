@@ -18,6 +18,7 @@ export const MSG = {
   PS: 'P',
   SHUTDOWN: 'Q',
   RESIZE: 'T',
+  NAME_ANSWER: 'A',
   // guest -> host
   HELLO: 'H',
   STARTED: 'S',
@@ -26,6 +27,7 @@ export const MSG = {
   EXIT: 'W',
   FAILURE: 'F',
   LIST: 'L',
+  NAME_QUERY: 'N',
 } as const;
 
 /** The stream that means "every process" (KILL) or "the agent itself" (FAILURE). */
@@ -46,6 +48,13 @@ export const MAX_FAILURE = 4096;
 /** Bytes the agent queues for one process's stdin before it closes that stdin. */
 export const MAX_STDIN_QUEUE = 1 << 20;
 
+/** Largest DNS message NAME_QUERY and NAME_ANSWER carry (DNS over TCP's 16-bit length). */
+export const MAX_DNS_MESSAGE = 65535;
+/** Bytes of a DNS message header: the smallest query. */
+export const DNS_HEADER = 12;
+/** NAME_QUERY's transports: how the container sent the query, and so how the host sends it on. */
+export const DNS_TRANSPORT = { udp: 0, tcp: 1 } as const;
+
 /** The signal number KILL carries for SIGKILL (x86-64 and arm64 alike). */
 export const SIGKILL = 9;
 
@@ -63,8 +72,8 @@ export class ProtocolError extends MoatError {
   }
 }
 
-const HOST_TYPES: ReadonlySet<string> = new Set([MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN, MSG.RESIZE]);
-const GUEST_TYPES: ReadonlySet<string> = new Set([MSG.HELLO, MSG.STARTED, MSG.STDOUT, MSG.STDERR, MSG.EXIT, MSG.FAILURE, MSG.LIST]);
+const HOST_TYPES: ReadonlySet<string> = new Set([MSG.RUN, MSG.STDIN, MSG.KILL, MSG.PS, MSG.SHUTDOWN, MSG.RESIZE, MSG.NAME_ANSWER]);
+const GUEST_TYPES: ReadonlySet<string> = new Set([MSG.HELLO, MSG.STARTED, MSG.STDOUT, MSG.STDERR, MSG.EXIT, MSG.FAILURE, MSG.LIST, MSG.NAME_QUERY]);
 const NAMES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(MSG).map(([k, v]) => [v, k]));
 
 /** `'Z' (0x5a)` or `0x07`: a type byte as an error message shows it. */
@@ -91,6 +100,8 @@ function guestSizeProblem(type: string, size: number): string | undefined {
       return size <= MAX_FAILURE ? undefined : `FAILURE payload of ${size} bytes (limit ${MAX_FAILURE})`;
     case MSG.LIST:
       return size % 4 === 0 ? undefined : `LIST payload of ${size} bytes (not a multiple of 4)`;
+    case MSG.NAME_QUERY:
+      return size >= 6 + DNS_HEADER && size <= 6 + MAX_DNS_MESSAGE ? undefined : `NAME_QUERY payload of ${size} bytes (must be ${6 + DNS_HEADER} to ${6 + MAX_DNS_MESSAGE})`;
     default:
       return `unexpected frame type ${type}`;
   }
@@ -388,6 +399,33 @@ export function u32Payload(n: number): Buffer {
 export function decodeExit(payload: Buffer): number {
   if (payload.length !== 4) throw new ProtocolError(`EXIT payload of ${payload.length} bytes (must be 4)`);
   return payload.readUInt32LE(0);
+}
+
+/** A DNS query the agent relays: a container sent `message` to the agent's listener for nameserver `server`. */
+export interface NameQuery {
+  /** The agent's number for it, echoed in the answer. */
+  id: number;
+  /** Index into the nameservers the host gave the agent (moat.dns=, in order). */
+  server: number;
+  transport: 'udp' | 'tcp';
+  message: Buffer;
+}
+
+/** NAME_QUERY's fields (its size was checked by the decoder); throws ProtocolError on a bad transport. */
+export function decodeNameQuery(payload: Buffer): NameQuery {
+  if (payload.length < 6 + DNS_HEADER || payload.length > 6 + MAX_DNS_MESSAGE) throw new ProtocolError(`NAME_QUERY payload of ${payload.length} bytes (must be ${6 + DNS_HEADER} to ${6 + MAX_DNS_MESSAGE})`);
+  const t = payload.readUInt8(5);
+  if (t !== DNS_TRANSPORT.udp && t !== DNS_TRANSPORT.tcp) throw new ProtocolError(`NAME_QUERY transport ${t} (must be 0 for UDP or 1 for TCP)`);
+  return { id: payload.readUInt32LE(0), server: payload.readUInt8(4), transport: t === DNS_TRANSPORT.udp ? 'udp' : 'tcp', message: payload.subarray(6) };
+}
+
+/** NAME_ANSWER's payload: query `id`'s answer, or no message (the query failed: UDP drops it, TCP closes). */
+export function encodeNameAnswer(id: number, message: Buffer): Buffer {
+  if (!isU32(id)) throw new ProtocolError(`cannot encode an answer to query ${id} (must be a u32)`);
+  if (message.length > MAX_DNS_MESSAGE) throw new ProtocolError(`cannot encode a DNS answer of ${message.length} bytes (limit ${MAX_DNS_MESSAGE})`);
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32LE(id, 0);
+  return Buffer.concat([head, message]);
 }
 
 /** LIST's pids. */
