@@ -27,8 +27,11 @@ import {
   MAX_PAYLOAD,
   MIN_FRAME_LEN,
   MSG,
+  DNS_HEADER,
+  MAX_DNS_MESSAGE,
   ProtocolError,
   decodeExit,
+  decodeNameQuery,
   decodePids,
   encodeFrame,
   u32Payload,
@@ -36,7 +39,7 @@ import {
 import type { Frame } from '../../src/backends/microvm/protocol.js';
 import { EDGE_U32, Rng, chunk, describeRun, expectTyped, fuzz, mutateBytes, render } from './prng.js';
 
-const GUEST_TYPES = [MSG.HELLO, MSG.STARTED, MSG.STDOUT, MSG.STDERR, MSG.EXIT, MSG.FAILURE, MSG.LIST] as const;
+const GUEST_TYPES = [MSG.HELLO, MSG.STARTED, MSG.STDOUT, MSG.STDERR, MSG.EXIT, MSG.FAILURE, MSG.LIST, MSG.NAME_QUERY] as const;
 
 /** The payload sizes a guest frame of each type may have (mirrors the protocol's reference). */
 function sizeAllowed(type: string, size: number): boolean {
@@ -53,6 +56,8 @@ function sizeAllowed(type: string, size: number): boolean {
       return size <= MAX_FAILURE;
     case MSG.LIST:
       return size % 4 === 0;
+    case MSG.NAME_QUERY:
+      return size >= 6 + DNS_HEADER && size <= 6 + MAX_DNS_MESSAGE;
     default:
       return false;
   }
@@ -68,6 +73,12 @@ function checkFrame(f: Frame): void {
   // the payload decoders the monitor applies must agree with the frame decoder's checks
   if (f.type === MSG.EXIT) assert.equal(decodeExit(f.payload), f.payload.readUInt32LE(0));
   if (f.type === MSG.LIST) assert.equal(decodePids(f.payload).length, f.payload.length / 4);
+  if (f.type === MSG.NAME_QUERY) {
+    // a transport byte other than 0 or 1 is the monitor's ProtocolError (it ends the VM); else the message is the rest
+    const t = f.payload.readUInt8(5);
+    if (t > 1) assert.throws(() => decodeNameQuery(f.payload), ProtocolError);
+    else assert.equal(decodeNameQuery(f.payload).message.length, f.payload.length - 6);
+  }
 }
 
 /** What feeding a byte stream did: the frames, and the error that ended it (if any). */
@@ -122,6 +133,11 @@ function randomFrame(rng: Rng, small = false): Frame {
     case MSG.FAILURE:
       payload = rng.bytes(rng.chance(0.05) ? MAX_FAILURE : rng.size(MAX_FAILURE));
       break;
+    case MSG.NAME_QUERY: {
+      const head = Buffer.concat([u32Payload(rng.u32()), Buffer.from([rng.int(4), rng.int(2)])]);
+      payload = Buffer.concat([head, rng.bytes(DNS_HEADER + (small ? rng.size(512) : rng.chance(0.02) ? MAX_DNS_MESSAGE - DNS_HEADER : rng.size(4096)))]);
+      break;
+    }
     default:
       // the largest LIST (1 MiB) now and then: rarely, as each one costs megabytes of test buffers
       payload = !small && rng.chance(0.005) ? Buffer.alloc(MAX_PAYLOAD, rng.int(256)) : rng.bytes(4 * rng.size(256));
@@ -148,10 +164,11 @@ function header(len: number, type: number, stream: number): Buffer {
 const EDGE_LENGTHS = [
   ...EDGE_U32, MIN_FRAME_LEN - 1, MIN_FRAME_LEN, MIN_FRAME_LEN + 1, MIN_FRAME_LEN + 3, MIN_FRAME_LEN + 4, MIN_FRAME_LEN + 5,
   MIN_FRAME_LEN + MAX_HELLO, MIN_FRAME_LEN + MAX_HELLO + 1, MIN_FRAME_LEN + MAX_FAILURE, MIN_FRAME_LEN + MAX_FAILURE + 1,
-  MIN_FRAME_LEN + MAX_OUTPUT, MIN_FRAME_LEN + MAX_OUTPUT + 1, MAX_FRAME_LEN - 4, MAX_FRAME_LEN - 1, MAX_FRAME_LEN, MAX_FRAME_LEN + 1,
+  MIN_FRAME_LEN + MAX_OUTPUT, MIN_FRAME_LEN + MAX_OUTPUT + 1, MIN_FRAME_LEN + 6 + DNS_HEADER - 1, MIN_FRAME_LEN + 6 + DNS_HEADER,
+  MIN_FRAME_LEN + 6 + MAX_DNS_MESSAGE, MIN_FRAME_LEN + 6 + MAX_DNS_MESSAGE + 1, MAX_FRAME_LEN - 4, MAX_FRAME_LEN - 1, MAX_FRAME_LEN, MAX_FRAME_LEN + 1,
 ];
 
-describe('fuzz: microvm agent protocol (FrameDecoder, decodeExit, decodePids)', { timeout: 120_000 }, () => {
+describe('fuzz: microvm agent protocol (FrameDecoder, decodeExit, decodePids, decodeNameQuery)', { timeout: 120_000 }, () => {
   it('random bytes in random chunks: frames or a ProtocolError, never anything else', (t) => {
     let refused = 0;
     let decoded = 0;
