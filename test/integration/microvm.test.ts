@@ -11,6 +11,7 @@ import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { assertBindOwners } from '../helpers/bind-owners.js';
 import { microvmSkipReason } from '../helpers/microvm.js';
 import { REPO, runtimeArgv, Sandbox, waitFor } from '../helpers/runtime.js';
 import { ptySkipReason, runInPty } from '../helpers/harness.js';
@@ -216,6 +217,10 @@ while left:
     } finally {
       rmSync(host, { recursive: true, force: true });
     }
+  });
+
+  it('a writable bind of a VM of an image: the owners and modes the guest sets are the host files\' (9p passthrough), and a user writes where it owns', async () => {
+    await assertBindOwners(sb, ['--isolation', 'microvm'], VM_TIMEOUT);
   });
 
   it("makes the spec's tmpfs and mqueue mounts in the guest, and honours root.readonly", async () => {

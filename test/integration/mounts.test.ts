@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { assertBindOwners } from '../helpers/bind-owners.js';
 import { RUNTIME, Sandbox, skipReason } from '../helpers/runtime.js';
 
 const skip = skipReason();
@@ -64,6 +65,10 @@ describe(`mounts (${RUNTIME})`, { skip }, () => {
     assert.deepEqual(out.trim().split('\n'), ['rw-ok', 'ro-refused']);
     assert.deepEqual(readdirSync(rwDir), ['from-container']);
     assert.deepEqual(readdirSync(roDir), [], 'a write went through the read-only bind mount');
+  });
+
+  it('a writable bind: the owners and modes the container sets are the host files\', and a user writes where it owns', async () => {
+    await assertBindOwners(sb, []);
   });
 
   it('mounts a tmpfs with its size and mode options', async () => {

@@ -107,6 +107,9 @@ describe('qemuArgv', () => {
     const binds = qemuArgv(baseVm({ binds: [{ hostPath: '/.moat-binds/0', tag: 'moat.b0', readonly: true }, { hostPath: '/.moat-binds/1', tag: 'moat.b1', readonly: false }] }));
     assert.deepEqual(valuesOf(binds, '-fsdev'), ['local,id=fsb0,path=/.moat-binds/0,security_model=none,readonly=on', 'local,id=fsb1,path=/.moat-binds/1,security_model=none']);
     assert.deepEqual(valuesOf(binds, '-device').slice(-2), ['virtio-9p-device,fsdev=fsb0,mount_tag=moat.b0', 'virtio-9p-device,fsdev=fsb1,mount_tag=moat.b1']);
+    // passthrough: the guest's owners and modes are the host files'
+    const pass = qemuArgv(baseVm({ binds: [{ hostPath: '/.moat-binds/0', tag: 'moat.b0', readonly: false, passthrough: true }] }));
+    assert.deepEqual(valuesOf(pass, '-fsdev'), ['local,id=fsb0,path=/.moat-binds/0,security_model=passthrough']);
     assert.throws(() => qemuArgv(baseVm({ share: { hostPath: '/srv/root', tag: 'same' }, binds: [{ hostPath: '/b', tag: 'same', readonly: true }] })), /binds\[0\]\.tag.*used twice/);
     const rw = qemuArgv(baseVm({ disk: { path: '/d.raw', format: 'raw' } }));
     assert.equal(valueOf(rw, '-drive'), 'id=root,file=/d.raw,format=raw,if=none,cache=writeback');

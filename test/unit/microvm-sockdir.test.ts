@@ -64,5 +64,10 @@ describe('vmmSpec', () => {
       ['/.moat-binds/1/file', '/var/lib/docker/containers/c1/hosts', true],
     ]);
     assert.ok(!(spec.mounts ?? []).some((m) => m.source === '/var/lib/docker/containers/c1'), "the file's host directory is not in the jail");
+    // QEMU holds no capability but those a passthrough bind needs
+    assert.deepEqual(spec.process?.capabilities?.effective, []);
+    const pass = vmmSpec(launch, '/run/moat/vmm-root', '/run/moat/ctr-1', 256, undefined, [{ source: '/srv/data', jailPath: '/.moat-binds/0', guest: { readonly: false }, passthrough: true }]);
+    for (const set of ['bounding', 'effective', 'permitted'] as const) assert.deepEqual(pass.process?.capabilities?.[set], ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID']);
+    assert.deepEqual(pass.process?.capabilities?.ambient, []);
   });
 });

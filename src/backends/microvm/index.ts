@@ -109,7 +109,8 @@ const RLIMIT_NUMBERS: Record<string, number> = {
 /**
  * The OCI spec of the VMM's jail: a read-only root made of the host's /usr and the files the
  * driver named, its own namespaces (an empty network namespace: a VM with a network gets its
- * host sockets from a sentry), no capabilities, no_new_privs, Moat's default seccomp allowlist
+ * host sockets from a sentry), no capabilities (but those a passthrough bind needs: QEMU sets
+ * the guest's owners and modes on its files), no_new_privs, Moat's default seccomp allowlist
  * and a memory limit of the guest's memory plus overhead.
  */
 export function vmmSpec(
@@ -118,14 +119,16 @@ export function vmmSpec(
   vmDir: string,
   memoryMiB: number,
   share?: { source: string; jailPath: string },
-  binds: readonly { source: string; jailPath: string; guest: { readonly: boolean } }[] = [],
+  binds: readonly { source: string; jailPath: string; guest: { readonly: boolean }; passthrough?: boolean }[] = [],
 ): Spec {
   const bind = (p: string, rw: boolean) => ({ destination: p, type: 'bind', source: p, options: ['rbind', rw ? 'rw' : 'ro', 'nosuid', 'nodev'] });
   // the shared host tree is bound without its submounts (as the embedded default's overlay)
   const shareMount = share ? [{ destination: share.jailPath, type: 'bind', source: share.source, options: ['bind', 'ro', 'nosuid', 'nodev'] }] : [];
   // the spec's bind mounts, where QEMU shares them (a read-only one read-only here too)
   const bindMounts = binds.map((b) => ({ destination: b.jailPath, type: 'bind', source: b.source, options: ['rbind', b.guest.readonly ? 'ro' : 'rw', 'nosuid', 'nodev'] }));
-  const noCaps = { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] };
+  // 9p passthrough: QEMU chowns and chmods as the guest asks, and acts on files of any owner as the guest's root may
+  const fileCaps = binds.some((b) => b.passthrough === true) ? PASSTHROUGH_CAPS : [];
+  const caps = { bounding: fileCaps, effective: fileCaps, permitted: fileCaps, inheritable: [], ambient: [] };
   // the VM's sockets, where the state directory leaves no room for their names (sockdir.ts)
   const socks = socketDir(vmDir);
   const extra = [...new Set(launch.paths)].filter(
@@ -142,7 +145,7 @@ export function vmmSpec(
       args: launch.argv,
       env: ['PATH=/usr/bin:/bin'],
       cwd: '/',
-      capabilities: noCaps,
+      capabilities: caps,
       noNewPrivileges: true,
     },
     mounts: [
@@ -166,6 +169,9 @@ export function vmmSpec(
     },
   } as Spec;
 }
+
+/** The capabilities QEMU holds for 9p passthrough binds (those of runc's defaults that act on files). */
+const PASSTHROUGH_CAPS = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID'];
 
 /** Makes the jail's root: symlinks into /usr as on a merged-/usr Debian host, and the directories QEMU shares the binds from. */
 function makeVmmRoot(root: string, binds: readonly PlannedBind[]): void {
@@ -317,6 +323,12 @@ interface PlannedBind {
   source: string;
   /** The directory QEMU shares (a file's is a directory of its own, holding only it). */
   share: string;
+  /**
+   * The guest's owners and modes are the host files' (9p passthrough): a VM of an image, whose
+   * binds are an engine's (volumes, /etc/hosts), as under runc; not the embedded default's, whose
+   * VMM also shares the host root and must not get the capabilities for that.
+   */
+  passthrough: boolean;
   /** Where the jail binds `source`: `share`, or `share`/file. */
   jailPath: string;
   guest: GuestBind;
@@ -359,7 +371,7 @@ function planMounts(req: CreateRequest): { binds: PlannedBind[]; mounts: GuestMo
     const share = `${BINDS_DIR}/${i}`;
     const file = st.isFile();
     const guest: GuestBind = { kind: 'bind', tag: `moat.b${i}`, destination: m.destination, file, ...flags };
-    out.push({ source, share, jailPath: file ? `${share}/file` : share, guest });
+    out.push({ source, share, jailPath: file ? `${share}/file` : share, guest, passthrough: req.embedded === undefined });
     mounts.push(guest);
   });
   return { binds, mounts };
@@ -383,7 +395,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
     consoleLog: join(vmDir, 'console.log'),
     qmpSocket: join(socks, 'qmp.sock'),
     ...(egress.length > 0 ? { net: { mode: 'user' as const } } : {}),
-    ...(binds.length > 0 ? { binds: binds.map((b) => ({ hostPath: b.share, tag: b.guest.tag, readonly: b.guest.readonly })) } : {}),
+    ...(binds.length > 0 ? { binds: binds.map((b) => ({ hostPath: b.share, tag: b.guest.tag, readonly: b.guest.readonly, passthrough: b.passthrough })) } : {}),
     ...(restore ? { incoming: true } : {}),
   };
   const netArg = egress.length > 0 ? ' moat.net=user' : '';

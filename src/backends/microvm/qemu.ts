@@ -254,9 +254,10 @@ export function qemuArgv(cfg: VmConfig, binary: string = QEMU_BINARY): string[] 
     );
   }
   (cfg.binds ?? []).forEach((b, i) => {
-    // security_model=none: files are made with QEMU's own ids (its jail's root, no capabilities)
+    // passthrough: QEMU makes files with the guest's ids and modes (it holds the capabilities for
+    // it); none: with its own ids (its jail's root), ownership changes dropped
     argv.push(
-      '-fsdev', `local,id=fsb${i},path=${optValue(b.hostPath)},security_model=none${b.readonly ? ',readonly=on' : ''}`,
+      '-fsdev', `local,id=fsb${i},path=${optValue(b.hostPath)},security_model=${b.passthrough === true ? 'passthrough' : 'none'}${b.readonly ? ',readonly=on' : ''}`,
       '-device', `virtio-9p-device,fsdev=fsb${i},mount_tag=${b.tag}`,
     );
   });

@@ -35,8 +35,14 @@ export interface VmConfig {
   };
   /** A host directory shared read-only (virtio-9p, mount tag `tag`), for the embedded default. */
   share?: { hostPath: string; tag: string };
-  /** The spec's bind mounts: host directories (as the VMM sees them) shared by virtio-9p, each with its own tag. */
-  binds?: { hostPath: string; tag: string; readonly: boolean }[];
+  /**
+   * The spec's bind mounts: host directories (as the VMM sees them) shared by virtio-9p, each
+   * with its own tag. `passthrough`: the owners and modes the guest sets are the host files'
+   * (9p security_model=passthrough, as a container's root changes them under runc; QEMU needs
+   * CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER and CAP_FSETID for it); else files keep QEMU's own
+   * owner and an ownership change is dropped (security_model=none).
+   */
+  binds?: { hostPath: string; tag: string; readonly: boolean; passthrough?: boolean }[];
   /**
    * One virtio-net device: behind a pod's tap (PodNic), or behind QEMU's user-mode network (libslirp: guest 10.0.2.15/24, gateway
    * 10.0.2.2, DNS 10.0.2.3), or none. Its host sockets are the sentry's, under the egress rules
