@@ -65,6 +65,18 @@ export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle
   };
 }
 
+/**
+ * systemd socket activation, as runc does it: when LISTEN_PID is this process's pid and
+ * LISTEN_FDS is N, its fds 3 .. 2+N become the container process's 3 .. 2+N (the --preserve-fds
+ * ones follow them), and the process is told so with LISTEN_FDS=N and LISTEN_PID=1.
+ */
+export function socketActivation<T extends { spec: Spec; preserveFds: number }>(opts: T, env: NodeJS.ProcessEnv = process.env, pid = process.pid): T {
+  const n = Number(env['LISTEN_FDS']);
+  const proc = opts.spec.process;
+  if (env['LISTEN_PID'] !== String(pid) || !Number.isInteger(n) || n <= 0 || proc === undefined) return opts;
+  return { ...opts, preserveFds: opts.preserveFds + n, spec: { ...opts.spec, process: { ...proc, env: [...(proc.env ?? []), `LISTEN_FDS=${n}`, 'LISTEN_PID=1'] } } };
+}
+
 /** Registers `create`. */
 export function register(program: Command): void {
   addCreateFlags(program.command('create').description('create a container').argument('<container-id>'))
@@ -74,17 +86,18 @@ export function register(program: Command): void {
       const snap = flags.fromSnapshot ? await fromSnapshot(cmd, flags.fromSnapshot) : undefined;
       const bundle = snap?.bundle ?? resolve(flags.bundle ?? '.');
       const spec = snap?.spec ?? loadSpec(bundle);
+      const activated = snap ? { spec, preserveFds: flags.preserveFds } : socketActivation({ spec, preserveFds: flags.preserveFds });
       await create(context(cmd), {
         id,
         bundle,
-        spec,
+        spec: activated.spec,
         ...(snap ? { isolation: snap.isolation, restore: snap.restore, ...(snap.embedded ? { embedded: snap.embedded } : {}) } : {}),
         ...(flags.isolation ? { isolation: flags.isolation } : {}),
         sentry: sentryChoice(flags),
         microvm: microvmChoice(flags),
         ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
-        preserveFds: flags.preserveFds,
+        preserveFds: activated.preserveFds,
         noNewKeyring: flags.noNewKeyring === false,
         foreground: false,
       });

@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { trace } from '../util/log.js';
 import { collect, context } from './common.js';
-import { addCreateFlags, fromSnapshot, microvmChoice, sentryChoice } from './create.js';
+import { addCreateFlags, fromSnapshot, microvmChoice, sentryChoice, socketActivation } from './create.js';
 import type { CreateFlags } from './create.js';
 
 interface RunFlags extends CreateFlags {
@@ -84,7 +84,7 @@ export function register(program: Command): void {
         id = operands[0]!;
         const { loadSpec } = await import('../spec/validate.js');
         const bundle = resolve(flags.bundle ?? '.');
-        opts = { id, bundle, spec: loadSpec(bundle), ...common };
+        opts = socketActivation({ id, bundle, spec: loadSpec(bundle), ...common });
       }
       trace('spec ready');
       let relay: import('./console.js').ConsoleRelay | undefined;

@@ -63,6 +63,8 @@ export interface RunOptions {
   extraFds?: (number | 'ignore')[];
   /** Run the runtime as this unprivileged uid (and gid), through setpriv. */
   asUser?: number;
+  /** Start the runtime with LISTEN_PID set to its own pid, as systemd's socket activation does (through sh's exec). */
+  listenPid?: boolean;
 }
 
 let counter = 0;
@@ -127,7 +129,9 @@ export class Sandbox {
     const stdio: (number | 'ignore')[] = [inFd, f.outFd, f.errFd, ...(opts.extraFds ?? [])];
     return new Promise((resolve, reject) => {
       const argv = [...pre, '--root', this.root, ...args];
-      const child = opts.asUser === undefined
+      const child = opts.listenPid === true
+        ? spawn('sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', cmd, ...argv], { stdio, env: { ...process.env, ...opts.env } })
+        : opts.asUser === undefined
         ? spawn(cmd, argv, { stdio, env: { ...process.env, ...opts.env } })
         : spawn('setpriv', [`--reuid=${opts.asUser}`, `--regid=${opts.asUser}`, '--clear-groups', cmd, ...argv],
           { stdio, env: { PATH: process.env.PATH, HOME: '/tmp', ...opts.env } });

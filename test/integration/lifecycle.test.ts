@@ -169,6 +169,27 @@ describe(`lifecycle (${RUNTIME})`, { skip }, () => {
     }
   });
 
+  it('systemd socket activation: with LISTEN_PID the runtime\'s pid, LISTEN_FDS fds become the process\'s 3.. (before --preserve-fds ones) with LISTEN_FDS and LISTEN_PID=1', async () => {
+    const files = ['listen-a', 'listen-b', 'preserved'].map((n) => {
+      const f = join(sb.tmp, `${n}.txt`);
+      writeFileSync(f, `${n}\n`);
+      return openSync(f, 'r');
+    });
+    try {
+      const b = await sb.bundle(['sh', '-c', 'echo "$LISTEN_FDS $LISTEN_PID"; cat <&3; cat <&4; cat <&5; ls /proc/$$/fd | tr "\\n" " "']);
+      const r = await sb.rt(['run', '--preserve-fds', '1', '-b', b, sb.id()], { extraFds: files, env: { LISTEN_FDS: '2' }, listenPid: true });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, '2 1\nlisten-a\nlisten-b\npreserved\n0 1 2 3 4 5 ');
+      // LISTEN_PID naming another process: the fds are not the runtime's to pass, and nothing is said
+      const other = await sb.bundle(['sh', '-c', 'echo "${LISTEN_FDS:-unset}"; ls /proc/$$/fd | tr "\\n" " "']);
+      const r2 = await sb.rt(['run', '-b', other, sb.id()], { extraFds: files, env: { LISTEN_FDS: '2', LISTEN_PID: '1' } });
+      assert.equal(r2.status, 0, r2.stderr);
+      assert.equal(r2.stdout, 'unset\n0 1 2 ');
+    } finally {
+      for (const fd of files) closeSync(fd);
+    }
+  });
+
   it('the working directory is inside the container (CVE-2024-21626)', async () => {
     const b = await sb.bundle(['sh', '-c', 'pwd; readlink /proc/self/cwd; ls /proc/self/cwd/.. >/dev/null && echo ok'], (s) => {
       s.process.cwd = '/tmp';
