@@ -70,10 +70,10 @@ export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle
  * LISTEN_FDS is N, its fds 3 .. 2+N become the container process's 3 .. 2+N (the --preserve-fds
  * ones follow them), and the process is told so with LISTEN_FDS=N and LISTEN_PID=1.
  */
-export function socketActivation<T extends { spec: Spec; preserveFds: number }>(opts: T, env: NodeJS.ProcessEnv = process.env, pid = process.pid): T {
-  const n = Number(env['LISTEN_FDS']);
+export function socketActivation<T extends { spec: Spec; preserveFds: number }>(opts: T): T {
+  const n = Number(process.env['LISTEN_FDS']);
   const proc = opts.spec.process;
-  if (env['LISTEN_PID'] !== String(pid) || !Number.isInteger(n) || n <= 0 || proc === undefined) return opts;
+  if (process.env['LISTEN_PID'] !== String(process.pid) || !Number.isInteger(n) || n <= 0 || proc === undefined) return opts;
   return { ...opts, preserveFds: opts.preserveFds + n, spec: { ...opts.spec, process: { ...proc, env: [...(proc.env ?? []), `LISTEN_FDS=${n}`, 'LISTEN_PID=1'] } } };
 }
 

@@ -83,7 +83,7 @@ describe('NameRelay against a DNS server', () => {
   after(() => server.stop());
 
   it('asks over UDP and over TCP, as the container asked, and returns the server\'s reply', async () => {
-    const relay = new NameRelay(['127.0.0.1'], (m) => logs.push(m), port);
+    const relay = new NameRelay(() => ['127.0.0.1'], (m) => logs.push(m), port);
     const udp = dnsReply(await ask(relay, { id: 1, server: 0, transport: 'udp', message: dnsQuery(0x1111, 'peer.moat.test') }));
     assert.deepEqual(udp, { id: 0x1111, rcode: 0, addresses: ['10.1.2.3'] });
     const tcp = dnsReply(await ask(relay, { id: 2, server: 0, transport: 'tcp', message: dnsQuery(0x2222, 'peer.moat.test', 28) }));
@@ -94,11 +94,11 @@ describe('NameRelay against a DNS server', () => {
   });
 
   it('answers empty for a nameserver the guest was not given, a server that does not answer, and a reply with another id', async () => {
-    const relay = new NameRelay(['127.0.0.1'], (m) => logs.push(m), port, 300);
+    const relay = new NameRelay(() => ['127.0.0.1'], (m) => logs.push(m), port, 300);
     assert.equal((await ask(relay, { id: 4, server: 1, transport: 'udp', message: dnsQuery(1, 'peer.moat.test') })).length, 0);
     assert.ok(logs.some((l) => /nameserver #1, which the guest was not given/.test(l)));
     // nobody listens on 127.0.0.2 at that port: UDP times out, TCP is refused
-    const silent = new NameRelay(['127.0.0.2'], (m) => logs.push(m), port, 300);
+    const silent = new NameRelay(() => ['127.0.0.2'], (m) => logs.push(m), port, 300);
     assert.equal((await ask(silent, { id: 5, server: 0, transport: 'udp', message: dnsQuery(2, 'peer.moat.test') })).length, 0);
     assert.equal((await ask(silent, { id: 6, server: 0, transport: 'tcp', message: dnsQuery(3, 'peer.moat.test') })).length, 0);
     assert.ok(logs.some((l) => /udp query to 127\.0\.0\.2: timed out/.test(l)), logs.join('\n'));
@@ -110,14 +110,14 @@ describe('NameRelay against a DNS server', () => {
       liar.send(r, from.port, from.address);
     });
     await new Promise<void>((r) => liar.bind(0, '127.0.0.1', r));
-    const lying = new NameRelay(['127.0.0.1'], (m) => logs.push(m), liar.address().port, 2000);
+    const lying = new NameRelay(() => ['127.0.0.1'], (m) => logs.push(m), liar.address().port, 2000);
     assert.equal((await ask(lying, { id: 7, server: 0, transport: 'udp', message: dnsQuery(0x4444, 'peer.moat.test') })).length, 0);
     assert.ok(logs.some((l) => /does not answer query id 17476/.test(l)), logs.join('\n'));
     liar.close();
   });
 
   it(`answers empty at once beyond ${MAX_INFLIGHT} queries out; close() answers those out empty`, async () => {
-    const silent = new NameRelay(['127.0.0.2'], () => {}, port, 60_000);
+    const silent = new NameRelay(() => ['127.0.0.2'], () => {}, port, 60_000);
     let answered = 0;
     const out = Array.from({ length: MAX_INFLIGHT }, (_, i) =>
       ask(silent, { id: i, server: 0, transport: 'udp', message: dnsQuery(i, 'peer.moat.test') }).then((m) => {

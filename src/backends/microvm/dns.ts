@@ -85,16 +85,16 @@ export function loopbackNameservers(spec: Spec, bundle: string): string[] {
  * a reply whose DNS id is not the query's, or too many queries at once.
  */
 export class NameRelay {
-  private inflight = 0;
   /** The queries out: each one's finish (with an empty answer). */
   private readonly out = new Set<() => void>();
 
   /**
-   * `servers`: the addresses the agent listens on, in moat.dns order; `port` and `timeoutMs`
-   * are 53 and QUERY_TIMEOUT_MS but for tests.
+   * `servers`: the addresses the agent listens on, in moat.dns order (read at each query: the
+   * monitor learns them after it starts); `port` and `timeoutMs` are 53 and QUERY_TIMEOUT_MS but
+   * for tests.
    */
   constructor(
-    private servers: readonly string[],
+    private readonly servers: () => readonly string[],
     private readonly log: (m: string) => void,
     private readonly port = 53,
     private readonly timeoutMs = QUERY_TIMEOUT_MS,
@@ -102,17 +102,16 @@ export class NameRelay {
 
   /** Asks query `q`'s nameserver; calls `answer` once, with the reply or an empty buffer. */
   query(q: NameQuery, answer: (message: Buffer) => void): void {
-    const server = this.servers[q.server];
+    const server = this.servers()[q.server];
     if (server === undefined) {
       this.log(`name relay: query ${q.id} for nameserver #${q.server}, which the guest was not given`);
       answer(Buffer.alloc(0));
       return;
     }
-    if (this.inflight >= MAX_INFLIGHT) {
+    if (this.out.size >= MAX_INFLIGHT) {
       answer(Buffer.alloc(0));
       return;
     }
-    this.inflight++;
     const qid = q.message.readUInt16BE(0);
     let done = false;
     let sock: UdpSocket | Socket | undefined;
@@ -123,7 +122,6 @@ export class NameRelay {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      this.inflight--;
       this.out.delete(drop);
       if (sock instanceof Socket) sock.destroy();
       else sock?.close();
@@ -161,11 +159,6 @@ export class NameRelay {
       if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) finish(got.subarray(2, 2 + got.readUInt16BE(0)));
     });
     tcp.on('end', () => finish(Buffer.alloc(0), 'closed before a whole reply'));
-  }
-
-  /** Sets the nameservers (moat.dns order) later queries are for. */
-  setServers(servers: readonly string[]): void {
-    this.servers = [...servers];
   }
 
   /** Answers every query still out empty, closing its socket (the VM is gone). */

@@ -89,7 +89,7 @@ export function monitorMain(argv: string[]): Promise<number> {
   /** The guest connection's frame decoder (checkpoint reads its partial frame). */
   let decoder: FrameDecoder | undefined;
 
-  const names = new NameRelay(cfg.dns ?? [], log);
+  const names = new NameRelay(() => cfg.dns ?? [], log);
   const send = (f: Frame): void => {
     if (guest) guest.write(encodeFrame(f));
     else pending.push(f);
@@ -375,7 +375,6 @@ export function monitorMain(argv: string[]): Promise<number> {
             return -1;
           }
           cfg.dns = servers as string[];
-          names.setServers(cfg.dns);
           log(`relaying nameservers ${cfg.dns.join(', ')}`);
           reply(conn, {});
           return -1;
