@@ -62,8 +62,8 @@ export class Podman {
       // RLIMIT_NPROC for a container exceed our own hard limits: raising them fails in the runtime
       // (runc and Moat alike: "rlimit ... Operation not permitted"). Limits below ours are allowed.
       'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
-      // No network: the tests need none, and "none" needs no CNI/netavark setup nor any bridge,
-      // iptables or DNS change on the host (--network none on every run/create).
+      // No network unless a test asks for one (--network NAME): "none" needs no CNI/netavark
+      // setup nor any bridge, iptables or DNS change on the host.
       'netns = "none"',
       '',
       '[engine]',
