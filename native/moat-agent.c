@@ -124,9 +124,9 @@
  *   size for its type, or a malformed RUN spec gets FAILURE(0xffffffff, "protocol: ...") and
  *   the VM powers off.
  *
- * Test mode: `moat-agent --test-fd N [--dns ADDR]... [--dns-port PORT]` (refused as PID 1) skips
- * the boot steps and serves the protocol on fd N (a socketpair end), relaying names from ADDR
- * port PORT (default 53). It becomes a child subreaper so it reaps orphans as PID 1
+ * Test mode: `moat-agent --test-fd N [--dns ADDR]... [--dns-port PORT] [--dns-idle-ms MS]`
+ * (refused as PID 1) skips the boot steps and serves the protocol on fd N (a socketpair end),
+ * relaying names from ADDR port PORT (default 53), closing idle TCP clients after MS (10000). It becomes a child subreaper so it reaps orphans as PID 1
  * would; stream 0's exit does not end it; where PID 1 would power off it kills the processes it
  * started and exits (0 after SHUTDOWN or EOF, 1 after an error); KILL 0xffffffff signals only
  * the processes it started, never kill(-1).
@@ -1338,11 +1338,14 @@ static void resize(uint32_t stream, const uint8_t *p) {
  * answers with NAME_ANSWER, which goes back to the client (UDP: to its address; TCP: with the
  * two-byte length, one query at a time per connection, in order). An empty answer drops a UDP
  * query and closes a TCP connection. At most DNS_PENDING UDP queries wait (the oldest is
- * forgotten) and DNS_CONNS TCP clients are served (more are closed at once). */
+ * forgotten) and DNS_CONNS TCP clients are served (more are closed at once); a TCP client
+ * without a query at the host that makes no progress (sends nothing, reads nothing) for
+ * DNS_IDLE_MS is closed, so that idle connections cannot hold every slot. */
 #define DNS_PENDING 64u
 #define DNS_CONNS 16
 #define DNS_MSG_MAX 65535u
 #define DNS_HEADER 12u
+#define DNS_IDLE_MS 10000              /* a TCP client with no query out is closed after this long without progress */
 static int dns_udp[MAX_DNS] = { -1, -1, -1 }, dns_tcp[MAX_DNS] = { -1, -1, -1 };
 static uint32_t dns_next_id;
 static struct dns_wait {               /* a UDP query waiting for its answer */
@@ -1358,8 +1361,10 @@ static struct dns_conn {               /* a TCP client */
   int waiting;                         /* a query of it is with the host */
   uint32_t id;                         /* that query's */
   size_t inlen, outlen, outoff;        /* bytes read not yet sent on; the answer, and how much is written */
+  long active;                         /* now_ms() of its last progress: accepted, read, written */
   uint8_t in[2 + DNS_MSG_MAX], out[2 + DNS_MSG_MAX];
 } dns_conn[DNS_CONNS];
+static long dns_idle_ms = DNS_IDLE_MS;
 
 /* Fills `ss` with ADDR (IPv4 or IPv6) port dns_port; 0, or -1 if ADDR is neither. */
 static int dns_sockaddr(const char *addr, struct sockaddr_storage *ss, socklen_t *len) {
@@ -1446,6 +1451,7 @@ static void dns_tcp_read(struct dns_conn *c) {
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n <= 0) { dns_close(c); return; } /* EOF (an answer on its way is dropped) or an error */
   c->inlen += (size_t)n;
+  c->active = now_ms();
   dns_tcp_next(c);
 }
 
@@ -1454,6 +1460,7 @@ static void dns_tcp_write(struct dns_conn *c) {
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n < 0) { dns_close(c); return; }
   c->outoff += (size_t)n;
+  c->active = now_ms();
   if (c->outoff == c->outlen) { c->outoff = c->outlen = 0; dns_tcp_next(c); }
 }
 
@@ -1464,6 +1471,7 @@ static void dns_accept(int server) {
     struct dns_conn *c = &dns_conn[i];
     if (c->fd >= 0) continue;
     c->fd = fd; c->server = (uint8_t)server; c->waiting = 0; c->inlen = c->outlen = c->outoff = 0;
+    c->active = now_ms();
     return;
   }
   close_fd(&fd); /* DNS_CONNS clients already */
@@ -1484,6 +1492,7 @@ static void dns_answer(const uint8_t *p, size_t n) {
     struct dns_conn *c = &dns_conn[i];
     if (c->fd < 0 || !c->waiting || c->id != id) continue;
     c->waiting = 0;
+    c->active = now_ms();
     if (n == 0) { dns_close(c); return; }
     c->out[0] = (uint8_t)(n >> 8); c->out[1] = (uint8_t)n;
     memcpy(c->out + 2, p, n);
@@ -1547,6 +1556,19 @@ static void read_ctl(void) {
   if (off > 0) { memmove(rx, rx + off, rx_len - off); rx_len -= off; }
 }
 
+/* Closes the TCP clients idle for dns_idle_ms; returns the ms until the next one would be (-1: none). */
+static int dns_expire(void) {
+  long now = now_ms(), next = -1;
+  for (int i = 0; i < DNS_CONNS; i++) {
+    struct dns_conn *c = &dns_conn[i];
+    if (c->fd < 0 || c->waiting) continue;
+    long left = c->active + dns_idle_ms - now;
+    if (left <= 0) { dns_close(c); continue; }
+    if (next < 0 || left < next) next = left;
+  }
+  return (int)next;
+}
+
 /* ---------- main loop ---------- */
 
 static void serve(void) {
@@ -1554,7 +1576,7 @@ static void serve(void) {
   static struct pollfd pf[2 + 3 * MAX_PROCS + 2 * MAX_DNS + DNS_CONNS];
   static struct { struct proc *p; int which, i; } ref[2 + 3 * MAX_PROCS + 2 * MAX_DNS + DNS_CONNS];
   for (;;) {
-    int n = 0;
+    int n = 0, timeout = n_dns > 0 ? dns_expire() : -1; /* before the fds are listed: it closes some */
     pf[n++] = (struct pollfd){ ctl, POLLIN, 0 };
     pf[n++] = (struct pollfd){ sigfd, POLLIN, 0 };
     for (int i = 0; i < MAX_PROCS; i++) {
@@ -1574,7 +1596,7 @@ static void serve(void) {
       short ev = c->outoff < c->outlen ? POLLOUT : c->waiting ? 0 : POLLIN;
       ref[n].which = W_DNS_CONN; ref[n].i = i; pf[n++] = (struct pollfd){ c->fd, ev, 0 };
     }
-    if (poll(pf, (nfds_t)n, -1) < 0) {
+    if (poll(pf, (nfds_t)n, timeout) < 0) {
       if (errno == EINTR) continue;
       say("poll: %s", strerror(errno));
       power_off(1);
@@ -1615,7 +1637,8 @@ int main(int argc, char **argv) {
     for (int i = 3; i + 1 < argc; i += 2) {
       if (strcmp(argv[i], "--dns") == 0 && n_dns < MAX_DNS) opt_dns[n_dns++] = argv[i + 1];
       else if (strcmp(argv[i], "--dns-port") == 0 && (dns_port = (unsigned)strtoul(argv[i + 1], &end, 10)) > 0 && dns_port < 65536 && !*end) {}
-      else { say("%s %s: expected --dns ADDR (at most %d) or --dns-port PORT", argv[i], argv[i + 1], MAX_DNS); return 2; }
+      else if (strcmp(argv[i], "--dns-idle-ms") == 0 && (dns_idle_ms = strtol(argv[i + 1], &end, 10)) > 0 && !*end) {}
+      else { say("%s %s: expected --dns ADDR (at most %d), --dns-port PORT or --dns-idle-ms MS", argv[i], argv[i + 1], MAX_DNS); return 2; }
     }
     test_mode = 1;
     ctl = (int)fd;

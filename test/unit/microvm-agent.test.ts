@@ -432,10 +432,43 @@ describe('moat-agent --test-fd --dns: the name relay', { skip: SKIP }, () => {
     }
   });
 
+  it('closes a TCP client that makes no progress for --dns-idle-ms, and keeps one whose query is at the host', async () => {
+    const a = new Agent(['--dns', '127.0.0.1', '--dns-port', String(await freeUdpPort()), '--dns-idle-ms', '300']);
+    try {
+      await a.next((x) => x.type === MSG.HELLO, 'HELLO');
+      const port = Number(a.child.spawnargs[a.child.spawnargs.indexOf('--dns-port') + 1]);
+      const open = async (): Promise<{ conn: Socket; closed: () => boolean }> => {
+        const conn = connect({ host: '127.0.0.1', port });
+        let closed = false;
+        conn.on('close', () => (closed = true));
+        conn.on('error', () => {});
+        await new Promise<void>((r) => conn.on('connect', () => r()));
+        return { conn, closed: () => closed };
+      };
+      const idle = await open();
+      const busy = await open();
+      const q = dnsQuery(9, 'slow.moat.test');
+      busy.conn.write(Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q]));
+      const f = decodeNameQuery((await a.next((x) => x.type === MSG.NAME_QUERY, 'the query')).payload);
+      assert.ok(await waitUntil(() => idle.closed()), 'the idle client was not closed');
+      await new Promise((r) => setTimeout(r, 600)); // twice the idle time: the waiting client stays
+      assert.equal(busy.closed(), false, 'a client whose query is at the host was closed');
+      a.send(MSG.NAME_ANSWER, STREAM_ALL, encodeNameAnswer(f.id, Buffer.from('late answer')));
+      let got = Buffer.alloc(0);
+      busy.conn.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+      assert.ok(await waitUntil(() => got.length >= 13), 'the answer did not arrive');
+      assert.equal(got.subarray(2).toString(), 'late answer');
+      // and then, idle again, it goes too
+      assert.ok(await waitUntil(() => busy.closed()), 'the client was not closed once idle');
+    } finally {
+      a.kill();
+    }
+  });
+
   it('refuses a bad --dns option', async () => {
     const a = new Agent(['--dns-port', '0']);
     assert.equal((await a.exited).code, 2);
-    assert.match(a.stderr, /--dns-port 0: expected --dns ADDR/);
+    assert.match(a.stderr, /--dns-port 0: expected --dns ADDR \(at most 3\), --dns-port PORT or --dns-idle-ms MS/);
   });
 });
 
