@@ -35,6 +35,8 @@ export const SENTRY_ALLOWLIST: readonly string[] = [
   'setresuid', 'setresgid', 'setfsuid', 'setfsgid', 'setgroups', 'capset',
   // the workload's tasks: pidfds, the fd hand-over and their memory
   'pidfd_open', 'pidfd_getfd', 'process_vm_readv', 'process_vm_writev',
+  // a fatal signal the sentry sends for a caller's kill of its child, to answer once it is dead (sys_process.ts)
+  'pidfd_send_signal',
   // sockets: the hand-over socket and brokered network calls
   'socket', 'bind', 'connect', 'listen', 'accept4', 'sendto', 'sendmsg', 'recvmsg', 'recvfrom',
   'getsockopt', 'setsockopt', 'getsockname', 'getpeername', 'shutdown',

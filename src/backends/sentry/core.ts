@@ -112,6 +112,15 @@ const addfdBuf = Buffer.alloc(24);
 export function answer(listener: number, n: NotifId & Pick<Notif, 'tid'>, reply: Reply, pinning?: HandoverPinning): boolean {
   if (reply.kind === 'deferred') return true;
   if (reply.kind === 'offload') return answer(listener, n, { kind: 'err', errno: k.E.EAGAIN });
+  if (reply.kind === 'await') {
+    // on a worker, which may block: wait here (the serving thread keeps such calls in its poll)
+    const pfd = Buffer.alloc(8);
+    pfd.writeInt32LE(reply.fd, 0);
+    pfd.writeInt16LE(POLLIN, 4);
+    k.poll(pfd, 1, reply.timeoutMs);
+    k.close(reply.fd);
+    return answer(listener, n, reply.then(), pinning);
+  }
   if (reply.kind === 'fd') {
     putId(addfdBuf, n);
     addfdBuf.writeUInt32LE(k.SECCOMP_FLAG.ADDFD_FLAG_SEND, 8);
@@ -172,6 +181,38 @@ export class SentryLoop {
     private readonly offload?: Offload,
   ) {}
 
+  /** Answered calls whose answer waits for an fd (Reply 'await'), oldest first. */
+  private readonly awaiting: Array<{ fd: number; listener: number; notif: Notif; deadline: number; then: () => Reply }> = [];
+
+  /** Answers the awaited calls whose fd polled readable (`ready`) or whose time is up, and drops them. */
+  private settle(ready: ReadonlySet<number>): void {
+    const now = Date.now();
+    for (let i = 0; i < this.awaiting.length; ) {
+      const a = this.awaiting[i]!;
+      if (!ready.has(a.fd) && now < a.deadline) {
+        i++;
+        continue;
+      }
+      this.awaiting.splice(i, 1);
+      this.fdSetVersion++;
+      k.close(a.fd);
+      let reply: Reply;
+      try {
+        reply = a.then();
+      } catch (e) {
+        this.sb.log(`sentry bug finishing nr ${a.notif.nr} for tid ${a.notif.tid}: ${(e as Error).stack ?? String(e)}`);
+        reply = { kind: 'err', errno: k.E.EIO };
+      }
+      answer(a.listener, a.notif, reply, this.sb.pinning);
+    }
+  }
+
+  /** How long (ms) a poll may wait before the first awaited call's time is up; -1: none waits. */
+  private awaitBudget(): number {
+    if (this.awaiting.length === 0) return -1;
+    return Math.max(0, Math.min(...this.awaiting.map((a) => a.deadline)) - Date.now());
+  }
+
   /** Adds a seccomp listener (the init's or an exec's) to the poll set. */
   addListener(fd: number): void {
     // synchronous wake-ups: the woken workload runs on the CPU that answered (Linux 6.6+)
@@ -195,10 +236,10 @@ export class SentryLoop {
     let fds: number[] = [];
     let built = -1;
     let turnAt = Date.now() + TURN_MS;
-    while (!this.seen || this.listeners.length > 0 || this.conns.length > 0) {
+    while (!this.seen || this.listeners.length > 0 || this.conns.length > 0 || this.awaiting.length > 0) {
       if (built !== this.fdSetVersion) {
         // the poll set changes only when a listener or hand-over connection comes or goes
-        fds = [...this.listeners, ...this.conns, this.acceptFd];
+        fds = [...this.listeners, ...this.awaiting.map((a) => a.fd), ...this.conns, this.acceptFd];
         pb = Buffer.alloc(fds.length * 8);
         fds.forEach((fd, i) => {
           pb.writeInt32LE(fd, i * 8);
@@ -208,9 +249,14 @@ export class SentryLoop {
       } else {
         for (let i = 0; i < fds.length; i++) pb.writeInt16LE(0, i * 8 + 6);
       }
-      let rc = k.poll(pb, fds.length, IDLE_MS);
+      const budget = this.awaitBudget();
+      let rc = k.poll(pb, fds.length, budget < 0 ? IDLE_MS : Math.min(IDLE_MS, budget));
+      if (rc === 0 && budget >= 0 && budget <= IDLE_MS) {
+        this.settle(new Set()); // an awaited call's time is up
+        continue;
+      }
       if (rc === 0) {
-        rc = await k.pollAsync(pb, fds.length, -1);
+        rc = await k.pollAsync(pb, fds.length, this.awaitBudget());
         turnAt = Date.now() + TURN_MS;
         if (rc < 0) continue; // its errno is the other thread's: the next poll here reports it
       } else if (Date.now() >= turnAt) {
@@ -220,6 +266,7 @@ export class SentryLoop {
       }
       if (rc < 0) throw new Error(`poll: errno ${-rc}`);
       const nl = this.listeners.length;
+      const na = this.awaiting.length;
       const nc = this.conns.length;
       const gone: number[] = [];
       for (let i = 0; i < nl; i++) {
@@ -232,7 +279,12 @@ export class SentryLoop {
         this.listeners.splice(this.listeners.indexOf(fd), 1);
         this.fdSetVersion++;
       }
-      for (let i = nl; i < nl + nc; i++) {
+      if (na > 0) {
+        const ready = new Set<number>();
+        for (let i = nl; i < nl + na; i++) if (pb.readInt16LE(i * 8 + 6) !== 0) ready.add(fds[i]!);
+        this.settle(ready);
+      }
+      for (let i = nl + na; i < nl + na + nc; i++) {
         if (pb.readInt16LE(i * 8 + 6) !== 0) this.handOver(fds[i]!);
       }
       if (pb.readInt16LE((fds.length - 1) * 8 + 6) & POLLIN) {
@@ -289,6 +341,11 @@ export class SentryLoop {
     const t0 = this.profile ? process.hrtime.bigint() : 0n;
     const notif = decodeNotif(buf);
     const reply = this.dispatch(listener, notif);
+    if (reply.kind === 'await') {
+      this.awaiting.push({ fd: reply.fd, listener, notif, deadline: Date.now() + reply.timeoutMs, then: reply.then });
+      this.fdSetVersion++;
+      return;
+    }
     if (reply.kind === 'continue') this.stats.continued++;
     else if (reply.kind === 'fd') this.stats.injected++;
     else if (reply.kind === 'deferred') this.stats.deferred++;

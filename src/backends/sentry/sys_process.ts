@@ -3,9 +3,14 @@
  * host processes inside the sandbox's pid namespace, so the kernel does the work; the sentry
  * checks the value arguments (never a pointer) and lets the call continue. The pid namespace
  * bounds every pid argument: a signal or a wait can only reach the sandbox's own processes.
+ * One exception: a kill that ends a child of the caller, which the sentry sends and waits out
+ * (see `kill`).
  */
+import * as k from '../../sys/kernel.js';
 import { E } from '../../sys/kernel.js';
-import { CONTINUE, fail } from './types.js';
+import { asSentry } from './ident.js';
+import { readProcFile, statusIds } from './task.js';
+import { CONTINUE, fail, ok } from './types.js';
 import type { HandlerTable, Reply, Sandbox, Task } from './types.js';
 
 /** clone(2) flags that create namespaces (or otherwise leave the sandbox's view). */
@@ -35,6 +40,22 @@ function clone3(): Reply {
 
 const pass = (): Reply => CONTINUE;
 
+/** Signals whose default action ends the process (terminate or dump core): all but the stop, continue and ignored ones. */
+function fatalByDefault(sig: number): boolean {
+  if (sig < 1 || sig > 64) return false;
+  return !(sig >= 17 && sig <= 23) && sig !== 28; // CHLD CONT STOP TSTP TTIN TTOU URG, WINCH
+}
+
+/** How long (ms) a kill's answer waits for the child to be gone before it is given anyway. */
+const KILL_WAIT_MS = 200;
+const CAP_KILL = 5n;
+
+/** A signal mask field (SigBlk, SigIgn, SigCgt, CapEff) of a /proc status file. */
+function maskOf(status: string, key: string): bigint {
+  const m = new RegExp(`\\n${key}:\\s*([0-9a-f]+)`).exec(status);
+  return m ? BigInt(`0x${m[1]}`) : 0n;
+}
+
 /** sched_setscheduler(pid, policy, param): no real-time policy (FIFO 1, RR 2, DEADLINE 6). */
 function schedSetscheduler(t: Task): Reply {
   const policy = t.int(1) & ~0x40000000; // SCHED_RESET_ON_FORK
@@ -59,6 +80,90 @@ function schedGetaffinity(t: Task, sb: Sandbox): Reply {
   return CONTINUE;
 }
 
+/** Per caller (host tgid): its children's sandbox pids to host pids, as last seen (checked on use). */
+const childPids = new Map<number, Map<number, number>>();
+
+/**
+ * The caller's child whose pid in the sandbox is `pid`, with its /proc status; null if it has
+ * none (a child of another of its threads counts as none). The children it has seen before are
+ * not read again, so killing each of many children reads each one's status about once.
+ */
+function childOf(t: Task, pid: number): { host: number; status: string } | null {
+  const tgid = t.tgid;
+  let known = childPids.get(tgid);
+  if (!known) {
+    if (childPids.size >= 256) childPids.clear();
+    known = new Map();
+    childPids.set(tgid, known);
+  }
+  const check = (host: number): { host: number; status: string } | null => {
+    const status = readProcFile(`/proc/${host}/status`);
+    const ns = statusIds(status, 'NSpid');
+    const nsPid = ns[ns.length - 1];
+    if (nsPid !== undefined && statusIds(status, 'PPid')[0] === tgid) known.set(nsPid, host);
+    return nsPid === pid && statusIds(status, 'PPid')[0] === tgid ? { host, status } : null;
+  };
+  const cached = known.get(pid);
+  if (cached !== undefined) {
+    const hit = check(cached);
+    if (hit) return hit;
+    known.delete(pid);
+  }
+  const seen = new Set(known.values());
+  const list = `${readProcFile(`/proc/${tgid}/task/${t.tid}/children`)} ${tgid === t.tid ? '' : readProcFile(`/proc/${tgid}/task/${tgid}/children`)}`;
+  for (const word of list.split(' ')) {
+    const host = Number(word);
+    if (word === '' || !Number.isSafeInteger(host) || host <= 0 || seen.has(host)) continue;
+    const hit = check(host);
+    if (hit) return hit;
+  }
+  return null;
+}
+
+/**
+ * kill(pid, sig) of one of the caller's children with a signal that ends it: the sentry sends
+ * the signal itself and answers once the child is gone (or after KILL_WAIT_MS), so the child's
+ * SIGCHLD reaches the caller while it still waits in this call, which a signal cannot cut short
+ * once the sentry has received it. Let the kernel run the kill instead and the SIGCHLD comes
+ * just after, often while the caller's next served call waits for the sentry to receive it;
+ * a handler without SA_RESTART then makes that call fail with EINTR (dash's `kill $a $b $c` of
+ * children just started printed "Interrupted system call" for most of them). Natively the
+ * child may well be gone before kill(2) returns too. Every other kill continues.
+ */
+function kill(t: Task, sb: Sandbox): Reply {
+  const pid = t.int(0);
+  const sig = t.int(1);
+  if (pid <= 0 || !fatalByDefault(sig)) return CONTINUE;
+  const child = childOf(t, pid);
+  if (!child) return CONTINUE;
+  const st = child.status;
+  const state = /\nState:\s*(\S)/.exec(st)?.[1] ?? 'X';
+  if ('TtZX'.includes(state)) return CONTINUE; // stopped: the signal waits for a SIGCONT; dead already
+  const bit = 1n << BigInt(sig - 1);
+  if (sig !== 9 && ((maskOf(st, 'SigBlk') | maskOf(st, 'SigIgn') | maskOf(st, 'SigCgt')) & bit) !== 0n) return CONTINUE;
+  // the kernel's permission check for the caller (same user namespace): a real or effective uid
+  // that is the target's real or saved uid, or CAP_KILL; otherwise it refuses the kill itself
+  const me = readProcFile(`/proc/${t.tid}/status`);
+  const [ruid, euid] = statusIds(me, 'Uid');
+  const [truid, , tsuid] = statusIds(st, 'Uid');
+  const allowed = ((maskOf(me, 'CapEff') >> CAP_KILL) & 1n) === 1n || [ruid, euid].some((u) => u === truid || u === tsuid);
+  if (!allowed) return CONTINUE;
+  const pidfd = asSentry(sb, () => k.pidfdOpen(child.host, 0));
+  if (pidfd < 0) return CONTINUE;
+  // the pidfd names one process for good: still the caller's child of that pid, and the call still pending?
+  const again = childOf(t, pid);
+  if (again?.host !== child.host || !t.valid()) {
+    k.close(pidfd);
+    return CONTINUE;
+  }
+  const rc = asSentry(sb, () => k.pidfdSendSignal(pidfd, sig));
+  if (rc < 0) {
+    k.close(pidfd);
+    return CONTINUE; // not sent (the sentry may lack the right to): the kernel does it as the caller
+  }
+  return { kind: 'await', fd: pidfd, timeoutMs: KILL_WAIT_MS, then: () => ok(0) };
+}
+
 /** Handlers of the process family. */
 export const handlers: HandlerTable = {
   fork: pass,
@@ -67,7 +172,7 @@ export const handlers: HandlerTable = {
   clone3,
   wait4: pass,
   waitid: pass,
-  kill: pass,
+  kill,
   tkill: pass,
   tgkill: pass,
   rt_sigqueueinfo: pass,

@@ -217,7 +217,7 @@ const ROWS: SyscallEntry[] = [
   served(59, 'execve', 'file', 'resolves the program inside the container root and checks it before running'),
   fast(60, 'exit', 'thread-local: ends the calling thread'),
   served(61, 'wait4', 'process', 'waits for the caller\'s own children (bounded by the pid namespace); the sentry lets it continue'),
-  served(62, 'kill', 'process', 'value arguments only: the sandbox\'s pid namespace bounds the target, so the sentry lets it continue'),
+  served(62, 'kill', 'process', 'value arguments only: the sandbox\'s pid namespace bounds the target; a signal that ends a child of the caller the sentry sends itself and answers once the child is gone (its SIGCHLD then cannot cut the caller\'s next call short), any other kill continues'),
   served(63, 'uname', 'info', 'reports the sandbox hostname and a fixed kernel identity'),
   served(64, 'semget', 'misc', 'SysV semaphores in the sandbox\'s own IPC namespace; the sentry lets it continue'),
   served(65, 'semop', 'misc', 'SysV semaphore operations on sandbox sets'),

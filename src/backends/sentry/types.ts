@@ -52,7 +52,12 @@ export type Reply =
    * thread, which runs the handler again with `onWorker` set and may block there, then closes
    * `hold` (an fd the serving thread keeps open until then, or -1).
    */
-  | { kind: 'offload'; hold: number };
+  | { kind: 'offload'; hold: number }
+  /**
+   * The handler has acted; the answer waits until `fd` polls readable or `timeoutMs` passed,
+   * and is then `then()`. The serving thread serves other calls meanwhile and closes `fd`.
+   */
+  | { kind: 'await'; fd: number; timeoutMs: number; then: () => Reply };
 
 /** Reply: success with a value. */
 export const ok = (val: number | bigint = 0): Reply => ({ kind: 'ok', val });
