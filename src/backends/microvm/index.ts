@@ -184,7 +184,7 @@ function makeVmmRoot(root: string, binds: readonly PlannedBind[]): void {
 }
 
 /** Sends one command to a container's VM monitor and resolves with its first answer. */
-export function monitorCall(rec: ContainerRecord, cmd: Record<string, unknown>, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+export function monitorCall(rec: Pick<ContainerRecord, 'id' | 'backendState'>, cmd: Record<string, unknown>, timeoutMs = 30_000): Promise<Record<string, unknown>> {
   const path = rec.backendState?.['monitorSocket'];
   if (typeof path !== 'string') return Promise.reject(new HostError(`container "${rec.id}": its VM monitor is unknown`));
   return new Promise((resolve, reject) => {
@@ -538,7 +538,7 @@ async function createVm(req: CreateRequest, plan: VmPlan): Promise<Created> {
       // libnetwork rewrites the container's resolv.conf to 127.0.0.11 when it starts that server
       const dns = loopbackNameservers(req.spec, req.bundle);
       if (dns.length > 0) {
-        await monitorCall({ id: req.id, backendState: { monitorSocket } } as unknown as ContainerRecord, { op: 'nameservers', servers: dns });
+        await monitorCall({ id: req.id, backendState: { monitorSocket } }, { op: 'nameservers', servers: dns });
         vm = { ...vm, cmdline: `${vm.cmdline} ${dns.map((a) => `moat.dns=${a}`).join(' ')}` };
         trace(`relaying nameservers ${dns.join(', ')}`);
       }
