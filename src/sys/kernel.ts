@@ -19,6 +19,7 @@ export const NR = {
   process_vm_readv: 310,
   process_vm_writev: 311,
   memfd_create: 319,
+  tgkill: 234,
   pidfd_send_signal: 424,
   pidfd_open: 434,
   openat2: 437,
@@ -171,6 +172,7 @@ interface Bound {
   pidfdOpen(nr: number, pid: number, flags: number): number;
   pidfdGetfd(nr: number, pidfd: number, fd: number, flags: number): number;
   pidfdSendSignal(nr: number, pidfd: number, sig: number, info: null, flags: number): number;
+  tgkill(nr: number, tgid: number, tid: number, sig: number): number;
   socket(domain: number, type: number, proto: number): number;
   bind(fd: number, addr: Buffer, len: number): number;
   connect(fd: number, addr: Buffer, len: number): number;
@@ -271,6 +273,7 @@ function b(): Bound {
     pidfdOpen: f('long syscall(long nr, int pid, unsigned int flags)'),
     pidfdGetfd: f('long syscall(long nr, int pidfd, int fd, unsigned int flags)'),
     pidfdSendSignal: f('long syscall(long nr, int pidfd, int sig, void *info, unsigned int flags)'),
+    tgkill: f('long syscall(long nr, int tgid, int tid, int sig)'),
     socket: f('int socket(int domain, int type, int proto)'),
     bind: f('int bind(int fd, const uint8_t *addr, uint32_t len)'),
     connect: f('int connect(int fd, const uint8_t *addr, uint32_t len)'),
@@ -463,6 +466,8 @@ export const memfdCreate = (name: string, flags: number): number => r(b().memfdC
 export const pidfdOpen = (pid: number, flags = 0): number => r(b().pidfdOpen(NR.pidfd_open, pid, flags));
 /** pidfd_send_signal(2) without a siginfo (the target sees SI_USER from the sender); 0 or -errno. */
 export const pidfdSendSignal = (pidfd: number, sig: number): number => r(b().pidfdSendSignal(NR.pidfd_send_signal, pidfd, sig, null, 0));
+/** tgkill(2): signal `sig` to thread `tid` of thread group `tgid`; 0 or -errno. */
+export const tgkill = (tgid: number, tid: number, sig: number): number => r(b().tgkill(NR.tgkill, tgid, tid, sig));
 /** pidfd_getfd(2): a duplicate of another process's fd (same open file description). */
 export const pidfdGetfd = (pidfd: number, fd: number): number => r(b().pidfdGetfd(NR.pidfd_getfd, pidfd, fd, 0));
 /** socket(2). */

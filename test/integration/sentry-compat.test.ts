@@ -68,6 +68,33 @@ describe('sentry: real programs under --isolation sentry', { skip }, () => {
     assert.equal(r.stdout, '1000 1000\n');
   });
 
+  // A send with an address is the sentry's to perform, and its copy asks MSG_NOSIGNAL; an EPIPE
+  // then raised no SIGPIPE, and a writer to a closed peer went on where the kernel's own send
+  // would have ended it. The reference is the same script under the container backend.
+  it('raises SIGPIPE in a sender whose send the sentry performed and that failed with EPIPE', { skip: need('python3') }, async () => {
+    const py = [
+      'import os, signal, socket, time',
+      "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1); addr = srv.getsockname()",
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    signal.signal(signal.SIGPIPE, signal.SIG_DFL)',
+      '    c = socket.socket(); c.connect(addr); time.sleep(0.3)',
+      '    for i in range(200):',
+      '        try:',
+      "            c.sendto(b'x' * 1000, addr)",
+      '        except ConnectionResetError:',
+      '            pass',
+      '        except OSError as e:',
+      "            print('error', e.errno, flush=True); os._exit(0)",
+      '        time.sleep(0.005)',
+      '    os._exit(0)',
+      'conn, _ = srv.accept(); conn.close(); srv.close()',
+      '_, status = os.waitpid(pid, 0)',
+      "print('signal', os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)",
+    ].join('\n');
+    assert.equal(await sameAsContainer(py), 'signal 13\n');
+  });
+
   // access(2) checks with the caller's real ids; the sentry's thread, whose real uid is 0,
   // answered it as root (before, uid 1000 was told it could read /etc/shadow)
   it("answers access(2) with the caller's real ids", { skip: need('python3') }, async () => {

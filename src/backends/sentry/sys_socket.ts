@@ -22,7 +22,9 @@
  * - the addresses accept, recvfrom and recvmsg report for unix sockets bound through the sentry
  *   are its names (`/proc/self/fd/N/name`, `\0moat/ID/name`); getsockname and getpeername are
  *   translated back, and connecting or sending to such a name reaches the intended socket;
- * - a send the sentry performs that fails with EPIPE raises no SIGPIPE in the workload.
+ *
+ * A send the sentry performs that fails with EPIPE raises SIGPIPE in the calling thread unless
+ * the call asked MSG_NOSIGNAL, as the kernel's own send does (the sentry's copy asks it always).
  */
 import { createHash } from 'node:crypto';
 import * as k from '../../sys/kernel.js';
@@ -311,6 +313,19 @@ function destination(t: Task, sb: Sandbox, raw: Buffer, call: 'connect' | 'sendt
 /** The socket's SOCK_* type, or -errno (ENOTSOCK for another kind of fd). */
 function sockType(dup: number): number {
   return k.getsockoptInt(dup, SOL_SOCKET, SO_TYPE);
+}
+
+const SIGPIPE = 13;
+
+/**
+ * A send's result as the caller gets it: an EPIPE without MSG_NOSIGNAL raises SIGPIPE in the
+ * calling thread, as the kernel does for its own sends; it is delivered when the call returns.
+ * The thread acts as the caller here, so the kernel checks the caller's right to signal itself.
+ */
+function withSigpipe(t: Task, flags: number, rc: number): number {
+  // refused (the caller may not signal itself?) or gone: the call still fails with EPIPE
+  if (rc === -E.EPIPE && (flags & MSG_NOSIGNAL) === 0 && t.valid()) k.tgkill(t.tgid, t.tid, SIGPIPE);
+  return rc;
 }
 
 /** Flags of a send the sentry performs: no zero-copy (its buffer is transient), no SIGPIPE to the sentry. */
@@ -679,7 +694,7 @@ function sysSendto(t: Task, sb: Sandbox): Reply {
       if (typeof data === 'number') return fail(-data);
       const bound = netlinkBound(t, dup, target.addr);
       if (bound < 0) return fail(-bound);
-      return fromResult(sendWaiting(t, dup, flags, data.length, (f, from) => k.sendto(dup, data.subarray(from), sendFlags(f), target.addr)));
+      return fromResult(withSigpipe(t, flags, sendWaiting(t, dup, flags, data.length, (f, from) => k.sendto(dup, data.subarray(from), sendFlags(f), target.addr))));
     } finally {
       release(target);
     }
@@ -804,7 +819,7 @@ function sendOne(t: Task, sb: Sandbox, dup: number, type: number, hdr: Buffer, f
     }
     const to = target ? target.addr : null;
     // the control data (SCM_RIGHTS, credentials) goes with the first bytes only, as the kernel's own partial send
-    return sendWaiting(t, dup, flags, msg.data.length, (f, from) => k.sendmsg(dup, msg.data.subarray(from), sendFlags(f), to, from === 0 ? msg.control : null));
+    return withSigpipe(t, flags, sendWaiting(t, dup, flags, msg.data.length, (f, from) => k.sendmsg(dup, msg.data.subarray(from), sendFlags(f), to, from === 0 ? msg.control : null)));
   } finally {
     release(target);
     for (const fd of msg.fds) k.close(fd);
