@@ -17,8 +17,9 @@
  *
  * What it does: holds a pidfd of each process and waits in ppoll(2) until one ends. The init
  * first (the normal end: the sentry outlives the sandbox's last task): it exits. The sentry
- * first: it sends SIGKILL to the init, which takes the container's pid namespace with it, logs
- * that and exits. Once both pidfds are open it keeps only CAP_KILL, sets no_new_privs and
+ * first: unless the init's pidfd says within GRACE_MS that it ended too (a watcher that started
+ * as the sandbox ended finds the sentry gone already), it sends SIGKILL to the init, which takes
+ * the container's pid namespace with it, logs that and exits. Once both pidfds are open it keeps only CAP_KILL, sets no_new_privs and
  * confines itself with a seccomp allowlist of the few calls left to make.
  *
  * Exit status: 0 after either end, 2 on a bad invocation (the caller checks its arguments first).
@@ -78,7 +79,11 @@ static int same_and_running(long long pid, const char *start) {
   return len == strlen(start) && strncmp(p, start, len) == 0;
 }
 
+/* How long (ms) an init may take to show it ended once the sentry is gone (see main). */
+#define GRACE_MS 100
+
 /* A pidfd of `pid` if it is still the process that started at `start`, else -1. */
+
 static int open_checked(long long pid, const char *start) {
   int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
   if (fd < 0) return -1;
@@ -146,6 +151,18 @@ int main(int argc, char **argv) {
       if (p[0].revents != 0) return 0; /* the init ended first, as it should */
       if (p[1].revents != 0) break;
     }
+  }
+  /* The sentry is gone. It also goes at the normal end, once its last listener hung up as the
+   * init died, and a watcher that started just then finds it gone first (a dying init, or a
+   * zombie, still takes the signal below). So the init has GRACE_MS to show it ended; only one
+   * that still runs then is killed. Meanwhile every served call of it fails with ENOSYS. */
+  struct pollfd q = { .fd = initfd, .events = POLLIN };
+  struct timespec grace = { 0, GRACE_MS * 1000000L };
+  for (;;) {
+    int n = (int)syscall(SYS_ppoll, &q, 1, &grace, NULL, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 1) return 0;
+    break;
   }
   if (syscall(SYS_pidfd_send_signal, initfd, SIGKILL, NULL, 0) != 0) return 0; /* ended meanwhile */
   if (logfd >= 0) {

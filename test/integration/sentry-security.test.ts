@@ -716,6 +716,32 @@ describe('sentry isolation: security properties', { skip }, () => {
     await sb.ok(['delete', other.id]);
   });
 
+  // A watcher still starting when its sandbox ended found the sentry gone already, took that for
+  // a dead sentry and killed the init, which was dying anyway (a dying process still takes a
+  // signal), and logged it: about 1 `run -d` in 10 killed at once through the front end. It now
+  // gives the init GRACE_MS (100 ms) to end. Driven here directly, with a sentry that is gone: an
+  // init that ends by itself 50 ms later is left alone; one that runs on is killed and logged.
+  it('a watcher finding its sentry gone kills and logs only an init that does not end', async () => {
+    const watch = join(REPO, 'dist', 'moat-watch');
+    const startOf = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]!;
+    const gone = spawnSync('true').pid!; // ran and was reaped: its pidfd cannot be opened
+    const log = join(sb.tmp, 'watch.log');
+    writeFileSync(log, '');
+    const watched = async (seconds: string): Promise<NodeJS.Signals | null> => {
+      const init = spawn('sleep', [seconds], { stdio: 'ignore' });
+      hostChildren.push(init);
+      const ended = new Promise<NodeJS.Signals | null>((resolve) => init.once('exit', (_c, sig) => resolve(sig)));
+      const w = spawnSync(watch, ['watched', String(gone), '0', String(init.pid), startOf(init.pid!), log], { timeout: 10_000 });
+      assert.equal(w.status, 0, String(w.stderr));
+      return ended;
+    };
+    assert.equal(await watched('0.05'), null, 'an init that ended by itself was killed');
+    assert.equal(readFileSync(log, 'utf8'), '');
+    const live = await watched('30');
+    assert.equal(live, 'SIGKILL');
+    assert.match(readFileSync(log, 'utf8'), new RegExp(`moat-watch: the sentry \\(pid ${gone}\\) is gone while the container runs: killed the container`));
+  });
+
   it('leaks no fd of the runtime or the sentry into the workload', async () => {
     const b = await sb.bundle(['sh', '-c', 'ls -l /proc/self/fd']);
     const r = await runBundle(b);
