@@ -19,8 +19,9 @@
  * first (the normal end: the sentry outlives the sandbox's last task): it exits. The sentry
  * first: unless the init's pidfd says within GRACE_MS that it ended too (a watcher that started
  * as the sandbox ended finds the sentry gone already), it sends SIGKILL to the init, which takes
- * the container's pid namespace with it, logs that and exits. Once both pidfds are open it keeps only CAP_KILL, sets no_new_privs and
- * confines itself with a seccomp allowlist of the few calls left to make.
+ * the container's pid namespace with it, logs that and exits. Once both pidfds are open it keeps
+ * only CAP_KILL, sets no_new_privs and confines itself with a seccomp allowlist of the few calls
+ * left to make.
  *
  * Exit status: 0 after either end, 2 on a bad invocation (the caller checks its arguments first).
  */
@@ -83,7 +84,6 @@ static int same_and_running(long long pid, const char *start) {
 #define GRACE_MS 100
 
 /* A pidfd of `pid` if it is still the process that started at `start`, else -1. */
-
 static int open_checked(long long pid, const char *start) {
   int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
   if (fd < 0) return -1;

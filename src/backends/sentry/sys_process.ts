@@ -9,7 +9,7 @@
 import * as k from '../../sys/kernel.js';
 import { E } from '../../sys/kernel.js';
 import { asSentry } from './ident.js';
-import { readProcFile, statusIds } from './task.js';
+import { readProcFile, statusIds, statusMask } from './task.js';
 import { CONTINUE, fail, ok } from './types.js';
 import type { HandlerTable, Reply, Sandbox, Task } from './types.js';
 
@@ -49,12 +49,6 @@ function fatalByDefault(sig: number): boolean {
 /** How long (ms) a kill's answer waits for the child to be gone before it is given anyway. */
 const KILL_WAIT_MS = 200;
 const CAP_KILL = 5n;
-
-/** A signal mask field (SigBlk, SigIgn, SigCgt, CapEff) of a /proc status file. */
-function maskOf(status: string, key: string): bigint {
-  const m = new RegExp(`\\n${key}:\\s*([0-9a-f]+)`).exec(status);
-  return m ? BigInt(`0x${m[1]}`) : 0n;
-}
 
 /** sched_setscheduler(pid, policy, param): no real-time policy (FIFO 1, RR 2, DEADLINE 6). */
 function schedSetscheduler(t: Task): Reply {
@@ -100,8 +94,9 @@ function childOf(t: Task, pid: number): { host: number; status: string } | null 
     const status = readProcFile(`/proc/${host}/status`);
     const ns = statusIds(status, 'NSpid');
     const nsPid = ns[ns.length - 1];
-    if (nsPid !== undefined && statusIds(status, 'PPid')[0] === tgid) known.set(nsPid, host);
-    return nsPid === pid && statusIds(status, 'PPid')[0] === tgid ? { host, status } : null;
+    if (nsPid === undefined || statusIds(status, 'PPid')[0] !== tgid) return null;
+    known.set(nsPid, host);
+    return nsPid === pid ? { host, status } : null;
   };
   const cached = known.get(pid);
   if (cached !== undefined) {
@@ -140,13 +135,13 @@ function kill(t: Task, sb: Sandbox): Reply {
   const state = /\nState:\s*(\S)/.exec(st)?.[1] ?? 'X';
   if ('TtZX'.includes(state)) return CONTINUE; // stopped: the signal waits for a SIGCONT; dead already
   const bit = 1n << BigInt(sig - 1);
-  if (sig !== 9 && ((maskOf(st, 'SigBlk') | maskOf(st, 'SigIgn') | maskOf(st, 'SigCgt')) & bit) !== 0n) return CONTINUE;
+  if (sig !== 9 && ((statusMask(st, 'SigBlk') | statusMask(st, 'SigIgn') | statusMask(st, 'SigCgt')) & bit) !== 0n) return CONTINUE;
   // the kernel's permission check for the caller (same user namespace): a real or effective uid
   // that is the target's real or saved uid, or CAP_KILL; otherwise it refuses the kill itself
   const me = readProcFile(`/proc/${t.tid}/status`);
   const [ruid, euid] = statusIds(me, 'Uid');
   const [truid, , tsuid] = statusIds(st, 'Uid');
-  const allowed = ((maskOf(me, 'CapEff') >> CAP_KILL) & 1n) === 1n || [ruid, euid].some((u) => u === truid || u === tsuid);
+  const allowed = ((statusMask(me, 'CapEff') >> CAP_KILL) & 1n) === 1n || [ruid, euid].some((u) => u === truid || u === tsuid);
   if (!allowed) return CONTINUE;
   const pidfd = asSentry(sb, () => k.pidfdOpen(child.host, 0));
   if (pidfd < 0) return CONTINUE;

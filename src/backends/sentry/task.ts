@@ -33,6 +33,12 @@ export function notifValid(listener: number, n: NotifId): boolean {
 
 const PROC_BUF = Buffer.alloc(4096);
 
+/** A hexadecimal mask field (SigPnd, SigBlk, SigIgn, SigCgt, CapEff, ...) of a /proc status file; 0 if absent. */
+export function statusMask(status: string, key: string): bigint {
+  const m = new RegExp(`\\n${key}:\\s*([0-9a-f]+)`).exec(status);
+  return m ? BigInt(`0x${m[1]}`) : 0n;
+}
+
 /** The numbers of field `key` (Uid, Gid, Groups, Tgid, ...) of a /proc status file; [] if absent. */
 export function statusIds(status: string, key: string): number[] {
   const m = new RegExp(`\\n${key}:([^\\n]*)`).exec(status);
@@ -134,10 +140,7 @@ export class NotifTask implements Task {
   signalPending(): boolean {
     // read afresh: the cached status is the one of the call's start
     const status = readProcFile(`/proc/${this.tid}/status`);
-    const mask = (key: string): bigint => {
-      const m = new RegExp(`\\n${key}:\\s*([0-9a-f]+)`).exec(status);
-      return m ? BigInt(`0x${m[1]}`) : 0n;
-    };
+    const mask = (key: string): bigint => statusMask(status, key);
     const blocked = mask('SigBlk');
     // a signal to the process goes to one of its threads: to this one for sure only if it is alone
     const alone = /\nThreads:\s*1\n/.test(status);
