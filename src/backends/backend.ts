@@ -25,6 +25,8 @@ export interface CreateRequest {
   consoleSocket?: string;
   /** Number of extra fds (3, 4, ...) passed from the runtime to the container. */
   preserveFds: number;
+  /** How many of those came from systemd socket activation (LISTEN_FDS); they come first. */
+  listenFds?: number;
   /** Keep the caller's session keyring instead of making a new one. */
   noNewKeyring: boolean;
   /** Foreground `run`: the backend reports the exit status through `waitExit`. */

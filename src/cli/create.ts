@@ -70,11 +70,11 @@ export async function fromSnapshot(cmd: Command, name: string): Promise<{ bundle
  * LISTEN_FDS is N, its fds 3 .. 2+N become the container process's 3 .. 2+N (the --preserve-fds
  * ones follow them), and the process is told so with LISTEN_FDS=N and LISTEN_PID=1.
  */
-export function socketActivation<T extends { spec: Spec; preserveFds: number }>(opts: T): T {
+export function socketActivation<T extends { spec: Spec; preserveFds: number; listenFds?: number }>(opts: T): T {
   const n = Number(process.env['LISTEN_FDS']);
   const proc = opts.spec.process;
   if (process.env['LISTEN_PID'] !== String(process.pid) || !Number.isInteger(n) || n <= 0 || proc === undefined) return opts;
-  return { ...opts, preserveFds: opts.preserveFds + n, spec: { ...opts.spec, process: { ...proc, env: [...(proc.env ?? []), `LISTEN_FDS=${n}`, 'LISTEN_PID=1'] } } };
+  return { ...opts, preserveFds: opts.preserveFds + n, listenFds: n, spec: { ...opts.spec, process: { ...proc, env: [...(proc.env ?? []), `LISTEN_FDS=${n}`, 'LISTEN_PID=1'] } } };
 }
 
 /** Registers `create`. */
@@ -86,7 +86,9 @@ export function register(program: Command): void {
       const snap = flags.fromSnapshot ? await fromSnapshot(cmd, flags.fromSnapshot) : undefined;
       const bundle = snap?.bundle ?? resolve(flags.bundle ?? '.');
       const spec = snap?.spec ?? loadSpec(bundle);
-      const activated = snap ? { spec, preserveFds: flags.preserveFds } : socketActivation({ spec, preserveFds: flags.preserveFds });
+      const activated: { spec: Spec; preserveFds: number; listenFds?: number } = snap
+        ? { spec, preserveFds: flags.preserveFds }
+        : socketActivation({ spec, preserveFds: flags.preserveFds });
       await create(context(cmd), {
         id,
         bundle,
@@ -98,6 +100,7 @@ export function register(program: Command): void {
         ...(flags.consoleSocket ? { consoleSocket: flags.consoleSocket } : {}),
         ...(flags.pidFile ? { pidFile: flags.pidFile } : {}),
         preserveFds: activated.preserveFds,
+        ...(activated.listenFds ? { listenFds: activated.listenFds } : {}),
         noNewKeyring: flags.noNewKeyring === false,
         foreground: false,
       });

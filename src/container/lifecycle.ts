@@ -87,6 +87,8 @@ export interface CreateOptions {
   consoleSocket?: string;
   pidFile?: string;
   preserveFds: number;
+  /** How many of the preserveFds came from systemd socket activation (LISTEN_FDS), which come first. */
+  listenFds?: number;
   noNewKeyring: boolean;
   foreground: boolean;
   embedded?: EmbeddedRoot;
@@ -152,6 +154,7 @@ export async function create(ctx: Context, opts: CreateOptions): Promise<CreateR
       spec: opts.spec,
       ...(opts.consoleSocket !== undefined ? { consoleSocket: opts.consoleSocket } : {}),
       preserveFds: opts.preserveFds,
+      ...(opts.listenFds ? { listenFds: opts.listenFds } : {}),
       noNewKeyring: opts.noNewKeyring,
       foreground: opts.foreground,
       systemdCgroup: ctx.systemdCgroup,

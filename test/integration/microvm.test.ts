@@ -356,12 +356,18 @@ while left:
 
   // runc passes --preserve-fds fds to the process; a host fd cannot cross into a guest, so a VM
   // refuses them rather than starting without them
-  it('refuses --preserve-fds for create and exec, saying why, and leaves nothing', async () => {
+  it('refuses --preserve-fds and socket activation for create and exec, saying which, and leaves nothing', async () => {
     const b = await sb.bundle(['sleep', '1000']);
     const id = sb.id('vm-fds');
     const r = await sb.rt(['create', '--isolation', 'microvm', '--preserve-fds', '1', '-b', b, id], { timeoutMs: VM_TIMEOUT, extraFds: ['ignore'] });
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /--preserve-fds 1: the microvm isolation cannot pass host fds/);
+    assert.match(r.stderr, /"vm-fds[^"]*": --preserve-fds 1: the microvm isolation cannot pass host fds/);
+    assert.equal(existsSync(join(sb.root, id)), false, 'create left a state directory');
+    // systemd's sockets are named as such, not as --preserve-fds the user never gave
+    const s = await sb.rt(['create', '--isolation', 'microvm', '--preserve-fds', '1', '-b', b, id],
+      { timeoutMs: VM_TIMEOUT, extraFds: ['ignore', 'ignore', 'ignore'], env: { LISTEN_FDS: '2' }, listenPid: true });
+    assert.notEqual(s.status, 0);
+    assert.match(s.stderr, /: LISTEN_FDS 2 \(systemd socket activation\) and --preserve-fds 1: the microvm isolation cannot pass host fds/);
     assert.equal(existsSync(join(sb.root, id)), false, 'create left a state directory');
     await sb.ok(['create', '--isolation', 'microvm', '-b', b, id], { timeoutMs: VM_TIMEOUT });
     try {

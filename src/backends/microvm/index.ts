@@ -242,13 +242,21 @@ function choices(req: CreateRequest): { vmm?: string; accel?: Accel } {
   return { ...(vmm ? { vmm } : {}), ...(accel ? { accel } : {}) };
 }
 
-/** Refuses --preserve-fds, which a VM cannot honour: a host fd does not cross into the guest. */
-function refusePreservedFds(id: string, n: number): void {
-  if (n > 0) throw new UsageError(`container "${id}": --preserve-fds ${n}: the microvm isolation cannot pass host fds into the guest`);
+/**
+ * Refuses fds to pass (--preserve-fds, and the sockets of systemd socket activation, counted in
+ * `listen`), which a VM cannot honour: a host fd does not cross into the guest.
+ */
+function refusePreservedFds(id: string, n: number, listen = 0): void {
+  if (n <= 0) return;
+  const what = [
+    ...(listen > 0 ? [`LISTEN_FDS ${listen} (systemd socket activation)`] : []),
+    ...(n > listen ? [`--preserve-fds ${n - listen}`] : []),
+  ].join(' and ');
+  throw new UsageError(`container "${id}": ${what}: the microvm isolation cannot pass host fds into the guest`);
 }
 
 async function create(req: CreateRequest): Promise<Created> {
-  refusePreservedFds(req.id, req.preserveFds);
+  refusePreservedFds(req.id, req.preserveFds, req.listenFds);
   const stateRoot = dirname(req.dir);
   const process0 = agentProcess(req.spec);
   // a restored guest's processes run already: its mounts are the checkpoint's (none: a VM with
