@@ -17,6 +17,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SENTRY_ALLOWLIST } from '../../src/backends/sentry/confine.js';
+import { standbyFiles } from '../../src/backends/sentry/standby.js';
 import type { TestContext } from 'node:test';
 import { REPO, RUNTIME, Sandbox, processAlive, skipReason, waitFor } from '../helpers/runtime.js';
 import type { Result } from '../helpers/runtime.js';
@@ -623,6 +624,33 @@ describe('sentry isolation: security properties', { skip }, () => {
     const next = await sleeper();
     assert.ok(sentryPid(next.id) > 0, 'the next create still gets a sentry');
     await sb.rt(['delete', '--force', next.id]);
+  });
+
+  // A standby killed with SIGKILL leaves its socket and lock; its key is often never used again
+  // (a rebuild changes it), so the next standby to start clears them, unless their lock is held.
+  it('a standby that starts removes the files dead standbys of other keys left, and keeps a live one\'s', async () => {
+    const waiting = await waitingStandby();
+    const dead = standbyFiles({ dir: standbyDir, key: 'f'.repeat(24) });
+    const live = standbyFiles({ dir: standbyDir, key: 'e'.repeat(24) });
+    writeFileSync(dead.lock, '');
+    for (const s of [dead.socket, live.socket]) {
+      const r = spawnSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', s], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    }
+    const holder = spawn('flock', ['-n', live.lock, 'sleep', '60'], { stdio: 'ignore' });
+    let id: string | undefined;
+    try {
+      assert.ok(await waitFor(() => spawnSync('flock', ['-n', live.lock, 'true']).status === 1, 5000), 'the live lock is held');
+      process.kill(waiting.pid, 'SIGTERM');
+      assert.ok(await waitFor(() => !processAlive(waiting.pid), 5000), 'the standby exits on SIGTERM');
+      id = (await sleeper()).id; // its create starts the next standby
+      assert.ok(await waitFor(() => !existsSync(dead.lock) && !existsSync(dead.socket), 15_000), `the dead standby's files are left in ${standbyDir}`);
+      for (const f of [live.lock, live.socket]) assert.ok(existsSync(f), `${f}, whose lock is held, was removed`);
+    } finally {
+      holder.kill('SIGKILL');
+      for (const f of [dead.lock, dead.socket, live.lock, live.socket]) rmSync(f, { force: true });
+      if (id !== undefined) await sb.rt(['delete', '--force', id]);
+    }
   });
 
   // A create under a program that adopts standbys (conmon) claims a waiting standby but starts

@@ -4,7 +4,7 @@
  * fds of the init and of every `exec`, then serves the workload's system calls until no task
  * of the sandbox is left. It reports "ready" on fd 3 once its loop is set up.
  */
-import { closeSync, existsSync, fstatSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { parentPort } from 'node:worker_threads';
@@ -13,7 +13,7 @@ import { descendants, procStat } from '../../container/proc.js';
 import { flock, LOCK_EX, LOCK_NB } from '../../sys/libc.js';
 import { buildStamp, watchBuild } from '../../util/buildstamp.js';
 import { adoptedStandby, STANDBY_IDLE_MS, standbyFiles } from './standby.js';
-import type { StandbyArgs, StandbyRequest } from './standby.js';
+import type { StandbyArgs, StandbyPlace, StandbyRequest } from './standby.js';
 import { answer, handlerFor, SentryLoop } from './core.js';
 import type { Families } from './core.js';
 import { confineSentry } from './confine.js';
@@ -173,6 +173,7 @@ export function sentryStandby(argv: string[], script: string): Promise<number> {
     removeFiles({ lock: files.lock });
     return Promise.resolve(0);
   }
+  sweepStale(args);
   bindEarly();
   confineSentry(() => {}); // no log before a claim: nothing to tell it to
   try {
@@ -273,6 +274,39 @@ function removeFiles(files: { socket?: string; lock: string }): void {
       unlinkSync(f);
     } catch {
       // gone already
+    }
+  }
+}
+
+/**
+ * Removes the files of standbys of other keys that died without removing them (SIGKILL, an OOM
+ * kill): their keys are often never used again (a build stamp changed), so no successor of the
+ * same key would clear them. A key's files go only while this process holds that key's lock,
+ * as a standby removes its own, so a standby that is alive, or booting, keeps them.
+ */
+function sweepStale(own: StandbyPlace): void {
+  let names: string[];
+  try {
+    names = readdirSync(own.dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const key = /^([0-9a-f]{24})\.lock$/.exec(name)?.[1];
+    if (key === undefined || key === own.key) continue;
+    const files = standbyFiles({ dir: own.dir, key });
+    let fd: number;
+    try {
+      fd = openSync(files.lock, 'r');
+    } catch {
+      continue; // gone meanwhile
+    }
+    try {
+      if (flock(fd, LOCK_EX | LOCK_NB, files.lock) && sameFile(fd, files.lock)) removeFiles(files);
+    } catch {
+      // not ours to judge: left alone
+    } finally {
+      closeSync(fd);
     }
   }
 }

@@ -8,7 +8,8 @@
  *
  * A standby serves only creates like the one that started it: the same installation (the
  * bundle file), user, capability bounding set and namespaces — they make its key, and its
- * socket and lock are named after it (one standby per key; the lock is held for its life).
+ * socket and lock are named after it (one standby per key; the lock is held for its life). A
+ * standby that starts removes the files that dead standbys of other keys left (their locks free).
  *
  * Protocol, one line of JSON each way on the standby's socket:
  *   create  -> {"pid": P, "fd": N, "config": {...}}   P: the create's pid; N: its listening
